@@ -1,0 +1,40 @@
+# Every target that needs Python depends on the venv stamp, which is rebuilt only when pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv demo test lint format bench model clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: venv lint
+	$(BIN)/python -m pytest -q tests
+
+demo: venv
+	$(BIN)/python scripts/demo.py
+
+bench: venv
+	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/latency.py
+
+# Rebuild the shipped demo model from its seeded training script (reproducible; not needed for tests).
+model: venv
+	$(BIN)/python scripts/train_fraud_model.py --out models/fraud/1
+
+clean:
+	rm -rf $(VENV) .streamer .pytest_cache .ruff_cache .hypothesis streamer-data

@@ -1,0 +1,1 @@
+"""Thin adapters, one library each: they move bytes and call libraries, and leave decisions to the core."""

@@ -1,0 +1,301 @@
+"""Settings: a TOML file overridden by ``STREAMER_*`` environment variables, validated once, passed as values.
+
+Precedence (contract section 1): environment variable, then the config file (``--config``, default
+``streamer.toml`` when present), then the default. Every default works with the embedded stack of
+``streamer dev up``, whose addresses are read from its state file when Kafka or Redis are not configured.
+
+Validation is strict and happens here, before anything connects: an unknown section or key, a value of the
+wrong type, an engine that does not exist or an explicitly configured path that does not exist is a
+``ConfigError`` naming the setting and where it came from. Adapters receive the typed sections and never read
+the environment themselves.
+
+Kafka security (SASL/TLS) passes through ``[kafka.client]``: any librdkafka property there (for example
+``"security.protocol" = "SASL_SSL"``) reaches every Kafka client streamer creates.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from streamer.core.errors import ConfigError
+
+DEFAULT_CONFIG_FILE = "streamer.toml"
+ENGINES = ("faust", "batch")
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaSettings:
+    bootstrap: str | None = None
+    # Passed verbatim to every confluent-kafka client (and translated for Faust): security, TLS, SASL, tuning.
+    client: dict[str, Any] = field(default_factory=dict)
+    partitions: int = 8
+    replication_factor: int = 1
+    # Short group timeouts keep joins to a few seconds on the embedded broker (a first join there takes about
+    # half of session_timeout_ms). On a production Kafka cluster 10-45 s sessions are usual: raise them there.
+    session_timeout_ms: int = 6000
+    heartbeat_interval_ms: int = 1000
+    rebalance_timeout_ms: int = 6000
+    # The broker answers a fetch only after this wait even when data is there (measured on Tansu): keep it low.
+    fetch_wait_max_ms: int = 5
+    linger_ms: int = 5
+
+
+@dataclass(frozen=True, slots=True)
+class TopicSettings:
+    requests: str = "requests"
+    predictions: str = "predictions"
+    feedback: str = "feedback"
+    dlq: str = "requests.dlq"
+
+    def all(self) -> tuple[str, ...]:
+        return (self.requests, self.predictions, self.feedback, self.dlq)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSettings:
+    url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    dir: str = "models"
+    default: str | None = None
+    # Model name -> version to serve instead of the highest one.
+    pins: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerSettings:
+    engine: str = "faust"
+    group_id: str = "streamer"
+    metrics_port: int = 9464
+    batch_max_size: int = 256
+    batch_max_wait_ms: float = 5.0
+    max_message_bytes: int = 1_048_576
+    max_rows_per_request: int = 10_000
+    intra_op_num_threads: int = 1
+    scoring_threads: int = 2
+    max_inflight_batches: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class DevSettings:
+    state_dir: str = ".streamer"
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    kafka: KafkaSettings = field(default_factory=KafkaSettings)
+    topics: TopicSettings = field(default_factory=TopicSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    worker: WorkerSettings = field(default_factory=WorkerSettings)
+    dev: DevSettings = field(default_factory=DevSettings)
+    source: str = "defaults"
+    unknown_env: tuple[str, ...] = ()
+
+    def require_bootstrap(self) -> str:
+        if not self.kafka.bootstrap:
+            raise ConfigError(
+                "no Kafka bootstrap servers: set STREAMER_KAFKA_BOOTSTRAP, kafka.bootstrap in the config file, "
+                "or start the embedded stack with `streamer dev up`"
+            )
+        return self.kafka.bootstrap
+
+    def require_redis_url(self) -> str:
+        if not self.redis.url:
+            raise ConfigError(
+                "no Redis URL: set STREAMER_REDIS_URL, redis.url in the config file, "
+                "or start the embedded stack with `streamer dev up`"
+            )
+        return self.redis.url
+
+    def require_models_dir(self) -> Path:
+        path = Path(self.models.dir)
+        if not path.is_dir():
+            raise ConfigError(f"models.dir: {path} is not a directory (set STREAMER_MODELS_DIR or models.dir)")
+        return path
+
+
+# Contract section 1: environment variable -> (section, key).
+ENVIRONMENT: dict[str, tuple[str, str]] = {
+    "STREAMER_KAFKA_BOOTSTRAP": ("kafka", "bootstrap"),
+    "STREAMER_REDIS_URL": ("redis", "url"),
+    "STREAMER_REQUESTS_TOPIC": ("topics", "requests"),
+    "STREAMER_PREDICTIONS_TOPIC": ("topics", "predictions"),
+    "STREAMER_FEEDBACK_TOPIC": ("topics", "feedback"),
+    "STREAMER_DLQ_TOPIC": ("topics", "dlq"),
+    "STREAMER_MODELS_DIR": ("models", "dir"),
+    "STREAMER_DEFAULT_MODEL": ("models", "default"),
+    "STREAMER_ENGINE": ("worker", "engine"),
+    "STREAMER_GROUP_ID": ("worker", "group_id"),
+    "STREAMER_METRICS_PORT": ("worker", "metrics_port"),
+    "STREAMER_BATCH_MAX_SIZE": ("worker", "batch_max_size"),
+    "STREAMER_BATCH_MAX_WAIT_MS": ("worker", "batch_max_wait_ms"),
+    "STREAMER_STATE_DIR": ("dev", "state_dir"),
+}
+
+# Variables read outside the settings (the config file's path, logging) are known too.
+_KNOWN_ENV = frozenset(ENVIRONMENT) | {"STREAMER_CONFIG", "STREAMER_LOG_LEVEL", "STREAMER_LOG_JSON"}
+
+
+def _section_types() -> dict[str, dict[str, Any]]:
+    return {name: typing.get_type_hints(cls) for name, cls in _SECTION_CLASSES.items()}
+
+
+_SECTION_CLASSES: dict[str, type] = {
+    "kafka": KafkaSettings,
+    "topics": TopicSettings,
+    "redis": RedisSettings,
+    "models": ModelSettings,
+    "worker": WorkerSettings,
+    "dev": DevSettings,
+}
+
+
+def _coerce(value: Any, hint: Any, where: str, from_env: bool) -> Any:
+    """Check ``value`` against the field's type; environment strings are parsed into it first."""
+    origin = typing.get_origin(hint)
+    if origin in (types.UnionType, typing.Union):
+        options = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None or (from_env and value == ""):
+            return None
+        return _coerce(value, options[0], where, from_env)
+    if hint is bool:
+        if from_env and isinstance(value, str) and value.lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.lower() in ("1", "true", "yes")
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if from_env and isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif hint is float:
+        if from_env and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, str):
+            return value
+    elif origin is dict:
+        if from_env and isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                value = json.loads(value)
+        if isinstance(value, dict):
+            _, value_type = typing.get_args(hint)
+            return {str(k): _coerce(v, value_type, f"{where}.{k}", False) for k, v in value.items()}
+    elif hint is Any:
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _validate(settings: Settings) -> None:
+    worker = settings.worker
+    if worker.engine not in ENGINES:
+        raise ConfigError(f"worker.engine: {worker.engine!r} is not one of {', '.join(ENGINES)}")
+    positive = {
+        "worker.batch_max_size": worker.batch_max_size,
+        "worker.max_message_bytes": worker.max_message_bytes,
+        "worker.max_rows_per_request": worker.max_rows_per_request,
+        "worker.intra_op_num_threads": worker.intra_op_num_threads,
+        "worker.scoring_threads": worker.scoring_threads,
+        "worker.max_inflight_batches": worker.max_inflight_batches,
+        "kafka.partitions": settings.kafka.partitions,
+        "kafka.replication_factor": settings.kafka.replication_factor,
+    }
+    for name, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"{name}: must be at least 1, got {value}")
+    if worker.batch_max_wait_ms < 0:
+        raise ConfigError(f"worker.batch_max_wait_ms: must not be negative, got {worker.batch_max_wait_ms}")
+    if not 0 <= worker.metrics_port <= 65535:
+        raise ConfigError(f"worker.metrics_port: {worker.metrics_port} is not a port")
+    names = settings.topics.all()
+    if len(set(names)) != len(names) or not all(names):
+        raise ConfigError(f"topics: names must be distinct and non-empty, got {', '.join(names)}")
+
+
+def load(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Settings:
+    """Read the config file (if any), apply the environment, validate, and fill in the embedded stack."""
+    environ = os.environ if environ is None else environ
+    table: dict[str, Any] = {}
+    explicit_path = path is not None
+    config_path = Path(path) if path is not None else Path(DEFAULT_CONFIG_FILE)
+    if config_path.exists():
+        try:
+            table = tomllib.loads(config_path.read_text())
+        except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{config_path}: {exc}") from None
+        source = str(config_path)
+    elif explicit_path:
+        raise ConfigError(f"--config: {config_path} does not exist")
+    else:
+        source = "defaults"
+    hints = _section_types()
+    sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_CLASSES}
+    explicit: set[tuple[str, str]] = set()
+    for section, values in table.items():
+        if section not in _SECTION_CLASSES:
+            raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(_SECTION_CLASSES)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{source}: [{section}] must be a table")
+        for key, value in values.items():
+            if key not in hints[section]:
+                raise ConfigError(f"{source}: unknown setting {section}.{key}")
+            sections[section][key] = _coerce(value, hints[section][key], f"{source}: {section}.{key}", False)
+            explicit.add((section, key))
+    for variable, (section, key) in ENVIRONMENT.items():
+        if variable in environ:
+            sections[section][key] = _coerce(environ[variable], hints[section][key], variable, True)
+            explicit.add((section, key))
+    # Unknown STREAMER_* variables are reported (a typo would otherwise be silently ignored) but not fatal:
+    # deployment tooling may set variables of its own with the same prefix.
+    unknown_env = tuple(sorted(v for v in environ if v.startswith("STREAMER_") and v not in _KNOWN_ENV))
+    settings = Settings(
+        **{name: cls(**sections[name]) for name, cls in _SECTION_CLASSES.items()},
+        source=source,
+        unknown_env=unknown_env,
+    )
+    _validate(settings)
+    if ("models", "dir") in explicit:
+        settings.require_models_dir()
+    return _with_dev_stack(settings)
+
+
+def _with_dev_stack(settings: Settings) -> Settings:
+    """Fill unset Kafka/Redis addresses from the state file ``streamer dev up`` writes."""
+    if settings.kafka.bootstrap and settings.redis.url:
+        return settings
+    state_file = Path(settings.dev.state_dir) / "dev.json"
+    try:
+        state = json.loads(state_file.read_text())
+    except (OSError, ValueError):
+        return settings
+    kafka = settings.kafka
+    redis = settings.redis
+    if not kafka.bootstrap and isinstance(state.get("kafka_bootstrap"), str):
+        kafka = dataclasses.replace(kafka, bootstrap=state["kafka_bootstrap"])
+    if not redis.url and isinstance(state.get("redis_url"), str):
+        redis = dataclasses.replace(redis, url=state["redis_url"])
+    return dataclasses.replace(settings, kafka=kafka, redis=redis)

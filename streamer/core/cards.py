@@ -1,0 +1,192 @@
+"""Model cards: the serving contract of one model version (contract section 6), parsed and checked purely.
+
+A card says which ONNX input to feed, in which column order the features go, how ``score`` and ``label`` are
+read from the ONNX outputs, and the checksum of ``model.onnx``. ``parse_card`` turns the TOML table into a
+``ModelCard`` or raises ``ModelError`` naming the field; ``check_signature`` compares the card with what the
+ONNX graph declares, so that a card that lies about its model is refused at load instead of scoring garbage.
+The file reading, hashing and ONNX inspection live in ``adapters/model_repository.py``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamer.core.errors import ModelError
+
+TASKS = ("binary-classification", "multiclass-classification", "regression")
+_OUTPUT_REF = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(?:\[\s*:\s*,\s*(\d+)\s*\])?\s*$")
+_KNOWN_KEYS = {
+    "name",
+    "version",
+    "task",
+    "features",
+    "input",
+    "sha256",
+    "outputs",
+    "card",
+    "categorical",
+    "allow_missing",
+    "threshold",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRef:
+    """``name`` or ``name[:,column]``: one ONNX output, optionally one column of a [batch, k] tensor."""
+
+    name: str
+    column: int | None = None
+
+    @classmethod
+    def parse(cls, text: str, where: str) -> OutputRef:
+        match = _OUTPUT_REF.match(text) if isinstance(text, str) else None
+        if match is None:
+            raise ModelError(where, f"output reference {text!r} is not 'name' or 'name[:,k]'")
+        column = match.group(2)
+        return cls(match.group(1), int(column) if column is not None else None)
+
+    def __str__(self) -> str:
+        return self.name if self.column is None else f"{self.name}[:,{self.column}]"
+
+
+@dataclass(frozen=True, slots=True)
+class TensorInfo:
+    """What the ONNX graph declares of one tensor; ``shape`` items are ints or None for dynamic axes."""
+
+    name: str
+    shape: tuple[int | None, ...]
+    element_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class GraphSignature:
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCard:
+    name: str
+    version: int
+    task: str
+    features: tuple[str, ...]
+    input: str
+    sha256: str
+    score: OutputRef
+    label: OutputRef | None
+    # Feature name -> its categories; a string value is coded as its index in this list.
+    categorical: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    # Whether null (missing) feature values may reach the model as NaN (trees handle it; linear models don't).
+    allow_missing: bool = False
+    # Decision threshold on ``score`` for binary classifiers (used by evaluation and rules).
+    threshold: float = 0.5
+    card: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def is_classifier(self) -> bool:
+        return self.task != "regression"
+
+
+def _require(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if key not in table:
+        raise ModelError(where, f"missing required field '{key}'")
+    value = table[key]
+    if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
+        raise ModelError(where, f"field '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def parse_card(table: dict[str, Any], where: str) -> ModelCard:
+    """Validate a card's TOML table; ``where`` (the card's path) prefixes every error."""
+    unknown = sorted(set(table) - _KNOWN_KEYS)
+    if unknown:
+        raise ModelError(where, f"unknown field(s) {', '.join(unknown)}")
+    name = _require(table, "name", str, where)
+    version = _require(table, "version", int, where)
+    if version < 1:
+        raise ModelError(where, f"version must be a positive integer, got {version}")
+    task = _require(table, "task", str, where)
+    if task not in TASKS:
+        raise ModelError(where, f"task {task!r} is not one of {', '.join(TASKS)}")
+    features = _require(table, "features", list, where)
+    if not features or not all(isinstance(f, str) and f for f in features):
+        raise ModelError(where, "features must be a non-empty list of names")
+    if len(set(features)) != len(features):
+        raise ModelError(where, "features has duplicate names")
+    input_name = _require(table, "input", str, where)
+    sha256 = _require(table, "sha256", str, where).lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+        raise ModelError(where, "sha256 must be 64 hex digits")
+    outputs = _require(table, "outputs", dict, where)
+    if "score" not in outputs:
+        raise ModelError(where, "outputs.score is required")
+    score = OutputRef.parse(outputs["score"], where)
+    label = OutputRef.parse(outputs["label"], where) if "label" in outputs else None
+    categorical_raw = table.get("categorical", {})
+    if not isinstance(categorical_raw, dict):
+        raise ModelError(where, "categorical must be a table of feature = [categories]")
+    categorical: dict[str, tuple[str, ...]] = {}
+    for feature, categories in categorical_raw.items():
+        if feature not in features:
+            raise ModelError(where, f"categorical feature {feature!r} is not in features")
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            raise ModelError(where, f"categories of {feature!r} must be a list of strings")
+        categorical[feature] = tuple(categories)
+    allow_missing = table.get("allow_missing", False)
+    if not isinstance(allow_missing, bool):
+        raise ModelError(where, "allow_missing must be true or false")
+    threshold = table.get("threshold", 0.5)
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float) or not 0.0 <= threshold <= 1.0:
+        raise ModelError(where, "threshold must be a number in [0, 1]")
+    model_card = table.get("card", {})
+    if not isinstance(model_card, dict):
+        raise ModelError(where, "[card] must be a table")
+    return ModelCard(
+        name=name,
+        version=version,
+        task=task,
+        features=tuple(features),
+        input=input_name,
+        sha256=sha256,
+        score=score,
+        label=label,
+        categorical=categorical,
+        allow_missing=allow_missing,
+        threshold=float(threshold),
+        card=model_card,
+    )
+
+
+def check_signature(card: ModelCard, signature: GraphSignature, where: str) -> None:
+    """Refuse a card whose input, feature count or outputs disagree with the ONNX graph."""
+    inputs = {t.name: t for t in signature.inputs}
+    if card.input not in inputs:
+        raise ModelError(where, f"card input {card.input!r} is not an input of the graph ({', '.join(inputs)})")
+    if len(inputs) != 1:
+        raise ModelError(where, f"the graph has {len(inputs)} inputs; streamer feeds exactly one")
+    tensor = inputs[card.input]
+    if tensor.element_type != "float":
+        raise ModelError(where, f"input {card.input!r} is {tensor.element_type}, not float32")
+    if len(tensor.shape) != 2:
+        raise ModelError(where, f"input {card.input!r} has rank {len(tensor.shape)}, not [batch, features]")
+    width = tensor.shape[1]
+    if width is not None and width != len(card.features):
+        raise ModelError(where, f"the graph takes {width} features, the card lists {len(card.features)}")
+    outputs = {t.name: t for t in signature.outputs}
+    for role, ref in (("score", card.score), ("label", card.label)):
+        if ref is None:
+            continue
+        if ref.name not in outputs:
+            raise ModelError(where, f"outputs.{role} reads {ref.name!r}, not an output of the graph")
+        shape = outputs[ref.name].shape
+        if ref.column is not None:
+            if len(shape) != 2:
+                raise ModelError(where, f"outputs.{role} takes column {ref.column} of a rank-{len(shape)} tensor")
+            if shape[1] is not None and ref.column >= shape[1]:
+                raise ModelError(where, f"outputs.{role} takes column {ref.column} of {shape[1]}")

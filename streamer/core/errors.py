@@ -1,0 +1,66 @@
+"""One exception tree for the whole worker; every exception says what to do about it.
+
+- ``DecodeError``: the input itself is bad. Never retried; its ``reason`` is the dead-letter reason
+  (contract section 5, header ``streamer-error``) and ``detail`` the human sentence.
+- ``ModelError``: a model on disk is unusable (corrupt file, card that disagrees with the graph, checksum
+  mismatch). The model is refused; other models keep serving.
+- ``ScoringError``: the runtime failed on a batch; ``retriable`` says whether trying again can help.
+- ``ConfigError``: a setting is wrong; raised once at start, before anything connects.
+"""
+
+from __future__ import annotations
+
+# Dead-letter reasons: short, stable, machine-readable (contract section 5). Tests pin this set.
+INVALID_JSON = "invalid-json"
+SCHEMA = "schema"
+UNKNOWN_MODEL = "unknown-model"
+TOO_LARGE = "too-large"
+NON_FINITE = "non-finite"
+SCORING_FAILED = "scoring-failed"
+
+DEAD_LETTER_REASONS = frozenset({INVALID_JSON, SCHEMA, UNKNOWN_MODEL, TOO_LARGE, NON_FINITE, SCORING_FAILED})
+
+
+class StreamerError(Exception):
+    """Root of every error streamer raises on purpose."""
+
+
+class ConfigError(StreamerError):
+    """A setting is missing, unknown or ill-typed. The message names the setting and where it came from."""
+
+
+class DecodeError(StreamerError):
+    """A message cannot be scored as it is. ``reason`` is one of ``DEAD_LETTER_REASONS``."""
+
+    retriable = False
+
+    def __init__(self, reason: str, detail: str) -> None:
+        if reason not in DEAD_LETTER_REASONS:
+            raise ValueError(f"unknown dead-letter reason {reason!r}")
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, DecodeError) and (self.reason, self.detail) == (other.reason, other.detail)
+
+    def __hash__(self) -> int:
+        return hash((self.reason, self.detail))
+
+
+class ModelError(StreamerError):
+    """A model version cannot be served. ``path`` names the offending file so the message fits one line."""
+
+    def __init__(self, path: str, detail: str) -> None:
+        super().__init__(f"{path}: {detail}")
+        self.path = path
+        self.detail = detail
+
+
+class ScoringError(StreamerError):
+    """Inference failed for a whole batch. Not retriable means: dead-letter the rows as ``scoring-failed``."""
+
+    def __init__(self, detail: str, *, retriable: bool = False) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retriable = retriable
