@@ -1,0 +1,98 @@
+"""Topics and partitions (confluent-kafka AdminClient): create idempotently, report mismatches.
+
+Partition counts matter to streamer: a prediction (or dead letter) is written to the same partition number as
+its request, so per-key order holds end to end whatever partitioner the clients use. That needs the output
+topics to have as many partitions as the request topic; ``create_topics`` reports any topic whose count differs
+(the embedded broker can't add partitions; on Kafka, ``kafka-topics --alter`` can).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from streamer.core.errors import StreamerError
+
+log = logging.getLogger(__name__)
+
+
+class KafkaAdminError(StreamerError):
+    """The cluster refused or did not answer an admin request."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicStatus:
+    name: str
+    partitions: int
+    created: bool
+    expected_partitions: int
+
+    @property
+    def mismatch(self) -> bool:
+        return self.partitions != self.expected_partitions
+
+
+def client_config(bootstrap: str, client: dict[str, Any], **overrides: Any) -> dict[str, Any]:
+    """The base config of every confluent-kafka client: bootstrap, then the user's passthrough, then ours."""
+    return {"bootstrap.servers": bootstrap, **client, **overrides}
+
+
+class KafkaAdmin:
+    def __init__(self, bootstrap: str, client: dict[str, Any] | None = None, timeout_s: float = 10.0) -> None:
+        self._admin = AdminClient(client_config(bootstrap, client or {}))
+        self._timeout_s = timeout_s
+
+    def partition_counts(self, topics: Iterable[str] | None = None) -> dict[str, int]:
+        """Partition count of each existing topic (of ``topics`` if given)."""
+        try:
+            metadata = self._admin.list_topics(timeout=self._timeout_s)
+        except KafkaException as exc:
+            raise KafkaAdminError(f"cannot read cluster metadata: {exc}") from None
+        wanted = set(topics) if topics is not None else None
+        return {
+            name: len(topic.partitions)
+            for name, topic in metadata.topics.items()
+            if topic.error is None and (wanted is None or name in wanted)
+        }
+
+    def create_topics(self, names: Iterable[str], partitions: int, replication_factor: int = 1) -> list[TopicStatus]:
+        """Create the missing topics; report every topic with its actual partition count."""
+        names = list(dict.fromkeys(names))
+        existing = self.partition_counts(names)
+        missing = [n for n in names if n not in existing]
+        created: set[str] = set()
+        if missing:
+            futures = self._admin.create_topics(
+                [NewTopic(n, num_partitions=partitions, replication_factor=replication_factor) for n in missing],
+                request_timeout=self._timeout_s,
+            )
+            for name, future in futures.items():
+                try:
+                    future.result(timeout=self._timeout_s)
+                    created.add(name)
+                    log.info("created topic %s with %s partitions", name, partitions)
+                except KafkaException as exc:
+                    error = exc.args[0] if exc.args else None
+                    if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                        continue  # another process created it in between: fine, it is idempotent
+                    raise KafkaAdminError(f"cannot create topic {name}: {exc}") from None
+        counts = self._wait_for_topics(names)
+        return [TopicStatus(n, counts[n], n in created, partitions) for n in names]
+
+    def _wait_for_topics(self, names: list[str]) -> dict[str, int]:
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            counts = self.partition_counts(names)
+            if all(n in counts for n in names) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        absent = [n for n in names if n not in counts]
+        if absent:
+            raise KafkaAdminError(f"topic(s) {', '.join(absent)} did not appear in metadata")
+        return counts

@@ -1,0 +1,130 @@
+"""``models/`` on disk (contract section 6): versions, checksums, cards checked against their ONNX graphs.
+
+Layout: ``<dir>/<name>/<version>/model.onnx`` and ``card.toml`` beside it; versions are positive integers.
+``load_version`` refuses a version whose card is invalid, whose ``model.onnx`` does not hash to the card's
+``sha256``, is not a loadable ONNX model, or whose graph disagrees with the card, with a one-line
+``ModelError`` naming the file. ``scan`` loads every version it finds and keeps the refusals beside the
+loaded ones, so that one broken version never stops the others from serving.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnxruntime as ort
+
+from streamer.core.cards import GraphSignature, ModelCard, TensorInfo, check_signature, parse_card
+from streamer.core.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+CARD_FILE = "card.toml"
+MODEL_FILE = "model.onnx"
+
+
+@dataclass(slots=True)
+class LoadedModel:
+    """A model version ready to serve: its card, its file and an ONNX Runtime session (warmed up)."""
+
+    card: ModelCard
+    path: Path
+    session: ort.InferenceSession
+    output_names: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class ScanResult:
+    loaded: dict[str, dict[int, LoadedModel]] = field(default_factory=dict)
+    refused: dict[Path, ModelError] = field(default_factory=dict)
+
+    def cards(self) -> list[ModelCard]:
+        return [m.card for versions in self.loaded.values() for m in versions.values()]
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _tensor_info(node: ort.NodeArg) -> TensorInfo:
+    shape = tuple(d if isinstance(d, int) else None for d in (node.shape or ()))
+    element_type = node.type.removeprefix("tensor(").removesuffix(")")  # "tensor(float)" -> "float"
+    return TensorInfo(node.name, shape, element_type)
+
+
+def session_options(intra_op_num_threads: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra_op_num_threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3  # errors only: ONNX Runtime's warnings are not actionable for operators
+    return options
+
+
+def load_version(version_dir: Path, intra_op_num_threads: int = 1) -> LoadedModel:
+    """Load and validate one ``<name>/<version>`` directory, or raise ``ModelError`` naming the file."""
+    card_path = version_dir / CARD_FILE
+    model_path = version_dir / MODEL_FILE
+    try:
+        table = tomllib.loads(card_path.read_text())
+    except FileNotFoundError:
+        raise ModelError(str(card_path), "missing model card") from None
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ModelError(str(card_path), f"unreadable model card: {exc}") from None
+    card = parse_card(table, str(card_path))
+    if version_dir.name != str(card.version) or version_dir.parent.name != card.name:
+        raise ModelError(
+            str(card_path),
+            f"card says {card.name}@{card.version} but lives in {version_dir.parent.name}/{version_dir.name}",
+        )
+    try:
+        actual = sha256_of(model_path)
+    except FileNotFoundError:
+        raise ModelError(str(model_path), "missing model file") from None
+    if actual != card.sha256:
+        raise ModelError(str(model_path), f"sha256 is {actual}, the card says {card.sha256}: refusing to load")
+    try:
+        session = ort.InferenceSession(
+            str(model_path), sess_options=session_options(intra_op_num_threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # ONNX Runtime raises several unrelated types for a bad file
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(str(model_path), f"not a loadable ONNX model: {first_line}") from None
+    signature = GraphSignature(
+        inputs=tuple(_tensor_info(n) for n in session.get_inputs()),
+        outputs=tuple(_tensor_info(n) for n in session.get_outputs()),
+    )
+    check_signature(card, signature, str(model_path))
+    return LoadedModel(card, model_path, session, tuple(t.name for t in signature.outputs))
+
+
+def version_dirs(models_dir: Path) -> list[Path]:
+    """Every ``<name>/<int>`` directory, sorted by name then version."""
+    found: list[Path] = []
+    if not models_dir.is_dir():
+        return found
+    for name_dir in sorted(p for p in models_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        versions = [p for p in name_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) > 0]
+        found.extend(sorted(versions, key=lambda p: int(p.name)))
+    return found
+
+
+def scan(models_dir: Path, intra_op_num_threads: int = 1) -> ScanResult:
+    """Load every version under ``models_dir``; refusals are logged and kept, never raised."""
+    result = ScanResult()
+    for version_dir in version_dirs(models_dir):
+        try:
+            model = load_version(version_dir, intra_op_num_threads)
+        except ModelError as exc:
+            log.error("refused model %s: %s", version_dir, exc)
+            result.refused[version_dir] = exc
+            continue
+        result.loaded.setdefault(model.card.name, {})[model.card.version] = model
+        log.info("loaded model %s from %s", model.card.ref, version_dir)
+    return result

@@ -1,0 +1,38 @@
+"""Seeded synthetic card transactions: the training data of the demo model and the traffic of the demo.
+
+One hidden rule (``fraud_logit``) makes the labels, so a label stream produced here is the ground truth the
+shipped ``fraud`` model was trained to approximate. Everything is a pure function of its seed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+FEATURES = ("amount", "hour", "merchant_risk", "distance_km", "velocity_1h", "account_age_days")
+SEED = 7
+
+
+def transactions(rows: int, seed: int = SEED) -> np.ndarray:
+    """Feature matrix [rows, len(FEATURES)] in FEATURES order (float64, rounded like real data)."""
+    rng = np.random.default_rng(seed)
+    amount = np.round(rng.lognormal(mean=3.6, sigma=1.1, size=rows), 2)
+    hour = rng.integers(0, 24, size=rows).astype(float)
+    merchant_risk = np.round(rng.beta(2.0, 6.0, size=rows), 3)
+    distance_km = np.round(rng.exponential(scale=25.0, size=rows), 1)
+    velocity_1h = rng.poisson(lam=1.2, size=rows).astype(float)
+    account_age_days = rng.integers(1, 3650, size=rows).astype(float)
+    return np.column_stack([amount, hour, merchant_risk, distance_km, velocity_1h, account_age_days])
+
+
+def fraud_logit(x: np.ndarray) -> np.ndarray:
+    """The hidden rule: large amounts at night at risky merchants far from home, fast, on young accounts."""
+    amount, hour, risk, distance, velocity, age = (x[:, i] for i in range(6))
+    night = ((hour <= 5) | (hour >= 23)).astype(float)
+    return -6.0 + 0.54 * np.log1p(amount) + 1.4 * night + 5.0 * risk + 0.012 * distance + 0.45 * velocity - 0.0007 * age
+
+
+def labels(x: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """Fraud labels drawn from the rule's probability (0/1, int64)."""
+    rng = np.random.default_rng(seed + 1)
+    probability = 1.0 / (1.0 + np.exp(-fraud_logit(x)))
+    return (rng.random(len(x)) < probability).astype(np.int64)
