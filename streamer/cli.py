@@ -1,0 +1,227 @@
+"""The ``streamer`` command: the only place that reads settings, configures logging and wires adapters.
+
+Every command loads the settings once (``--config``, then ``STREAMER_*``), and a ``StreamerError`` (bad
+setting, refused model, unreachable server) ends the command with one line on stderr and exit code 2, never a
+traceback: these are operator errors, and the line names the file or the setting to fix.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from streamer import config
+from streamer.core.errors import StreamerError
+
+app = typer.Typer(
+    help="Near-real-time ML scoring for Kafka: keyed predictions from ONNX models.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+dev_app = typer.Typer(help="The embedded stack: a Kafka-compatible broker and redis-server on loopback.")
+topics_app = typer.Typer(help="Kafka topics of streamer.")
+models_app = typer.Typer(help="The model repository.")
+app.add_typer(dev_app, name="dev")
+app.add_typer(topics_app, name="topics")
+app.add_typer(models_app, name="models")
+
+# Rich wraps at 80 columns when stdout is not a terminal; tables piped to a file or a test stay unwrapped.
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+
+class _State:
+    config_path: str | None = None
+
+
+def settings() -> config.Settings:
+    loaded = config.load(_State.config_path)
+    if loaded.unknown_env:
+        logging.getLogger("streamer.config").warning("ignoring unknown variable(s) %s", ", ".join(loaded.unknown_env))
+    return loaded
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, with the structured fields callers pass in ``extra``."""
+
+    _standard = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        body: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        body.update({k: v for k, v in record.__dict__.items() if k not in self._standard})
+        if record.exc_info:
+            body["exception"] = self.formatException(record.exc_info)
+        return json.dumps(body, default=str)
+
+
+def configure_logging() -> None:
+    level = os.environ.get("STREAMER_LOG_LEVEL", "INFO").upper()
+    handler = logging.StreamHandler(sys.stderr)
+    if os.environ.get("STREAMER_LOG_JSON", "").lower() in ("1", "true", "yes"):
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
+
+
+@app.callback()
+def main_options(
+    config_path: Annotated[
+        str | None,
+        typer.Option(
+            "--config", help="TOML settings file (default: streamer.toml if present).", envvar="STREAMER_CONFIG"
+        ),
+    ] = None,
+) -> None:
+    _State.config_path = config_path
+
+
+# ---------------------------------------------------------------------------------------------- dev
+
+
+@dev_app.command("up")
+def dev_up() -> None:
+    """Start the broker and redis-server (or report the running ones) and write their addresses."""
+    from streamer.adapters import devstack
+
+    state_dir = Path(settings().dev.state_dir)
+    state, started = devstack.up(state_dir)
+    verb = "started" if started else "already running"
+    out.print(
+        f"broker  {state.kafka_bootstrap}  (pid {state.broker.pid}, {verb}, ready in {state.broker.startup_s:.2f} s)"
+    )
+    out.print(f"redis   {state.redis_url}  (pid {state.redis.pid}, {verb}, ready in {state.redis.startup_s:.2f} s)")
+    out.print(f"state   {state_dir / devstack.STATE_FILE}; logs in {state_dir / 'logs'}")
+
+
+@dev_app.command("down")
+def dev_down() -> None:
+    """Stop the embedded stack (SIGTERM, then SIGKILL after a grace period)."""
+    from streamer.adapters import devstack
+
+    stopped = devstack.down(Path(settings().dev.state_dir))
+    out.print("stopped broker and redis-server" if stopped else "nothing was running")
+
+
+@dev_app.command("status")
+def dev_status() -> None:
+    """Whether the embedded servers run and answer. Exit code 1 when they don't."""
+    from streamer.adapters import devstack
+
+    state = devstack.read_state(Path(settings().dev.state_dir))
+    if state is None:
+        out.print("not running (no state file; start it with `streamer dev up`)")
+        raise typer.Exit(1)
+    healthy = devstack.health(state)
+    for server in (state.broker, state.redis):
+        mark = "up" if healthy[server.name] else "DOWN"
+        out.print(f"{server.name:<7} {server.address:<28} pid {server.pid:<8} {mark}  log {server.log_path}")
+    if not all(healthy.values()):
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- topics
+
+
+@topics_app.command("create")
+def topics_create(
+    partitions: Annotated[
+        int | None, typer.Option(help="Partitions of each topic (default: kafka.partitions).")
+    ] = None,
+) -> None:
+    """Create the request, predictions, feedback and dead-letter topics (idempotent)."""
+    from streamer.adapters.kafka_admin import KafkaAdmin
+
+    s = settings()
+    count = partitions if partitions is not None else s.kafka.partitions
+    if count < 1:
+        raise typer.BadParameter("must be at least 1", param_hint="--partitions")
+    admin = KafkaAdmin(s.require_bootstrap(), s.kafka.client)
+    statuses = admin.create_topics(s.topics.all(), count, s.kafka.replication_factor)
+    table = Table("topic", "partitions", "status")
+    for status in statuses:
+        if status.mismatch:
+            state = f"[yellow]exists with {status.partitions}, expected {status.expected_partitions}[/]"
+        else:
+            state = "created" if status.created else "exists"
+        table.add_row(status.name, str(status.partitions), state)
+    out.print(table)
+    counts = {status.partitions for status in statuses}
+    if len(counts) > 1:
+        err.print(
+            "[yellow]warning:[/] the topics have different partition counts; the worker writes each output to "
+            "its request's partition number and refuses to start until they agree"
+        )
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------- models
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Every model version in the repository, with its card and whether it loads."""
+    from streamer.adapters import model_repository
+
+    s = settings()
+    models_dir = s.require_models_dir()
+    result = model_repository.scan(models_dir)
+    rows: list[dict[str, Any]] = []
+    for name, versions in sorted(result.loaded.items()):
+        pinned = s.models.pins.get(name)
+        serving = pinned if pinned in versions else max(versions)
+        for version, model in sorted(versions.items()):
+            card = model.card
+            rows.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "status": "serving" if version == serving else "loaded",
+                    "task": card.task,
+                    "features": list(card.features),
+                    "metrics": card.card.get("metrics", {}),
+                    "path": str(model.path.parent),
+                }
+            )
+    for path, error in sorted(result.refused.items()):
+        rows.append({"name": path.parent.name, "version": path.name, "status": "refused", "error": str(error)})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("model", "version", "status", "task", "features", "metrics")
+    for row in rows:
+        if row["status"] == "refused":
+            table.add_row(row["name"], str(row["version"]), "[red]refused[/]", row["error"], "", "")
+            continue
+        metrics = ", ".join(f"{k}={v}" for k, v in row["metrics"].items())
+        table.add_row(row["name"], str(row["version"]), row["status"], row["task"], str(len(row["features"])), metrics)
+    out.print(table)
+
+
+def main() -> None:
+    configure_logging()
+    try:
+        app()
+    except StreamerError as exc:
+        err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
