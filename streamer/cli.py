@@ -214,6 +214,17 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-re
     out.print(table)
 
 
+@models_app.command("validate")
+def models_validate(
+    version_dir: Annotated[Path, typer.Argument(help="A <models>/<name>/<version> directory.")],
+) -> None:
+    """Load one model version as a worker would; a refusal is one line naming the file (exit code 2)."""
+    from streamer.adapters import model_repository
+
+    model = model_repository.load_version(version_dir)
+    out.print(f"ok: {model.card.ref} ({len(model.card.features)} features, outputs {', '.join(model.output_names)})")
+
+
 def main() -> None:
     configure_logging()
     try:

@@ -95,7 +95,7 @@ def _flatten_numbers(data: list[Any], name: str) -> list[float]:
 
 
 def _tensor(wire: _OipInput, max_rows: int) -> Tensor:
-    if wire.datatype.upper() not in _OIP_NUMERIC:
+    if wire.datatype not in _OIP_NUMERIC:
         raise DecodeError(SCHEMA, f"input {wire.name!r} has datatype {wire.datatype!r}; only numeric ones")
     if not 1 <= len(wire.shape) <= 2 or any(d < 0 for d in wire.shape):
         raise DecodeError(SCHEMA, f"input {wire.name!r} has shape {wire.shape}; rank 1 or 2 expected")
@@ -155,6 +155,17 @@ def decode_label(value: bytes | None, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BY
     if not math.isfinite(wire.label):
         raise DecodeError(NON_FINITE, "the label is not a finite number")
     return Label(id=wire.id, label=wire.label, model=wire.model)
+
+
+def dead_letter_headers(error: DecodeError, source: SourceRef) -> list[tuple[str, bytes]]:
+    """The headers of a dead letter (contract section 5); key and value stay the original bytes."""
+    return [
+        ("streamer-error", error.reason.encode()),
+        ("streamer-error-detail", error.detail.encode("utf-8", "replace")),
+        ("streamer-source-topic", source.topic.encode()),
+        ("streamer-source-partition", str(source.partition).encode()),
+        ("streamer-source-offset", str(source.offset).encode()),
+    ]
 
 
 def encode_label(label: Label) -> bytes:

@@ -128,7 +128,8 @@ def build_matrix(card: ModelCard, bodies: Sequence[RequestBody]) -> FeatureBatch
         blocks.append(np.asarray(plain_rows, dtype=np.float64))
     if not blocks:
         return FeatureBatch(np.empty((0, width), dtype=np.float32), spans, errors)
-    matrix = (np.concatenate(blocks) if len(blocks) > 1 else blocks[0]).astype(np.float32)
+    with np.errstate(over="ignore"):  # overflow to inf is detected right below, per request
+        matrix = (np.concatenate(blocks) if len(blocks) > 1 else blocks[0]).astype(np.float32)
     overflow = np.isinf(matrix).any(axis=1)
     if overflow.any():
         matrix, spans = _drop_overflowing(card, matrix, spans, overflow, errors)

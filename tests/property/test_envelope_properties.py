@@ -1,0 +1,104 @@
+"""Envelope and feature invariants over arbitrary input."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamer.core import envelope
+from streamer.core.cards import ModelCard, OutputRef
+from streamer.core.errors import DEAD_LETTER_REASONS, DecodeError
+from streamer.core.features import build_matrix
+from streamer.core.types import Label, Prediction, SourceRef
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_raise_only_decode_error(raw: bytes) -> None:
+    for decode in (envelope.decode_request, envelope.decode_label):
+        try:
+            decode(raw)
+        except DecodeError as exc:
+            assert exc.reason in DEAD_LETTER_REASONS
+
+
+@given(json_values)
+def test_arbitrary_json_raises_only_decode_error(value: object) -> None:
+    raw = json.dumps(value).encode()
+    for decode in (envelope.decode_request, envelope.decode_label):
+        try:
+            decode(raw)
+        except DecodeError as exc:
+            assert exc.reason in DEAD_LETTER_REASONS
+
+
+@given(st.integers(min_value=1, max_value=100_000))
+def test_deep_nesting_is_a_decode_error_not_a_crash(depth: int) -> None:
+    raw = b'{"features": ' + b"[" * depth + b"]" * depth + b"}"
+    try:
+        envelope.decode_request(raw)
+    except DecodeError as exc:
+        assert exc.reason in ("schema", "invalid-json")
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+scores = finite | st.lists(finite, max_size=5)
+labels = st.none() | st.integers(-(2**53), 2**53) | st.lists(st.integers(0, 9), max_size=5)
+outputs = st.dictionaries(st.text(max_size=8), finite | st.lists(finite, max_size=3) | st.integers(), max_size=3)
+sources = st.builds(SourceRef, st.text(min_size=1, max_size=20), st.integers(0, 10_000), st.integers(0, 2**62))
+
+
+@given(
+    st.builds(
+        Prediction,
+        id=st.text(max_size=20),
+        model=st.text(max_size=10),
+        version=st.integers(1, 1000).map(str),
+        score=scores,
+        label=labels,
+        outputs=outputs,
+        source=sources,
+        latency_ms=finite,
+        decision=st.none() | st.text(max_size=10),
+    )
+)
+def test_predictions_round_trip(prediction: Prediction) -> None:
+    assert envelope.decode_prediction(envelope.encode_prediction(prediction)) == prediction
+
+
+@given(st.builds(Label, st.text(max_size=20), finite, st.none() | st.text(max_size=10)))
+def test_labels_round_trip(label: Label) -> None:
+    assert envelope.decode_label(envelope.encode_label(label)) == label
+
+
+CARD = ModelCard("m", 1, "regression", ("a", "b"), "x", "0" * 64, OutputRef("y"), None)
+feature_value = st.none() | st.floats(allow_nan=False) | st.text(max_size=3) | st.integers(-(10**40), 10**40)
+
+
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), feature_value, max_size=3), max_size=30))
+def test_every_request_is_either_a_span_or_an_error_in_order(rows: list[dict]) -> None:
+    bodies = []
+    for row in rows:
+        try:
+            bodies.append(envelope.decode_request(json.dumps({"features": row}).encode()))
+        except DecodeError:
+            continue
+    batch = build_matrix(CARD, bodies)
+    positions = sorted([s.position for s in batch.spans] + [p for p, _ in batch.errors])
+    assert positions == list(range(len(bodies)))
+    assert batch.matrix.shape == (sum(s.stop - s.start for s in batch.spans), 2)
+    assert np.isfinite(batch.matrix).all()
+    for span in batch.spans:
+        features = bodies[span.position].features
+        expected = [np.float32(features[name]) for name in CARD.features]
+        assert list(batch.matrix[span.start]) == expected
+        assert all(math.isfinite(v) for v in expected)

@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from streamer.core.cards import GraphSignature, OutputRef, TensorInfo, check_signature, parse_card
+from streamer.core.errors import ModelError
+
+CARD: dict[str, Any] = {
+    "name": "fraud",
+    "version": 3,
+    "task": "binary-classification",
+    "features": ["amount", "hour", "merchant_risk"],
+    "input": "float_input",
+    "sha256": "a" * 64,
+    "outputs": {"score": "probabilities[:,1]", "label": "label"},
+    "card": {"description": "d", "metrics": {"auc": 0.9}},
+}
+SIGNATURE = GraphSignature(
+    inputs=(TensorInfo("float_input", (None, 3), "float"),),
+    outputs=(TensorInfo("label", (None,), "int64"), TensorInfo("probabilities", (None, 2), "float")),
+)
+
+
+def with_(**changes: Any) -> dict[str, Any]:
+    table = copy.deepcopy(CARD)
+    for key, value in changes.items():
+        if value is None:
+            table.pop(key)
+        else:
+            table[key] = value
+    return table
+
+
+def test_a_valid_card_parses_into_typed_fields() -> None:
+    card = parse_card(CARD, "card.toml")
+    assert card.ref == "fraud@3"
+    assert card.features == ("amount", "hour", "merchant_risk")
+    assert card.score == OutputRef("probabilities", 1)
+    assert card.label == OutputRef("label")
+    assert card.threshold == 0.5 and not card.allow_missing and card.is_classifier
+    assert card.card["metrics"] == {"auc": 0.9}
+    check_signature(card, SIGNATURE, "model.onnx")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"name": None}, "missing required field 'name'"),
+        ({"version": "3"}, "field 'version' has the wrong type"),
+        ({"version": True}, "field 'version' has the wrong type"),
+        ({"version": 0}, "positive integer"),
+        ({"task": "ranking"}, "task 'ranking' is not one of"),
+        ({"features": []}, "non-empty list"),
+        ({"features": ["a", "a"]}, "duplicate"),
+        ({"sha256": "xyz"}, "64 hex digits"),
+        ({"outputs": {"label": "label"}}, "outputs.score is required"),
+        ({"outputs": {"score": "probabilities[1]"}}, "is not 'name' or 'name[:,k]'"),
+        ({"surprise": 1}, "unknown field(s) surprise"),
+        ({"categorical": {"nope": ["a"]}}, "not in features"),
+        ({"threshold": 2}, "threshold must be a number in [0, 1]"),
+        ({"allow_missing": "yes"}, "allow_missing must be true or false"),
+    ],
+)
+def test_an_invalid_card_is_refused_naming_the_field(changes: dict[str, Any], message: str) -> None:
+    with pytest.raises(ModelError) as raised:
+        parse_card(with_(**changes), "models/fraud/3/card.toml")
+    assert str(raised.value).startswith("models/fraud/3/card.toml: ")
+    assert message in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    ("signature", "message"),
+    [
+        (GraphSignature((TensorInfo("X", (None, 3), "float"),), SIGNATURE.outputs), "is not an input of the graph"),
+        (GraphSignature((TensorInfo("float_input", (None, 4), "float"),), SIGNATURE.outputs), "takes 4 features"),
+        (GraphSignature((TensorInfo("float_input", (None, 3), "double"),), SIGNATURE.outputs), "not float32"),
+        (GraphSignature((TensorInfo("float_input", (None,), "float"),), SIGNATURE.outputs), "rank 1"),
+        (GraphSignature(SIGNATURE.inputs, (TensorInfo("label", (None,), "int64"),)), "reads 'probabilities'"),
+        (
+            GraphSignature(
+                SIGNATURE.inputs,
+                (TensorInfo("label", (None,), "int64"), TensorInfo("probabilities", (None, 1), "float")),
+            ),
+            "column 1 of 1",
+        ),
+    ],
+)
+def test_a_card_that_disagrees_with_its_graph_is_refused(signature: GraphSignature, message: str) -> None:
+    card = parse_card(CARD, "card.toml")
+    with pytest.raises(ModelError, match=message):
+        check_signature(card, signature, "model.onnx")
+
+
+def test_a_dynamic_feature_axis_is_accepted() -> None:
+    card = parse_card(CARD, "card.toml")
+    check_signature(card, GraphSignature((TensorInfo("float_input", (None, None), "float"),), SIGNATURE.outputs), "m")
