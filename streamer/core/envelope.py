@@ -197,7 +197,12 @@ def prediction_body(prediction: Prediction) -> dict[str, object]:
 
 
 def encode_prediction(prediction: Prediction) -> bytes:
-    return _encoder.encode(prediction_body(prediction))
+    return encode_body(prediction_body(prediction))
+
+
+def encode_body(body: dict[str, object]) -> bytes:
+    """A prediction body (as ``core.scoring`` builds it) as JSON bytes."""
+    return _encoder.encode(body)
 
 
 def decode_prediction(value: bytes) -> Prediction:

@@ -1,0 +1,355 @@
+"""The scoring pipeline shared by both engines: per-partition batching, scoring in threads, reordering,
+keyed emit to the request's partition, acknowledgement after delivery, and read-back recovery.
+
+An engine (the Faust agent, or the batch consume loop) only hands consumed messages to ``add_many`` together
+with an opaque acknowledgement token, and tells the pipeline about assignment and revocation. Everything
+else happens here, the same way for both engines:
+
+- per assigned partition one ``Batcher`` and one ``ReorderBuffer``, created on assignment, dropped on
+  revocation; a timer task closes batches at their deadline (``Batcher.next_deadline``);
+- a closed batch is scored on a thread pool (``core.scoring.score_batch``; ONNX Runtime releases the GIL) while
+  the loop keeps consuming; at most ``max_inflight`` batches are in flight, beyond which ``add_many`` waits
+  (backpressure: the engine stops pulling from Kafka instead of growing memory);
+- results leave per partition in request-offset order, keyed byte for byte like the request, to the same
+  partition number of the predictions or dead-letter topic;
+- a request is acknowledged to the engine only when its output is delivered (or was already in the log);
+- on assignment, ``recover`` reads back the output partitions; requests whose output is already there are
+  acknowledged without being written again. That is what makes the output exactly-once across ``kill -9``,
+  restart and rebalance on any broker, transactions or not.
+
+A delivery failure (after the producer's own retries) is fatal: the pipeline stops accepting work and
+``failure`` is set; the engine exits non-zero and the next owner of the partition recovers by read-back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from confluent_kafka import KafkaError
+
+from streamer.adapters.kafka_output import OutputError, OutputProducer, source_headers
+from streamer.core.batching import Batcher, BatchPolicy
+from streamer.core.envelope import dead_letter_headers, encode_body
+from streamer.core.errors import SCORING_FAILED, DecodeError
+from streamer.core.reorder import ReorderBuffer
+from streamer.core.scoring import Outcome, Request
+
+log = logging.getLogger(__name__)
+
+Recover = Callable[[list[int]], dict[tuple[str, int], int]]
+ScoreFn = Callable[[Sequence[Request]], list[Outcome]]
+
+
+@dataclass(slots=True)
+class Consumed:
+    """One consumed request message and the engine's token to acknowledge it with."""
+
+    request: Request
+    key: bytes | None
+    headers: list[tuple[str, bytes]]
+    token: Any
+
+
+class PipelineObserver(Protocol):
+    """Metrics hooks (``adapters.metrics``); the pipeline calls them and never touches a metric itself."""
+
+    def on_batch(self, partition: int, size: int, wait_s: float, scoring_s: float) -> None: ...
+    def on_outcome(self, outcome: Outcome, latency_ms: float | None) -> None: ...
+    def on_skipped(self, partition: int, count: int) -> None: ...
+    def on_reorder_depth(self, partition: int, depth: int) -> None: ...
+    def on_inflight(self, batches: int) -> None: ...
+
+
+class NullObserver:
+    def on_batch(self, partition: int, size: int, wait_s: float, scoring_s: float) -> None:
+        pass
+
+    def on_outcome(self, outcome: Outcome, latency_ms: float | None) -> None:
+        pass
+
+    def on_skipped(self, partition: int, count: int) -> None:
+        pass
+
+    def on_reorder_depth(self, partition: int, depth: int) -> None:
+        pass
+
+    def on_inflight(self, batches: int) -> None:
+        pass
+
+
+@dataclass(slots=True)
+class _Partition:
+    number: int
+    batcher: Batcher[Consumed]
+    reorder: ReorderBuffer[tuple[Outcome, Consumed]] = field(default_factory=ReorderBuffer)
+    # Highest source offset whose prediction / dead letter is already in the log (read back at assignment).
+    emitted_prediction: int = -1
+    emitted_dead_letter: int = -1
+    batch_opened_at: float = 0.0
+    inflight_batches: int = 0
+    undelivered: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def update_idle(self) -> None:
+        if self.inflight_batches == 0 and self.undelivered == 0 and len(self.batcher) == 0:
+            self.idle.set()
+        else:
+            self.idle.clear()
+
+
+class ScoringPipeline:
+    def __init__(
+        self,
+        *,
+        requests_topic: str,
+        predictions_topic: str,
+        dlq_topic: str,
+        policy: BatchPolicy,
+        score: ScoreFn,
+        producer: OutputProducer,
+        recover: Recover,
+        ack: Callable[[Any], None],
+        executor: Executor,
+        max_inflight: int,
+        observer: PipelineObserver | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall_clock_ms: Callable[[], float] = lambda: time.time() * 1000.0,
+    ) -> None:
+        self.requests_topic = requests_topic
+        self.predictions_topic = predictions_topic
+        self.dlq_topic = dlq_topic
+        self._policy = policy
+        self._score = score
+        self._producer = producer
+        self._recover = recover
+        self._ack = ack
+        self._executor = executor
+        self._observer: PipelineObserver = observer or NullObserver()
+        self._clock = clock
+        self._wall_ms = wall_clock_ms
+        self._partitions: dict[int, _Partition] = {}
+        self._recovering: dict[int, asyncio.Future[None]] = {}
+        self._slots = asyncio.Semaphore(max_inflight)
+        self._max_inflight = max_inflight
+        self._inflight = 0
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self.failure: BaseException | None = None
+        self._failed = asyncio.Event()
+
+    # ----------------------------------------------------------------------------------------- lifecycle
+
+    def start(self) -> None:
+        if self._timer is None:
+            self._timer = self._loop.create_task(self._run_timer(), name="streamer-batch-deadlines")
+
+    async def stop(self) -> None:
+        """Finish everything handed in so far (flush batchers, wait for scoring and delivery)."""
+        await self.revoke(list(self._partitions))
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    @property
+    def assigned(self) -> list[int]:
+        return sorted(self._partitions)
+
+    async def wait_failed(self) -> BaseException:
+        await self._failed.wait()
+        assert self.failure is not None
+        return self.failure
+
+    # ----------------------------------------------------------------------------------------- rebalance
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """Take ownership: read back the outputs of the new partitions, then accept their messages."""
+        new = sorted(set(partitions) - set(self._partitions))
+        if not new:
+            return
+        waiting: asyncio.Future[None] = self._loop.create_future()
+        for p in new:
+            self._recovering[p] = waiting
+        try:
+            started = time.monotonic()
+            emitted = await self._loop.run_in_executor(None, self._recover, new)
+            for p in new:
+                state = _Partition(p, Batcher(self._policy))
+                state.emitted_prediction = emitted.get((self.predictions_topic, p), -1)
+                state.emitted_dead_letter = emitted.get((self.dlq_topic, p), -1)
+                state.update_idle()
+                self._partitions[p] = state
+            log.info(
+                "assigned partitions %s of %s; read back outputs in %.3f s: %s",
+                new,
+                self.requests_topic,
+                time.monotonic() - started,
+                {p: (self._partitions[p].emitted_prediction, self._partitions[p].emitted_dead_letter) for p in new},
+            )
+            waiting.set_result(None)
+        except BaseException as exc:
+            waiting.set_exception(exc)
+            raise
+        finally:
+            for p in new:
+                self._recovering.pop(p, None)
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Give up partitions: what was handed in is scored, delivered and acknowledged first."""
+        states = [self._partitions[p] for p in partitions if p in self._partitions]
+        for state in states:
+            batch = state.batcher.flush()
+            if batch:
+                await self._submit(state, batch)
+        for state in states:
+            state.update_idle()
+            await state.idle.wait()
+            self._partitions.pop(state.number, None)
+        if states:
+            log.info("revoked partitions %s of %s", [s.number for s in states], self.requests_topic)
+
+    # ----------------------------------------------------------------------------------------- intake
+
+    async def add_many(self, consumed: Sequence[Consumed]) -> None:
+        """Hand in consumed messages (any partitions, each partition in offset order)."""
+        if self.failure is not None:
+            raise self.failure
+        now = self._clock()
+        for item in consumed:
+            partition = item.request.source.partition
+            state = self._partitions.get(partition)
+            if state is None:
+                waiting = self._recovering.get(partition)
+                if waiting is None:
+                    log.debug(
+                        "dropping a message of unassigned partition %s offset %s", partition, item.request.source.offset
+                    )
+                    continue
+                await waiting
+                state = self._partitions[partition]
+            opened = len(state.batcher) == 0
+            state.reorder.expect(item.request.source.offset)
+            batch = state.batcher.add(item, now)
+            if opened:
+                state.batch_opened_at = now
+                self._wake.set()
+            state.idle.clear()
+            if batch is not None:
+                await self._submit(state, batch)
+
+    async def _run_timer(self) -> None:
+        """Close batches at their deadline; sleeps until the earliest one, or until a batch opens."""
+        while True:
+            deadlines = [d for s in self._partitions.values() if (d := s.batcher.next_deadline()) is not None]
+            self._wake.clear()
+            if deadlines:
+                delay = min(deadlines) - self._clock()
+                if delay > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), timeout=delay)
+            else:
+                await self._wake.wait()
+            now = self._clock()
+            for state in list(self._partitions.values()):
+                batch = state.batcher.poll(now)
+                if batch is not None:
+                    await self._submit(state, batch)
+
+    # ----------------------------------------------------------------------------------------- scoring
+
+    async def _submit(self, state: _Partition, batch: list[Consumed]) -> None:
+        await self._slots.acquire()
+        self._inflight += 1
+        state.inflight_batches += 1
+        self._observer.on_inflight(self._inflight)
+        wait_s = self._clock() - state.batch_opened_at
+        future = self._loop.run_in_executor(self._executor, self._score_safely, [c.request for c in batch])
+        future.add_done_callback(lambda f: self._scored(state, batch, wait_s, f))
+
+    def _score_safely(self, requests: list[Request]) -> tuple[list[Outcome], float]:
+        started = time.perf_counter()
+        try:
+            outcomes = self._score(requests)
+        except Exception as exc:  # a bug must not kill the worker on this input: dead-letter the batch
+            log.exception("scoring a batch of %s failed unexpectedly", len(requests))
+            detail = f"internal error: {exc!r}"
+            outcomes = [Outcome(r.source, error=DecodeError(SCORING_FAILED, detail)) for r in requests]
+        return outcomes, time.perf_counter() - started
+
+    def _scored(self, state: _Partition, batch: list[Consumed], wait_s: float, future: asyncio.Future) -> None:
+        self._slots.release()
+        self._inflight -= 1
+        state.inflight_batches -= 1
+        self._observer.on_inflight(self._inflight)
+        outcomes, scoring_s = future.result()
+        self._observer.on_batch(state.number, len(batch), wait_s, scoring_s)
+        if self._partitions.get(state.number) is not state:
+            state.update_idle()
+            return  # revoked meanwhile and already given up: the next owner re-reads these
+        for item, outcome in zip(batch, outcomes, strict=True):
+            state.reorder.push(item.request.source.offset, (outcome, item))
+        self._emit(state, state.reorder.pop_ready())
+        self._observer.on_reorder_depth(state.number, len(state.reorder))
+        state.update_idle()
+
+    # ----------------------------------------------------------------------------------------- output
+
+    def _emit(self, state: _Partition, ready: list[tuple[int, tuple[Outcome, Consumed]]]) -> None:
+        skipped = 0
+        now_ms = self._wall_ms()
+        for offset, (outcome, item) in ready:
+            source = item.request.source
+            if outcome.body is not None:
+                if offset <= state.emitted_prediction:
+                    skipped += 1
+                    self._ack(item.token)
+                    continue
+                latency_ms = round(now_ms - item.request.timestamp_ms, 3)
+                outcome.body["latency_ms"] = latency_ms
+                topic, value = self.predictions_topic, encode_body(outcome.body)
+                headers = source_headers(source.topic, source.partition, source.offset)
+            else:
+                assert outcome.error is not None
+                if offset <= state.emitted_dead_letter:
+                    skipped += 1
+                    self._ack(item.token)
+                    continue
+                latency_ms = None
+                topic, value = self.dlq_topic, item.request.value
+                headers = item.headers + dead_letter_headers(outcome.error, source)
+            self._observer.on_outcome(outcome, latency_ms)
+            state.undelivered += 1
+            self._producer.send(
+                topic,
+                state.number,
+                item.key,
+                value,
+                headers,
+                self._delivery_callback(state, item.token),
+            )
+        if skipped:
+            self._observer.on_skipped(state.number, skipped)
+
+    def _delivery_callback(self, state: _Partition, token: Any) -> Callable[[KafkaError | None], None]:
+        def delivered(error: KafkaError | None) -> None:  # producer thread
+            self._loop.call_soon_threadsafe(self._on_delivered, state, token, error)
+
+        return delivered
+
+    def _on_delivered(self, state: _Partition, token: Any, error: KafkaError | None) -> None:
+        state.undelivered -= 1
+        if error is not None:
+            if self.failure is None:
+                self.failure = OutputError(f"cannot deliver an output of partition {state.number}: {error}")
+                log.error("%s; stopping: the next owner recovers by read-back", self.failure)
+                self._failed.set()
+        else:
+            self._ack(token)
+        state.update_idle()
