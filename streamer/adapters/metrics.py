@@ -1,0 +1,111 @@
+"""Prometheus metrics as observer hooks: the pipeline calls ``on_*``; only this module touches a metric.
+
+Names are prefixed ``streamer_``, carry their unit (``_seconds``, ``_messages``) and the conventional
+``_total`` suffix for counters. Histogram buckets are chosen for milliseconds-scale latencies. Each worker
+has its own ``CollectorRegistry`` so tests and several pipelines in one process never collide.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from streamer.core.scoring import Outcome
+
+LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class WorkerMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "streamer_requests_total",
+            "Requests by model, version and outcome.",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.dead_letters = Counter(
+            "streamer_dead_letters_total", "Dead letters by reason (contract section 5).", ["reason"], registry=r
+        )
+        self.batch_size = Histogram(
+            "streamer_batch_size_messages", "Messages per scored micro-batch.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.batch_wait = Histogram(
+            "streamer_batch_wait_seconds",
+            "Time from a batch's first message to its close.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.batch_scoring = Histogram(
+            "streamer_batch_scoring_seconds",
+            "Time to decode, build features and run inference for one batch.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "streamer_inference_seconds",
+            "ONNX Runtime time per model call.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.latency = Histogram(
+            "streamer_end_to_end_latency_seconds",
+            "From the request's Kafka timestamp to the prediction being produced.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.reorder_depth = Gauge(
+            "streamer_reorder_buffer_depth_messages",
+            "Requests in flight or waiting behind an earlier one, per partition.",
+            ["partition"],
+            registry=r,
+        )
+        self.inflight = Gauge("streamer_inflight_batches", "Batches being scored now.", registry=r)
+        self.skipped = Counter(
+            "streamer_recovered_skipped_total",
+            "Requests whose output was already in the log after a restart or rebalance (not written again).",
+            ["partition"],
+            registry=r,
+        )
+        self.model_info = Gauge(
+            "streamer_model_info",
+            "1 for every model version loaded; serving=1 for the one served by default.",
+            ["model", "version", "serving"],
+            registry=r,
+        )
+
+    # observer hooks -------------------------------------------------------------------------------
+
+    def on_batch(self, partition: int, size: int, wait_s: float, scoring_s: float) -> None:
+        self.batch_size.observe(size)
+        self.batch_wait.observe(wait_s)
+        self.batch_scoring.observe(scoring_s)
+
+    def on_outcome(self, outcome: Outcome, latency_ms: float | None) -> None:
+        name, _, version = (outcome.model or "").partition("@")
+        if outcome.error is not None:
+            self.requests.labels(name, version, "dead_letter").inc()
+            self.dead_letters.labels(outcome.error.reason).inc()
+        else:
+            self.requests.labels(name, version, "prediction").inc()
+        if latency_ms is not None:
+            self.latency.observe(max(latency_ms, 0.0) / 1000.0)
+
+    def on_skipped(self, partition: int, count: int) -> None:
+        self.skipped.labels(str(partition)).inc(count)
+
+    def on_reorder_depth(self, partition: int, depth: int) -> None:
+        self.reorder_depth.labels(str(partition)).set(depth)
+
+    def on_inflight(self, batches: int) -> None:
+        self.inflight.set(batches)
+
+    def on_inference(self, model: str, version: str, seconds: float) -> None:
+        self.inference.labels(model, version).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

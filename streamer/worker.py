@@ -1,0 +1,141 @@
+"""``streamer worker``: wires settings, models, Kafka clients, metrics and an engine into one scoring worker.
+
+Start-up refuses, with one line naming what to fix, when: no Kafka bootstrap is configured; no model version
+loads; the configured default model is not loaded; a topic is missing; or the request, predictions and
+dead-letter topics have different partition counts (each output goes to its request's partition number, which
+is what keeps per-key order end to end whatever partitioner producers use).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from streamer.adapters import model_repository
+from streamer.adapters.devstack import free_port
+from streamer.adapters.kafka_admin import KafkaAdmin
+from streamer.adapters.kafka_output import OutputProducer, emitted_offsets
+from streamer.adapters.metrics import CONTENT_TYPE, WorkerMetrics
+from streamer.adapters.onnx_scorer import OnnxScorer
+from streamer.config import Settings
+from streamer.core.batching import BatchPolicy
+from streamer.core.cards import ModelCard
+from streamer.core.errors import ConfigError
+from streamer.core.routing import Catalog
+from streamer.core.scoring import Limits, score_batch
+from streamer.pipeline import ScoringPipeline
+
+log = logging.getLogger(__name__)
+
+
+def check_topics(settings: Settings, bootstrap: str) -> int:
+    """The partition count shared by the request, predictions and dead-letter topics, or ConfigError."""
+    topics = settings.topics
+    names = (topics.requests, topics.predictions, topics.dlq)
+    counts = KafkaAdmin(bootstrap, settings.kafka.client).partition_counts(names)
+    missing = [n for n in names if n not in counts]
+    if missing:
+        raise ConfigError(f"topic(s) {', '.join(missing)} do not exist: run `streamer topics create`")
+    if len(set(counts.values())) != 1:
+        shown = ", ".join(f"{n}={counts[n]}" for n in names)
+        raise ConfigError(
+            f"partition counts differ ({shown}): predictions and dead letters go to their request's partition "
+            "number, so the three topics need the same count"
+        )
+    return counts[topics.requests]
+
+
+def load_catalog(settings: Settings) -> tuple[Catalog, OnnxScorer, model_repository.ScanResult]:
+    scan = model_repository.scan(settings.require_models_dir(), settings.worker.intra_op_num_threads)
+    if not scan.loaded:
+        refused = "; ".join(str(e) for e in scan.refused.values()) or "the directory holds no <name>/<version>"
+        raise ConfigError(f"no servable model in {settings.models.dir}: {refused}")
+    cards = {name: {v: m.card for v, m in versions.items()} for name, versions in scan.loaded.items()}
+    catalog = Catalog(cards, settings.models.default, dict(settings.models.pins))
+    if catalog.default is not None and catalog.default not in cards:
+        raise ConfigError(f"models.default: {catalog.default!r} is not a loaded model ({', '.join(sorted(cards))})")
+    return catalog, OnnxScorer(scan.loaded), scan
+
+
+def run(settings: Settings) -> None:
+    if settings.worker.engine != "faust":
+        raise ConfigError(f"worker.engine: {settings.worker.engine!r} is not available yet in this version")
+    bootstrap = settings.require_bootstrap()
+    partitions = check_topics(settings, bootstrap)
+    catalog, scorer, scan = load_catalog(settings)
+    metrics = WorkerMetrics()
+    for name, versions in scan.loaded.items():
+        for version in versions:
+            serving = "1" if catalog.serving_version(name) == version else "0"
+            metrics.model_info.labels(name, str(version), serving).set(1)
+
+    def infer(card: ModelCard, matrix: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return scorer.infer(card, matrix)
+        finally:
+            metrics.on_inference(card.name, str(card.version), time.perf_counter() - started)
+
+    worker = settings.worker
+    limits = Limits(worker.max_message_bytes, worker.max_rows_per_request)
+    score = partial(score_batch, catalog=catalog, infer=infer, limits=limits)
+    producer = OutputProducer(bootstrap, settings.kafka.client, settings.kafka.linger_ms)
+    executor = ThreadPoolExecutor(worker.scoring_threads, thread_name_prefix="streamer-score")
+    topics = settings.topics
+    recover = partial(
+        emitted_offsets, bootstrap, settings.kafka.client, topics.requests, [topics.predictions, topics.dlq]
+    )
+    policy = BatchPolicy(worker.batch_max_size, worker.batch_max_wait_ms / 1000.0)
+
+    async def make_pipeline(ack: Any) -> ScoringPipeline:
+        return ScoringPipeline(
+            requests_topic=topics.requests,
+            predictions_topic=topics.predictions,
+            dlq_topic=topics.dlq,
+            policy=policy,
+            score=score,
+            producer=producer,
+            recover=recover,
+            ack=ack,
+            executor=executor,
+            max_inflight=worker.max_inflight_batches,
+            observer=metrics,
+        )
+
+    def on_failure(error: BaseException) -> None:
+        # Outputs could not be delivered: stop hard, without acknowledging anything more. The next owner of the
+        # partitions reads back what reached the log and goes on from there.
+        log.critical("fatal: %s", error)
+        os._exit(3)
+
+    port = worker.metrics_port or free_port()
+    log.info(
+        "worker starting: engine=%s group=%s requests=%s (%s partitions) models=%s metrics=http://127.0.0.1:%s/metrics",
+        worker.engine,
+        worker.group_id,
+        topics.requests,
+        partitions,
+        ", ".join(c.ref for c in scan.cards()),
+        port,
+    )
+    print(f"metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
+    import faust
+
+    from streamer.adapters.faust_app import build_app
+
+    Path(settings.dev.state_dir).mkdir(parents=True, exist_ok=True)
+    app = build_app(settings, bootstrap, port, make_pipeline, metrics.exposition, CONTENT_TYPE, on_failure)
+    level = os.environ.get("STREAMER_LOG_LEVEL", "INFO").upper()
+    try:
+        faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    finally:
+        undelivered = producer.close()
+        executor.shutdown(wait=False, cancel_futures=True)
+        if undelivered:
+            log.warning("%s outputs undelivered at exit; their requests will be re-read and de-duplicated", undelivered)
