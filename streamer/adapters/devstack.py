@@ -122,7 +122,8 @@ def kafka_probe(bootstrap: str) -> Callable[[], None]:
     def probe() -> None:
         from confluent_kafka.admin import AdminClient
 
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=1.0)
+        # log_level 0: a refused connection is the expected answer while the broker starts; don't print it
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1.0)
 
     return probe
 

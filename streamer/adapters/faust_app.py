@@ -143,12 +143,12 @@ def build_app(
         return sorted(tp.partition for tp in tps if tp.topic == topics.requests)
 
     @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, *, revoked: set[TP], **_: Any) -> None:
+    async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         if "pipeline" in state:
             await state["pipeline"].revoke(ours(revoked))
 
     @app.on_partitions_assigned.connect
-    async def on_assigned(sender: Any, *, assigned: set[TP], **_: Any) -> None:
+    async def on_assigned(sender: Any, assigned: set[TP], **_: Any) -> None:
         scoring = await pipeline()
         await scoring.revoke([p for p in scoring.assigned if p not in ours(assigned)])
         await scoring.assign(ours(assigned))
@@ -164,7 +164,8 @@ def build_app(
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        return web.bytes(metrics_page(), content_type=metrics_content_type)
+        # aiohttp refuses a charset inside content_type=, so the exposition's full type goes in as a header
+        return web.bytes(metrics_page(), headers={"Content-Type": metrics_content_type})
 
     @app.page("/health")
     async def health(web: Any, request: Any) -> Any:

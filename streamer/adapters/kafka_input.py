@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from streamer import synthetic
 from streamer.adapters.kafka_admin import client_config
@@ -155,7 +155,13 @@ def consume_lines(
             },
         )
     )
-    consumer.subscribe([topic])
+    # Assign every partition instead of joining a group: no rebalance wait, and nothing committed.
+    metadata = consumer.list_topics(topic, timeout=10)
+    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+        consumer.close()
+        raise StreamerError(f"topic {topic} does not exist")
+    partitions = sorted(metadata.topics[topic].partitions)
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
     seen = 0
     last = time.monotonic()
     try:

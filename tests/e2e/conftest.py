@@ -1,0 +1,188 @@
+"""The worker as a subprocess, driven only through Kafka topics, as a user drives it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+
+from streamer.adapters import devstack
+from streamer.adapters.kafka_admin import KafkaAdmin
+from tests.conftest import REPO
+
+
+@dataclass
+class Topics:
+    requests: str
+    predictions: str
+    feedback: str
+    dlq: str
+    group: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "STREAMER_REQUESTS_TOPIC": self.requests,
+            "STREAMER_PREDICTIONS_TOPIC": self.predictions,
+            "STREAMER_FEEDBACK_TOPIC": self.feedback,
+            "STREAMER_DLQ_TOPIC": self.dlq,
+            "STREAMER_GROUP_ID": self.group,
+        }
+
+
+@pytest.fixture
+def topics(kafka_broker: devstack.ServerInfo, unique_name: Callable[[str], str]) -> Callable[..., Topics]:
+    def make(partitions: int = 8) -> Topics:
+        t = Topics(unique_name("req"), unique_name("pred"), unique_name("fb"), unique_name("dlq"), unique_name("grp"))
+        KafkaAdmin(kafka_broker.address).create_topics([t.requests, t.predictions, t.feedback, t.dlq], partitions)
+        return t
+
+    return make
+
+
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    started: float = field(default_factory=time.monotonic)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def wait_assigned(self, timeout_s: float = 60.0, count: int = 1) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if len(re.findall(r"assigned partitions \[", self.log())) >= count:
+                return
+            if self.process.poll() is not None:
+                raise AssertionError(f"worker exited with {self.process.returncode}:\n{self.log()[-5000:]}")
+            time.sleep(0.1)
+        raise AssertionError(f"worker not assigned after {timeout_s} s:\n{self.log()[-5000:]}")
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's /metrics, as {sample name with labels: value}."""
+        import urllib.request
+
+        match = re.search(r"metrics: (http://\S+/metrics)", self.log())
+        assert match, "the worker did not print its metrics address"
+        with urllib.request.urlopen(match.group(1), timeout=5) as response:
+            text = response.read().decode()
+        samples: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, _, value = line.rpartition(" ")
+                samples[name] = float(value)
+        return samples
+
+    def kill(self) -> None:
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(10)
+
+    def terminate(self, timeout_s: float = 60.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout_s)
+
+
+@pytest.fixture
+def worker_factory(kafka_broker: devstack.ServerInfo, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start ``streamer worker`` subprocesses on given topics; all are killed at the end of the test."""
+    started: list[WorkerProcess] = []
+
+    def start(topics: Topics, config: str | None = None, **env: str) -> WorkerProcess:
+        index = len(started)
+        workdir = tmp_path / f"worker-{index}"
+        workdir.mkdir()
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+        environ |= {
+            "STREAMER_KAFKA_BOOTSTRAP": kafka_broker.address,
+            "STREAMER_MODELS_DIR": str(REPO / "models"),
+            "STREAMER_METRICS_PORT": "0",
+            "STREAMER_STATE_DIR": str(workdir / "state"),
+            **topics.env(),
+            **env,
+        }
+        if config is not None:
+            (workdir / "streamer.toml").write_text(config)
+        log_path = workdir / "worker.log"
+        with open(log_path, "wb") as log_file:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "streamer.cli", "worker"],
+                cwd=workdir,
+                env=environ,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=devstack._die_with_parent,
+            )
+        worker = WorkerProcess(process, log_path)
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        if worker.process.poll() is None:
+            worker.process.kill()
+            worker.process.wait(10)
+
+
+def produce(
+    bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes, list | None]], rate: float = 0
+) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    started = time.monotonic()
+    for index, (key, value, headers) in enumerate(messages):
+        if rate:
+            ahead = started + index / rate - time.monotonic()
+            if ahead > 0:
+                time.sleep(ahead)
+        producer.produce(topic, value, key, headers=headers)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def read_all(
+    bootstrap: str, topic_names: list[str], expected: int, timeout_s: float = 90.0, settle_s: float = 1.5
+) -> list[Message]:
+    """Every message of the topics, as a read_committed consumer sees them; waits for ``expected`` and then
+    ``settle_s`` more, so that a duplicate written late is caught too."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "e2e-reader",
+            "enable.auto.commit": False,
+            "isolation.level": "read_committed",
+            "fetch.wait.max.ms": 5,
+        }
+    )
+    assignment = []
+    for name in topic_names:
+        metadata = consumer.list_topics(name, timeout=10).topics[name]
+        assignment += [TopicPartition(name, p, OFFSET_BEGINNING) for p in metadata.partitions]
+    consumer.assign(assignment)
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    settled_at: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(num_messages=5000, timeout=0.1):
+                if message.error() is None:
+                    messages.append(message)
+            if len(messages) >= expected:
+                settled_at = settled_at or time.monotonic()
+                if time.monotonic() - settled_at >= settle_s:
+                    break
+    finally:
+        consumer.close()
+    return messages
+
+
+def headers_of(message: Message) -> dict[str, Any]:
+    return {k: v for k, v in (message.headers() or [])}
