@@ -42,11 +42,11 @@ class Catalog:
                 raise DecodeError(
                     UNKNOWN_MODEL, f"the request names no model and there is no default (models: {names})"
                 )
-        name, _, version_text = requested.partition("@")
+        name, at, version_text = requested.partition("@")
         versions = self.cards.get(name)
         if not versions:
             raise DecodeError(UNKNOWN_MODEL, f"no model named {name!r}")
-        if not version_text:
+        if not at:
             version = self.serving_version(name)
             assert version is not None
             return versions[version]
