@@ -1,0 +1,154 @@
+"""Shared pieces of the benchmarks: an embedded stack, fresh topics, preloading, counting, results files.
+
+Benchmarks measure; they never assert. Each prints a table and appends one JSON line per run to
+``bench/results/<name>.jsonl`` with the machine and the commit, so figures in notes can be traced to a run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from streamer.adapters import devstack  # noqa: E402
+from streamer.adapters.kafka_admin import KafkaAdmin  # noqa: E402
+from streamer.adapters.kafka_input import synthetic_requests  # noqa: E402
+
+
+@contextmanager
+def embedded_stack() -> Iterator[devstack.DevState]:
+    """A broker and redis-server of their own for this run, stopped afterwards."""
+    state_dir = Path(f"/tmp/streamer-bench-{os.getpid()}")
+    state, _ = devstack.up(state_dir)
+    try:
+        yield state
+    finally:
+        devstack.down(state_dir)
+
+
+def fresh_topics(bootstrap: str, partitions: int, *names: str) -> dict[str, str]:
+    token = uuid.uuid4().hex[:6]
+    topics = {name: f"bench-{name}-{token}" for name in names}
+    KafkaAdmin(bootstrap).create_topics(topics.values(), partitions)
+    return topics
+
+
+def preload(bootstrap: str, topic: str, count: int, keys: int = 1000) -> float:
+    """Produce ``count`` synthetic requests as fast as possible; returns the rate."""
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 2_000_000,
+        }
+    )
+    started = time.monotonic()
+    for message in synthetic_requests(count, keys=keys, seed=42):
+        while True:
+            try:
+                producer.produce(topic, message.value, message.key)
+                break
+            except BufferError:
+                producer.poll(0.01)
+    producer.flush(60)
+    return count / (time.monotonic() - started)
+
+
+def count_until(bootstrap: str, topics: list[str], expected: int, timeout_s: float) -> tuple[int, float | None]:
+    """Read the topics from the beginning until ``expected`` messages; returns (count, time of the last one)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-counter",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+            "isolation.level": "read_committed",
+        }
+    )
+    assignment = []
+    for topic in topics:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions]
+    consumer.assign(assignment)
+    seen, last = 0, None
+    deadline = time.monotonic() + timeout_s
+    while seen < expected and time.monotonic() < deadline:
+        messages = consumer.consume(num_messages=10_000, timeout=0.2)
+        good = sum(1 for m in messages if m.error() is None)
+        if good:
+            seen += good
+            last = time.monotonic()
+    consumer.close()
+    return seen, last
+
+
+def start_worker(bootstrap: str, topics: dict[str, str], workdir: Path, **env: str) -> tuple[subprocess.Popen, Path]:
+    workdir.mkdir(parents=True, exist_ok=True)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
+    environ |= {
+        "STREAMER_KAFKA_BOOTSTRAP": bootstrap,
+        "STREAMER_MODELS_DIR": str(ROOT / "models"),
+        "STREAMER_METRICS_PORT": "0",
+        "STREAMER_STATE_DIR": str(workdir / "state"),
+        "STREAMER_REQUESTS_TOPIC": topics["requests"],
+        "STREAMER_PREDICTIONS_TOPIC": topics["predictions"],
+        "STREAMER_FEEDBACK_TOPIC": topics["feedback"],
+        "STREAMER_DLQ_TOPIC": topics["dlq"],
+        "STREAMER_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}",
+        "STREAMER_LOG_LEVEL": "WARNING",
+        **env,
+    }
+    log_path = workdir / "worker.log"
+    with open(log_path, "wb") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "worker"],
+            cwd=workdir,
+            env=environ,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=devstack._die_with_parent,
+        )
+    return process, log_path
+
+
+def wait_for_log(log_path: Path, pattern: str, process: subprocess.Popen, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if re.search(pattern, log_path.read_text(errors="replace")):
+            return
+        if process.poll() is not None:
+            raise SystemExit(f"process exited: {log_path.read_text()[-3000:]}")
+        time.sleep(0.05)
+    raise SystemExit(f"timeout waiting for {pattern!r} in {log_path}")
+
+
+def record(name: str, results: dict) -> None:
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    line = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "commit": commit,
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        **results,
+    }
+    path = ROOT / "bench" / "results" / f"{name}.jsonl"
+    path.parent.mkdir(exist_ok=True)
+    with open(path, "a") as file:
+        file.write(json.dumps(line) + "\n")

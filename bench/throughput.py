@@ -1,0 +1,99 @@
+"""Throughput: N pre-loaded requests over 8 partitions, one worker, against two baselines in the same run.
+
+    .venv/bin/python bench/throughput.py [--count 200000] [--engines faust]
+
+Rows: each streamer engine (scoring, reorder, exactly-once read-back, dead letters on); a bare Faust agent
+that only counts events (the ceiling of anything built on Faust); a plain confluent-kafka
+consume -> produce -> commit passthrough in Python (the ceiling of a Python relay). The rate is requests over
+the time from the consumer being assigned to the last output read back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import (
+    ROOT,
+    count_until,
+    embedded_stack,
+    fresh_topics,
+    preload,
+    record,
+    start_worker,
+    wait_for_log,
+)
+
+from streamer.adapters import devstack
+
+
+def run_engine(bootstrap: str, engine: str, count: int, partitions: int, workdir: Path) -> float:
+    topics = fresh_topics(bootstrap, partitions, "requests", "predictions", "feedback", "dlq")
+    preload(bootstrap, topics["requests"], count)
+    process, log_path = start_worker(
+        bootstrap, topics, workdir / engine, STREAMER_ENGINE=engine, STREAMER_LOG_LEVEL="INFO"
+    )
+    try:
+        wait_for_log(log_path, r"assigned partitions \[", process)
+        started = time.monotonic()
+        seen, last = count_until(bootstrap, [topics["predictions"], topics["dlq"]], count, timeout_s=600)
+        if seen < count or last is None:
+            raise SystemExit(f"{engine}: only {seen} of {count} outputs")
+        return count / (last - started)
+    finally:
+        process.terminate()
+        process.wait(60)
+
+
+def run_helper(bootstrap: str, script: str, count: int, partitions: int, workdir: Path) -> float:
+    topics = fresh_topics(bootstrap, partitions, "requests", "out")
+    preload(bootstrap, topics["requests"], count)
+    workdir.mkdir(parents=True, exist_ok=True)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / script), bootstrap, topics["requests"], topics["out"], str(count)],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        preexec_fn=devstack._die_with_parent,
+    )
+    for line in (result.stdout + result.stderr).splitlines():  # Faust routes prints through its logger
+        if "RATE " in line:
+            return float(line.split("RATE ")[1].split()[0])
+    raise SystemExit(f"{script} failed:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=200_000)
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--engines", default="faust")
+    args = parser.parse_args()
+    rows: dict[str, float] = {}
+    with embedded_stack() as state, tempfile.TemporaryDirectory() as tmp:
+        bootstrap = state.kafka_bootstrap
+        for engine in args.engines.split(","):
+            rows[f"streamer --engine {engine}"] = run_engine(bootstrap, engine, args.count, args.partitions, Path(tmp))
+        rows["bare Faust agent (count only)"] = run_helper(
+            bootstrap, "bare_faust_agent.py", args.count, args.partitions, Path(tmp) / "faust"
+        )
+        rows["confluent-kafka passthrough"] = run_helper(
+            bootstrap, "passthrough.py", args.count, args.partitions, Path(tmp) / "passthrough"
+        )
+    bare = rows["bare Faust agent (count only)"]
+    passthrough = rows["confluent-kafka passthrough"]
+    print(f"\n{args.count} requests, {args.partitions} partitions, {os.cpu_count()} cores\n")
+    print(f"{'':34} {'rows/s':>10} {'x bare Faust':>13} {'x passthrough':>14}")
+    for name, rate in rows.items():
+        print(f"{name:34} {rate:10,.0f} {rate / bare:13.2f} {rate / passthrough:14.2f}")
+    record("throughput", {"count": args.count, "partitions": args.partitions, "rates": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
