@@ -7,9 +7,10 @@ else happens here, the same way for both engines:
 
 - per assigned partition one ``Batcher`` and one ``ReorderBuffer``, created on assignment, dropped on
   revocation; a timer task closes batches at their deadline (``Batcher.next_deadline``);
-- a closed batch is scored on a thread pool (``core.scoring.score_batch``; ONNX Runtime releases the GIL) while
-  the loop keeps consuming; at most ``max_inflight`` batches are in flight, beyond which ``add_many`` waits
-  (backpressure: the engine stops pulling from Kafka instead of growing memory);
+- closed batches are scored on a thread pool (``core.scoring.score_batch``; ONNX Runtime releases the GIL)
+  while the loop keeps consuming; the batches of all partitions that are due at the same moment go as one job;
+  at most ``max_inflight`` jobs run and at most ``max_inflight * max_size`` rows wait, beyond which
+  ``add_many`` waits (backpressure: the engine stops pulling from Kafka instead of growing memory);
 - results leave per partition in request-offset order, keyed byte for byte like the request, to the same
   partition number of the predictions or dead-letter topic;
 - a request is acknowledged to the engine only when its output is delivered (or was already in the log);
@@ -137,8 +138,13 @@ class ScoringPipeline:
         self._partitions: dict[int, _Partition] = {}
         self._recovering: dict[int, asyncio.Future[None]] = {}
         self._slots = asyncio.Semaphore(max_inflight)
-        self._max_inflight = max_inflight
         self._inflight = 0
+        self._queued: list[tuple[_Partition, list[Consumed], float]] = []
+        self._queued_rows = 0
+        self._max_queued_rows = max_inflight * policy.max_size
+        self._dispatch = asyncio.Event()
+        self._room = asyncio.Event()
+        self._dispatcher: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
@@ -150,13 +156,15 @@ class ScoringPipeline:
     def start(self) -> None:
         if self._timer is None:
             self._timer = self._loop.create_task(self._run_timer(), name="streamer-batch-deadlines")
+            self._dispatcher = self._loop.create_task(self._run_dispatcher(), name="streamer-batch-dispatcher")
 
     async def stop(self) -> None:
         """Finish everything handed in so far (flush batchers, wait for scoring and delivery)."""
         await self.revoke(list(self._partitions))
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for task in (self._timer, self._dispatcher):
+            if task is not None:
+                task.cancel()
+        self._timer = self._dispatcher = None
 
     @property
     def assigned(self) -> list[int]:
@@ -207,7 +215,7 @@ class ScoringPipeline:
         for state in states:
             batch = state.batcher.flush()
             if batch:
-                await self._submit(state, batch)
+                self._submit(state, batch)
         for state in states:
             state.update_idle()
             await state.idle.wait()
@@ -242,7 +250,10 @@ class ScoringPipeline:
                 self._wake.set()
             state.idle.clear()
             if batch is not None:
-                await self._submit(state, batch)
+                self._submit(state, batch)
+        while self._queued_rows >= self._max_queued_rows:  # backpressure: stop taking messages until scored
+            self._room.clear()
+            await self._room.wait()
 
     async def _run_timer(self) -> None:
         """Close batches at their deadline; sleeps until the earliest one, or until a batch opens."""
@@ -260,18 +271,38 @@ class ScoringPipeline:
             for state in list(self._partitions.values()):
                 batch = state.batcher.poll(now)
                 if batch is not None:
-                    await self._submit(state, batch)
+                    self._submit(state, batch)
 
     # ----------------------------------------------------------------------------------------- scoring
 
-    async def _submit(self, state: _Partition, batch: list[Consumed]) -> None:
-        await self._slots.acquire()
-        self._inflight += 1
+    def _submit(self, state: _Partition, batch: list[Consumed]) -> None:
+        """Queue a closed batch for the dispatcher; batches closed at the same moment are scored together."""
         state.inflight_batches += 1
-        self._observer.on_inflight(self._inflight)
-        wait_s = self._clock() - state.batch_opened_at
-        future = self._loop.run_in_executor(self._executor, self._score_safely, [c.request for c in batch])
-        future.add_done_callback(lambda f: self._scored(state, batch, wait_s, f))
+        self._queued.append((state, batch, self._clock() - state.batch_opened_at))
+        self._queued_rows += len(batch)
+        self._dispatch.set()
+
+    async def _run_dispatcher(self) -> None:
+        """Score queued batches, all partitions' at once, at most ``max_inflight`` jobs at a time.
+
+        Per-partition batchers decide *when* a partition's rows are due; this decides *how* they run. At low
+        rates each partition closes a batch of one or two rows per deadline, and a thread-pool round trip per
+        such batch would cost more than scoring it: merging what is due into one job keeps one ONNX call and
+        one hop per tick, whatever the partition count.
+        """
+        while True:
+            await self._dispatch.wait()
+            self._dispatch.clear()
+            while self._queued:
+                await self._slots.acquire()
+                jobs, self._queued = self._queued, []
+                self._queued_rows -= sum(len(batch) for _, batch, _ in jobs)
+                self._room.set()
+                self._inflight += 1
+                self._observer.on_inflight(self._inflight)
+                requests = [c.request for _, batch, _ in jobs for c in batch]
+                future = self._loop.run_in_executor(self._executor, self._score_safely, requests)
+                future.add_done_callback(lambda f, jobs=jobs: self._scored(jobs, f))
 
     def _score_safely(self, requests: list[Request]) -> tuple[list[Outcome], float]:
         started = time.perf_counter()
@@ -283,21 +314,25 @@ class ScoringPipeline:
             outcomes = [Outcome(r.source, error=DecodeError(SCORING_FAILED, detail)) for r in requests]
         return outcomes, time.perf_counter() - started
 
-    def _scored(self, state: _Partition, batch: list[Consumed], wait_s: float, future: asyncio.Future) -> None:
+    def _scored(self, jobs: list[tuple[_Partition, list[Consumed], float]], future: asyncio.Future) -> None:
         self._slots.release()
         self._inflight -= 1
-        state.inflight_batches -= 1
         self._observer.on_inflight(self._inflight)
         outcomes, scoring_s = future.result()
-        self._observer.on_batch(state.number, len(batch), wait_s, scoring_s)
-        if self._partitions.get(state.number) is not state:
+        start = 0
+        for state, batch, wait_s in jobs:
+            state.inflight_batches -= 1
+            self._observer.on_batch(state.number, len(batch), wait_s, scoring_s)
+            mine = outcomes[start : start + len(batch)]
+            start += len(batch)
+            if self._partitions.get(state.number) is not state:
+                state.update_idle()
+                continue  # revoked meanwhile and already given up: the next owner re-reads these
+            for item, outcome in zip(batch, mine, strict=True):
+                state.reorder.push(item.request.source.offset, (outcome, item))
+            self._emit(state, state.reorder.pop_ready())
+            self._observer.on_reorder_depth(state.number, len(state.reorder))
             state.update_idle()
-            return  # revoked meanwhile and already given up: the next owner re-reads these
-        for item, outcome in zip(batch, outcomes, strict=True):
-            state.reorder.push(item.request.source.offset, (outcome, item))
-        self._emit(state, state.reorder.pop_ready())
-        self._observer.on_reorder_depth(state.number, len(state.reorder))
-        state.update_idle()
 
     # ----------------------------------------------------------------------------------------- output
 
