@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
@@ -95,11 +96,14 @@ class _Partition:
     emitted_dead_letter: int = -1
     batch_opened_at: float = 0.0
     inflight_batches: int = 0
-    undelivered: int = 0
+    # Released requests in offset order, [token, delivered]: acknowledged strictly in this order, so that an
+    # engine may commit "everything below the last acknowledged offset" (a request whose output was already in
+    # the log is done at once, but must not be acknowledged before an earlier one still being delivered).
+    acks: deque[list[Any]] = field(default_factory=deque)
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
     def update_idle(self) -> None:
-        if self.inflight_batches == 0 and self.undelivered == 0 and len(self.batcher) == 0:
+        if self.inflight_batches == 0 and not self.acks and len(self.batcher) == 0:
             self.idle.set()
         else:
             self.idle.clear()
@@ -170,6 +174,10 @@ class ScoringPipeline:
     def assigned(self) -> list[int]:
         return sorted(self._partitions)
 
+    def has_room(self) -> bool:
+        """Whether ``add_many`` would take more without waiting (engines that can pause their consumer ask)."""
+        return self._queued_rows < self._max_queued_rows
+
     async def wait_failed(self) -> BaseException:
         await self._failed.wait()
         assert self.failure is not None
@@ -218,7 +226,11 @@ class ScoringPipeline:
                 self._submit(state, batch)
         for state in states:
             state.update_idle()
-            await state.idle.wait()
+            idle = self._loop.create_task(state.idle.wait())
+            failed = self._loop.create_task(self._failed.wait())
+            await asyncio.wait({idle, failed}, return_when=asyncio.FIRST_COMPLETED)
+            idle.cancel()
+            failed.cancel()
             self._partitions.pop(state.number, None)
         if states:
             log.info("revoked partitions %s of %s", [s.number for s in states], self.requests_topic)
@@ -332,7 +344,6 @@ class ScoringPipeline:
                 state.reorder.push(item.request.source.offset, (outcome, item))
             self._emit(state, state.reorder.pop_ready())
             self._observer.on_reorder_depth(state.number, len(state.reorder))
-            state.update_idle()
 
     # ----------------------------------------------------------------------------------------- output
 
@@ -341,10 +352,12 @@ class ScoringPipeline:
         now_ms = self._wall_ms()
         for offset, (outcome, item) in ready:
             source = item.request.source
+            entry = [item.token, False]
+            state.acks.append(entry)
             if outcome.body is not None:
                 if offset <= state.emitted_prediction:
                     skipped += 1
-                    self._ack(item.token)
+                    entry[1] = True
                     continue
                 latency_ms = round(now_ms - item.request.timestamp_ms, 3)
                 outcome.body["latency_ms"] = latency_ms
@@ -354,37 +367,35 @@ class ScoringPipeline:
                 assert outcome.error is not None
                 if offset <= state.emitted_dead_letter:
                     skipped += 1
-                    self._ack(item.token)
+                    entry[1] = True
                     continue
                 latency_ms = None
                 topic, value = self.dlq_topic, item.request.value
                 headers = item.headers + dead_letter_headers(outcome.error, source)
             self._observer.on_outcome(outcome, latency_ms)
-            state.undelivered += 1
-            self._producer.send(
-                topic,
-                state.number,
-                item.key,
-                value,
-                headers,
-                self._delivery_callback(state, item.token),
-            )
+            self._producer.send(topic, state.number, item.key, value, headers, self._delivery_callback(state, entry))
         if skipped:
             self._observer.on_skipped(state.number, skipped)
+        self._release_acks(state)
 
-    def _delivery_callback(self, state: _Partition, token: Any) -> Callable[[KafkaError | None], None]:
+    def _release_acks(self, state: _Partition) -> None:
+        acks = state.acks
+        while acks and acks[0][1]:
+            self._ack(acks.popleft()[0])
+        state.update_idle()
+
+    def _delivery_callback(self, state: _Partition, entry: list[Any]) -> Callable[[KafkaError | None], None]:
         def delivered(error: KafkaError | None) -> None:  # producer thread
-            self._loop.call_soon_threadsafe(self._on_delivered, state, token, error)
+            self._loop.call_soon_threadsafe(self._on_delivered, state, entry, error)
 
         return delivered
 
-    def _on_delivered(self, state: _Partition, token: Any, error: KafkaError | None) -> None:
-        state.undelivered -= 1
+    def _on_delivered(self, state: _Partition, entry: list[Any], error: KafkaError | None) -> None:
         if error is not None:
             if self.failure is None:
                 self.failure = OutputError(f"cannot deliver an output of partition {state.number}: {error}")
                 log.error("%s; stopping: the next owner recovers by read-back", self.failure)
                 self._failed.set()
-        else:
-            self._ack(token)
-        state.update_idle()
+            return  # never acknowledged: neither it nor anything after it in this partition gets committed
+        entry[1] = True
+        self._release_acks(state)

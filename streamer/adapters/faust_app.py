@@ -27,13 +27,12 @@ import faust
 from faust.types import TP
 
 from streamer.config import Settings
+from streamer.core.envelope import model_from_headers
 from streamer.core.scoring import Request
 from streamer.core.types import SourceRef
 from streamer.pipeline import Consumed, ScoringPipeline
 
 log = logging.getLogger(__name__)
-
-MODEL_HEADER = "streamer-model"
 
 
 def broker_credentials(client: dict[str, Any]) -> Any:
@@ -79,16 +78,6 @@ def tune_fetch_wait(fetch_wait_max_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create  # type: ignore[method-assign]
 
 
-def _header_model(headers: Any) -> str | None:
-    if not headers:
-        return None
-    items = headers.items() if isinstance(headers, dict) else headers
-    for name, value in items:
-        if name == MODEL_HEADER and value is not None:
-            return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return None
-
-
 def _header_list(headers: Any) -> list[tuple[str, bytes]]:
     if not headers:
         return []
@@ -130,9 +119,9 @@ def build_app(
         stream_wait_empty=False,
         producer_linger_ms=kafka.linger_ms,
     )
-    requests = app.topic(topics.requests, key_serializer="raw", value_serializer="raw", key_type=None, value_type=None)
     state: dict[str, Any] = {}
     ready = asyncio.Event()
+    _add_pages(app, state, ready, metrics_page, metrics_content_type)
 
     def ack(message: Any) -> None:
         message.ack(app.consumer)
@@ -145,6 +134,8 @@ def build_app(
             watcher.add_done_callback(lambda f: on_failure(f.result()) if not f.cancelled() else None)
         return state["pipeline"]
 
+    requests = app.topic(topics.requests, key_serializer="raw", value_serializer="raw", key_type=None, value_type=None)
+
     @app.agent(requests, name="score")
     async def score(stream: faust.StreamT) -> None:
         scoring = await pipeline()
@@ -153,19 +144,11 @@ def build_app(
             for event in events:
                 message = event.message
                 message.incref()  # released by the pipeline after delivery, not by take_events
-                consumed.append(
-                    Consumed(
-                        Request(
-                            SourceRef(message.topic, message.partition, message.offset),
-                            message.value,
-                            _header_model(message.headers),
-                            int((message.timestamp or 0) * 1000),
-                        ),
-                        message.key,
-                        _header_list(message.headers),
-                        message,
-                    )
-                )
+                headers = _header_list(message.headers)
+                source = SourceRef(message.topic, message.partition, message.offset)
+                timestamp_ms = int((message.timestamp or 0) * 1000)
+                request = Request(source, message.value, model_from_headers(headers), timestamp_ms)
+                consumed.append(Consumed(request, message.key, headers, message))
             await scoring.add_many(consumed)
 
     def ours(tps: set[TP]) -> list[int]:
@@ -199,6 +182,16 @@ def build_app(
             except TimeoutError:
                 log.warning("in-flight batches abandoned at shutdown; their requests will be re-read and de-duplicated")
 
+    return app
+
+
+def _add_pages(
+    app: faust.App,
+    state: dict[str, Any],
+    ready: asyncio.Event,
+    metrics_page: Callable[[], bytes],
+    metrics_content_type: str,
+) -> None:
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
         # aiohttp refuses a charset inside content_type=, so the exposition's full type goes in as a header
@@ -213,5 +206,3 @@ def build_app(
         if ready.is_set() and "pipeline" in state:
             return web.json({"status": "ready", "partitions": state["pipeline"].assigned})
         return web.json({"status": "starting"}, status=503)
-
-    return app

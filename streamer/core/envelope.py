@@ -157,6 +157,17 @@ def decode_label(value: bytes | None, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BY
     return Label(id=wire.id, label=wire.label, model=wire.model)
 
 
+MODEL_HEADER = "streamer-model"
+
+
+def model_from_headers(headers: Sequence[tuple[str, bytes | None]] | None) -> str | None:
+    """The ``streamer-model`` header (contract section 2): a model name or ``name@version``, if present."""
+    for name, value in headers or ():
+        if name == MODEL_HEADER and value is not None:
+            return value.decode("utf-8", "replace")
+    return None
+
+
 def dead_letter_headers(error: DecodeError, source: SourceRef) -> list[tuple[str, bytes]]:
     """The headers of a dead letter (contract section 5); key and value stay the original bytes."""
     return [

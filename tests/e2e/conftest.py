@@ -92,8 +92,16 @@ class WorkerProcess:
         return self.process.wait(timeout_s)
 
 
+@pytest.fixture(params=["faust", "batch"])
+def engine(request: pytest.FixtureRequest) -> str:
+    """Every end-to-end test that starts a worker runs once per engine: same contract either way."""
+    return request.param
+
+
 @pytest.fixture
-def worker_factory(kafka_broker: devstack.ServerInfo, tmp_path: Path) -> Iterator[Callable[..., WorkerProcess]]:
+def worker_factory(
+    kafka_broker: devstack.ServerInfo, tmp_path: Path, engine: str
+) -> Iterator[Callable[..., WorkerProcess]]:
     """Start ``streamer worker`` subprocesses on given topics; all are killed at the end of the test."""
     started: list[WorkerProcess] = []
 
@@ -107,6 +115,7 @@ def worker_factory(kafka_broker: devstack.ServerInfo, tmp_path: Path) -> Iterato
             "STREAMER_MODELS_DIR": str(REPO / "models"),
             "STREAMER_METRICS_PORT": "0",
             "STREAMER_STATE_DIR": str(workdir / "state"),
+            "STREAMER_ENGINE": engine,
             **topics.env(),
             **env,
         }
