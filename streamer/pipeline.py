@@ -32,6 +32,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from confluent_kafka import KafkaError
@@ -63,7 +64,7 @@ class PipelineObserver(Protocol):
     """Metrics hooks (``adapters.metrics``); the pipeline calls them and never touches a metric itself."""
 
     def on_batch(self, partition: int, size: int, wait_s: float, scoring_s: float) -> None: ...
-    def on_outcome(self, outcome: Outcome, latency_ms: float | None) -> None: ...
+    def on_outcomes(self, outcomes: list[Outcome], latencies_ms: list[float]) -> None: ...
     def on_skipped(self, partition: int, count: int) -> None: ...
     def on_reorder_depth(self, partition: int, depth: int) -> None: ...
     def on_inflight(self, batches: int) -> None: ...
@@ -73,7 +74,7 @@ class NullObserver:
     def on_batch(self, partition: int, size: int, wait_s: float, scoring_s: float) -> None:
         pass
 
-    def on_outcome(self, outcome: Outcome, latency_ms: float | None) -> None:
+    def on_outcomes(self, outcomes: list[Outcome], latencies_ms: list[float]) -> None:
         pass
 
     def on_skipped(self, partition: int, count: int) -> None:
@@ -86,7 +87,7 @@ class NullObserver:
         pass
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _Partition:
     number: int
     batcher: Batcher[Consumed]
@@ -154,6 +155,8 @@ class ScoringPipeline:
         self._loop = asyncio.get_running_loop()
         self.failure: BaseException | None = None
         self._failed = asyncio.Event()
+        self._reports: deque[tuple[_Partition, list[Any], KafkaError | None]] = deque()
+        self._reports_scheduled = False
 
     # ----------------------------------------------------------------------------------------- lifecycle
 
@@ -350,6 +353,8 @@ class ScoringPipeline:
     def _emit(self, state: _Partition, ready: list[tuple[int, tuple[Outcome, Consumed]]]) -> None:
         skipped = 0
         now_ms = self._wall_ms()
+        emitted: list[Outcome] = []
+        latencies: list[float] = []
         for offset, (outcome, item) in ready:
             source = item.request.source
             entry = [item.token, False]
@@ -361,6 +366,7 @@ class ScoringPipeline:
                     continue
                 latency_ms = round(now_ms - item.request.timestamp_ms, 3)
                 outcome.body["latency_ms"] = latency_ms
+                latencies.append(latency_ms)
                 topic, value = self.predictions_topic, encode_body(outcome.body)
                 headers = source_headers(source.topic, source.partition, source.offset)
             else:
@@ -369,11 +375,14 @@ class ScoringPipeline:
                     skipped += 1
                     entry[1] = True
                     continue
-                latency_ms = None
                 topic, value = self.dlq_topic, item.request.value
                 headers = item.headers + dead_letter_headers(outcome.error, source)
-            self._observer.on_outcome(outcome, latency_ms)
-            self._producer.send(topic, state.number, item.key, value, headers, self._delivery_callback(state, entry))
+            emitted.append(outcome)
+            self._producer.send(
+                topic, state.number, item.key, value, headers, partial(self._delivery_report, state, entry)
+            )
+        if emitted:
+            self._observer.on_outcomes(emitted, latencies)
         if skipped:
             self._observer.on_skipped(state.number, skipped)
         self._release_acks(state)
@@ -384,18 +393,27 @@ class ScoringPipeline:
             self._ack(acks.popleft()[0])
         state.update_idle()
 
-    def _delivery_callback(self, state: _Partition, entry: list[Any]) -> Callable[[KafkaError | None], None]:
-        def delivered(error: KafkaError | None) -> None:  # producer thread
-            self._loop.call_soon_threadsafe(self._on_delivered, state, entry, error)
+    def _delivery_report(self, state: _Partition, entry: list[Any], error: KafkaError | None, _message: Any) -> None:
+        """Producer thread. Reports are queued and handed to the loop in bulk: one wake-up per burst of
+        deliveries instead of one per message (each wake-up is a write to the loop's self-pipe)."""
+        self._reports.append((state, entry, error))
+        if not self._reports_scheduled:
+            self._reports_scheduled = True
+            self._loop.call_soon_threadsafe(self._on_delivered)
 
-        return delivered
-
-    def _on_delivered(self, state: _Partition, entry: list[Any], error: KafkaError | None) -> None:
-        if error is not None:
-            if self.failure is None:
-                self.failure = OutputError(f"cannot deliver an output of partition {state.number}: {error}")
-                log.error("%s; stopping: the next owner recovers by read-back", self.failure)
-                self._failed.set()
-            return  # never acknowledged: neither it nor anything after it in this partition gets committed
-        entry[1] = True
-        self._release_acks(state)
+    def _on_delivered(self) -> None:
+        self._reports_scheduled = False  # before draining: a report appended from now on schedules another drain
+        touched: set[_Partition] = set()
+        reports = self._reports
+        while reports:
+            state, entry, error = reports.popleft()
+            if error is not None:
+                if self.failure is None:
+                    self.failure = OutputError(f"cannot deliver an output of partition {state.number}: {error}")
+                    log.error("%s; stopping: the next owner recovers by read-back", self.failure)
+                    self._failed.set()
+                continue  # never acknowledged: neither it nor anything after it in this partition is committed
+            entry[1] = True
+            touched.add(state)
+        for state in touched:
+            self._release_acks(state)

@@ -57,7 +57,8 @@ class BatchConsumeLoop:
                 "isolation.level": "read_committed",
             },
         )
-        self._chunk = max(worker.batch_max_size, 500)
+        # Each chunk is one hand-over to the event loop (a thread round trip): large chunks under a backlog.
+        self._chunk = max(worker.batch_max_size * 8, 2000)
         # consume() returns when it has a full chunk or when this wait is over; the per-partition batchers do
         # the real batching, so keep it short for latency.
         self._wait_s = min(worker.batch_max_wait_ms / 1000.0, 0.005) or 0.001

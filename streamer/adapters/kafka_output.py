@@ -38,7 +38,8 @@ SOURCE_TOPIC = "streamer-source-topic"
 SOURCE_PARTITION = "streamer-source-partition"
 SOURCE_OFFSET = "streamer-source-offset"
 
-DeliveryCallback = Callable[[KafkaError | None], None]
+# (error, message): librdkafka's delivery report, called on the producer's poll thread.
+DeliveryCallback = Callable[[KafkaError | None, Message], None]
 
 
 class OutputError(StreamerError):
@@ -86,7 +87,7 @@ class OutputProducer:
                     key=key,
                     partition=partition,
                     headers=headers,
-                    on_delivery=lambda err, _msg: on_delivery(err),
+                    on_delivery=on_delivery,
                 )
                 return
             except BufferError:  # local queue full: let deliveries drain it
