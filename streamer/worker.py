@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -86,7 +87,10 @@ def run(settings: Settings) -> None:
     worker = settings.worker
     limits = Limits(worker.max_message_bytes, worker.max_rows_per_request)
     score = partial(score_batch, catalog=catalog, infer=infer, limits=limits)
-    producer = OutputProducer(bootstrap, settings.kafka.client, settings.kafka.linger_ms)
+    transactional_id = None
+    if settings.kafka.transactional:
+        transactional_id = settings.kafka.transactional_id or f"{worker.group_id}-{socket.gethostname()}"
+    producer = OutputProducer(bootstrap, settings.kafka.client, settings.kafka.linger_ms, transactional_id)
     executor = ThreadPoolExecutor(worker.scoring_threads, thread_name_prefix="streamer-score")
     topics = settings.topics
     recover = partial(
@@ -129,7 +133,7 @@ def run(settings: Settings) -> None:
     Path(settings.dev.state_dir).mkdir(parents=True, exist_ok=True)
     try:
         if worker.engine == "batch":
-            asyncio.run(_run_batch_engine(settings, bootstrap, port, make_pipeline, metrics, on_failure))
+            asyncio.run(_run_batch_engine(settings, bootstrap, port, producer, make_pipeline, metrics, on_failure))
         else:
             _run_faust_engine(settings, bootstrap, port, make_pipeline, metrics, on_failure)
     finally:
@@ -160,6 +164,7 @@ async def _run_batch_engine(
     settings: Settings,
     bootstrap: str,
     port: int,
+    producer: OutputProducer,
     make_pipeline: Callable[[Any], Awaitable[ScoringPipeline]],
     metrics: WorkerMetrics,
     on_failure: Callable[[BaseException], None],
@@ -177,7 +182,7 @@ async def _run_batch_engine(
     stop = asyncio.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    batch_loop = BatchConsumeLoop(settings, bootstrap)
+    batch_loop = BatchConsumeLoop(settings, bootstrap, producer)
     pipeline = await make_pipeline(batch_loop.ack)
 
     def readiness() -> dict[str, Any] | None:

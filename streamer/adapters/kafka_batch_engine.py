@@ -15,7 +15,10 @@ polling (so the group session stays alive) until there is room again -- memory s
 pipeline's limit plus librdkafka's prefetch (``queued.max.messages.kbytes``).
 
 Offsets: the pipeline acknowledges each partition's requests in offset order, after delivery; the loop
-commits ``last acknowledged + 1`` per partition every ``commit_interval_s`` and at every revocation.
+commits ``last acknowledged + 1`` per partition every ``commit_interval_s`` and at every revocation. With
+``kafka.transactional`` the outputs and those offsets are committed in one transaction every
+``transaction_interval_ms`` (``send_offsets_to_transaction`` with the consumer's group metadata, so a worker
+that lost its partitions -- a zombie -- is fenced by the broker on Apache Kafka).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamer.adapters.kafka_admin import client_config
+from streamer.adapters.kafka_output import OutputProducer
 from streamer.config import Settings
 from streamer.core.envelope import model_from_headers
 from streamer.core.scoring import Request
@@ -40,7 +44,9 @@ log = logging.getLogger(__name__)
 
 
 class BatchConsumeLoop:
-    def __init__(self, settings: Settings, bootstrap: str, commit_interval_s: float = 1.0) -> None:
+    def __init__(
+        self, settings: Settings, bootstrap: str, producer: OutputProducer, commit_interval_s: float = 1.0
+    ) -> None:
         kafka, worker = settings.kafka, settings.worker
         self._topic = settings.topics.requests
         self._config = client_config(
@@ -62,7 +68,9 @@ class BatchConsumeLoop:
         # consume() returns when it has a full chunk or when this wait is over; the per-partition batchers do
         # the real batching, so keep it short for latency.
         self._wait_s = min(worker.batch_max_wait_ms / 1000.0, 0.005) or 0.001
-        self._commit_interval_s = commit_interval_s
+        self._producer = producer
+        # In transactional mode a commit is also what makes outputs visible to read_committed consumers.
+        self._commit_interval_s = kafka.transaction_interval_ms / 1000 if producer.transactional else commit_interval_s
         self._acked: dict[int, int] = {}
         self._committed: dict[int, int] = {}
         self._running = False
@@ -158,6 +166,9 @@ class BatchConsumeLoop:
         finally:
             consumer.close()
 
+    async def _commit_transaction(self, offsets: list[TopicPartition], metadata: Any) -> bool:
+        return self._producer.commit_transaction(offsets, metadata)
+
     def _convert(self, messages: list[Message]) -> list[Consumed]:
         chunk: list[Consumed] = []
         for message in messages:
@@ -180,6 +191,13 @@ class BatchConsumeLoop:
             for p, offset in list(self._acked.items())
             if (partitions is None or p in partitions) and self._committed.get(p) != offset
         ]
+        if self._producer.transactional:
+            # Outputs and offsets in one transaction, on the loop thread so that no output is produced while it
+            # commits; an empty offset list still commits, to make the outputs written since visible.
+            if self._call(self._commit_transaction(offsets, consumer.consumer_group_metadata())):
+                for tp in offsets:
+                    self._committed[tp.partition] = tp.offset - 1
+            return
         if not offsets:
             return
         try:

@@ -47,21 +47,29 @@ class OutputError(StreamerError):
 
 
 class OutputProducer:
-    def __init__(self, bootstrap: str, client: dict[str, Any], linger_ms: int = 5) -> None:
-        self._producer = Producer(
-            client_config(
-                bootstrap,
-                client,
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": linger_ms,
-                    "batch.num.messages": 10_000,
-                    "queue.buffering.max.messages": 1_000_000,
-                    "compression.type": "none",
-                },
-            )
-        )
+    """With ``transactional_id`` every output is written inside a transaction that is always open:
+    ``commit_transaction`` commits it together with the consumer offsets, and opens the next one."""
+
+    def __init__(
+        self, bootstrap: str, client: dict[str, Any], linger_ms: int = 5, transactional_id: str | None = None
+    ) -> None:
+        settings = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "linger.ms": linger_ms,
+            "batch.num.messages": 10_000,
+            "queue.buffering.max.messages": 1_000_000,
+            "compression.type": "none",
+        }
+        if transactional_id is not None:
+            settings["transactional.id"] = transactional_id
+        self._producer = Producer(client_config(bootstrap, client, **settings))
+        self.transactional = transactional_id is not None
+        if self.transactional:
+            # Fences an earlier producer with the same id and closes (aborts) the transaction it left open.
+            self._producer.init_transactions(30)
+            self._producer.begin_transaction()
+            log.info("transactional producer %s ready", transactional_id)
         self._running = True
         self._thread = threading.Thread(target=self._serve_callbacks, name="streamer-producer-poll", daemon=True)
         self._thread.start()
@@ -92,6 +100,25 @@ class OutputProducer:
                 return
             except BufferError:  # local queue full: let deliveries drain it
                 time.sleep(0.001)
+
+    def commit_transaction(self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float = 30.0) -> bool:
+        """Commit the open transaction with ``offsets`` and open the next. False: it was aborted (its outputs
+        are discarded, its offsets not committed: the requests are read and scored again). A fatal error --
+        this producer was fenced by a newer instance -- raises ``OutputError``."""
+        try:
+            if offsets:
+                self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
+            self._producer.commit_transaction(timeout_s)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and error.txn_requires_abort():
+                log.warning("transaction aborted: %s", error)
+                self._producer.abort_transaction(timeout_s)
+                self._producer.begin_transaction()
+                return False
+            raise OutputError(f"transaction failed: {exc}") from None
+        self._producer.begin_transaction()
+        return True
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for every queued output; returns how many are still undelivered."""

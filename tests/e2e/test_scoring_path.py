@@ -134,3 +134,27 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_and_duplicates_nothing(
         # killed while outputs were flowing, some outputs were in the log but their offsets not yet committed:
         # the read-back is what kept them from being written twice
         assert skipped > 0
+
+
+@pytest.mark.parametrize("engine", ["batch"])  # transactions are a batch-engine mode
+def test_transactional_mode_is_exactly_once_across_kill_9_with_the_same_transactional_id(
+    engine: str,
+    kafka_broker: devstack.ServerInfo,
+    topics: Callable[..., Topics],
+    worker_factory: Callable[..., WorkerProcess],
+    unique_name: Callable[[str], str],
+) -> None:
+    t = topics(4)
+    config = f'[kafka]\ntransactional = true\ntransactional_id = "{unique_name("txn")}"\n'
+    messages, _ = make_requests(3000, keys=100, seed=13)
+    first = worker_factory(t, config=config)
+    first.wait_assigned()
+    produce(kafka_broker.address, t.requests, messages[:1500], rate=2000)
+    first.kill()  # leaves a transaction open: the restart with the same id closes it before reading back
+    produce(kafka_broker.address, t.requests, messages[1500:])
+    second = worker_factory(t, config=config)
+    second.wait_assigned()
+    outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], len(messages))
+    predictions = check_exactly_once_in_order(t, kafka_broker.address, messages, outputs)
+    assert len(predictions) == len(messages)
+    assert "transactional producer" in second.log()
