@@ -68,6 +68,7 @@ class PipelineObserver(Protocol):
     def on_skipped(self, partition: int, count: int) -> None: ...
     def on_reorder_depth(self, partition: int, depth: int) -> None: ...
     def on_inflight(self, batches: int) -> None: ...
+    def on_lag(self, partition: int, messages: int) -> None: ...
 
 
 class NullObserver:
@@ -86,6 +87,9 @@ class NullObserver:
     def on_inflight(self, batches: int) -> None:
         pass
 
+    def on_lag(self, partition: int, messages: int) -> None:
+        pass
+
 
 @dataclass(slots=True, eq=False)
 class _Partition:
@@ -96,6 +100,7 @@ class _Partition:
     emitted_prediction: int = -1
     emitted_dead_letter: int = -1
     batch_opened_at: float = 0.0
+    last_consumed: int = -1
     inflight_batches: int = 0
     # Released requests in offset order, [token, delivered]: acknowledged strictly in this order, so that an
     # engine may commit "everything below the last acknowledged offset" (a request whose output was already in
@@ -157,6 +162,9 @@ class ScoringPipeline:
         self._failed = asyncio.Event()
         self._reports: deque[tuple[_Partition, list[Any], KafkaError | None]] = deque()
         self._reports_scheduled = False
+        # Set by the engine: the partition's high watermark as its Kafka client last saw it (None: unknown).
+        self.highwater: Callable[[int], int | None] | None = None
+        self._lag_task: asyncio.Task[None] | None = None
 
     # ----------------------------------------------------------------------------------------- lifecycle
 
@@ -164,14 +172,15 @@ class ScoringPipeline:
         if self._timer is None:
             self._timer = self._loop.create_task(self._run_timer(), name="streamer-batch-deadlines")
             self._dispatcher = self._loop.create_task(self._run_dispatcher(), name="streamer-batch-dispatcher")
+            self._lag_task = self._loop.create_task(self._report_lag(), name="streamer-lag")
 
     async def stop(self) -> None:
         """Finish everything handed in so far (flush batchers, wait for scoring and delivery)."""
         await self.revoke(list(self._partitions))
-        for task in (self._timer, self._dispatcher):
+        for task in (self._timer, self._dispatcher, self._lag_task):
             if task is not None:
                 task.cancel()
-        self._timer = self._dispatcher = None
+        self._timer = self._dispatcher = self._lag_task = None
 
     @property
     def assigned(self) -> list[int]:
@@ -259,6 +268,7 @@ class ScoringPipeline:
                 state = self._partitions[partition]
             opened = len(state.batcher) == 0
             state.reorder.expect(item.request.source.offset)
+            state.last_consumed = item.request.source.offset
             batch = state.batcher.add(item, now)
             if opened:
                 state.batch_opened_at = now
@@ -287,6 +297,18 @@ class ScoringPipeline:
                 batch = state.batcher.poll(now)
                 if batch is not None:
                     self._submit(state, batch)
+
+    async def _report_lag(self, interval_s: float = 5.0) -> None:
+        """Consumer lag per partition: high watermark minus the next offset to consume. On the embedded broker
+        the high watermark is the last batch's base offset + 1 (measured), so lag there is approximate."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.highwater is None:
+                continue
+            for state in list(self._partitions.values()):
+                high = self.highwater(state.number)
+                if high is not None and high >= 0 and state.last_consumed >= 0:
+                    self._observer.on_lag(state.number, max(high - state.last_consumed - 1, 0))
 
     # ----------------------------------------------------------------------------------------- scoring
 

@@ -126,9 +126,16 @@ def build_app(
     def ack(message: Any) -> None:
         message.ack(app.consumer)
 
+    def highwater(partition: int) -> int | None:
+        try:
+            return app.consumer.highwater(TP(topics.requests, partition))
+        except Exception:  # not assigned (any more), or the consumer is not started
+            return None
+
     async def pipeline() -> ScoringPipeline:
         if "pipeline" not in state:
             state["pipeline"] = await make_pipeline(ack)
+            state["pipeline"].highwater = highwater
             state["pipeline"].start()
             watcher = asyncio.get_running_loop().create_task(state["pipeline"].wait_failed())
             watcher.add_done_callback(lambda f: on_failure(f.result()) if not f.cancelled() else None)

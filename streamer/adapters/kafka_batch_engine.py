@@ -139,6 +139,11 @@ class BatchConsumeLoop:
                 self._acked.pop(number, None)
                 self._committed.pop(number, None)
 
+        def highwater(partition: int) -> int | None:
+            _, high = consumer.get_watermark_offsets(TopicPartition(self._topic, partition), cached=True)
+            return high
+
+        pipeline.highwater = highwater
         consumer.subscribe([self._topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
         last_commit = time.monotonic()
         paused = False

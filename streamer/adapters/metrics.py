@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from streamer.core.scoring import Outcome
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
@@ -73,6 +74,26 @@ class WorkerMetrics:
             ["partition"],
             registry=r,
         )
+        self.lag = Gauge(
+            "streamer_consumer_lag_messages",
+            "Requests not yet consumed, per partition (high watermark - position). Approximate on the embedded "
+            "broker, which reports the last batch's base offset + 1 as the high watermark.",
+            ["partition"],
+            registry=r,
+        )
+        self.scores = Histogram(
+            "streamer_prediction_score",
+            "Distribution of scores produced, per model version (a drift signal that needs no labels).",
+            ["model", "version"],
+            buckets=SCORE_BUCKETS,
+            registry=r,
+        )
+        self.labels_predicted = Counter(
+            "streamer_predicted_labels_total",
+            "Predictions by predicted class, per model version.",
+            ["model", "version", "label"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "streamer_model_info",
             "1 for every model version loaded; serving=1 for the one served by default.",
@@ -91,9 +112,21 @@ class WorkerMetrics:
         """Counted per call, not per message: a labelled increment takes a lock and costs more than a dict."""
         requests: collections.Counter[tuple[str | None, str]] = collections.Counter()
         reasons: collections.Counter[str] = collections.Counter()
+        predicted: collections.Counter[tuple[str | None, object]] = collections.Counter()
+        scores: dict[str | None, list[float]] = collections.defaultdict(list)
         for outcome in outcomes:
-            if outcome.error is None:
+            body = outcome.body
+            if body is not None:
                 requests[(outcome.model, "prediction")] += 1
+                score, label = body["score"], body["label"]
+                if isinstance(score, list):  # an OIP request: one score (and label) per row
+                    scores[outcome.model].extend(score)
+                    for row_label in label or ():
+                        predicted[(outcome.model, row_label)] += 1
+                else:
+                    scores[outcome.model].append(score)
+                    if label is not None:
+                        predicted[(outcome.model, label)] += 1
             else:
                 requests[(outcome.model, "dead_letter")] += 1
                 reasons[outcome.error.reason] += 1
@@ -102,6 +135,14 @@ class WorkerMetrics:
             self.requests.labels(name, version, kind).inc(count)
         for reason, count in reasons.items():
             self.dead_letters.labels(reason).inc(count)
+        for (model, label), count in predicted.items():
+            name, _, version = (model or "").partition("@")
+            self.labels_predicted.labels(name, version, str(label)).inc(count)
+        for model, values in scores.items():
+            name, _, version = (model or "").partition("@")
+            histogram = self.scores.labels(name, version)
+            for value in values:
+                histogram.observe(value)
         observe = self.latency.observe
         for latency_ms in latencies_ms:
             observe(max(latency_ms, 0.0) / 1000.0)
@@ -114,6 +155,9 @@ class WorkerMetrics:
 
     def on_inflight(self, batches: int) -> None:
         self.inflight.set(batches)
+
+    def on_lag(self, partition: int, messages: int) -> None:
+        self.lag.labels(str(partition)).set(messages)
 
     def on_inference(self, model: str, version: str, seconds: float) -> None:
         self.inference.labels(model, version).observe(seconds)
