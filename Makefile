@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint format bench model clean
+.PHONY: venv tools demo test lint format bench model clean
 
 venv: $(STAMP)
 
@@ -22,7 +22,12 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-test: venv lint
+# promtool and the Prometheus server (Debian's package) run in the observability tests.
+tools:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+
+test: venv tools lint
 	$(BIN)/python -m pytest -q tests
 
 demo: venv

@@ -1,0 +1,111 @@
+"""docker-compose.yml, the Dockerfile, the Prometheus config and the Grafana dashboards, checked statically:
+they parse, and agree with the code (environment variables, metrics port, exported metric names)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+
+from streamer import config
+from streamer.adapters.metrics import WorkerMetrics
+
+REPO = Path(__file__).resolve().parents[2]
+COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+PROMETHEUS = yaml.safe_load((REPO / "deploy/prometheus/prometheus.yml").read_text())
+RULES = yaml.safe_load((REPO / "deploy/prometheus/rules/streamer.yml").read_text())
+DOCKERFILE = (REPO / "Dockerfile").read_text()
+DASHBOARDS = {p.name: json.loads(p.read_text()) for p in (REPO / "deploy/grafana/dashboards").glob("*.json")}
+
+
+def exported_metric_names() -> set[str]:
+    """What the worker's registry serves, with the sample suffixes histograms and counters add."""
+    names: set[str] = set()
+    for family in WorkerMetrics().registry.collect():
+        names.add(family.name)
+        names |= {family.name + suffix for suffix in ("_total", "_bucket", "_sum", "_count", "_created")}
+    return names
+
+
+def metric_names(expr: str) -> set[str]:
+    return set(re.findall(r"\bstreamer_[a-z0-9_]+", expr))
+
+
+def dashboard_exprs() -> list[tuple[str, str]]:
+    return [(name, t["expr"]) for name, d in DASHBOARDS.items() for p in d["panels"] for t in p["targets"]]
+
+
+def test_the_production_shape_has_every_service() -> None:
+    assert set(COMPOSE["services"]) == {"kafka", "redis", "topics", "worker", "prometheus", "grafana"}
+    assert COMPOSE["services"]["worker"]["deploy"]["replicas"] >= 2
+    assert "KRaft" in (REPO / "docker-compose.yml").read_text() or "controller" in str(COMPOSE["services"]["kafka"])
+
+
+def test_images_are_pinned_to_versions() -> None:
+    for name, service in COMPOSE["services"].items():
+        image = service.get("image")
+        assert image, f"{name} has no image"
+        repository, _, tag = image.rpartition(":")
+        assert repository and tag and tag != "latest", f"{name}: {image} is not pinned"
+    base = re.search(r"^FROM (\S+)", DOCKERFILE, re.M)
+    assert base and re.search(r":\d+\.\d+\.\d+", base.group(1)), "the Dockerfile's base image is not pinned"
+
+
+def test_worker_environment_is_the_contracts_and_loads(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = COMPOSE["services"]["worker"]["environment"]
+    streamer_vars = {k for k in env if k.startswith("STREAMER_")}
+    known = set(config.ENVIRONMENT) | {"STREAMER_LOG_JSON", "STREAMER_LOG_LEVEL"}
+    assert streamer_vars <= known, streamer_vars - known
+    assert {"STREAMER_KAFKA_BOOTSTRAP", "STREAMER_REDIS_URL", "STREAMER_METRICS_PORT"} <= streamer_vars
+    loadable = {k: str(v) for k, v in env.items() if k in config.ENVIRONMENT} | {
+        "STREAMER_MODELS_DIR": str(REPO / "models")
+    }
+    settings = config.load(None, environ=loadable)
+    assert settings.kafka.bootstrap == "kafka:9092"
+    assert settings.topics.all() == ("requests", "predictions", "feedback", "requests.dlq")
+    assert COMPOSE["services"]["topics"]["environment"] == env
+
+
+def test_prometheus_scrapes_the_worker_service_on_its_metrics_port() -> None:
+    port = int(COMPOSE["services"]["worker"]["environment"]["STREAMER_METRICS_PORT"])
+    assert str(port) in COMPOSE["services"]["worker"]["expose"]
+    assert f"EXPOSE {port}" in DOCKERFILE and "HEALTHCHECK" in DOCKERFILE
+    [job] = PROMETHEUS["scrape_configs"]
+    [sd] = job["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["port"] == port
+    assert job["metrics_path"] == "/metrics"
+    mounts = COMPOSE["services"]["prometheus"]["volumes"]
+    assert "./deploy/prometheus:/etc/prometheus:ro" in mounts
+    assert PROMETHEUS["rule_files"] == ["/etc/prometheus/rules/*.yml"]
+
+
+def test_the_worker_image_runs_as_a_non_root_user() -> None:
+    users = re.findall(r"^USER (\S+)", DOCKERFILE, re.M)
+    assert users and users[-1] not in ("root", "0")
+
+
+def test_every_dashboard_and_rule_query_reads_an_exported_metric() -> None:
+    exported = exported_metric_names()
+    queries = dashboard_exprs() + [("rules", r["expr"]) for g in RULES["groups"] for r in g["rules"]]
+    assert len(queries) >= 15
+    for where, expr in queries:
+        names = metric_names(expr)
+        assert names or "up{" in expr, f"{where}: {expr} reads no streamer metric"
+        assert names <= exported, f"{where}: {expr} reads {names - exported}, which the worker does not export"
+
+
+def test_grafana_provisioning_points_at_the_shipped_dashboards() -> None:
+    mounts = COMPOSE["services"]["grafana"]["volumes"]
+    assert "./deploy/grafana/dashboards:/var/lib/grafana/dashboards:ro" in mounts
+    provider = yaml.safe_load((REPO / "deploy/grafana/provisioning/dashboards/streamer.yml").read_text())
+    assert provider["providers"][0]["options"]["path"] == "/var/lib/grafana/dashboards"
+    datasource = yaml.safe_load((REPO / "deploy/grafana/provisioning/datasources/prometheus.yml").read_text())
+    uid = datasource["datasources"][0]["uid"]
+    assert datasource["datasources"][0]["url"] == "http://prometheus:9090"
+    assert set(DASHBOARDS) == {"overview.json", "model-quality.json"}
+    for dashboard in DASHBOARDS.values():
+        for panel in dashboard["panels"]:
+            assert panel["datasource"]["uid"] == uid
