@@ -58,6 +58,10 @@ class BatchConsumeLoop:
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": kafka.session_timeout_ms,
                 "heartbeat.interval.ms": kafka.heartbeat_interval_ms,
+                # librdkafka sends this as the JoinGroup rebalance timeout: how long the coordinator waits for
+                # members to rejoin. Its 5-minute default kept a second worker waiting for minutes on the
+                # embedded broker (measured); the loop polls every few milliseconds, so a short one is safe.
+                "max.poll.interval.ms": max(kafka.rebalance_timeout_ms, kafka.session_timeout_ms),
                 "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
                 "queued.max.messages.kbytes": 16384,
                 "isolation.level": "read_committed",
@@ -72,6 +76,7 @@ class BatchConsumeLoop:
         # In transactional mode a commit is also what makes outputs visible to read_committed consumers.
         self._commit_interval_s = kafka.transaction_interval_ms / 1000 if producer.transactional else commit_interval_s
         self._acked: dict[int, int] = {}
+        self._highwater: dict[int, int] = {}
         self._committed: dict[int, int] = {}
         self._running = False
         self._thread: threading.Thread | None = None
@@ -139,13 +144,11 @@ class BatchConsumeLoop:
                 self._acked.pop(number, None)
                 self._committed.pop(number, None)
 
-        def highwater(partition: int) -> int | None:
-            _, high = consumer.get_watermark_offsets(TopicPartition(self._topic, partition), cached=True)
-            return high
-
-        pipeline.highwater = highwater
+        # Read on this thread only: the consumer's handle is busy while a rebalance callback waits for the loop,
+        # so the loop must never call into it (it did once: a deadlock on the first rebalance).
+        pipeline.highwater = self._highwater.get
         consumer.subscribe([self._topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
-        last_commit = time.monotonic()
+        last_commit = last_watermarks = time.monotonic()
         paused = False
         try:
             while self._running:
@@ -166,6 +169,10 @@ class BatchConsumeLoop:
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     self._commit(consumer, None, asynchronous=True)
                     last_commit = time.monotonic()
+                if time.monotonic() - last_watermarks >= 1.0:
+                    for tp in consumer.assignment():
+                        self._highwater[tp.partition] = consumer.get_watermark_offsets(tp, cached=True)[1]
+                    last_watermarks = time.monotonic()
             self._call(pipeline.stop())
             self._commit(consumer, None, asynchronous=False)
         finally:

@@ -83,6 +83,21 @@ class WorkerProcess:
                 samples[name] = float(value)
         return samples
 
+    def ready(self) -> dict | None:
+        """The worker's /ready answer (None while it answers 503 or not at all)."""
+        import json
+        import urllib.error
+        import urllib.request
+
+        match = re.search(r"metrics: http://([\d.]+:\d+)/metrics", self.log())
+        if not match:
+            return None
+        try:
+            with urllib.request.urlopen(f"http://{match.group(1)}/ready", timeout=5) as response:
+                return json.loads(response.read())
+        except (urllib.error.URLError, OSError):
+            return None
+
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
