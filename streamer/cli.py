@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -18,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from streamer import config
+from streamer import config, logs
 from streamer.core.errors import StreamerError
 
 app = typer.Typer(
@@ -48,36 +47,6 @@ def settings() -> config.Settings:
     if loaded.unknown_env:
         logging.getLogger("streamer.config").warning("ignoring unknown variable(s) %s", ", ".join(loaded.unknown_env))
     return loaded
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the structured fields callers pass in ``extra``."""
-
-    _standard = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
-
-    def format(self, record: logging.LogRecord) -> str:
-        body: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        body.update({k: v for k, v in record.__dict__.items() if k not in self._standard})
-        if record.exc_info:
-            body["exception"] = self.formatException(record.exc_info)
-        return json.dumps(body, default=str)
-
-
-def configure_logging() -> None:
-    level = os.environ.get("STREAMER_LOG_LEVEL", "INFO").upper()
-    handler = logging.StreamHandler(sys.stderr)
-    if os.environ.get("STREAMER_LOG_JSON", "").lower() in ("1", "true", "yes"):
-        handler.setFormatter(JsonFormatter())
-    else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level if level in logging.getLevelNamesMapping() else "INFO")
 
 
 @app.callback()
@@ -278,7 +247,7 @@ def models_validate(
 
 
 def main() -> None:
-    configure_logging()
+    logs.configure()
     try:
         app()
     except StreamerError as exc:

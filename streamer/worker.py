@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +20,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from streamer import logs
 from streamer.adapters import model_repository
 from streamer.adapters.devstack import free_port
 from streamer.adapters.kafka_admin import KafkaAdmin
@@ -129,7 +129,7 @@ def run(settings: Settings) -> None:
         ", ".join(c.ref for c in scan.cards()),
         port,
     )
-    print(f"metrics: http://127.0.0.1:{port}/metrics", file=sys.stderr, flush=True)
+    print(f"metrics: http://127.0.0.1:{port}/metrics", flush=True)  # stdout: stderr carries the (JSON) logs
     Path(settings.dev.state_dir).mkdir(parents=True, exist_ok=True)
     try:
         if worker.engine == "batch":
@@ -156,8 +156,9 @@ def _run_faust_engine(
     from streamer.adapters.faust_app import build_app
 
     app = build_app(settings, bootstrap, port, make_pipeline, metrics.exposition, CONTENT_TYPE, on_failure)
-    level = os.environ.get("STREAMER_LOG_LEVEL", "INFO").upper()
-    faust.Worker(app, loglevel=level, quiet=True, redirect_stdouts=False).execute_from_commandline()
+    faust.Worker(
+        app, loglevel=logs.level(), logging_config=logs.dict_config(), quiet=True, redirect_stdouts=False
+    ).execute_from_commandline()
 
 
 async def _run_batch_engine(

@@ -126,3 +126,26 @@ def test_every_dashboard_query_returns_series_from_a_real_prometheus_scraping_a_
     finally:
         server.terminate()
         server.wait(20)
+
+
+def test_json_logs_have_one_object_per_line_and_no_line_per_request(
+    kafka_broker: devstack.ServerInfo, topics: Callable[..., Topics], worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    t = topics(2)
+    worker = worker_factory(t, STREAMER_LOG_JSON="1")
+    worker.wait_assigned()
+    rows = synthetic.transactions(1000, seed=5)
+    messages = [
+        (b"k", json.dumps({"features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))}).encode(), None)
+        for r in rows
+    ] + [(b"k", b"broken", None)] * 50
+    produce(kafka_broker.address, t.requests, messages)
+    from tests.e2e.conftest import read_all
+
+    assert len(read_all(kafka_broker.address, [t.predictions, t.dlq], len(messages))) == len(messages)
+    lines = [line for line in worker.log().splitlines() if line.strip() and not line.startswith("metrics: ")]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    assert sum("loaded model fraud@1" in r["message"] for r in records) == 1
+    assert any("assigned partitions" in r["message"] for r in records)
+    assert len(records) < 150, f"{len(records)} log lines for {len(messages)} requests: something logs per request"
