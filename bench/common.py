@@ -98,8 +98,7 @@ def count_until(bootstrap: str, topics: list[str], expected: int, timeout_s: flo
 
 def start_worker(bootstrap: str, topics: dict[str, str], workdir: Path, **env: str) -> tuple[subprocess.Popen, Path]:
     workdir.mkdir(parents=True, exist_ok=True)
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-    environ |= {
+    settings = {
         "STREAMER_KAFKA_BOOTSTRAP": bootstrap,
         "STREAMER_MODELS_DIR": str(ROOT / "models"),
         "STREAMER_METRICS_PORT": "0",
@@ -113,15 +112,7 @@ def start_worker(bootstrap: str, topics: dict[str, str], workdir: Path, **env: s
         **env,
     }
     log_path = workdir / "worker.log"
-    with open(log_path, "wb") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "worker"],
-            cwd=workdir,
-            env=environ,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            preexec_fn=devstack._die_with_parent,
-        )
+    process = devstack.start_worker(workdir, log_path, settings)
     return process, log_path
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import signal
 import subprocess
@@ -86,8 +85,7 @@ def main() -> int:
         topics = ("requests", "predictions", "feedback", "requests.dlq")
         KafkaAdmin(state.kafka_bootstrap).create_topics(topics, args.partitions)
         console.print(f"topics {', '.join(topics)} with {args.partitions} partitions")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-        env |= {
+        settings = {
             "STREAMER_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
             "STREAMER_REDIS_URL": state.redis_url,
             "STREAMER_MODELS_DIR": str(ROOT / "models"),
@@ -95,15 +93,7 @@ def main() -> int:
             "STREAMER_STATE_DIR": str(state_dir),
         }
         log_path = state_dir / "logs" / "worker.log"
-        with open(log_path, "wb") as log_file:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "streamer.cli", "worker"],
-                cwd=state_dir,
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=devstack._die_with_parent,
-            )
+        worker = devstack.start_worker(state_dir, log_path, settings)
         started = time.monotonic()
         metrics_url = wait_for(r"metrics: (\S+)", log_path, worker, 60).group(1)
         wait_for(r"assigned partitions \[", log_path, worker, 60)

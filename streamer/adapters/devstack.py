@@ -294,3 +294,24 @@ def health(state: DevState) -> dict[str, bool]:
         except Exception:
             result[server.name] = False
     return result
+
+
+def start_worker(
+    workdir: Path, log_path: Path, settings: dict[str, str], *, die_with_parent: bool = True
+) -> subprocess.Popen[bytes]:
+    """Run ``streamer worker`` as a child process (demo, tests, benchmarks): ``settings`` are the STREAMER_*
+    variables it gets; any STREAMER_* variable of this process is left out so that nothing leaks in by accident.
+    Output goes to ``log_path``; with ``die_with_parent`` the kernel kills it if this process dies."""
+    import sys
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")} | settings
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log_file:
+        return subprocess.Popen(
+            [sys.executable, "-m", "streamer.cli", "worker"],
+            cwd=workdir,
+            env=environ,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_die_with_parent if die_with_parent else None,
+        )

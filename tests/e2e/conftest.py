@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -124,8 +122,7 @@ def worker_factory(
         index = len(started)
         workdir = tmp_path / f"worker-{index}"
         workdir.mkdir()
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
-        environ |= {
+        settings = {
             "STREAMER_KAFKA_BOOTSTRAP": kafka_broker.address,
             "STREAMER_MODELS_DIR": str(REPO / "models"),
             "STREAMER_METRICS_PORT": "0",
@@ -137,16 +134,7 @@ def worker_factory(
         if config is not None:
             (workdir / "streamer.toml").write_text(config)
         log_path = workdir / "worker.log"
-        with open(log_path, "wb") as log_file:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "streamer.cli", "worker"],
-                cwd=workdir,
-                env=environ,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                preexec_fn=devstack._die_with_parent,
-            )
-        worker = WorkerProcess(process, log_path)
+        worker = WorkerProcess(devstack.start_worker(workdir, log_path, settings), log_path)
         started.append(worker)
         return worker
 
