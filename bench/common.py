@@ -12,6 +12,7 @@ import platform
 import re
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -31,7 +32,7 @@ from streamer.adapters.kafka_input import synthetic_requests  # noqa: E402
 @contextmanager
 def embedded_stack() -> Iterator[devstack.DevState]:
     """A broker and redis-server of their own for this run, stopped afterwards."""
-    state_dir = Path(f"/tmp/streamer-bench-{os.getpid()}")
+    state_dir = Path(tempfile.mkdtemp(prefix="streamer-bench-"))
     state, _ = devstack.up(state_dir)
     try:
         yield state
