@@ -1,0 +1,97 @@
+"""The shared evaluation state against a real redis-server: joins, idempotency, and the reference maths."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+import uuid
+
+import numpy as np
+import pytest
+
+from streamer.adapters import devstack
+from streamer.adapters.redis_state import DUPLICATE, JOINED, UNKNOWN, LoggedPrediction, RedisStateStore
+from streamer.core.evaluation import RollingEvaluation, WindowSpec
+
+WINDOWS = (WindowSpec("1m", 60, 6), WindowSpec("1h", 3600, 12))
+
+
+@pytest.fixture
+def store(redis_server: devstack.ServerInfo) -> RedisStateStore:
+    return RedisStateStore.from_url(redis_server.address, windows=WINDOWS, prefix=f"t{uuid.uuid4().hex[:8]}")
+
+
+def predictions(n: int, seed: int) -> tuple[list[LoggedPrediction], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scores = rng.random(n)
+    labels = (rng.random(n) < scores).astype(int)
+    logged = [LoggedPrediction(f"r-{seed}-{i}", "fraud", "1", float(s), 0.5, 1000.0) for i, s in enumerate(scores)]
+    return logged, labels
+
+
+def test_labels_join_their_predictions_and_match_the_reference_maths(store: RedisStateStore) -> None:
+    logged, labels = predictions(500, seed=1)
+    assert store.log_predictions(logged) == 500
+    now = 1_000_000.0
+    codes = store.apply_labels([(p.id, y) for p, y in zip(logged, labels, strict=True)], now)
+    assert codes == [JOINED] * 500
+    reference = RollingEvaluation(WINDOWS)
+    reference.update(now, np.array([p.score for p in logged]), labels)
+    for window in WINDOWS:
+        got, expected = store.metrics("fraud", "1", window, now), reference.get(now, window)
+        assert got.count == expected.count == 500
+        for name in ("accuracy", "log_loss", "precision", "recall", "auc"):
+            assert math.isclose(getattr(got, name), getattr(expected, name), rel_tol=1e-9), name
+
+
+def test_a_label_applied_twice_counts_once_and_unknown_ids_are_reported(store: RedisStateStore) -> None:
+    logged, labels = predictions(50, seed=2)
+    store.log_predictions(logged)
+    batch = [(p.id, y) for p, y in zip(logged, labels, strict=True)]
+    now = 2_000_000.0
+    assert store.apply_labels(batch, now) == [JOINED] * 50
+    assert store.apply_labels([*batch, ("never-predicted", 1)], now) == [DUPLICATE] * 50 + [UNKNOWN]
+    assert store.metrics("fraud", "1", WINDOWS[0], now).count == 50
+
+
+def test_a_label_that_arrives_before_its_prediction_joins_when_replayed(store: RedisStateStore) -> None:
+    logged, _ = predictions(1, seed=3)
+    assert store.apply_labels([(logged[0].id, 1)], 10.0) == [UNKNOWN]
+    store.log_predictions(logged)
+    assert store.apply_labels([(logged[0].id, 1)], 10.0) == [JOINED]
+
+
+def test_an_expired_prediction_is_unknown(redis_server: devstack.ServerInfo) -> None:
+    store = RedisStateStore.from_url(redis_server.address, windows=WINDOWS, prediction_ttl_s=1, prefix="exp")
+    logged, _ = predictions(1, seed=4)
+    store.log_predictions(logged)
+    time.sleep(1.2)
+    assert store.apply_labels([(logged[0].id, 1)], 10.0) == [UNKNOWN]
+
+
+def test_two_workers_applying_overlapping_labels_concurrently_count_each_once(store: RedisStateStore) -> None:
+    logged, labels = predictions(2000, seed=5)
+    store.log_predictions(logged)
+    batch = [(p.id, y) for p, y in zip(logged, labels, strict=True)]
+    now = 3_000_000.0
+    results: list[list[int]] = []
+
+    def worker(part: list[tuple[str, int]]) -> None:
+        codes: list[int] = []
+        for start in range(0, len(part), 100):
+            codes += store.apply_labels(part[start : start + 100], now)
+        results.append(codes)
+
+    threads = [
+        threading.Thread(target=worker, args=(batch[:1500],)),
+        threading.Thread(target=worker, args=(batch[500:],)),
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    joined = sum(code == JOINED for codes in results for code in codes)
+    duplicates = sum(code == DUPLICATE for codes in results for code in codes)
+    assert (joined, duplicates) == (2000, 1000)
+    assert store.metrics("fraud", "1", WINDOWS[1], now).count == 2000
