@@ -39,6 +39,7 @@ for w = 1, n_windows do
   i = i + 3
 end
 local result = {}
+local totals = {}  -- bucket key -> field -> sum: one HINCRBYFLOAT per field and bucket per call, not per label
 while i <= #ARGV do
   local id, y = ARGV[i], tonumber(ARGV[i + 1])
   i = i + 2
@@ -68,14 +69,22 @@ while i <= #ARGV do
       for w = 1, n_windows do
         local name, bucket_s, buckets = windows[w][1], windows[w][2], windows[w][3]
         local key = prefix .. ':eval:' .. p[1] .. ':' .. p[2] .. ':' .. name .. ':' .. math.floor(now / bucket_s)
-        for field, value in pairs(stats) do
-          if value ~= 0 then redis.call('HINCRBYFLOAT', key, field, value) end
+        local bucket = totals[key]
+        if not bucket then
+          bucket = {ttl = math.ceil(bucket_s * (buckets + 1)), fields = {}}
+          totals[key] = bucket
         end
-        redis.call('EXPIRE', key, math.ceil(bucket_s * (buckets + 1)))
+        for field, value in pairs(stats) do
+          if value ~= 0 then bucket.fields[field] = (bucket.fields[field] or 0) + value end
+        end
       end
       table.insert(result, 0)
     end
   end
+end
+for key, bucket in pairs(totals) do
+  for field, value in pairs(bucket.fields) do redis.call('HINCRBYFLOAT', key, field, value) end
+  redis.call('EXPIRE', key, bucket.ttl)
 end
 return result
 """
