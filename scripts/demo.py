@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import signal
 import subprocess
@@ -71,6 +72,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=2000.0)
     parser.add_argument("--keys", type=int, default=500)
     parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--engine", default=os.environ.get("STREAMER_ENGINE", "faust"), choices=("faust", "batch"))
     args = parser.parse_args()
 
     state_dir = ROOT / ".streamer" / "demo"
@@ -91,13 +93,17 @@ def main() -> int:
             "STREAMER_MODELS_DIR": str(ROOT / "models"),
             "STREAMER_METRICS_PORT": "0",
             "STREAMER_STATE_DIR": str(state_dir),
+            "STREAMER_ENGINE": args.engine,
         }
         log_path = state_dir / "logs" / "worker.log"
         worker = devstack.start_worker(state_dir, log_path, settings)
         started = time.monotonic()
         metrics_url = wait_for(r"metrics: (\S+)", log_path, worker, 60).group(1)
         wait_for(r"assigned partitions \[", log_path, worker, 60)
-        console.print(f"worker up and assigned in {time.monotonic() - started:.1f} s; metrics at {metrics_url}")
+        console.print(
+            f"worker ({args.engine} engine) up and assigned in {time.monotonic() - started:.1f} s; "
+            f"metrics at {metrics_url}"
+        )
 
         good = list(synthetic_requests(args.count, keys=args.keys, seed=int(time.time()) % 10_000))
         bad = broken_requests(max(args.count // 100, 4))
