@@ -70,6 +70,12 @@ def main() -> int:
     onx.graph.input[0].name = "float_input"
     for node in onx.graph.node:
         node.input[:] = ["float_input" if i == "X" else i for i in node.input]
+    # skl2onnx fills opset_import from a set, so its order follows Python's hash seed; sort it so that the same
+    # seed gives the same bytes (and sha256) on every run.
+    imports = sorted((o.domain, o.version) for o in onx.opset_import)
+    del onx.opset_import[:]
+    for domain, version in imports:
+        onx.opset_import.add(domain=domain, version=version)
     data = onx.SerializeToString()
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "model.onnx").write_bytes(data)
