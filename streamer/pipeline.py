@@ -91,6 +91,22 @@ class NullObserver:
         pass
 
 
+class FanOut:
+    """Several observers as one (metrics, prediction log): each hook calls every observer that has it."""
+
+    def __init__(self, *observers: object) -> None:
+        self._observers = observers
+
+    def __getattr__(self, hook: str) -> Callable[..., None]:
+        targets = [getattr(o, hook) for o in self._observers if hasattr(o, hook)]
+
+        def call(*args: Any) -> None:
+            for target in targets:
+                target(*args)
+
+        return call
+
+
 @dataclass(slots=True, eq=False)
 class _Partition:
     number: int

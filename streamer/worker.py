@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +99,11 @@ def run(settings: Settings) -> None:
     )
     policy = BatchPolicy(worker.batch_max_size, worker.batch_max_wait_ms / 1000.0)
 
+    observer: Any = metrics
+    feedback = None
+    if settings.redis.url:
+        observer, feedback = _start_feedback(settings, bootstrap, catalog, metrics)
+
     async def make_pipeline(ack: Any) -> ScoringPipeline:
         return ScoringPipeline(
             requests_topic=topics.requests,
@@ -110,7 +116,7 @@ def run(settings: Settings) -> None:
             ack=ack,
             executor=executor,
             max_inflight=worker.max_inflight_batches,
-            observer=metrics,
+            observer=observer,
         )
 
     def on_failure(error: BaseException) -> None:
@@ -137,10 +143,80 @@ def run(settings: Settings) -> None:
         else:
             _run_faust_engine(settings, bootstrap, port, make_pipeline, metrics, on_failure)
     finally:
+        if feedback is not None:
+            feedback.stop()
         undelivered = producer.close()
         executor.shutdown(wait=False, cancel_futures=True)
         if undelivered:
             log.warning("%s outputs undelivered at exit; their requests will be re-read and de-duplicated", undelivered)
+
+
+class _PredictionLog:
+    """Observer that hands each emitted single-row prediction to the Redis prediction log."""
+
+    def __init__(self, logger: Any, catalog: Catalog) -> None:
+        self._logger = logger
+        self._catalog = catalog
+
+    def on_outcomes(self, outcomes: list[Any], latencies_ms: list[float]) -> None:
+        from streamer.adapters.redis_state import LoggedPrediction
+
+        now = time.time()
+        entries = []
+        for outcome in outcomes:
+            body = outcome.body
+            if body is None or isinstance(body["score"], list):
+                continue
+            threshold = self._catalog.resolve(outcome.model).threshold
+            entries.append(LoggedPrediction(body["id"], body["model"], body["version"], body["score"], threshold, now))
+        if entries:
+            self._logger.submit(entries)
+
+
+def _start_feedback(settings: Settings, bootstrap: str, catalog: Catalog, metrics: WorkerMetrics) -> tuple[Any, Any]:
+    """With Redis configured: log predictions, consume feedback, and export the shared rolling metrics."""
+    from streamer.adapters.feedback import FeedbackLoop, PredictionLogger
+    from streamer.adapters.redis_state import RedisStateStore
+    from streamer.pipeline import FanOut
+
+    store = RedisStateStore.from_url(settings.require_redis_url())
+    logger = PredictionLogger(store)
+    loop = FeedbackLoop(
+        bootstrap,
+        settings.kafka.client,
+        settings.worker.group_id,
+        settings.topics.feedback,
+        settings.topics.dlq,
+        store,
+        metrics.on_labels,
+        session_timeout_ms=settings.kafka.session_timeout_ms,
+        heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
+    )
+    loop.start()
+
+    def refresh() -> None:
+        while True:
+            time.sleep(5)
+            for name, versions in catalog.cards.items():
+                for version in versions:
+                    for window in store.windows:
+                        try:
+                            m = store.metrics(name, str(version), window, time.time())
+                        except Exception:  # Redis down: the gauges keep their last values
+                            break
+                        for metric in ("count", "accuracy", "log_loss", "auc"):
+                            value = float(getattr(m, metric))
+                            if value == value:  # not NaN
+                                metrics.rolling.labels(name, str(version), window.name, metric).set(value)
+
+    threading.Thread(target=refresh, name="streamer-rolling-metrics", daemon=True).start()
+
+    class Stopper:
+        def stop(self) -> None:
+            loop.stop()
+            logger.stop()
+
+    return FanOut(metrics, _PredictionLog(logger, catalog)), Stopper()
 
 
 def _run_faust_engine(

@@ -94,6 +94,19 @@ class WorkerMetrics:
             ["model", "version", "label"],
             registry=r,
         )
+        self.labels = Counter(
+            "streamer_labels_total",
+            "Feedback labels by outcome: joined (applied once), unknown (no such or an expired prediction), "
+            "duplicate (already applied), dead_letter (undecodable feedback).",
+            ["outcome"],
+            registry=r,
+        )
+        self.rolling = Gauge(
+            "streamer_rolling_metric",
+            "Rolling evaluation from joined labels, shared by all workers (Redis), per model version and window.",
+            ["model", "version", "window", "metric"],
+            registry=r,
+        )
         self.model_info = Gauge(
             "streamer_model_info",
             "1 for every model version loaded; serving=1 for the one served by default.",
@@ -158,6 +171,10 @@ class WorkerMetrics:
 
     def on_lag(self, partition: int, messages: int) -> None:
         self.lag.labels(str(partition)).set(messages)
+
+    def on_labels(self, counts: dict[str, int]) -> None:
+        for outcome, count in counts.items():
+            self.labels.labels(outcome).inc(count)
 
     def on_inference(self, model: str, version: str, seconds: float) -> None:
         self.inference.labels(model, version).observe(seconds)
