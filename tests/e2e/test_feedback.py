@@ -97,3 +97,21 @@ def test_labels_join_once_and_the_rolling_evaluation_matches_a_recomputation(
         assert row["count"] == 500
         for name in ("accuracy", "log_loss", "auc", "precision", "recall"):
             assert abs(row[name] - getattr(expected, name)) < 1e-9, (window, name)
+
+
+def test_scoring_goes_on_while_redis_is_unreachable(
+    kafka_broker: devstack.ServerInfo, topics: Callable[..., Topics], worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    t = topics(2)
+    nobody = f"redis://127.0.0.1:{devstack.free_port()}/0"  # nothing listens there
+    worker = worker_factory(t, STREAMER_REDIS_URL=nobody)
+    worker.wait_assigned()
+    rows = synthetic.transactions(300, seed=41)
+    requests = [
+        (b"k", json.dumps({"features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))}).encode(), None)
+        for r in rows
+    ]
+    produce(kafka_broker.address, t.requests, requests)
+    assert len(read_all(kafka_broker.address, [t.predictions], 300)) == 300
+    assert worker.process.poll() is None
+    assert "cannot log" in worker.log()  # the prediction log retries (bounded) instead of blocking scoring
