@@ -235,6 +235,64 @@ def consume_command(
         print(line, flush=True)
 
 
+@app.command("batch")
+def batch_command(
+    input_path: Annotated[Path, typer.Argument(help="JSONL file: one request value per line (contract section 2).")],
+    out: Annotated[Path | None, typer.Option(help="Predictions JSONL (default: stdout).")] = None,
+    dead_letters: Annotated[Path | None, typer.Option(help="Dead letters JSONL (default: stderr).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model for lines that name none (name or name@version).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Rows per ONNX call.")] = 1024,
+) -> None:
+    """Offline scoring of a file through the same decoding, routing and scoring as the worker."""
+    import time
+
+    from streamer import worker
+    from streamer.core.scoring import Limits, Request, score_batch
+    from streamer.core.types import SourceRef
+
+    s = settings()
+    catalog, scorer, _ = worker.load_catalog(s)
+    limits = Limits(s.worker.max_message_bytes, s.worker.max_rows_per_request)
+    started = time.monotonic()
+    counts = {"predictions": 0, "dead_letters": 0}
+    out_file = open(out, "w") if out is not None else sys.stdout  # noqa: SIM115
+    dlq_file = open(dead_letters, "w") if dead_letters is not None else sys.stderr  # noqa: SIM115
+    try:
+        with open(input_path, "rb") as lines:
+            batch: list[Request] = []
+
+            def flush() -> None:
+                for outcome in score_batch(batch, catalog, scorer.infer, limits=limits):
+                    if outcome.body is not None:
+                        out_file.write(json.dumps(outcome.body) + "\n")
+                        counts["predictions"] += 1
+                    else:
+                        assert outcome.error is not None
+                        entry = {
+                            "line": outcome.source.offset + 1,
+                            "error": outcome.error.reason,
+                            "detail": outcome.error.detail,
+                        }
+                        dlq_file.write(json.dumps(entry) + "\n")
+                        counts["dead_letters"] += 1
+                batch.clear()
+
+            for number, line in enumerate(lines):
+                if not line.strip():
+                    continue
+                batch.append(Request(SourceRef(f"file:{input_path.name}", 0, number), line.rstrip(b"\r\n"), model))
+                if len(batch) >= batch_size:
+                    flush()
+            flush()
+    finally:
+        if out is not None:
+            out_file.close()
+        if dead_letters is not None:
+            dlq_file.close()
+    seconds = time.monotonic() - started
+    err.print(f"{counts['predictions']} predictions, {counts['dead_letters']} dead letters in {seconds:.2f} s")
+
+
 eval_app = typer.Typer(help="Rolling evaluation from joined labels (shared by all workers, in Redis).")
 app.add_typer(eval_app, name="eval")
 

@@ -96,7 +96,8 @@ def test_thousands_of_keyed_requests_come_back_once_in_order_with_exact_scores(
     assert len(predictions) == len(messages)
     expected = expected_scores(rows)
     got = np.array([predictions[f"s11-{i}"]["score"] for i in range(len(messages))])
-    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-7)
+    # float32 sums over the trees may round differently with another batch size: 1e-6 absolute on probabilities
+    np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
     labels = np.array([predictions[f"s11-{i}"]["label"] for i in range(len(messages))])
     assert set(labels) <= {0, 1}
     sample = predictions["s11-0"]
