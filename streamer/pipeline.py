@@ -104,6 +104,7 @@ class FanOut:
             for target in targets:
                 target(*args)
 
+        setattr(self, hook, call)  # built once per hook: hooks run per batch on the loop
         return call
 
 

@@ -157,6 +157,7 @@ class _PredictionLog:
     def __init__(self, logger: Any, catalog: Catalog) -> None:
         self._logger = logger
         self._catalog = catalog
+        self._thresholds: dict[str | None, float] = {}  # by "name@version": resolved once, not per prediction
 
     def on_outcomes(self, outcomes: list[Any], latencies_ms: list[float]) -> None:
         from streamer.adapters.redis_state import LoggedPrediction
@@ -167,7 +168,9 @@ class _PredictionLog:
             body = outcome.body
             if body is None or isinstance(body["score"], list):
                 continue
-            threshold = self._catalog.resolve(outcome.model).threshold
+            threshold = self._thresholds.get(outcome.model)
+            if threshold is None:
+                threshold = self._thresholds[outcome.model] = self._catalog.resolve(outcome.model).threshold
             entries.append(LoggedPrediction(body["id"], body["model"], body["version"], body["score"], threshold, now))
         if entries:
             self._logger.submit(entries)
