@@ -39,7 +39,7 @@ bench: venv
 
 # Rebuild the shipped demo model from its seeded training script (reproducible; not needed for tests).
 model: venv
-	$(BIN)/python scripts/train_fraud_model.py --out models/fraud/1
+	$(BIN)/python scripts/train_fraud_model.py --out models/fraud/1 --online-out examples/models/fraud-online/1
 
 clean:
 	rm -rf $(VENV) .streamer .pytest_cache .ruff_cache .hypothesis streamer-data

@@ -1,12 +1,19 @@
-"""Train the shipped demo model, `models/fraud/1`, reproducibly from a seeded synthetic data set.
+"""Train the shipped demo models, `models/fraud/1` and `examples/models/fraud-online/1`, reproducibly.
 
-    .venv/bin/python scripts/train_fraud_model.py --out models/fraud/1
+    .venv/bin/python scripts/train_fraud_model.py --out models/fraud/1 --online-out examples/models/fraud-online/1
 
 The data are synthetic card transactions (numpy, seed 7); fraud is a noisy logistic rule of the features
 (``streamer.synthetic.fraud_logit``, also behind the synthetic traffic of `streamer produce`). A gradient-boosted tree
 classifier (scikit-learn) is exported to ONNX with skl2onnx (no ZipMap: plain tensors ``label`` and
 ``probabilities``), evaluated on a held-out 25 % split, and the model card is written with those figures and
-the sha256 of the file. The same seed gives the same data; scikit-learn's trees are deterministic given
+the sha256 of the file. Both cards carry the training distribution of every feature (``[reference]``, decile
+bins) for drift detection.
+
+The online model is a standardised logistic regression (skl2onnx: Scaler + LinearClassifier) whose card has
+an ``[online]`` table: served, it starts from these weights and learns from the labels (FTRL-Proximal, weights
+in Redis). It lives outside ``models/`` so that ``fraud`` stays the only -- hence default -- model there.
+
+The same seed gives the same data; scikit-learn's trees are deterministic given
 ``random_state``; the ONNX bytes may differ across skl2onnx versions, which is why the card carries the hash.
 """
 
@@ -40,31 +47,59 @@ intended_use = "Demonstration and tests of streamer. Not for real fraud decision
 training_data = "{rows} synthetic transactions from scripts/train_fraud_model.py (numpy seed {seed}); fraud rate {rate:.3f}; 75/25 train/held-out split."
 limitations = "Synthetic data from one hidden logistic rule; no missing values (allow_missing = false); no categorical features; calibration unchecked beyond log loss."
 metrics = {{ auc = {auc:.4f}, accuracy = {accuracy:.4f}, log_loss = {log_loss:.4f}, held_out_rows = {held_out} }}
-"""
+{extra}"""
+
+ONLINE_CARD = """\
+name = "fraud-online"
+version = 1
+task = "binary-classification"
+features = {features}
+input = "float_input"
+sha256 = "{sha256}"
+threshold = 0.5
+
+[outputs]
+score = "probabilities[:,1]"
+label = "label"
+
+[online]
+learner = "ftrl"
+alpha = 0.3
+beta = 1.0
+l1 = 0.0
+l2 = 1.0
+
+[card]
+description = "Logistic regression on standardised features (scikit-learn), learning online from labels (FTRL-Proximal, weights shared in Redis)."
+intended_use = "Demonstration of online learning under concept drift. Not for real fraud decisions."
+training_data = "{rows} synthetic transactions from scripts/train_fraud_model.py (numpy seed {seed}); fraud rate {rate:.3f}; 75/25 train/held-out split."
+limitations = "Linear in the raw features: it cannot represent the night-time interaction the trees see; starts from these weights, then follows the labels."
+metrics = {{ auc = {auc:.4f}, accuracy = {accuracy:.4f}, log_loss = {log_loss:.4f}, held_out_rows = {held_out} }}
+{extra}"""
 
 
-def main() -> int:
+def reference_table(x: np.ndarray) -> str:
+    """The ``[reference]`` table: decile bins of each training column."""
+    from streamer.core.drift import reference_of
+
+    lines = ["", "[reference]  # training distribution per feature (decile bins), for drift (PSI)"]
+    for column, name in enumerate(FEATURES):
+        ref = reference_of(x[:, column])
+        edges = ", ".join(f"{e:.6g}" for e in ref.edges)
+        fractions = ", ".join(f"{f:.6f}" for f in ref.fractions)
+        lines.append(f"{name} = {{ edges = [{edges}], fractions = [{fractions}] }}")
+    return "\n".join(lines) + "\n"
+
+
+def export(model: object, x_train: np.ndarray) -> bytes:
+    """skl2onnx without ZipMap, input named ``float_input``, opset imports in a fixed order."""
     from skl2onnx import to_onnx
-    from sklearn.ensemble import GradientBoostingClassifier
-    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
-    from sklearn.model_selection import train_test_split
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("models/fraud/1"))
-    parser.add_argument("--rows", type=int, default=40_000)
-    args = parser.parse_args()
-
-    x = transactions(args.rows)
-    y = labels(x)
-    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED, stratify=y)
-    trees, depth = 60, 3
-    model = GradientBoostingClassifier(n_estimators=trees, max_depth=depth, random_state=SEED)
-    model.fit(x_train, y_train)
-    probability = model.predict_proba(x_test)[:, 1]
+    estimator = model.steps[-1][1] if hasattr(model, "steps") else model
     onx = to_onnx(
         model,
         x_train[:1].astype(np.float32),
-        options={id(model): {"zipmap": False}},
+        options={id(estimator): {"zipmap": False}},
         target_opset={"": 17, "ai.onnx.ml": 3},
     )
     onx.graph.input[0].name = "float_input"
@@ -76,25 +111,54 @@ def main() -> int:
     del onx.opset_import[:]
     for domain, version in imports:
         onx.opset_import.add(domain=domain, version=version)
-    data = onx.SerializeToString()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "model.onnx").write_bytes(data)
-    card = CARD.format(
-        features="[" + ", ".join(f'"{f}"' for f in FEATURES) + "]",
-        sha256=hashlib.sha256(data).hexdigest(),
-        trees=trees,
-        depth=depth,
-        rows=args.rows,
-        seed=SEED,
-        rate=y.mean(),
-        auc=roc_auc_score(y_test, probability),
-        accuracy=accuracy_score(y_test, (probability >= 0.5).astype(int)),
-        log_loss=log_loss(y_test, probability),
-        held_out=len(y_test),
+    return onx.SerializeToString()
+
+
+def main() -> int:
+    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("models/fraud/1"))
+    parser.add_argument("--online-out", type=Path, default=Path("examples/models/fraud-online/1"))
+    parser.add_argument("--rows", type=int, default=40_000)
+    args = parser.parse_args()
+
+    x = transactions(args.rows)
+    y = labels(x)
+    x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED, stratify=y)
+    reference = reference_table(x_train)
+    trees, depth = 60, 3
+    models = (
+        (args.out, CARD, GradientBoostingClassifier(n_estimators=trees, max_depth=depth, random_state=SEED)),
+        (args.online_out, ONLINE_CARD, make_pipeline(StandardScaler(), LogisticRegression())),
     )
-    (args.out / "card.toml").write_text(card)
-    print(f"wrote {args.out}/model.onnx ({len(data)} bytes) and card.toml")
-    print(card)
+    for out, template, model in models:
+        model.fit(x_train, y_train)
+        probability = model.predict_proba(x_test)[:, 1]
+        data = export(model, x_train)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "model.onnx").write_bytes(data)
+        card = template.format(
+            features="[" + ", ".join(f'"{f}"' for f in FEATURES) + "]",
+            sha256=hashlib.sha256(data).hexdigest(),
+            trees=trees,
+            depth=depth,
+            rows=args.rows,
+            seed=SEED,
+            rate=y.mean(),
+            auc=roc_auc_score(y_test, probability),
+            accuracy=accuracy_score(y_test, (probability >= 0.5).astype(int)),
+            log_loss=log_loss(y_test, probability),
+            held_out=len(y_test),
+            extra=reference,
+        )
+        (out / "card.toml").write_text(card)
+        print(f"wrote {out}/model.onnx ({len(data)} bytes) and card.toml")
     return 0
 
 

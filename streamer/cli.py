@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamer import config, logs
-from streamer.core.errors import StreamerError
+from streamer.core.errors import ConfigError, StreamerError
 
 app = typer.Typer(
     help="Near-real-time ML scoring for Kafka: keyed predictions from ONNX models.",
@@ -309,9 +309,10 @@ def eval_show(
 
     from streamer.adapters import model_repository
     from streamer.adapters.redis_state import RedisStateStore
+    from streamer.core.evaluation import parse_windows
 
     s = settings()
-    store = RedisStateStore.from_url(s.require_redis_url())
+    store = RedisStateStore.from_settings(s.redis, windows=parse_windows(s.evaluation.windows))
     now = time.time()
     rows = []
     for version_dir in model_repository.version_dirs(s.require_models_dir()):
@@ -342,6 +343,37 @@ def models_validate(
 
     model = model_repository.load_version(version_dir)
     out.print(f"ok: {model.card.ref} ({len(model.card.features)} features, outputs {', '.join(model.output_names)})")
+
+
+@models_app.command("freeze")
+def models_freeze(
+    name: Annotated[str, typer.Argument(help="An online model (its card has [online]).")],
+    version: Annotated[int | None, typer.Option(help="The online version; default: the highest.")] = None,
+) -> None:
+    """Write an online model's current shared weights (Redis) as the next version: a plain ONNX model.
+
+    The new version has the same card without [online] (it serves, it does not learn) and, being the highest,
+    is what workers serve after a restart unless the config pins a version.
+    """
+    from streamer.adapters import model_repository, online
+    from streamer.adapters.redis_state import RedisStateStore
+
+    s = settings()
+    models_dir = s.require_models_dir()
+    versions = [d for d in model_repository.version_dirs(models_dir) if d.parent.name == name]
+    chosen = [d for d in versions if version is None or d.name == str(version)]
+    if not chosen:
+        raise ConfigError(f"models freeze: no version {version or ''} of {name!r} in {models_dir}")
+    model = model_repository.load_version(chosen[-1])
+    if model.card.online is None:
+        raise ConfigError(f"models freeze: {model.card.ref} is not an online model (its card has no [online])")
+    store = RedisStateStore.from_settings(s.redis)
+    try:
+        target = online.freeze(store, model, models_dir)
+    except LookupError as exc:
+        raise ConfigError(f"models freeze: {exc}") from None
+    frozen = model_repository.load_version(target)
+    out.print(f"froze {model.card.ref} into {frozen.card.ref} at {target}")
 
 
 def main() -> None:

@@ -64,14 +64,50 @@ class TopicSettings:
     predictions: str = "predictions"
     feedback: str = "feedback"
     dlq: str = "requests.dlq"
+    # Drift and accuracy-floor events (JSON, keyed by model name); an extension of the contract's four topics.
+    model_events: str = "model-events"
 
     def all(self) -> tuple[str, ...]:
-        return (self.requests, self.predictions, self.feedback, self.dlq)
+        return (self.requests, self.predictions, self.feedback, self.dlq, self.model_events)
 
 
 @dataclass(frozen=True, slots=True)
 class RedisSettings:
+    # ``redis://[user:password@]host:port/db`` (AUTH), ``rediss://...`` for TLS.
     url: str | None = None
+    # AUTH without putting the secret in the URL (overrides the URL's password).
+    password: str | None = None
+    # TLS (with a rediss:// URL): the CA that signed the server's certificate, and a client certificate for mTLS.
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    # How long a logged prediction waits for its label (contract section 4: seconds to days).
+    prediction_ttl_s: int = 7 * 86400
+    # Predictions waiting to be logged while Redis is unreachable; beyond it the oldest are dropped and counted.
+    max_queued_predictions: int = 200_000
+    key_prefix: str = "streamer"
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluationSettings:
+    # Rolling windows, each "<number><s|m|h|d>", cut into 12 buckets.
+    windows: str = "5m,1h,24h"
+    # Alert (metric + model-events) when the serving version's accuracy in ``floor_window`` falls under this
+    # floor with at least ``min_labels`` labels in the window; 0 switches the check off.
+    accuracy_floor: float = 0.0
+    floor_window: str = "5m"
+    min_labels: int = 100
+    # Feature drift: PSI of the served features against the card's [reference], per worker, computed every
+    # ``drift_interval_s`` once ``drift_min_rows`` rows were served; an event above ``psi_threshold``.
+    psi_threshold: float = 0.25
+    drift_interval_s: float = 30.0
+    drift_min_rows: int = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class OnlineSettings:
+    # Bounded staleness: scoring workers reload an online model's shared weights at least this often.
+    refresh_ms: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +142,8 @@ class Settings:
     kafka: KafkaSettings = field(default_factory=KafkaSettings)
     topics: TopicSettings = field(default_factory=TopicSettings)
     redis: RedisSettings = field(default_factory=RedisSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    online: OnlineSettings = field(default_factory=OnlineSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     dev: DevSettings = field(default_factory=DevSettings)
@@ -143,6 +181,10 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "STREAMER_PREDICTIONS_TOPIC": ("topics", "predictions"),
     "STREAMER_FEEDBACK_TOPIC": ("topics", "feedback"),
     "STREAMER_DLQ_TOPIC": ("topics", "dlq"),
+    "STREAMER_MODEL_EVENTS_TOPIC": ("topics", "model_events"),
+    "STREAMER_REDIS_PASSWORD": ("redis", "password"),
+    "STREAMER_ACCURACY_FLOOR": ("evaluation", "accuracy_floor"),
+    "STREAMER_ONLINE_REFRESH_MS": ("online", "refresh_ms"),
     "STREAMER_MODELS_DIR": ("models", "dir"),
     "STREAMER_DEFAULT_MODEL": ("models", "default"),
     "STREAMER_ENGINE": ("worker", "engine"),
@@ -165,6 +207,8 @@ _SECTION_CLASSES: dict[str, type] = {
     "kafka": KafkaSettings,
     "topics": TopicSettings,
     "redis": RedisSettings,
+    "evaluation": EvaluationSettings,
+    "online": OnlineSettings,
     "models": ModelSettings,
     "worker": WorkerSettings,
     "dev": DevSettings,
@@ -238,6 +282,16 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"worker.batch_max_wait_ms: must not be negative, got {worker.batch_max_wait_ms}")
     if not 0 <= worker.metrics_port <= 65535:
         raise ConfigError(f"worker.metrics_port: {worker.metrics_port} is not a port")
+    from streamer.core.evaluation import parse_windows
+
+    evaluation = settings.evaluation
+    windows = parse_windows(evaluation.windows, "evaluation.windows")
+    if evaluation.floor_window not in {w.name for w in windows}:
+        raise ConfigError(f"evaluation.floor_window: {evaluation.floor_window!r} is not one of evaluation.windows")
+    if not 0.0 <= evaluation.accuracy_floor <= 1.0:
+        raise ConfigError(f"evaluation.accuracy_floor: must be in [0, 1], got {evaluation.accuracy_floor}")
+    if settings.online.refresh_ms < 1 or settings.redis.prediction_ttl_s < 1:
+        raise ConfigError("online.refresh_ms and redis.prediction_ttl_s must be at least 1")
     names = settings.topics.all()
     if len(set(names)) != len(names) or not all(names):
         raise ConfigError(f"topics: names must be distinct and non-empty, got {', '.join(names)}")

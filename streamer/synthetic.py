@@ -33,6 +33,17 @@ def fraud_logit(x: np.ndarray) -> np.ndarray:
 
 def labels(x: np.ndarray, seed: int = SEED) -> np.ndarray:
     """Fraud labels drawn from the rule's probability (0/1, int64)."""
+    return labels_of(fraud_logit(x), seed)
+
+
+def drifted_fraud_logit(x: np.ndarray) -> np.ndarray:
+    """The rule after the demo's concept drift (account takeover): fraud moves to low-risk merchants near home,
+    in fast bursts, on old accounts -- and becomes common. A model of ``fraud_logit`` gets most of it wrong."""
+    risk, distance, velocity, age = (x[:, i] for i in (2, 3, 4, 5))
+    return 1.0 - 8.0 * risk + 1.5 * velocity - 0.04 * distance + 0.0004 * age
+
+
+def labels_of(logit: np.ndarray, seed: int = SEED) -> np.ndarray:
+    """0/1 labels drawn from the probabilities of given logits."""
     rng = np.random.default_rng(seed + 1)
-    probability = 1.0 / (1.0 + np.exp(-fraud_logit(x)))
-    return (rng.random(len(x)) < probability).astype(np.int64)
+    return (rng.random(len(logit)) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)

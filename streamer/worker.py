@@ -13,7 +13,6 @@ import logging
 import os
 import signal
 import socket
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -24,10 +23,12 @@ from typing import Any
 from streamer import logs
 from streamer.adapters import model_repository
 from streamer.adapters.devstack import free_port
+from streamer.adapters.feedback import FeedbackLoop, PredictionLogger
 from streamer.adapters.kafka_admin import KafkaAdmin
 from streamer.adapters.kafka_output import OutputProducer, emitted_offsets
 from streamer.adapters.metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.adapters.onnx_scorer import OnnxScorer
+from streamer.adapters.redis_state import LoggedPrediction, RedisStateStore
 from streamer.config import Settings
 from streamer.core.batching import BatchPolicy
 from streamer.core.cards import ModelCard
@@ -87,7 +88,8 @@ def run(settings: Settings) -> None:
 
     worker = settings.worker
     limits = Limits(worker.max_message_bytes, worker.max_rows_per_request)
-    score = partial(score_batch, catalog=catalog, infer=infer, limits=limits)
+    quality = _Quality(settings, bootstrap, catalog, scorer, scan, metrics)
+    score = partial(score_batch, catalog=catalog, infer=infer, limits=limits, observe_matrix=quality.observe_matrix)
     transactional_id = None
     if settings.kafka.transactional:
         transactional_id = settings.kafka.transactional_id or f"{worker.group_id}-{socket.gethostname()}"
@@ -98,11 +100,7 @@ def run(settings: Settings) -> None:
         emitted_offsets, bootstrap, settings.kafka.client, topics.requests, [topics.predictions, topics.dlq]
     )
     policy = BatchPolicy(worker.batch_max_size, worker.batch_max_wait_ms / 1000.0)
-
-    observer: Any = metrics
-    feedback = None
-    if settings.redis.url:
-        observer, feedback = _start_feedback(settings, bootstrap, catalog, metrics)
+    observer = quality.observer
 
     async def make_pipeline(ack: Any) -> ScoringPipeline:
         return ScoringPipeline(
@@ -143,8 +141,7 @@ def run(settings: Settings) -> None:
         else:
             _run_faust_engine(settings, bootstrap, port, make_pipeline, metrics, on_failure)
     finally:
-        if feedback is not None:
-            feedback.stop()
+        quality.stop()
         undelivered = producer.close()
         executor.shutdown(wait=False, cancel_futures=True)
         if undelivered:
@@ -154,14 +151,12 @@ def run(settings: Settings) -> None:
 class _PredictionLog:
     """Observer that hands each emitted single-row prediction to the Redis prediction log."""
 
-    def __init__(self, logger: Any, catalog: Catalog) -> None:
+    def __init__(self, logger: PredictionLogger, catalog: Catalog) -> None:
         self._logger = logger
         self._catalog = catalog
         self._thresholds: dict[str | None, float] = {}  # by "name@version": resolved once, not per prediction
 
     def on_outcomes(self, outcomes: list[Any], latencies_ms: list[float]) -> None:
-        from streamer.adapters.redis_state import LoggedPrediction
-
         now = time.time()
         entries = []
         for outcome in outcomes:
@@ -171,55 +166,109 @@ class _PredictionLog:
             threshold = self._thresholds.get(outcome.model)
             if threshold is None:
                 threshold = self._thresholds[outcome.model] = self._catalog.resolve(outcome.model).threshold
-            entries.append(LoggedPrediction(body["id"], body["model"], body["version"], body["score"], threshold, now))
+            entries.append(
+                LoggedPrediction(
+                    body["id"], body["model"], body["version"], body["score"], threshold, now, outcome.features
+                )
+            )
         if entries:
             self._logger.submit(entries)
 
 
-def _start_feedback(settings: Settings, bootstrap: str, catalog: Catalog, metrics: WorkerMetrics) -> tuple[Any, Any]:
-    """With Redis configured: log predictions, consume feedback, and export the shared rolling metrics."""
-    from streamer.adapters.feedback import FeedbackLoop, PredictionLogger
-    from streamer.adapters.redis_state import RedisStateStore
-    from streamer.pipeline import FanOut
+class _Quality:
+    """Everything about model quality a worker runs beside scoring, and what it needs from the scoring path.
 
-    store = RedisStateStore.from_url(settings.require_redis_url())
-    logger = PredictionLogger(store)
-    loop = FeedbackLoop(
-        bootstrap,
-        settings.kafka.client,
-        settings.worker.group_id,
-        settings.topics.feedback,
-        settings.topics.dlq,
-        store,
-        metrics.on_labels,
-        session_timeout_ms=settings.kafka.session_timeout_ms,
-        heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
-    )
-    loop.start()
+    Always: feature-drift counts (``observe_matrix``) and the quality monitor with its model-events producer.
+    With Redis configured: the prediction log (an observer of emitted predictions), the feedback consumer, the
+    shared rolling evaluation and accuracy floor, and online models learning in Redis at bounded staleness.
+    Without Redis, online models serve their shipped weights (logged), and no labels are consumed.
+    """
 
-    def refresh() -> None:
-        while True:
-            time.sleep(5)
-            for name, versions in catalog.cards.items():
-                for version in versions:
-                    for window in store.windows:
-                        try:
-                            m = store.metrics(name, str(version), window, time.time())
-                        except Exception:  # Redis down: the gauges keep their last values
-                            break
-                        for metric in ("count", "accuracy", "log_loss", "auc"):
-                            value = float(getattr(m, metric))
-                            if value == value:  # not NaN
-                                metrics.rolling.labels(name, str(version), window.name, metric).set(value)
+    def __init__(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        catalog: Catalog,
+        scorer: OnnxScorer,
+        scan: model_repository.ScanResult,
+        metrics: WorkerMetrics,
+    ) -> None:
+        from confluent_kafka import Producer
 
-    threading.Thread(target=refresh, name="streamer-rolling-metrics", daemon=True).start()
+        from streamer.adapters.kafka_admin import client_config
+        from streamer.adapters.quality_monitor import DriftCounts, ModelEvents, QualityMonitor
 
-    class Stopper:
-        def stop(self) -> None:
-            loop.stop()
-            logger.stop()
+        self._stoppers: list[Any] = []
+        self.observer: Any = metrics
+        self.drift = DriftCounts(scan.cards())
+        self.observe_matrix = self.drift.observe if self.drift.counts else None
+        store = None
+        online = [m for versions in scan.loaded.values() for m in versions.values() if m.card.online is not None]
+        if settings.redis.url:
+            store = self._start_redis_side(settings, bootstrap, catalog, scorer, metrics, online)
+        elif online:
+            log.warning(
+                "online model(s) %s serve their shipped weights: no Redis configured, so nothing is learnt",
+                ", ".join(m.card.ref for m in online),
+            )
+        self._events_producer = Producer(client_config(bootstrap, settings.kafka.client, **{"linger.ms": 5}))
+        events = ModelEvents(self._events_producer, settings.topics.model_events, store, metrics)
+        monitor = QualityMonitor(settings.evaluation, catalog, store, self.drift, events, metrics)
+        monitor.start()
+        self._stoppers.append(monitor)
 
-    return FanOut(metrics, _PredictionLog(logger, catalog)), Stopper()
+    def _start_redis_side(
+        self,
+        settings: Settings,
+        bootstrap: str,
+        catalog: Catalog,
+        scorer: OnnxScorer,
+        metrics: WorkerMetrics,
+        online: list[model_repository.LoadedModel],
+    ) -> RedisStateStore:
+        from streamer.adapters import online as online_models
+        from streamer.core.evaluation import parse_windows
+        from streamer.pipeline import FanOut
+
+        store = RedisStateStore.from_settings(settings.redis, windows=parse_windows(settings.evaluation.windows))
+        if online:
+            try:
+                registered = online_models.register(store, online)
+            except Exception as exc:  # Redis down at start: serve the shipped weights, learn once it answers
+                metrics.redis_errors.labels("online_register").inc()
+                log.warning("cannot register online models in Redis (%s): serving their shipped weights", exc)
+                registered = [online_models.OnlineModel(m, online_models.spec_of(m)[0]) for m in online]
+            refresher = online_models.OnlineRefresher(
+                store,
+                registered,
+                scorer,
+                metrics,
+                settings.online.refresh_ms / 1000.0,
+                settings.worker.intra_op_num_threads,
+            )
+            refresher.start()
+            self._stoppers.append(refresher)
+        logger = PredictionLogger(store, metrics, settings.redis.max_queued_predictions)
+        loop = FeedbackLoop(
+            bootstrap,
+            settings.kafka.client,
+            settings.worker.group_id,
+            settings.topics.feedback,
+            settings.topics.dlq,
+            store,
+            metrics,
+            session_timeout_ms=settings.kafka.session_timeout_ms,
+            heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
+        )
+        loop.start()
+        self._stoppers += [loop, logger]
+        self.observer = FanOut(metrics, _PredictionLog(logger, catalog))
+        return store
+
+    def stop(self) -> None:
+        for stopper in self._stoppers:
+            stopper.stop()
+        self._events_producer.flush(5)
 
 
 def _run_faust_engine(

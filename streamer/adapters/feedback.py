@@ -18,13 +18,13 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamer.adapters.kafka_admin import client_config
-from streamer.adapters.redis_state import DUPLICATE, JOINED, UNKNOWN, LoggedPrediction, RedisStateStore
+from streamer.adapters.metrics import WorkerMetrics
+from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, UNKNOWN, LoggedPrediction, RedisStateStore
 from streamer.core.envelope import dead_letter_headers, decode_label
 from streamer.core.errors import DecodeError
 from streamer.core.types import SourceRef
@@ -33,8 +33,15 @@ log = logging.getLogger(__name__)
 
 
 class PredictionLogger:
-    def __init__(self, store: RedisStateStore, max_queued: int = 200_000, flush_every_s: float = 0.1) -> None:
+    def __init__(
+        self,
+        store: RedisStateStore,
+        metrics: WorkerMetrics,
+        max_queued: int = 200_000,
+        flush_every_s: float = 0.1,
+    ) -> None:
         self._store = store
+        self._metrics = metrics
         self._queue: collections.deque[LoggedPrediction] = collections.deque()
         self._max_queued = max_queued
         self._flush_every_s = flush_every_s
@@ -52,7 +59,9 @@ class PredictionLogger:
             overflow = len(self._queue) - self._max_queued
             for _ in range(max(overflow, 0)):
                 self._queue.popleft()
-            self.dropped += max(overflow, 0)
+            if overflow > 0:
+                self.dropped += overflow
+                self._metrics.prediction_log_dropped.inc(overflow)
 
     def _run(self) -> None:
         while self._running or self._queue:
@@ -65,6 +74,7 @@ class PredictionLogger:
                 self.logged += self._store.log_predictions(batch)
             except Exception as exc:  # Redis down: keep the batch (bounded by max_queued) and retry later
                 self.errors += 1
+                self._metrics.redis_errors.labels("log_predictions").inc()
                 log.warning("cannot log %s predictions to Redis (%s); retrying", len(batch), exc)
                 with self._lock:
                     self._queue.extendleft(reversed(batch))
@@ -86,12 +96,12 @@ class FeedbackLoop:
         feedback_topic: str,
         dlq_topic: str,
         store: RedisStateStore,
-        on_labels: Callable[[dict[str, int]], None],
+        metrics: WorkerMetrics,
         *,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
     ) -> None:
-        self._topic, self._dlq, self._store, self._on_labels = feedback_topic, dlq_topic, store, on_labels
+        self._topic, self._dlq, self._store, self._metrics = feedback_topic, dlq_topic, store, metrics
         self._consumer_config = client_config(
             bootstrap,
             client,
@@ -152,12 +162,20 @@ class FeedbackLoop:
                 codes = self._store.apply_labels(labels, time.time())
                 break
             except Exception as exc:  # Redis down: hold the batch (offsets stay uncommitted) and retry
+                self._metrics.redis_errors.labels("apply_labels").inc()
                 log.warning("cannot apply %s labels (%s); retrying", len(labels), exc)
                 time.sleep(1.0)
                 if not self._running:
                     return
         names = {JOINED: "joined", UNKNOWN: "unknown", DUPLICATE: "duplicate"}
+        learned: collections.Counter[tuple[str, str]] = collections.Counter()
         for code in codes:
-            counts[names[code]] += 1
+            if code >= LEARNED:
+                counts["joined"] += 1
+                learned[self._store.learner_of(code)] += 1
+            else:
+                counts[names[code]] += 1
         self._producer.flush(10)
-        self._on_labels(counts)
+        self._metrics.on_labels(counts)
+        for (model, version), count in learned.items():
+            self._metrics.online_updates.labels(model, version).inc(count)

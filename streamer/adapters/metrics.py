@@ -107,6 +107,55 @@ class WorkerMetrics:
             ["model", "version", "window", "metric"],
             registry=r,
         )
+        self.online_updates = Counter(
+            "streamer_online_updates_total",
+            "Labels learnt by online models through this worker's feedback consumer (each label once).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.online_shared_updates = Gauge(
+            "streamer_online_model_updates",
+            "Updates in the shared weights of an online model, all workers together (read from Redis).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.online_age = Gauge(
+            "streamer_online_weights_age_seconds",
+            "Age of the online weights this worker scores with (bounded by online.refresh_ms while Redis answers).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.redis_errors = Counter(
+            "streamer_redis_errors_total",
+            "Failed Redis operations by operation (each is retried or, for the prediction log, queued).",
+            ["operation"],
+            registry=r,
+        )
+        self.prediction_log_dropped = Counter(
+            "streamer_prediction_log_dropped_total",
+            "Predictions never logged for the join because Redis stayed unreachable longer than the bounded queue "
+            "holds (their labels will count as unknown).",
+            registry=r,
+        )
+        self.feature_psi = Gauge(
+            "streamer_feature_psi",
+            "Population stability index of served features against the card's training reference, per worker, "
+            "over the last drift interval (above 0.25: a major shift).",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.accuracy_floor = Gauge(
+            "streamer_accuracy_floor", "The configured accuracy floor (evaluation.accuracy_floor).", registry=r
+        )
+        self.below_floor = Gauge(
+            "streamer_accuracy_below_floor",
+            "1 while the serving version's rolling accuracy is under the floor (with enough labels), else 0.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.model_events = Counter(
+            "streamer_model_events_total", "Events emitted on the model-events topic, by type.", ["type"], registry=r
+        )
         self.model_info = Gauge(
             "streamer_model_info",
             "1 for every model version loaded; serving=1 for the one served by default.",

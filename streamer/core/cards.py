@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.core.drift import FeatureReference
 from streamer.core.errors import ModelError
+from streamer.core.learner import FtrlParams
 
 TASKS = ("binary-classification", "multiclass-classification", "regression")
 _OUTPUT_REF = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(?:\[\s*:\s*,\s*(\d+)\s*\])?\s*$")
@@ -29,7 +31,10 @@ _KNOWN_KEYS = {
     "categorical",
     "allow_missing",
     "threshold",
+    "online",
+    "reference",
 }
+LEARNERS = ("ftrl",)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +88,10 @@ class ModelCard:
     # Decision threshold on ``score`` for binary classifiers (used by evaluation and rules).
     threshold: float = 0.5
     card: dict[str, Any] = field(default_factory=dict)
+    # ``[online]``: the model learns from labels (FTRL-Proximal on a logistic model; see ``core.learner``).
+    online: FtrlParams | None = None
+    # ``[reference]``: training distribution per feature, for drift (``core.drift``).
+    reference: dict[str, FeatureReference] = field(default_factory=dict)
 
     @property
     def ref(self) -> str:
@@ -147,6 +156,8 @@ def parse_card(table: dict[str, Any], where: str) -> ModelCard:
     model_card = table.get("card", {})
     if not isinstance(model_card, dict):
         raise ModelError(where, "[card] must be a table")
+    online = _parse_online(table.get("online"), task, where)
+    reference = _parse_reference(table.get("reference", {}), features, where)
     return ModelCard(
         name=name,
         version=version,
@@ -160,7 +171,62 @@ def parse_card(table: dict[str, Any], where: str) -> ModelCard:
         allow_missing=allow_missing,
         threshold=float(threshold),
         card=model_card,
+        online=online,
+        reference=reference,
     )
+
+
+def _number(table: dict[str, Any], key: str, default: float, where: str) -> float:
+    value = table.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        raise ModelError(where, f"online.{key} must be a non-negative number")
+    return float(value)
+
+
+def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
+    """``[online] learner = "ftrl"`` with optional ``alpha``, ``beta``, ``l1``, ``l2``."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ModelError(where, "[online] must be a table")
+    unknown = sorted(set(table) - {"learner", "alpha", "beta", "l1", "l2"})
+    if unknown:
+        raise ModelError(where, f"unknown field(s) online.{', online.'.join(unknown)}")
+    if table.get("learner") not in LEARNERS:
+        raise ModelError(where, f"online.learner must be one of {', '.join(LEARNERS)}")
+    if task != "binary-classification":
+        raise ModelError(where, "online learning needs task = 'binary-classification' (a logistic model)")
+    defaults = FtrlParams()
+    params = FtrlParams(
+        alpha=_number(table, "alpha", defaults.alpha, where),
+        beta=_number(table, "beta", defaults.beta, where),
+        l1=_number(table, "l1", defaults.l1, where),
+        l2=_number(table, "l2", defaults.l2, where),
+    )
+    if params.alpha <= 0:
+        raise ModelError(where, "online.alpha must be positive")
+    return params
+
+
+def _parse_reference(table: Any, features: list[str], where: str) -> dict[str, FeatureReference]:
+    """``[reference] feature = { edges = [...], fractions = [...] }`` for any of the card's features."""
+    if not isinstance(table, dict):
+        raise ModelError(where, "[reference] must be a table of feature = { edges, fractions }")
+    reference: dict[str, FeatureReference] = {}
+    for feature, entry in table.items():
+        if feature not in features:
+            raise ModelError(where, f"reference feature {feature!r} is not in features")
+        if not isinstance(entry, dict) or set(entry) != {"edges", "fractions"}:
+            raise ModelError(where, f"reference.{feature} must have exactly edges and fractions")
+        values = (entry["edges"], entry["fractions"])
+        if not all(isinstance(v, list) and all(isinstance(x, int | float) for x in v) for v in values):
+            raise ModelError(where, f"reference.{feature}: edges and fractions must be lists of numbers")
+        ref = FeatureReference(tuple(float(e) for e in entry["edges"]), tuple(float(f) for f in entry["fractions"]))
+        problem = ref.check()
+        if problem:
+            raise ModelError(where, f"reference.{feature}: {problem}")
+        reference[feature] = ref
+    return reference
 
 
 def check_signature(card: ModelCard, signature: GraphSignature, where: str) -> None:

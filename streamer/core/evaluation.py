@@ -21,6 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from streamer.core.errors import ConfigError
+
 SCORE_BINS = 20
 EPS = 1e-15
 # Layout of a statistics vector.
@@ -49,6 +51,20 @@ class WindowSpec:
 
 
 DEFAULT_WINDOWS = (WindowSpec("5m", 300), WindowSpec("1h", 3600), WindowSpec("24h", 86400))
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_windows(text: str, where: str = "windows") -> tuple[WindowSpec, ...]:
+    """``"5m,1h,24h"`` -> windows named as written, 12 buckets each; ``ConfigError`` on anything else."""
+    windows = []
+    for part in (p.strip() for p in text.split(",")):
+        number, unit = part[:-1], part[-1:]
+        if unit not in _UNITS or not number.isdigit() or int(number) == 0:
+            raise ConfigError(f"{where}: {part!r} is not a window like 30s, 5m, 1h or 7d")
+        windows.append(WindowSpec(part, int(number) * _UNITS[unit]))
+    if len({w.name for w in windows}) != len(windows):
+        raise ConfigError(f"{where}: duplicate windows in {text!r}")
+    return tuple(windows)
 
 
 @dataclass(frozen=True, slots=True)

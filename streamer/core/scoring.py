@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from streamer.core import envelope
 from streamer.core.cards import ModelCard
 from streamer.core.errors import SCORING_FAILED, DecodeError, ScoringError
@@ -45,6 +47,8 @@ class Outcome:
     error: DecodeError | None = None
     model: str | None = None  # "name@version" when a model was chosen (metrics)
     rows: int = 0
+    # The row's features as scored, for a single-row prediction of an online model: a label learns from them.
+    features: list[float] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,9 @@ def score_batch(
     infer: Infer,
     graph_for: Callable[[ModelCard], ScoringGraph] = ScoringGraph.single,
     limits: Limits = Limits(),
+    observe_matrix: Callable[[ModelCard, np.ndarray], None] | None = None,
 ) -> list[Outcome]:
+    """``observe_matrix`` sees each model's accepted feature matrix before scoring (drift statistics)."""
     outcomes = [Outcome(r.source) for r in requests]
     groups: dict[str, tuple[ModelCard, list[int], list[RequestBody]]] = {}
     for position, request in enumerate(requests):
@@ -74,7 +80,7 @@ def score_batch(
         group[1].append(position)
         group[2].append(body)
     for card, positions, bodies in groups.values():
-        _score_group(card, positions, bodies, outcomes, infer, graph_for(card))
+        _score_group(card, positions, bodies, outcomes, infer, graph_for(card), observe_matrix)
     return outcomes
 
 
@@ -85,12 +91,15 @@ def _score_group(
     outcomes: list[Outcome],
     infer: Infer,
     graph: ScoringGraph,
+    observe_matrix: Callable[[ModelCard, np.ndarray], None] | None,
 ) -> None:
     batch = build_matrix(card, bodies)
     for index, error in batch.errors:
         outcomes[positions[index]].error = error
     if not batch.spans:
         return
+    if observe_matrix is not None:
+        observe_matrix(card, batch.matrix)
     try:
         result = graph.run(batch.matrix, infer)
     except ScoringError as exc:
@@ -117,6 +126,8 @@ def _score_group(
             score = row_scores[0]
             label = labels[start] if labels is not None else None
             row_outputs = {name: value[start] for name, value in outputs.items()}
+            if card.online is not None:
+                outcome.features = batch.matrix[start].tolist()
         source = outcome.source
         outcome.rows = stop - start
         outcome.body = {

@@ -29,13 +29,13 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
 def test_topics_create_is_idempotent_and_honours_names(
     kafka_broker: devstack.ServerInfo, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    names = {v: unique_name(v.lower()) for v in ("REQUESTS", "PREDICTIONS", "FEEDBACK", "DLQ")}
+    names = {v: unique_name(v.lower()) for v in ("REQUESTS", "PREDICTIONS", "FEEDBACK", "DLQ", "MODEL_EVENTS")}
     env = {f"STREAMER_{k}_TOPIC": v for k, v in names.items()} | {"STREAMER_KAFKA_BOOTSTRAP": kafka_broker.address}
     first = run(["topics", "create", "--partitions", "3"], tmp_path, **env)
     assert first.returncode == 0, first.stderr
-    assert first.stdout.count("created") == 4
+    assert first.stdout.count("created") == 5
     second = run(["topics", "create", "--partitions", "3"], tmp_path, **env)
-    assert second.returncode == 0 and second.stdout.count("exists") == 4
+    assert second.returncode == 0 and second.stdout.count("exists") == 5
     assert KafkaAdmin(kafka_broker.address).partition_counts(names.values()) == dict.fromkeys(names.values(), 3)
 
 
@@ -57,6 +57,9 @@ def test_topics_create_reports_a_partition_mismatch(
     assert result.returncode == 1
     assert "exists with 2, expected 4" in result.stdout
     assert "different partition counts" in result.stderr
+
+
+ONLINE_MODEL = REPO / "examples" / "models" / "fraud-online" / "1"
 
 
 def copy_model(tmp_path: Path) -> Path:
@@ -127,7 +130,14 @@ def test_a_card_that_disagrees_with_the_graph_is_refused(tmp_path: Path) -> None
 def test_the_demo_model_is_reproducible_from_its_script(tmp_path: Path) -> None:
     # A hash seed of its own: the bytes must not depend on Python's set/dict iteration order.
     result = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "train_fraud_model.py"), "--out", str(tmp_path / "fraud" / "1")],
+        [
+            sys.executable,
+            str(REPO / "scripts" / "train_fraud_model.py"),
+            "--out",
+            str(tmp_path / "fraud" / "1"),
+            "--online-out",
+            str(tmp_path / "fraud-online" / "1"),
+        ],
         env={**os.environ, "PYTHONHASHSEED": "12345"},
         capture_output=True,
         text=True,
@@ -135,6 +145,6 @@ def test_the_demo_model_is_reproducible_from_its_script(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
-    shipped = (REPO / "models" / "fraud" / "1" / "card.toml").read_text()
-    rebuilt = (tmp_path / "fraud" / "1" / "card.toml").read_text()
-    assert rebuilt == shipped
+    for shipped_dir, name in ((REPO / "models" / "fraud" / "1", "fraud"), (ONLINE_MODEL, "fraud-online")):
+        assert (tmp_path / name / "1" / "card.toml").read_text() == (shipped_dir / "card.toml").read_text()
+        assert (tmp_path / name / "1" / "model.onnx").read_bytes() == (shipped_dir / "model.onnx").read_bytes()

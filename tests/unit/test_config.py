@@ -12,7 +12,7 @@ from streamer.core.errors import ConfigError
 def test_defaults_match_the_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     s = config.load(environ={})
-    assert s.topics.all() == ("requests", "predictions", "feedback", "requests.dlq")
+    assert s.topics.all() == ("requests", "predictions", "feedback", "requests.dlq", "model-events")
     assert (s.worker.engine, s.worker.group_id, s.worker.metrics_port) == ("faust", "streamer", 9464)
     assert s.models.dir == "models"
     assert s.kafka.bootstrap is None and s.redis.url is None
@@ -35,10 +35,16 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
         "STREAMER_METRICS_PORT": "0",
         "STREAMER_BATCH_MAX_SIZE": "64",
         "STREAMER_BATCH_MAX_WAIT_MS": "2.5",
+        # extensions of the contract's list
+        "STREAMER_MODEL_EVENTS_TOPIC": "events",
+        "STREAMER_REDIS_PASSWORD": "s3cret",
+        "STREAMER_ACCURACY_FLOOR": "0.8",
+        "STREAMER_ONLINE_REFRESH_MS": "250",
     }
     s = config.load(environ=environ)
     assert s.kafka.bootstrap == "k1:9092,k2:9092" and s.redis.url == "redis://r:6379/1"
-    assert s.topics.all() == ("in", "out", "labels", "in.dlq")
+    assert s.topics.all() == ("in", "out", "labels", "in.dlq", "events")
+    assert (s.redis.password, s.evaluation.accuracy_floor, s.online.refresh_ms) == ("s3cret", 0.8, 250)
     assert (s.models.dir, s.models.default) == ("m", "fraud")
     assert (s.worker.engine, s.worker.group_id, s.worker.metrics_port) == ("batch", "g", 0)
     assert (s.worker.batch_max_size, s.worker.batch_max_wait_ms) == (64, 2.5)

@@ -1,0 +1,166 @@
+"""Model quality, watched from every worker: rolling metrics, the accuracy floor, feature drift, events.
+
+One thread, every ``interval_s``:
+- reads the shared rolling evaluation (Redis) of every loaded version and window into
+  ``streamer_rolling_metric`` (Redis down: the gauges keep their last values, the error is counted);
+- checks the serving version of each model against ``evaluation.accuracy_floor`` in ``floor_window`` (with at
+  least ``min_labels`` labels): ``streamer_accuracy_below_floor`` and, on entering or leaving that state, an
+  ``accuracy-below-floor`` / ``accuracy-recovered`` event;
+- every ``drift_interval_s``, turns the feature counts the scoring path collected (``DriftCounts``) into PSI per
+  feature (``streamer_feature_psi``) and emits ``feature-drift`` when one exceeds ``psi_threshold``.
+
+Events go to the model-events topic as JSON keyed by the model name. Redis ``SET NX`` with a quiet period
+makes one worker, not all of them, report a condition they all see.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from streamer.adapters.metrics import WorkerMetrics
+from streamer.adapters.redis_state import RedisStateStore
+from streamer.config import EvaluationSettings
+from streamer.core.cards import ModelCard
+from streamer.core.drift import FeatureCounts
+from streamer.core.routing import Catalog
+
+log = logging.getLogger(__name__)
+
+EVENT_QUIET_S = 60
+
+
+class DriftCounts:
+    """Feature bin counts per model version, fed by the scoring threads (``observe`` is ``observe_matrix``)."""
+
+    def __init__(self, cards: list[ModelCard]) -> None:
+        self._lock = threading.Lock()
+        self.counts = {c.ref: FeatureCounts(c.features, c.reference) for c in cards if c.reference}
+
+    def observe(self, card: ModelCard, matrix: np.ndarray) -> None:
+        counts = self.counts.get(card.ref)
+        if counts is not None:
+            with self._lock:
+                counts.add(matrix)
+
+    def take(self, ref: str, min_rows: int) -> tuple[int, dict[str, float]] | None:
+        with self._lock:
+            counts = self.counts[ref]
+            return counts.take() if counts.rows >= min_rows else None
+
+
+class ModelEvents:
+    def __init__(self, producer: Any, topic: str, store: RedisStateStore | None, metrics: WorkerMetrics) -> None:
+        self._producer, self._topic, self._store, self._metrics = producer, topic, store, metrics
+        self._worker = socket.gethostname()
+
+    def emit(self, kind: str, model: str, version: str, **fields: Any) -> bool:
+        if self._store is not None:
+            try:
+                if not self._store.claim_event(kind, model, version, EVENT_QUIET_S):
+                    return False
+            except Exception:  # Redis down: better a duplicate event than none
+                self._metrics.redis_errors.labels("claim_event").inc()
+        event = {"type": kind, "model": model, "version": version, "time": time.time(), "worker": self._worker}
+        event.update(fields)
+        self._producer.produce(self._topic, json.dumps(event).encode(), model.encode())
+        self._producer.poll(0)
+        self._metrics.model_events.labels(kind).inc()
+        log.warning("model event %s: %s", kind, json.dumps(event))
+        return True
+
+
+class QualityMonitor:
+    def __init__(
+        self,
+        settings: EvaluationSettings,
+        catalog: Catalog,
+        store: RedisStateStore | None,
+        drift: DriftCounts,
+        events: ModelEvents,
+        metrics: WorkerMetrics,
+        interval_s: float = 5.0,
+    ) -> None:
+        self._settings, self._catalog, self._store = settings, catalog, store
+        self._drift, self._events, self._metrics, self._interval_s = drift, events, metrics, interval_s
+        self._below: dict[str, bool] = {}
+        self._next_drift = time.monotonic() + settings.drift_interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="streamer-quality", daemon=True)
+        metrics.accuracy_floor.set(settings.accuracy_floor)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval_s):
+            try:
+                self.check_once()
+            except Exception:  # never let a monitoring bug stop monitoring
+                log.exception("quality check failed")
+
+    def check_once(self, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if self._store is not None:
+            self._rolling(self._store, self._catalog.cards, now)
+        if time.monotonic() >= self._next_drift:
+            self._next_drift = time.monotonic() + self._settings.drift_interval_s
+            self.check_drift()
+
+    def _rolling(self, store: RedisStateStore, cards: Mapping[str, Mapping[int, ModelCard]], now: float) -> None:
+        floor = self._settings
+        for name, versions in cards.items():
+            serving = self._catalog.serving_version(name)
+            for version in versions:
+                for window in store.windows:
+                    try:
+                        m = store.metrics(name, str(version), window, now)
+                    except Exception:  # Redis down: the gauges keep their last values
+                        self._metrics.redis_errors.labels("rolling_metrics").inc()
+                        return
+                    for metric in ("count", "accuracy", "log_loss", "auc"):
+                        value = float(getattr(m, metric))
+                        if value == value:  # not NaN
+                            self._metrics.rolling.labels(name, str(version), window.name, metric).set(value)
+                    if version != serving or window.name != floor.floor_window or floor.accuracy_floor <= 0:
+                        continue
+                    below = m.count >= floor.min_labels and m.accuracy < floor.accuracy_floor
+                    self._metrics.below_floor.labels(name, str(version)).set(int(below))
+                    ref = f"{name}@{version}"
+                    if below != self._below.get(ref, False):
+                        self._below[ref] = below
+                        self._events.emit(
+                            "accuracy-below-floor" if below else "accuracy-recovered",
+                            name,
+                            str(version),
+                            window=window.name,
+                            accuracy=m.accuracy,
+                            labels=m.count,
+                            floor=floor.accuracy_floor,
+                        )
+
+    def check_drift(self) -> None:
+        for ref in list(self._drift.counts):
+            taken = self._drift.take(ref, self._settings.drift_min_rows)
+            if taken is None:
+                continue
+            rows, psi = taken
+            name, _, version = ref.partition("@")
+            for feature, value in psi.items():
+                self._metrics.feature_psi.labels(name, version, feature).set(value)
+            drifted = {f: round(v, 4) for f, v in psi.items() if v > self._settings.psi_threshold}
+            if drifted:
+                self._events.emit(
+                    "feature-drift", name, version, rows=rows, psi=drifted, threshold=self._settings.psi_threshold
+                )
