@@ -45,6 +45,19 @@ def test_a_valid_card_parses_into_typed_fields() -> None:
     check_signature(card, SIGNATURE, "model.onnx")
 
 
+def test_online_and_reference_tables_parse() -> None:
+    card = parse_card(
+        with_(
+            online={"learner": "ftrl", "alpha": 0.3, "l2": 2},
+            reference={"hour": {"edges": [6, 18], "fractions": [0.25, 0.5, 0.25]}},
+        ),
+        "card.toml",
+    )
+    assert card.online is not None and (card.online.alpha, card.online.beta, card.online.l2) == (0.3, 1.0, 2.0)
+    assert card.reference["hour"].edges == (6.0, 18.0) and card.reference["hour"].fractions == (0.25, 0.5, 0.25)
+    assert parse_card(CARD, "card.toml").online is None
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -62,6 +75,15 @@ def test_a_valid_card_parses_into_typed_fields() -> None:
         ({"categorical": {"nope": ["a"]}}, "not in features"),
         ({"threshold": 2}, "threshold must be a number in [0, 1]"),
         ({"allow_missing": "yes"}, "allow_missing must be true or false"),
+        ({"online": {"learner": "sgd"}}, "online.learner must be one of ftrl"),
+        ({"online": {"learner": "ftrl", "alpha": 0}}, "online.alpha must be positive"),
+        ({"online": {"learner": "ftrl", "l2": -1}}, "online.l2 must be a non-negative number"),
+        ({"online": {"learner": "ftrl", "eta": 1}}, "unknown field(s) online.eta"),
+        ({"online": {"learner": "ftrl"}, "task": "regression"}, "needs task = 'binary-classification'"),
+        ({"reference": {"nope": {"edges": [1], "fractions": [0.5, 0.5]}}}, "reference feature 'nope' is not in"),
+        ({"reference": {"hour": {"edges": [1]}}}, "reference.hour must have exactly edges and fractions"),
+        ({"reference": {"hour": {"edges": [2, 1], "fractions": [0.2, 0.3, 0.5]}}}, "strictly increasing"),
+        ({"reference": {"hour": {"edges": [1], "fractions": [0.2, 0.3]}}}, "sum to 1"),
     ],
 )
 def test_an_invalid_card_is_refused_naming_the_field(changes: dict[str, Any], message: str) -> None:
