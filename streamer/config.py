@@ -102,6 +102,8 @@ class EvaluationSettings:
     psi_threshold: float = 0.25
     drift_interval_s: float = 30.0
     drift_min_rows: int = 1000
+    # How often each worker reads the shared rolling metrics (Prometheus gauges) and checks the floor.
+    check_interval_s: float = 5.0
 
 
 @dataclass(frozen=True, slots=True)

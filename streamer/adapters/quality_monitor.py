@@ -1,6 +1,6 @@
 """Model quality, watched from every worker: rolling metrics, the accuracy floor, feature drift, events.
 
-One thread, every ``interval_s``:
+One thread, every ``check_interval_s``:
 - reads the shared rolling evaluation (Redis) of every loaded version and window into
   ``streamer_rolling_metric`` (Redis down: the gauges keep their last values, the error is counted);
 - checks the serving version of each model against ``evaluation.accuracy_floor`` in ``floor_window`` (with at
@@ -86,10 +86,10 @@ class QualityMonitor:
         drift: DriftCounts,
         events: ModelEvents,
         metrics: WorkerMetrics,
-        interval_s: float = 5.0,
     ) -> None:
         self._settings, self._catalog, self._store = settings, catalog, store
-        self._drift, self._events, self._metrics, self._interval_s = drift, events, metrics, interval_s
+        self._drift, self._events, self._metrics = drift, events, metrics
+        self._interval_s = min(settings.check_interval_s, settings.drift_interval_s)
         self._below: dict[str, bool] = {}
         self._next_drift = time.monotonic() + settings.drift_interval_s
         self._stop = threading.Event()

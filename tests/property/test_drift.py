@@ -24,7 +24,7 @@ def test_a_sample_against_its_own_reference_has_zero_psi(values: list[float]) ->
 @given(columns, st.integers(0, 2**32 - 1))
 def test_counts_equal_a_naive_binning_and_take_starts_a_new_window(values: list[float], seed: int) -> None:
     ref = reference_of(np.array(values), bins=5)
-    sample = np.random.default_rng(seed).choice(np.array(values + [np.nan]), size=50)
+    sample = np.random.default_rng(seed).choice(np.array([*values, np.nan]), size=50)
     counts = FeatureCounts(["other", "f"], {"f": ref})
     counts.add(np.column_stack([np.zeros(50), sample]))
     naive = np.zeros(len(ref.edges) + 1, dtype=np.int64)

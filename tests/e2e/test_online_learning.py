@@ -1,0 +1,152 @@
+"""Concept drift end to end: the synthetic rule changes halfway, labels flow back through the feedback topic,
+the online model (weights in Redis) recovers while the frozen one does not; model events report the drop."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import redis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from streamer import synthetic
+from streamer.adapters import devstack
+from tests.conftest import REPO
+from tests.e2e.conftest import Topics, WorkerProcess, produce, read_all
+
+CHUNK = 400
+BEFORE, AFTER = 3, 5  # chunks under the original rule, then under the drifted one
+CONFIG = """
+[redis]
+key_prefix = "{prefix}"
+
+[online]
+refresh_ms = 200
+
+[evaluation]
+accuracy_floor = 0.7
+min_labels = 100
+check_interval_s = 1.0
+drift_interval_s = 1.0
+drift_min_rows = 300
+"""
+
+
+def models_with_online(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "fraud", models / "fraud")
+    shutil.copytree(REPO / "examples" / "models" / "fraud-online", models / "fraud-online")
+    return models
+
+
+class Reader:
+    """Reads a topic from the beginning, keeping its position between calls."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "e2e", "fetch.wait.max.ms": 5})
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+
+    def take(self, count: int, timeout_s: float = 60.0) -> list[dict]:
+        got: list[dict] = []
+        deadline = time.monotonic() + timeout_s
+        while len(got) < count and time.monotonic() < deadline:
+            got += [json.loads(m.value()) for m in self.consumer.consume(1000, 0.1) if m.error() is None]
+        assert len(got) == count, f"{len(got)} of {count} predictions"
+        return got
+
+
+def wait_joined(worker: WorkerProcess, expected: int, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    joined = 0.0
+    while time.monotonic() < deadline:
+        joined = worker.metrics().get('streamer_labels_total{outcome="joined"}', 0.0)
+        if joined >= expected:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"{joined} of {expected} labels joined")
+
+
+def test_the_online_model_recovers_from_concept_drift_and_the_frozen_one_does_not(
+    kafka_broker: devstack.ServerInfo,
+    redis_server: devstack.ServerInfo,
+    topics: Callable[..., Topics],
+    worker_factory: Callable[..., WorkerProcess],
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    prefix = f"e2e{uuid.uuid4().hex[:6]}"
+    t = topics(4)
+    events_topic = unique_name("events")
+    worker = worker_factory(
+        t,
+        CONFIG.format(prefix=prefix),
+        STREAMER_REDIS_URL=redis_server.address,
+        STREAMER_MODELS_DIR=str(models_with_online(tmp_path)),
+        STREAMER_DEFAULT_MODEL="fraud",
+        STREAMER_MODEL_EVENTS_TOPIC=events_topic,
+    )
+    worker.wait_assigned()
+    reader = Reader(kafka_broker.address, t.predictions)
+    x = synthetic.transactions(CHUNK * (BEFORE + AFTER), seed=41)
+    logit = np.where(np.arange(len(x)) < CHUNK * BEFORE, synthetic.fraud_logit(x), synthetic.drifted_fraud_logit(x))
+    truth = synthetic.labels_of(logit, seed=41)
+    accuracy: dict[str, list[float]] = {"fraud": [], "fraud-online": []}
+    joined = 0
+    for chunk in range(BEFORE + AFTER):
+        rows = range(chunk * CHUNK, (chunk + 1) * CHUNK)
+        requests = [
+            (
+                f"card-{i % 37}".encode(),
+                json.dumps(
+                    {
+                        "id": f"{model}-{i}",
+                        "model": model,
+                        "features": dict(zip(synthetic.FEATURES, x[i].tolist(), strict=True)),
+                    }
+                ).encode(),
+                None,
+            )
+            for i in rows
+            for model in accuracy
+        ]
+        produce(kafka_broker.address, t.requests, requests)
+        predictions = reader.take(len(requests))
+        for model in accuracy:
+            correct = [p["label"] == truth[int(p["id"].rsplit("-", 1)[1])] for p in predictions if p["model"] == model]
+            accuracy[model].append(float(np.mean(correct)))
+        time.sleep(0.3)  # the prediction log is written off the hot path (flushed every 0.1 s)
+        labels = [
+            (
+                p["id"].encode(),
+                json.dumps({"id": p["id"], "label": int(truth[int(p["id"].rsplit("-", 1)[1])])}).encode(),
+                None,
+            )
+            for p in predictions
+        ]
+        produce(kafka_broker.address, t.feedback, labels)
+        joined += len(labels)
+        wait_joined(worker, joined)
+        time.sleep(0.4)  # > online.refresh_ms: the next chunk is scored by the weights these labels made
+    frozen, online = accuracy["fraud"], accuracy["fraud-online"]
+    print("frozen", np.round(frozen, 3), "online", np.round(online, 3))
+    assert min(frozen[:BEFORE]) > 0.85 and min(online[:BEFORE]) > 0.85  # both good under the training rule
+    assert max(frozen[BEFORE:]) < 0.55  # the frozen model stays wrong after the drift
+    # after at most 2 * CHUNK = 800 labels of the new rule, the online model is back above 0.7, and stays there
+    assert min(online[BEFORE + 2 :]) > 0.7
+
+    samples = worker.metrics()
+    assert samples['streamer_online_updates_total{model="fraud-online",version="1"}'] == CHUNK * (BEFORE + AFTER)
+    assert samples['streamer_online_model_updates{model="fraud-online",version="1"}'] >= CHUNK * (BEFORE + AFTER - 1)
+    assert samples['streamer_online_weights_age_seconds{model="fraud-online",version="1"}'] < 2.0
+    events = [json.loads(m.value()) for m in read_all(kafka_broker.address, [events_topic], 1, timeout_s=20)]
+    below = [e for e in events if e["type"] == "accuracy-below-floor" and e["model"] == "fraud"]
+    assert below and below[0]["accuracy"] < 0.7 and below[0]["floor"] == 0.7 and below[0]["window"] == "5m"
+    assert samples['streamer_accuracy_below_floor{model="fraud",version="1"}'] == 1.0
+    shared = redis.Redis.from_url(redis_server.address).hget(f"{prefix}:online:fraud-online:1", "updates")
+    assert int(shared) == CHUNK * (BEFORE + AFTER)
