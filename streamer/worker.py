@@ -257,6 +257,7 @@ class _Quality:
             settings.topics.dlq,
             store,
             metrics,
+            logger,
             session_timeout_ms=settings.kafka.session_timeout_ms,
             heartbeat_interval_ms=settings.kafka.heartbeat_interval_ms,
         )

@@ -157,16 +157,29 @@ def start_broker(log_dir: Path, *, die_with_parent: bool = False, timeout_s: flo
     return ServerInfo("broker", pid, port, address, str(log_path), binary, time.monotonic() - started)
 
 
-def start_redis(log_dir: Path, *, die_with_parent: bool = False, timeout_s: float = 20.0) -> ServerInfo:
+def start_redis(
+    log_dir: Path,
+    *,
+    die_with_parent: bool = False,
+    timeout_s: float = 20.0,
+    port: int | None = None,
+    password: str | None = None,
+    persistent: bool = False,
+) -> ServerInfo:
+    """``persistent``: an append-only file in ``log_dir``, so a restart on the same port keeps the data."""
     binary = redis_binary()
-    port = free_port()
+    port = port or free_port()
+    log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "redis.log"
-    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    argv += ["--dir", str(log_dir.resolve()), "--protected-mode", "no"]
+    argv = [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", ""]
+    argv += ["--appendonly", "yes" if persistent else "no", "--dir", str(log_dir.resolve()), "--protected-mode", "no"]
+    if password is not None:
+        argv += ["--requirepass", password]
     started = time.monotonic()
     pid = _spawn(argv, log_path, die_with_parent)
     url = f"redis://127.0.0.1:{port}/0"
-    _wait_ready("redis-server", pid, log_path, redis_probe(url), timeout_s)
+    probe_url = f"redis://:{password}@127.0.0.1:{port}/0" if password is not None else url
+    _wait_ready("redis-server", pid, log_path, redis_probe(probe_url), timeout_s)
     return ServerInfo("redis", pid, port, url, str(log_path), binary, time.monotonic() - started)
 
 

@@ -50,12 +50,14 @@ class PredictionLogger:
         self.dropped = 0
         self.errors = 0
         self.logged = 0
+        self.submitted = 0  # every prediction ever handed over; ``logged + dropped`` catches up with it
         self._thread = threading.Thread(target=self._run, name="streamer-prediction-log", daemon=True)
         self._thread.start()
 
     def submit(self, predictions: list[LoggedPrediction]) -> None:
         with self._lock:
             self._queue.extend(predictions)
+            self.submitted += len(predictions)
             overflow = len(self._queue) - self._max_queued
             for _ in range(max(overflow, 0)):
                 self._queue.popleft()
@@ -86,6 +88,21 @@ class PredictionLogger:
         self._running = False
         self._thread.join(timeout_s)
 
+    def wait_logged(self, timeout_s: float) -> bool:
+        """Wait until every prediction submitted so far is logged (or dropped); False on timeout.
+
+        The feedback loop calls it before applying labels: after a Redis outage both the logger's backlog
+        and the held labels flush at once, and a label applied before its prediction is logged would count
+        as unknown. Bounded, so a stuck logger never stops the labels for long.
+        """
+        target = self.submitted
+        deadline = time.monotonic() + timeout_s
+        while self.logged + self.dropped < target:
+            if time.monotonic() >= deadline or not self._running:
+                return False
+            time.sleep(0.02)
+        return True
+
 
 class FeedbackLoop:
     def __init__(
@@ -97,11 +114,13 @@ class FeedbackLoop:
         dlq_topic: str,
         store: RedisStateStore,
         metrics: WorkerMetrics,
+        logger: PredictionLogger | None = None,
         *,
         session_timeout_ms: int = 6000,
         heartbeat_interval_ms: int = 1000,
     ) -> None:
         self._topic, self._dlq, self._store, self._metrics = feedback_topic, dlq_topic, store, metrics
+        self._logger = logger
         self._consumer_config = client_config(
             bootstrap,
             client,
@@ -157,6 +176,8 @@ class FeedbackLoop:
                 counts["dead_letter"] += 1
                 continue
             labels.append((label.id, label.label))
+        if self._logger is not None:
+            self._logger.wait_logged(timeout_s=10.0)
         while True:
             try:
                 codes = self._store.apply_labels(labels, time.time())

@@ -140,6 +140,7 @@ def test_the_online_model_recovers_from_concept_drift_and_the_frozen_one_does_no
     # after at most 2 * CHUNK = 800 labels of the new rule, the online model is back above 0.7, and stays there
     assert min(online[BEFORE + 2 :]) > 0.7
 
+    reader.consumer.close()
     samples = worker.metrics()
     assert samples['streamer_online_updates_total{model="fraud-online",version="1"}'] == CHUNK * (BEFORE + AFTER)
     assert samples['streamer_online_model_updates{model="fraud-online",version="1"}'] >= CHUNK * (BEFORE + AFTER - 1)
@@ -150,3 +151,72 @@ def test_the_online_model_recovers_from_concept_drift_and_the_frozen_one_does_no
     assert samples['streamer_accuracy_below_floor{model="fraud",version="1"}'] == 1.0
     shared = redis.Redis.from_url(redis_server.address).hget(f"{prefix}:online:fraud-online:1", "updates")
     assert int(shared) == CHUNK * (BEFORE + AFTER)
+
+
+def test_redis_stopped_and_restarted_scoring_goes_on_and_nothing_is_lost(
+    kafka_broker: devstack.ServerInfo,
+    topics: Callable[..., Topics],
+    worker_factory: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """A password-protected redis-server (AUTH from STREAMER_REDIS_PASSWORD) with an append-only file is stopped
+    mid-run and started again on the same port: predictions never stop, labels and prediction-log writes wait
+    (bounded) and then all join; the online model keeps its last weights meanwhile and learns again after."""
+    data = tmp_path / "redis"
+    server = devstack.start_redis(data, die_with_parent=True, password="s3cret", persistent=True)
+    t = topics(4)
+    worker = worker_factory(
+        t,
+        CONFIG.format(prefix="outage"),
+        STREAMER_REDIS_URL=server.address,
+        STREAMER_REDIS_PASSWORD="s3cret",
+        STREAMER_MODELS_DIR=str(models_with_online(tmp_path)),
+        STREAMER_DEFAULT_MODEL="fraud-online",
+    )
+    worker.wait_assigned()
+    reader = Reader(kafka_broker.address, t.predictions)
+    x = synthetic.transactions(600, seed=51)
+    truth = synthetic.labels(x, seed=51)
+
+    def requests(rows: range) -> list[tuple[bytes, bytes, None]]:
+        return [
+            (
+                b"k",
+                json.dumps(
+                    {"id": f"o-{i}", "features": dict(zip(synthetic.FEATURES, x[i].tolist(), strict=True))}
+                ).encode(),
+                None,
+            )
+            for i in rows
+        ]
+
+    def labels(rows: range) -> list[tuple[bytes, bytes, None]]:
+        return [(b"k", json.dumps({"id": f"o-{i}", "label": int(truth[i])}).encode(), None) for i in rows]
+
+    produce(kafka_broker.address, t.requests, requests(range(300)))
+    reader.take(300)
+    time.sleep(0.5)  # logged
+    devstack.stop_server(server)
+
+    produce(kafka_broker.address, t.requests, requests(range(300, 600)))
+    assert len(reader.take(300)) == 300  # scoring goes on without Redis
+    produce(kafka_broker.address, t.feedback, labels(range(600)))
+    time.sleep(3)
+    down = worker.metrics()
+    assert down.get('streamer_labels_total{outcome="joined"}', 0.0) == 0  # held, not applied, not committed
+    # the prediction log fails and retries; the labels wait for it (bounded), then fail and retry too
+    assert down['streamer_redis_errors_total{operation="log_predictions"}'] >= 1
+    assert down['streamer_online_weights_age_seconds{model="fraud-online",version="1"}'] >= 1.0
+
+    server = devstack.start_redis(data, die_with_parent=True, port=server.port, password="s3cret", persistent=True)
+    try:
+        wait_joined(worker, 600, timeout_s=60)
+        up = worker.metrics()
+        assert up.get('streamer_labels_total{outcome="unknown"}', 0.0) == 0
+        assert up.get("streamer_prediction_log_dropped_total", 0.0) == 0
+        assert up['streamer_online_updates_total{model="fraud-online",version="1"}'] == 600
+        client = redis.Redis.from_url(server.address, password="s3cret")
+        assert int(client.hget("outage:online:fraud-online:1", "updates")) == 600
+    finally:
+        reader.consumer.close()
+        devstack.stop_server(server)
