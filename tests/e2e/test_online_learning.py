@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamer import synthetic
 from streamer.adapters import devstack
+from streamer.adapters.kafka_admin import KafkaAdmin
 from tests.conftest import REPO
 from tests.e2e.conftest import Topics, WorkerProcess, produce, read_all
 
@@ -83,6 +84,7 @@ def test_the_online_model_recovers_from_concept_drift_and_the_frozen_one_does_no
     prefix = f"e2e{uuid.uuid4().hex[:6]}"
     t = topics(4)
     events_topic = unique_name("events")
+    KafkaAdmin(kafka_broker.address).create_topics([events_topic], 1)
     worker = worker_factory(
         t,
         CONFIG.format(prefix=prefix),
@@ -220,3 +222,34 @@ def test_redis_stopped_and_restarted_scoring_goes_on_and_nothing_is_lost(
     finally:
         reader.consumer.close()
         devstack.stop_server(server)
+
+
+def test_a_shifted_feature_distribution_raises_a_drift_event(
+    kafka_broker: devstack.ServerInfo,
+    topics: Callable[..., Topics],
+    worker_factory: Callable[..., WorkerProcess],
+    unique_name: Callable[[str], str],
+) -> None:
+    t = topics(4)
+    events_topic = unique_name("events")
+    KafkaAdmin(kafka_broker.address).create_topics([events_topic], 1)
+    worker = worker_factory(t, CONFIG.format(prefix="drift"), STREAMER_MODEL_EVENTS_TOPIC=events_topic)
+    worker.wait_assigned()
+    x = synthetic.transactions(600, seed=61)
+    x[:, 0] *= 20  # amounts twenty times larger than in training; the other features unchanged
+    produce(
+        kafka_broker.address,
+        t.requests,
+        [
+            (b"k", json.dumps({"features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))}).encode(), None)
+            for r in x
+        ],
+    )
+    read_all(kafka_broker.address, [t.predictions], 600, settle_s=0)
+    [event] = [json.loads(m.value()) for m in read_all(kafka_broker.address, [events_topic], 1, timeout_s=30)]
+    assert (event["type"], event["model"], event["version"]) == ("feature-drift", "fraud", "1")
+    assert set(event["psi"]) == {"amount"} and event["psi"]["amount"] > 1.0 and event["rows"] >= 300
+    samples = worker.metrics()
+    assert samples['streamer_feature_psi{feature="amount",model="fraud",version="1"}'] > 1.0
+    assert samples['streamer_feature_psi{feature="hour",model="fraud",version="1"}'] < 0.25
+    assert samples['streamer_model_events_total{type="feature-drift"}'] == 1.0
