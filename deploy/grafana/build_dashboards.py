@@ -98,6 +98,58 @@ MODEL_QUALITY = [
         " / sum by (model, version) (rate(streamer_requests_total[5m]))",
         "percentunit",
     ),
+    (
+        "Rolling accuracy by model version and window (all workers, from labels)",
+        'max by (model, version, window) (streamer_rolling_metric{metric="accuracy"})',
+        "percentunit",
+    ),
+    (
+        "Rolling log loss by model version and window",
+        'max by (model, version, window) (streamer_rolling_metric{metric="log_loss"})',
+        "short",
+    ),
+    (
+        "Rolling AUC by model version and window",
+        'max by (model, version, window) (streamer_rolling_metric{metric="auc"})',
+        "percentunit",
+    ),
+    (
+        "Serving version under the accuracy floor (1 = under)",
+        [
+            ("{{model}}@{{version}}", "max by (model, version) (streamer_accuracy_below_floor)"),
+            ("floor", "max(streamer_accuracy_floor)"),
+        ],
+        "short",
+    ),
+    ("Labels per second by outcome", "sum by (outcome) (rate(streamer_labels_total[1m]))", "reqps"),
+    (
+        "Online-model updates per second",
+        "sum by (model, version) (rate(streamer_online_updates_total[1m]))",
+        "reqps",
+    ),
+    (
+        "Online weights: shared updates and staleness",
+        [
+            ("updates {{model}}@{{version}}", "max by (model, version) (streamer_online_model_updates)"),
+            ("age s {{model}}@{{version}}", "max by (model, version) (streamer_online_weights_age_seconds)"),
+        ],
+        "short",
+    ),
+    (
+        "Feature drift: PSI against the card's training reference",
+        "max by (model, version, feature) (streamer_feature_psi)",
+        "short",
+    ),
+    (
+        "Model events in the last hour by type",
+        "sum by (type) (increase(streamer_model_events_total[1h])) or vector(0)",
+        "short",
+    ),
+    (
+        "Redis errors per second by operation",
+        "sum by (operation) (rate(streamer_redis_errors_total[5m])) or vector(0)",
+        "short",
+    ),
 ]
 
 

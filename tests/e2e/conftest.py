@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +18,29 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, Topic
 from streamer.adapters import devstack
 from streamer.adapters.kafka_admin import KafkaAdmin
 from tests.conftest import REPO
+
+# Online learning, evaluation and drift at test speed: key prefix per test, sub-second refresh and checks.
+LEARNING_CONFIG = """
+[redis]
+key_prefix = "{prefix}"
+
+[online]
+refresh_ms = 200
+
+[evaluation]
+accuracy_floor = 0.7
+min_labels = 100
+check_interval_s = 1.0
+drift_interval_s = 1.0
+drift_min_rows = 300
+"""
+
+
+def models_with_online(tmp_path: Path) -> Path:
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "fraud", models / "fraud")
+    shutil.copytree(REPO / "examples" / "models" / "fraud-online", models / "fraud-online")
+    return models
 
 
 @dataclass

@@ -10,6 +10,7 @@ import tempfile
 import time
 import urllib.parse
 import urllib.request
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import yaml
 from streamer import synthetic
 from streamer.adapters import devstack
 from tests.conftest import REPO
-from tests.e2e.conftest import Topics, WorkerProcess, produce
+from tests.e2e.conftest import LEARNING_CONFIG, Topics, WorkerProcess, models_with_online, produce
 
 DASHBOARDS = REPO / "deploy" / "grafana" / "dashboards"
 RULES = REPO / "deploy" / "prometheus" / "rules"
@@ -46,21 +47,44 @@ def query(base: str, expr: str) -> dict:
 
 
 def test_every_dashboard_query_returns_series_from_a_real_prometheus_scraping_a_worker(
-    kafka_broker: devstack.ServerInfo, topics: Callable[..., Topics], worker_factory: Callable[..., WorkerProcess]
+    kafka_broker: devstack.ServerInfo,
+    redis_server: devstack.ServerInfo,
+    topics: Callable[..., Topics],
+    worker_factory: Callable[..., WorkerProcess],
+    tmp_path: Path,
 ) -> None:
+    """The worker runs the whole feature set -- Redis, an online model, labels, drift, the accuracy floor -- so
+    that every panel of both dashboards has something to show."""
     t = topics(4)
-    worker = worker_factory(t)
+    config = LEARNING_CONFIG.format(prefix=f"obs{uuid.uuid4().hex[:6]}").replace(
+        "drift_min_rows = 300", "drift_min_rows = 50"
+    )
+    worker = worker_factory(
+        t,
+        config,
+        STREAMER_REDIS_URL=redis_server.address,
+        STREAMER_MODELS_DIR=str(models_with_online(tmp_path)),
+        STREAMER_DEFAULT_MODEL="fraud",
+    )
     worker.wait_assigned()
     port = re.search(r"metrics: http://127.0.0.1:(\d+)/metrics", worker.log()).group(1)
     rows = synthetic.transactions(400, seed=21)
+    truth = synthetic.labels(rows, seed=21)
     good = [
         (
             f"k{i % 40}".encode(),
-            json.dumps({"features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))}).encode(),
+            json.dumps(
+                {
+                    "id": f"obs-{i}",
+                    "model": "fraud-online" if i % 2 else "fraud",
+                    "features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True)),
+                }
+            ).encode(),
             None,
         )
         for i, r in enumerate(rows)
     ]
+    labels = [(b"k", json.dumps({"id": f"obs-{i}", "label": int(y)}).encode(), None) for i, y in enumerate(truth)]
     bad = [(b"bad", b"not json", None)] * 20
     workdir = Path(tempfile.mkdtemp())
     prometheus_port = devstack.free_port()
@@ -100,6 +124,7 @@ def test_every_dashboard_query_returns_series_from_a_real_prometheus_scraping_a_
         for second in range(8):  # traffic spread over several scrapes, so that rates have two samples
             produce(kafka_broker.address, t.requests, good[second * 50 : (second + 1) * 50] + bad[:3])
             time.sleep(1)
+            produce(kafka_broker.address, t.feedback, labels[second * 50 : (second + 1) * 50])
         exprs = [
             (d.name, target["expr"])
             for d in sorted(DASHBOARDS.glob("*.json"))

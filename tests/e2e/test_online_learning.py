@@ -4,7 +4,6 @@ the online model (weights in Redis) recovers while the frozen one does not; mode
 from __future__ import annotations
 
 import json
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -17,32 +16,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 from streamer import synthetic
 from streamer.adapters import devstack
 from streamer.adapters.kafka_admin import KafkaAdmin
-from tests.conftest import REPO
-from tests.e2e.conftest import Topics, WorkerProcess, produce, read_all
+from tests.e2e.conftest import LEARNING_CONFIG, Topics, WorkerProcess, models_with_online, produce, read_all
 
 CHUNK = 400
 BEFORE, AFTER = 3, 5  # chunks under the original rule, then under the drifted one
-CONFIG = """
-[redis]
-key_prefix = "{prefix}"
-
-[online]
-refresh_ms = 200
-
-[evaluation]
-accuracy_floor = 0.7
-min_labels = 100
-check_interval_s = 1.0
-drift_interval_s = 1.0
-drift_min_rows = 300
-"""
-
-
-def models_with_online(tmp_path: Path) -> Path:
-    models = tmp_path / "models"
-    shutil.copytree(REPO / "models" / "fraud", models / "fraud")
-    shutil.copytree(REPO / "examples" / "models" / "fraud-online", models / "fraud-online")
-    return models
 
 
 class Reader:
@@ -87,7 +64,7 @@ def test_the_online_model_recovers_from_concept_drift_and_the_frozen_one_does_no
     KafkaAdmin(kafka_broker.address).create_topics([events_topic], 1)
     worker = worker_factory(
         t,
-        CONFIG.format(prefix=prefix),
+        LEARNING_CONFIG.format(prefix=prefix),
         STREAMER_REDIS_URL=redis_server.address,
         STREAMER_MODELS_DIR=str(models_with_online(tmp_path)),
         STREAMER_DEFAULT_MODEL="fraud",
@@ -169,7 +146,7 @@ def test_redis_stopped_and_restarted_scoring_goes_on_and_nothing_is_lost(
     t = topics(4)
     worker = worker_factory(
         t,
-        CONFIG.format(prefix="outage"),
+        LEARNING_CONFIG.format(prefix="outage"),
         STREAMER_REDIS_URL=server.address,
         STREAMER_REDIS_PASSWORD="s3cret",
         STREAMER_MODELS_DIR=str(models_with_online(tmp_path)),
@@ -233,7 +210,7 @@ def test_a_shifted_feature_distribution_raises_a_drift_event(
     t = topics(4)
     events_topic = unique_name("events")
     KafkaAdmin(kafka_broker.address).create_topics([events_topic], 1)
-    worker = worker_factory(t, CONFIG.format(prefix="drift"), STREAMER_MODEL_EVENTS_TOPIC=events_topic)
+    worker = worker_factory(t, LEARNING_CONFIG.format(prefix="drift"), STREAMER_MODEL_EVENTS_TOPIC=events_topic)
     worker.wait_assigned()
     x = synthetic.transactions(600, seed=61)
     x[:, 0] *= 20  # amounts twenty times larger than in training; the other features unchanged
