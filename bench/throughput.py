@@ -1,17 +1,20 @@
 """Throughput: N pre-loaded requests over 8 partitions, one worker, against two baselines in the same run.
 
-    .venv/bin/python bench/throughput.py [--count 200000] [--engines faust]
+    .venv/bin/python bench/throughput.py [--count 200000] [--engines faust] [--online] [--no-baselines]
 
 Rows: each streamer engine (scoring, reorder, exactly-once read-back, dead letters on); a bare Faust agent
 that only counts events (the ceiling of anything built on Faust); a plain confluent-kafka
 consume -> produce -> commit passthrough in Python (the ceiling of a Python relay). The rate is requests over
-the time from the consumer being assigned to the last output read back.
+the time from the consumer being assigned to the last output read back. ``--online`` adds, per engine, a row
+scoring with the online model (``fraud-online``: Redis configured, so every prediction is logged with its
+features and the weights are refreshed every second) -- the cost of online learning on the scoring path.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -32,12 +35,27 @@ from common import (
 from streamer.adapters import devstack
 
 
-def run_engine(bootstrap: str, engine: str, count: int, partitions: int, workdir: Path) -> float:
+def online_models(workdir: Path) -> Path:
+    models = workdir / "online-models"
+    if not models.exists():
+        shutil.copytree(ROOT / "models" / "fraud", models / "fraud")
+        shutil.copytree(ROOT / "examples" / "models" / "fraud-online", models / "fraud-online")
+    return models
+
+
+def run_engine(
+    bootstrap: str, engine: str, count: int, partitions: int, workdir: Path, redis_url: str | None = None
+) -> float:
     topics = fresh_topics(bootstrap, partitions, "requests", "predictions", "feedback", "dlq")
     preload(bootstrap, topics["requests"], count)
-    process, log_path = start_worker(
-        bootstrap, topics, workdir / engine, STREAMER_ENGINE=engine, STREAMER_LOG_LEVEL="INFO"
-    )
+    env = {"STREAMER_ENGINE": engine, "STREAMER_LOG_LEVEL": "INFO"}
+    if redis_url is not None:
+        env |= {
+            "STREAMER_REDIS_URL": redis_url,
+            "STREAMER_MODELS_DIR": str(online_models(workdir)),
+            "STREAMER_DEFAULT_MODEL": "fraud-online",
+        }
+    process, log_path = start_worker(bootstrap, topics, workdir / f"{engine}-{redis_url is not None}", **env)
     try:
         wait_for_log(log_path, r"assigned partitions \[", process)
         started = time.monotonic()
@@ -73,24 +91,31 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--engines", default="faust")
+    parser.add_argument("--online", action="store_true", help="Also score with the online model (Redis on).")
+    parser.add_argument("--no-baselines", action="store_true", help="Skip the bare Faust and passthrough rows.")
     args = parser.parse_args()
     rows: dict[str, float] = {}
     with embedded_stack() as state, tempfile.TemporaryDirectory() as tmp:
         bootstrap = state.kafka_bootstrap
         for engine in args.engines.split(","):
             rows[f"streamer --engine {engine}"] = run_engine(bootstrap, engine, args.count, args.partitions, Path(tmp))
-        rows["bare Faust agent (count only)"] = run_helper(
-            bootstrap, "bare_faust_agent.py", args.count, args.partitions, Path(tmp) / "faust"
-        )
-        rows["confluent-kafka passthrough"] = run_helper(
-            bootstrap, "passthrough.py", args.count, args.partitions, Path(tmp) / "passthrough"
-        )
-    bare = rows["bare Faust agent (count only)"]
-    passthrough = rows["confluent-kafka passthrough"]
+            if args.online:
+                rows[f"streamer --engine {engine}, online"] = run_engine(
+                    bootstrap, engine, args.count, args.partitions, Path(tmp), state.redis_url
+                )
+        if not args.no_baselines:
+            rows["bare Faust agent (count only)"] = run_helper(
+                bootstrap, "bare_faust_agent.py", args.count, args.partitions, Path(tmp) / "faust"
+            )
+            rows["confluent-kafka passthrough"] = run_helper(
+                bootstrap, "passthrough.py", args.count, args.partitions, Path(tmp) / "passthrough"
+            )
+    bare = rows.get("bare Faust agent (count only)", float("nan"))
+    passthrough = rows.get("confluent-kafka passthrough", float("nan"))
     print(f"\n{args.count} requests, {args.partitions} partitions, {os.cpu_count()} cores\n")
-    print(f"{'':34} {'rows/s':>10} {'x bare Faust':>13} {'x passthrough':>14}")
+    print(f"{'':38} {'rows/s':>10} {'x bare Faust':>13} {'x passthrough':>14}")
     for name, rate in rows.items():
-        print(f"{name:34} {rate:10,.0f} {rate / bare:13.2f} {rate / passthrough:14.2f}")
+        print(f"{name:38} {rate:10,.0f} {rate / bare:13.2f} {rate / passthrough:14.2f}")
     record("throughput", {"count": args.count, "partitions": args.partitions, "rates": rows})
     return 0
 
