@@ -3,7 +3,9 @@
 Starts the embedded broker and redis-server, creates the topics, starts one `streamer worker`, sends a few
 thousand synthetic card transactions over many keys (with a sprinkle of broken messages), consumes the
 predictions and dead letters with a progress bar, prints a summary (count, rate, p50/p99 latency, dead letters
-by reason), and stops everything -- also on Ctrl-C or an error.
+by reason). Then the concept-drift act (``demo_drift.py``): the rule changes halfway, labels flow back, and the
+frozen and online models' accuracy is shown live and saved as ``.streamer/demo/drift.png``. Everything is
+stopped at the end -- also on Ctrl-C or an error.
 """
 
 from __future__ import annotations
@@ -66,6 +68,17 @@ def wait_for(pattern: str, log_path: Path, process: subprocess.Popen, timeout_s:
     raise SystemExit(f"the worker did not get ready in {timeout_s:.0f} s; log {log_path}")
 
 
+def demo_models(state_dir: Path) -> Path:
+    """The shipped ``fraud`` model plus the online example, ``fraud`` staying the default."""
+    import shutil
+
+    models = state_dir / "models"
+    shutil.rmtree(models, ignore_errors=True)
+    shutil.copytree(ROOT / "models" / "fraud", models / "fraud")
+    shutil.copytree(ROOT / "examples" / "models" / "fraud-online", models / "fraud-online")
+    return models
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=5000)
@@ -73,6 +86,7 @@ def main() -> int:
     parser.add_argument("--keys", type=int, default=500)
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--engine", default=os.environ.get("STREAMER_ENGINE", "faust"), choices=("faust", "batch"))
+    parser.add_argument("--no-drift", action="store_true", help="Skip the concept-drift act.")
     args = parser.parse_args()
 
     state_dir = ROOT / ".streamer" / "demo"
@@ -84,16 +98,18 @@ def main() -> int:
     )
     worker: subprocess.Popen | None = None
     try:
-        topics = ("requests", "predictions", "feedback", "requests.dlq")
+        topics = ("requests", "predictions", "feedback", "requests.dlq", "model-events")
         KafkaAdmin(state.kafka_bootstrap).create_topics(topics, args.partitions)
         console.print(f"topics {', '.join(topics)} with {args.partitions} partitions")
         settings = {
             "STREAMER_KAFKA_BOOTSTRAP": state.kafka_bootstrap,
             "STREAMER_REDIS_URL": state.redis_url,
-            "STREAMER_MODELS_DIR": str(ROOT / "models"),
+            "STREAMER_MODELS_DIR": str(demo_models(state_dir)),
+            "STREAMER_DEFAULT_MODEL": "fraud",
             "STREAMER_METRICS_PORT": "0",
             "STREAMER_STATE_DIR": str(state_dir),
             "STREAMER_ENGINE": args.engine,
+            "STREAMER_ONLINE_REFRESH_MS": "200",
         }
         log_path = state_dir / "logs" / "worker.log"
         worker = devstack.start_worker(state_dir, log_path, settings)
@@ -170,7 +186,20 @@ def main() -> int:
                 f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(latencies):.1f} ms",
             )
         console.print(table)
-        return 0 if seen == total else 1
+        if seen != total:
+            return 1
+        if not args.no_drift:
+            import demo_drift
+
+            console.rule("[bold]act 2: concept drift")
+            png = state_dir / "drift.png"
+            accuracy = demo_drift.run(console, state.kafka_bootstrap, metrics_url, png)
+            half = len(accuracy["fraud"]) // 2
+            console.print(
+                f"after the drift (last {half - 2} chunks): frozen {np.mean(accuracy['fraud'][half + 2 :]):.3f}, "
+                f"online {np.mean(accuracy['fraud-online'][half + 2 :]):.3f}; plot saved to [cyan]{png}[/]"
+            )
+        return 0
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
