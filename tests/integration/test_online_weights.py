@@ -3,6 +3,7 @@ two concurrent learners, the logistic ONNX round trip, bounded-staleness refresh
 
 from __future__ import annotations
 
+import json
 import shutil
 import threading
 import time
@@ -166,3 +167,31 @@ def test_the_refresher_serves_the_shared_weights_and_freeze_writes_a_plain_versi
     assert "after 800 online updates" in frozen.card.card["frozen_from"]
     got = frozen.session.run(None, {"float_input": probe})[1][:, 1]
     np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_streamer_models_freeze_from_the_command_line(
+    redis_server: devstack.ServerInfo, model: model_repository.LoadedModel, tmp_path: Path
+) -> None:
+    from tests.integration.test_topics_and_models import run
+
+    models_dir = tmp_path / "models"
+    shutil.copytree(ONLINE_DIR, models_dir / "fraud-online" / "1")
+    shutil.copytree(REPO / "models" / "fraud" / "1", models_dir / "fraud" / "1")
+    env = {"STREAMER_MODELS_DIR": str(models_dir), "STREAMER_REDIS_URL": redis_server.address}
+    config = tmp_path / "streamer.toml"
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    config.write_text(f'[redis]\nkey_prefix = "{prefix}"\n')
+    never_served = run(["models", "freeze", "fraud-online"], tmp_path, **env)
+    assert never_served.returncode == 2 and "no shared weights in Redis" in never_served.stderr
+    not_online = run(["models", "freeze", "fraud"], tmp_path, **env)
+    assert not_online.returncode == 2 and "is not an online model" in not_online.stderr
+    assert len(not_online.stderr.strip().splitlines()) == 1 and "Traceback" not in not_online.stderr
+
+    store = RedisStateStore.from_url(redis_server.address, prefix=prefix)
+    online.register(store, [model])
+    frozen = run(["models", "freeze", "fraud-online"], tmp_path, **env)
+    assert frozen.returncode == 0, frozen.stderr
+    assert "froze fraud-online@1 into fraud-online@2" in frozen.stdout
+    listed = run(["models", "list", "--json"], tmp_path, **env)
+    rows = {(r["name"], r["version"]): r["status"] for r in json.loads(listed.stdout)}
+    assert rows[("fraud-online", 2)] == "serving" and rows[("fraud-online", 1)] == "loaded"
