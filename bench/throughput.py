@@ -5,9 +5,10 @@
 Rows: each streamer engine (scoring, reorder, exactly-once read-back, dead letters on); a bare Faust agent
 that only counts events (the ceiling of anything built on Faust); a plain confluent-kafka
 consume -> produce -> commit passthrough in Python (the ceiling of a Python relay). The rate is requests over
-the time from the consumer being assigned to the last output read back. ``--online`` adds, per engine, a row
-scoring with the online model (``fraud-online``: Redis configured, so every prediction is logged with its
-features and the weights are refreshed every second) -- the cost of online learning on the scoring path.
+the time from the consumer being assigned to the last output read back. ``--online`` adds, per engine, a row with
+Redis configured (every prediction logged for the join; the trees model) and one scoring with the online model
+(``fraud-online``: logged with its features, weights refreshed every second) -- the cost of the learning side on
+the scoring path.
 """
 
 from __future__ import annotations
@@ -44,7 +45,13 @@ def online_models(workdir: Path) -> Path:
 
 
 def run_engine(
-    bootstrap: str, engine: str, count: int, partitions: int, workdir: Path, redis_url: str | None = None
+    bootstrap: str,
+    engine: str,
+    count: int,
+    partitions: int,
+    workdir: Path,
+    redis_url: str | None = None,
+    model: str = "fraud-online",
 ) -> float:
     topics = fresh_topics(bootstrap, partitions, "requests", "predictions", "feedback", "dlq")
     preload(bootstrap, topics["requests"], count)
@@ -53,9 +60,9 @@ def run_engine(
         env |= {
             "STREAMER_REDIS_URL": redis_url,
             "STREAMER_MODELS_DIR": str(online_models(workdir)),
-            "STREAMER_DEFAULT_MODEL": "fraud-online",
+            "STREAMER_DEFAULT_MODEL": model,
         }
-    process, log_path = start_worker(bootstrap, topics, workdir / f"{engine}-{redis_url is not None}", **env)
+    process, log_path = start_worker(bootstrap, topics, workdir / f"{engine}-{redis_url is not None}-{model}", **env)
     try:
         wait_for_log(log_path, r"assigned partitions \[", process)
         started = time.monotonic()
@@ -100,6 +107,9 @@ def main() -> int:
         for engine in args.engines.split(","):
             rows[f"streamer --engine {engine}"] = run_engine(bootstrap, engine, args.count, args.partitions, Path(tmp))
             if args.online:
+                rows[f"streamer --engine {engine}, Redis on"] = run_engine(
+                    bootstrap, engine, args.count, args.partitions, Path(tmp), state.redis_url, "fraud"
+                )
                 rows[f"streamer --engine {engine}, online"] = run_engine(
                     bootstrap, engine, args.count, args.partitions, Path(tmp), state.redis_url
                 )
