@@ -20,6 +20,7 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -87,8 +88,9 @@ def main() -> int:
     results: dict[str, float] = {}
     with embedded_stack() as state:
         url = state.redis_url
+        stores = {}
         for with_online, name in ((True, "lua join+eval+learn"), (False, "lua join+eval (no learning)")):
-            store = make_store(url, model, with_online)
+            stores[with_online] = store = make_store(url, model, with_online)
             log(store, x)
             results[f"{name}, labels/s"] = lua_rate(store, labels, args.batch)
 
@@ -103,9 +105,22 @@ def main() -> int:
         reference = learner.learn_many(start, x.astype(np.float32), y)
         w_ref = learner.weights(reference)
 
-        def distance(z: np.ndarray, n: np.ndarray) -> float:
-            w = learner.weights_from_zn(z, n, spec.params)
-            return float(np.linalg.norm(w - w_ref) / np.linalg.norm(w_ref))
+        def report(name: str, store: RedisStateStore) -> None:
+            """Updates in the shared weights, and their relative distance to core.learner's single run."""
+            shared = store.online_weights("fraud-online", "1")
+            assert shared is not None
+            w = learner.weights_from_zn(shared.z, shared.n, spec.params)
+            results[f"{name}: updates"] = shared.updates
+            results[f"{name}: weight distance to 1 worker"] = float(np.linalg.norm(w - w_ref) / np.linalg.norm(w_ref))
+
+        def concurrently(*targets: Callable[[], object]) -> None:
+            threads = [threading.Thread(target=target) for target in targets]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+
+        report("lua 1 worker (vs core.learner)", stores[True])
 
         # two concurrent workers, each its own connection, labels split alternately by batch
         lua_store = make_store(url, model, True)
@@ -113,18 +128,13 @@ def main() -> int:
         twin = RedisStateStore.from_url(url, prefix=lua_store.prefix)
         twin.online = dict(lua_store.online)
         batches = [labels[b : b + args.batch] for b in range(0, args.labels, args.batch)]
-        threads = [
-            threading.Thread(target=lambda s=s, k=k: [s.apply_labels(p, time.time()) for p in batches[k::2]])
-            for k, s in enumerate((lua_store, twin))
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        shared = lua_store.online_weights("fraud-online", "1")
-        assert shared is not None
-        results["lua 2 workers: updates"] = shared.updates
-        results["lua 2 workers: weight distance to 1 worker"] = distance(shared.z, shared.n)
+        concurrently(
+            *(
+                lambda s=s, k=k: [s.apply_labels(p, time.time()) for p in batches[k::2]]
+                for k, s in enumerate((lua_store, twin))
+            )
+        )
+        report("lua 2 workers", lua_store)
 
         delta_store = make_store(url, model, True)
         key = f"{delta_store.prefix}:online:fraud-online:1"
@@ -135,24 +145,11 @@ def main() -> int:
             for b in part:
                 deltas_learn(own, key, spec, start, x[b : b + args.batch], y[b : b + args.batch])
 
-        threads = [threading.Thread(target=delta_worker, args=(spans[k::2],)) for k in range(2)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        shared = delta_store.online_weights("fraud-online", "1")
-        assert shared is not None
-        results["deltas 2 workers: updates"] = shared.updates
-        results["deltas 2 workers: weight distance to 1 worker"] = distance(shared.z, shared.n)
-        single = make_store(url, model, True)
-        log(single, x)
-        lua_rate(single, labels, args.batch)
-        one = single.online_weights("fraud-online", "1")
-        assert one is not None
-        results["lua 1 worker: weight distance to core.learner"] = distance(one.z, one.n)
+        concurrently(*(lambda k=k: delta_worker(spans[k::2]) for k in range(2)))
+        report("deltas 2 workers", delta_store)
     print(f"\n{args.labels} labels, batches of {args.batch} (one Lua call = 1 round trip per batch)\n")
     for name, value in results.items():
-        print(f"{name:50} {value:12,.4f}" if value < 10 else f"{name:50} {value:12,.0f}")
+        print(f"{name:56} {value:12,.4f}" if value < 10 else f"{name:56} {value:12,.0f}")
     record("online", {"labels": args.labels, "batch": args.batch, "results": results})
     return 0
 

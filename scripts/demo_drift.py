@@ -82,7 +82,7 @@ def run(
     with Live(render(rows, chunk), console=console, refresh_per_second=8) as live:
         for c in range(chunks):
             for i in range(c * chunk, (c + 1) * chunk):
-                features = dict(zip(synthetic.FEATURES, x[i].tolist(), strict=True))
+                features = synthetic.features_of(x[i])
                 for model in MODELS:
                     body = {"id": f"{token}-{model}-{i}", "model": model, "features": features}
                     producer.produce(requests_topic, json.dumps(body).encode(), f"card-{i % 97}".encode())

@@ -28,40 +28,44 @@ import numpy as np
 
 from streamer.synthetic import FEATURES, SEED, labels, transactions
 
-CARD = """\
-name = "fraud"
+# The serving contract both cards share; each card adds its own tables, then [card], then [reference].
+HEAD = """\
+name = "{name}"
 version = 1
 task = "binary-classification"
-features = {features}
+features = {{features}}
 input = "float_input"
-sha256 = "{sha256}"
+sha256 = "{{sha256}}"
 threshold = 0.5
 
 [outputs]
 score = "probabilities[:,1]"
 label = "label"
-
-[card]
-description = "Gradient-boosted trees (scikit-learn, {trees} trees of depth {depth}) scoring card transactions for fraud."
-intended_use = "Demonstration and tests of streamer. Not for real fraud decisions: it has never seen a real transaction."
+"""
+TRAINING = """\
 training_data = "{rows} synthetic transactions from scripts/train_fraud_model.py (numpy seed {seed}); fraud rate {rate:.3f}; 75/25 train/held-out split."
-limitations = "Synthetic data from one hidden logistic rule; no missing values (allow_missing = false); no categorical features; calibration unchecked beyond log loss."
+"""
+METRICS = """\
 metrics = {{ auc = {auc:.4f}, accuracy = {accuracy:.4f}, log_loss = {log_loss:.4f}, held_out_rows = {held_out} }}
 {extra}"""
 
-ONLINE_CARD = """\
-name = "fraud-online"
-version = 1
-task = "binary-classification"
-features = {features}
-input = "float_input"
-sha256 = "{sha256}"
-threshold = 0.5
+CARD = (
+    HEAD.format(name="fraud")
+    + """
+[card]
+description = "Gradient-boosted trees (scikit-learn, {trees} trees of depth {depth}) scoring card transactions for fraud."
+intended_use = "Demonstration and tests of streamer. Not for real fraud decisions: it has never seen a real transaction."
+"""
+    + TRAINING
+    + """\
+limitations = "Synthetic data from one hidden logistic rule; no missing values (allow_missing = false); no categorical features; calibration unchecked beyond log loss."
+"""
+    + METRICS
+)
 
-[outputs]
-score = "probabilities[:,1]"
-label = "label"
-
+ONLINE_CARD = (
+    HEAD.format(name="fraud-online")
+    + """
 [online]
 learner = "ftrl"
 alpha = 0.3
@@ -72,10 +76,13 @@ l2 = 1.0
 [card]
 description = "Logistic regression on standardised features (scikit-learn), learning online from labels (FTRL-Proximal, weights shared in Redis)."
 intended_use = "Demonstration of online learning under concept drift. Not for real fraud decisions."
-training_data = "{rows} synthetic transactions from scripts/train_fraud_model.py (numpy seed {seed}); fraud rate {rate:.3f}; 75/25 train/held-out split."
+"""
+    + TRAINING
+    + """\
 limitations = "Linear in the raw features: it cannot represent the night-time interaction the trees see; starts from these weights, then follows the labels."
-metrics = {{ auc = {auc:.4f}, accuracy = {accuracy:.4f}, log_loss = {log_loss:.4f}, held_out_rows = {held_out} }}
-{extra}"""
+"""
+    + METRICS
+)
 
 
 def reference_table(x: np.ndarray) -> str:

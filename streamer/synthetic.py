@@ -24,6 +24,11 @@ def transactions(rows: int, seed: int = SEED) -> np.ndarray:
     return np.column_stack([amount, hour, merchant_risk, distance_km, velocity_1h, account_age_days])
 
 
+def features_of(row: np.ndarray) -> dict[str, float]:
+    """One row of ``transactions`` as a request's ``features`` object."""
+    return dict(zip(FEATURES, row.tolist(), strict=True))
+
+
 def fraud_logit(x: np.ndarray) -> np.ndarray:
     """The hidden rule: large amounts at night at risky merchants far from home, fast, on young accounts."""
     amount, hour, risk, distance, velocity, age = (x[:, i] for i in range(6))

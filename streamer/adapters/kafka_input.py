@@ -49,7 +49,7 @@ def synthetic_requests(
     rng = np.random.default_rng(seed + 1000)
     cards = rng.integers(0, max(keys, 1), size=count)
     for index in range(count):
-        features = dict(zip(synthetic.FEATURES, rows[index].tolist(), strict=True))
+        features = synthetic.features_of(rows[index])
         body: dict[str, Any] = {"id": f"r-{seed}-{index}", "features": features}
         if model is not None:
             body["model"] = model

@@ -232,10 +232,17 @@ class RedisStateStore:
         options: dict[str, Any] = {"socket_timeout": 5, "socket_connect_timeout": 5}
         if settings.password is not None:
             options["password"] = settings.password
-        tls = {"ssl_ca_certs": settings.ssl_ca_certs, "ssl_certfile": settings.ssl_certfile}
-        tls["ssl_keyfile"] = settings.ssl_keyfile
-        options.update({k: v for k, v in tls.items() if v is not None})
-        if any(v is not None for v in tls.values()) and not settings.url.startswith("rediss://"):
+        tls = {
+            name: value
+            for name, value in (
+                ("ssl_ca_certs", settings.ssl_ca_certs),
+                ("ssl_certfile", settings.ssl_certfile),
+                ("ssl_keyfile", settings.ssl_keyfile),
+            )
+            if value is not None
+        }
+        options.update(tls)
+        if tls and not settings.url.startswith("rediss://"):
             raise ConfigError("redis.ssl_* settings need a rediss:// URL (TLS)")
         client = redis.Redis.from_url(settings.url, **options)
         kwargs.setdefault("prediction_ttl_s", settings.prediction_ttl_s)

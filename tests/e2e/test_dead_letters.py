@@ -16,7 +16,7 @@ from streamer.adapters.kafka_admin import KafkaAdmin
 from tests.conftest import REPO
 from tests.e2e.conftest import Topics, WorkerProcess, headers_of, produce, read_all
 
-GOOD = dict(zip(synthetic.FEATURES, synthetic.transactions(1, seed=3)[0].tolist(), strict=True))
+GOOD = synthetic.features_of(synthetic.transactions(1, seed=3)[0])
 
 
 def request(**fields: object) -> bytes:

@@ -36,9 +36,7 @@ def test_labels_join_once_and_the_rolling_evaluation_matches_a_recomputation(
     requests = [
         (
             f"c{i % 50}".encode(),
-            json.dumps(
-                {"id": f"{token}-{i}", "features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))}
-            ).encode(),
+            json.dumps({"id": f"{token}-{i}", "features": synthetic.features_of(r)}).encode(),
             None,
         )
         for i, r in enumerate(rows)
@@ -107,10 +105,7 @@ def test_scoring_goes_on_while_redis_is_unreachable(
     worker = worker_factory(t, STREAMER_REDIS_URL=nobody)
     worker.wait_assigned()
     rows = synthetic.transactions(300, seed=41)
-    requests = [
-        (b"k", json.dumps({"features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))}).encode(), None)
-        for r in rows
-    ]
+    requests = [(b"k", json.dumps({"features": synthetic.features_of(r)}).encode(), None) for r in rows]
     produce(kafka_broker.address, t.requests, requests)
     assert len(read_all(kafka_broker.address, [t.predictions], 300)) == 300
     assert worker.process.poll() is None

@@ -77,7 +77,7 @@ def test_every_dashboard_query_returns_series_from_a_real_prometheus_scraping_a_
                 {
                     "id": f"obs-{i}",
                     "model": "fraud-online" if i % 2 else "fraud",
-                    "features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True)),
+                    "features": synthetic.features_of(r),
                 }
             ).encode(),
             None,
@@ -160,10 +160,9 @@ def test_json_logs_have_one_object_per_line_and_no_line_per_request(
     worker = worker_factory(t, STREAMER_LOG_JSON="1")
     worker.wait_assigned()
     rows = synthetic.transactions(1000, seed=5)
-    messages = [
-        (b"k", json.dumps({"features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))}).encode(), None)
-        for r in rows
-    ] + [(b"k", b"broken", None)] * 50
+    messages = [(b"k", json.dumps({"features": synthetic.features_of(r)}).encode(), None) for r in rows] + [
+        (b"k", b"broken", None)
+    ] * 50
     produce(kafka_broker.address, t.requests, messages)
     from tests.e2e.conftest import read_all
 

@@ -86,7 +86,7 @@ def test_the_online_model_recovers_from_concept_drift_and_the_frozen_one_does_no
                     {
                         "id": f"{model}-{i}",
                         "model": model,
-                        "features": dict(zip(synthetic.FEATURES, x[i].tolist(), strict=True)),
+                        "features": synthetic.features_of(x[i]),
                     }
                 ).encode(),
                 None,
@@ -162,9 +162,7 @@ def test_redis_stopped_and_restarted_scoring_goes_on_and_nothing_is_lost(
         return [
             (
                 b"k",
-                json.dumps(
-                    {"id": f"o-{i}", "features": dict(zip(synthetic.FEATURES, x[i].tolist(), strict=True))}
-                ).encode(),
+                json.dumps({"id": f"o-{i}", "features": synthetic.features_of(x[i])}).encode(),
                 None,
             )
             for i in rows
@@ -218,10 +216,7 @@ def test_a_shifted_feature_distribution_raises_a_drift_event(
     produce(
         kafka_broker.address,
         t.requests,
-        [
-            (b"k", json.dumps({"features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))}).encode(), None)
-            for r in x
-        ],
+        [(b"k", json.dumps({"features": synthetic.features_of(r)}).encode(), None) for r in x],
     )
     read_all(kafka_broker.address, [t.predictions], 600, settle_s=0)
     [event] = [json.loads(m.value()) for m in read_all(kafka_broker.address, [events_topic], 1, timeout_s=30)]

@@ -32,7 +32,7 @@ def make_requests(count: int, keys: int, seed: int) -> tuple[list[tuple[bytes | 
     key_space += [b"", None]
     messages = []
     for index in range(count):
-        body = {"id": f"s{seed}-{index}", "features": dict(zip(synthetic.FEATURES, rows[index].tolist(), strict=True))}
+        body = {"id": f"s{seed}-{index}", "features": synthetic.features_of(rows[index])}
         messages.append((rng.choice(key_space), json.dumps(body).encode(), None))
     return messages, rows
 

@@ -17,10 +17,7 @@ from tests.conftest import REPO
 
 def test_a_file_is_scored_line_by_line_with_dead_letters_apart(tmp_path: Path) -> None:
     rows = synthetic.transactions(200, seed=51)
-    lines = [
-        json.dumps({"id": f"f-{i}", "features": dict(zip(synthetic.FEATURES, r.tolist(), strict=True))})
-        for i, r in enumerate(rows)
-    ]
+    lines = [json.dumps({"id": f"f-{i}", "features": synthetic.features_of(r)}) for i, r in enumerate(rows)]
     lines[10:10] = ["not json", json.dumps({"features": {"amount": 1}}), json.dumps({"model": "nope", "features": {}})]
     (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")} | {
