@@ -12,7 +12,7 @@ import time
 import faust
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from streamer.adapters.faust_app import tune_fetch_wait
+from streamer.engines.faust import tune_fetch_wait
 
 bootstrap, topic_name, _, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 if os.environ.get("BARE_FETCH_WAIT_MS", "5") != "default":

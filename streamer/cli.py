@@ -186,9 +186,9 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-re
 @app.command("worker")
 def worker_command() -> None:
     """Run one scoring worker until SIGINT/SIGTERM (then finish in-flight batches, commit, exit 0)."""
-    from streamer import worker
+    from streamer import app as worker_app
 
-    worker.run(settings())
+    worker_app.run(settings())
 
 
 @app.command("produce")
@@ -245,52 +245,28 @@ def batch_command(
 ) -> None:
     """Offline scoring of a file through the same decoding, routing and scoring as the worker."""
     import time
+    from functools import partial
 
-    from streamer import worker
-    from streamer.core.scoring import Limits, Request, score_batch
-    from streamer.core.types import SourceRef
+    from streamer.app import load_catalog
+    from streamer.core.scoring import Limits, score_records
+    from streamer.engines.offline import score_file
 
     s = settings()
-    catalog, scorer, _ = worker.load_catalog(s)
+    catalog, scorer, _ = load_catalog(s)
     limits = Limits(s.worker.max_message_bytes, s.worker.max_rows_per_request)
+    score = partial(score_records, catalog=catalog, infer=scorer.infer, limits=limits)
     started = time.monotonic()
-    counts = {"predictions": 0, "dead_letters": 0}
     out_file = open(out, "w") if out is not None else sys.stdout  # noqa: SIM115
     dlq_file = open(dead_letters, "w") if dead_letters is not None else sys.stderr  # noqa: SIM115
     try:
-        with open(input_path, "rb") as lines:
-            batch: list[Request] = []
-
-            def flush() -> None:
-                for outcome in score_batch(batch, catalog, scorer.infer, limits=limits):
-                    if outcome.body is not None:
-                        out_file.write(json.dumps(outcome.body) + "\n")
-                        counts["predictions"] += 1
-                    else:
-                        assert outcome.error is not None
-                        entry = {
-                            "line": outcome.source.offset + 1,
-                            "error": outcome.error.reason,
-                            "detail": outcome.error.detail,
-                        }
-                        dlq_file.write(json.dumps(entry) + "\n")
-                        counts["dead_letters"] += 1
-                batch.clear()
-
-            for number, line in enumerate(lines):
-                if not line.strip():
-                    continue
-                batch.append(Request(SourceRef(f"file:{input_path.name}", 0, number), line.rstrip(b"\r\n"), model))
-                if len(batch) >= batch_size:
-                    flush()
-            flush()
+        counts = score_file(input_path, score, out_file, dlq_file, batch_size, model)
     finally:
         if out is not None:
             out_file.close()
         if dead_letters is not None:
             dlq_file.close()
     seconds = time.monotonic() - started
-    err.print(f"{counts['predictions']} predictions, {counts['dead_letters']} dead letters in {seconds:.2f} s")
+    err.print(f"{counts.predictions} predictions, {counts.dead_letters} dead letters in {seconds:.2f} s")
 
 
 eval_app = typer.Typer(help="Rolling evaluation from joined labels (shared by all workers, in Redis).")

@@ -47,6 +47,12 @@ class KafkaSettings:
     rebalance_timeout_ms: int = 6000
     # The broker answers a fetch only after this wait even when data is there (measured on Tansu): keep it low.
     fetch_wait_max_ms: int = 5
+    # Faust engine: the fetch wait while the consumer returns full chunks (a backlog), where larger fetches cost
+    # less per message than low latency buys; back to fetch_wait_max_ms as soon as a chunk comes back short.
+    fetch_wait_backlog_ms: int = 500
+    # The largest output record (a dead letter carries the request's bytes). 0: each output topic's
+    # max.message.bytes as the broker reports it, or 64 MiB where it reports none (the embedded broker).
+    max_output_bytes: int = 0
     linger_ms: int = 5
     # Batch engine only: produce outputs and commit offsets in one transaction (fences zombie workers on Apache
     # Kafka). Off by default: the embedded broker shows aborted transactions and never times out a killed
@@ -132,6 +138,13 @@ class WorkerSettings:
     intra_op_num_threads: int = 1
     scoring_threads: int = 2
     max_inflight_batches: int = 4
+    # Close a partition's batch as soon as the consumer has nothing more buffered (no idle wait under light
+    # load); batch_max_wait_ms stays the upper bound under a backlog.
+    batch_close_when_drained: bool = True
+    # A partition holding work without progress this long stops the worker (exit 5) for its replacement.
+    stall_timeout_s: float = 60.0
+    # How often the output topics are checked (exist, same partition count as the request topic).
+    topic_check_interval_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +293,10 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name}: must be at least 1, got {value}")
     if settings.kafka.transactional and worker.engine != "batch":
         raise ConfigError("kafka.transactional: transactions need the batch engine (worker.engine = 'batch')")
+    if worker.stall_timeout_s <= 0 or worker.topic_check_interval_s <= 0:
+        raise ConfigError("worker.stall_timeout_s and worker.topic_check_interval_s must be positive")
+    if settings.kafka.max_output_bytes < 0:
+        raise ConfigError(f"kafka.max_output_bytes: must not be negative, got {settings.kafka.max_output_bytes}")
     if worker.batch_max_wait_ms < 0:
         raise ConfigError(f"worker.batch_max_wait_ms: must not be negative, got {worker.batch_max_wait_ms}")
     if not 0 <= worker.metrics_port <= 65535:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from streamer.core.errors import StreamerError
 
@@ -60,6 +60,23 @@ class KafkaAdmin:
             for name, topic in metadata.topics.items()
             if topic.error is None and (wanted is None or name in wanted)
         }
+
+    def max_message_bytes(self, topics: Iterable[str]) -> dict[str, int | None]:
+        """Each topic's ``max.message.bytes`` as the broker reports it (None: not reported).
+
+        Apache Kafka reports the effective value (the topic's own, else the broker's ``message.max.bytes``);
+        the embedded broker reports only what a topic was created with, and enforces none (measured).
+        """
+        resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
+        found: dict[str, int | None] = {}
+        try:
+            futures = self._admin.describe_configs(resources, request_timeout=self._timeout_s)
+            for resource, future in futures.items():
+                entry = future.result(timeout=self._timeout_s).get("max.message.bytes")
+                found[resource.name] = int(entry.value) if entry is not None and entry.value else None
+        except (KafkaException, ValueError, TimeoutError) as exc:
+            log.warning("cannot read the topics' max.message.bytes (%s); assuming none", exc)
+        return {topic.name: found.get(topic.name) for topic in resources}
 
     def create_topics(self, names: Iterable[str], partitions: int, replication_factor: int = 1) -> list[TopicStatus]:
         """Create the missing topics; report every topic with its actual partition count."""

@@ -3,10 +3,10 @@
 At start, every loaded version whose card has ``[online]`` is registered with the Redis store: its shipped ONNX
 logistic weights become the shared FTRL state unless that state already exists (another worker, or an earlier
 run, learnt it). Labels then update the state in Redis (``RedisStateStore.apply_labels``, one Lua call per
-batch). ``OnlineRefresher`` reloads the state every ``refresh_s`` and, when it changed, builds the ONNX graph of
-the current weights (``onnx_logistic.build_logistic``) and swaps it into the scorer -- scoring never waits for
-Redis, and a batch is scored entirely by one set of weights. If Redis is unreachable the last weights keep
-serving; ``streamer_online_weights_age_seconds`` shows how stale they are.
+batch). ``services.online_refresh.OnlineRefresher`` reloads the state every ``refresh_s`` and, when it
+changed, builds the ONNX graph of the current weights (``onnx_logistic.build_logistic``) and swaps it into the
+scorer -- scoring never waits for Redis, and a batch is scored entirely by one set of weights. If Redis is
+unreachable the last weights keep serving; ``streamer_online_weights_age_seconds`` shows how stale they are.
 
 ``freeze`` turns the current shared weights into an ordinary model version directory (``streamer models
 freeze``): same card without ``[online]``, next version number, new checksum.
@@ -17,17 +17,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnxruntime as ort
-
-from streamer.adapters.metrics import WorkerMetrics
-from streamer.adapters.model_repository import CARD_FILE, MODEL_FILE, LoadedModel, session_options
+from streamer.adapters.model_repository import CARD_FILE, MODEL_FILE, LoadedModel
 from streamer.adapters.onnx_logistic import LogisticWeights, build_logistic, read_logistic_file
-from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.redis_state import OnlineSpec, OnlineWeights, RedisStateStore
 from streamer.core import learner
 from streamer.core.cards import ModelCard
@@ -70,58 +65,6 @@ def register(store: RedisStateStore, models: list[LoadedModel]) -> list[OnlineMo
         )
         online.append(OnlineModel(model, spec, refreshed=time.monotonic()))
     return online
-
-
-class OnlineRefresher:
-    def __init__(
-        self,
-        store: RedisStateStore,
-        models: list[OnlineModel],
-        scorer: OnnxScorer,
-        metrics: WorkerMetrics,
-        refresh_s: float,
-        intra_op_num_threads: int = 1,
-    ) -> None:
-        self._store, self.models, self._scorer, self._metrics = store, models, scorer, metrics
-        self._refresh_s = refresh_s
-        self._threads = intra_op_num_threads
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="streamer-online-refresh", daemon=True)
-
-    def start(self) -> None:
-        self.refresh_once()
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._refresh_s):
-            self.refresh_once()
-
-    def refresh_once(self) -> None:
-        now = time.monotonic()
-        for online in self.models:
-            name, version = online.card.name, str(online.card.version)
-            try:
-                shared = self._store.online_weights(name, version)
-            except Exception as exc:  # Redis down: keep serving the last weights; the age gauge grows
-                self._metrics.redis_errors.labels("online_refresh").inc()
-                log.debug("cannot refresh %s (%s)", online.card.ref, exc)
-                shared = None
-            else:
-                online.refreshed = now
-            if shared is not None and shared.updates != online.updates:
-                data = build_logistic(online.card, weights_of(online.spec, shared))
-                session = ort.InferenceSession(
-                    data, sess_options=session_options(self._threads), providers=["CPUExecutionProvider"]
-                )
-                model = online.model
-                self._scorer.add(LoadedModel(model.card, model.path, session, model.output_names))
-                online.updates = shared.updates
-                self._metrics.online_shared_updates.labels(name, version).set(shared.updates)
-            self._metrics.online_age.labels(name, version).set(now - online.refreshed)
 
 
 def freeze(store: RedisStateStore, model: LoadedModel, models_dir: Path) -> Path:

@@ -2,15 +2,18 @@
 bucketed evaluation windows of ``core.evaluation`` -- the same numbers for every worker.
 
 Key scheme (``prefix`` defaults to ``streamer``):
-- ``{prefix}:pred:{id}`` hash: model, version, score, threshold, time -- written in pipelined batches off the
-  hot path, expiring after ``prediction_ttl_s`` (a label may arrive seconds to days later);
+- ``{prefix}:pred:{id}`` string: the logged prediction as one MessagePack array ``[model, version, score,
+  threshold, time]`` (plus the raw features for an online model) -- written off the hot path with one script
+  call per batch (one round trip, one ``SET ... EX`` per prediction inside Redis), expiring after
+  ``prediction_ttl_s`` (a label may arrive seconds to days later). Packed rather than a hash: half the
+  commands and less memory per prediction (measured in ``bench/labels.py``);
 - ``{prefix}:label:{id}``: set-if-absent marker of a label already applied (same TTL), so that a label read
   twice -- the feedback topic is re-read from the last commit after a crash -- counts once;
 - ``{prefix}:eval:{model}:{version}:{window}:{bucket}`` hash: the statistics vector of ``core.evaluation``
   (field ``i`` = entry ``i``), incremented atomically, expiring when no window can see it any more;
 - ``{prefix}:online:{model}:{version}`` hash: the FTRL state of an online model (fields ``z1..``, ``n1..``,
   the bias last, as ``%.17g`` text so no precision is lost) and ``updates``, shared by every worker. A logged
-  prediction of an online model also keeps its raw features (field ``x``), which is what a label learns from.
+  prediction of an online model also keeps its raw features, which is what a label learns from.
 
 ``apply_labels`` is one Lua call per batch: per label it sets the marker (or reports a duplicate), looks the
 prediction up (or reports it unknown/expired and clears the marker, so that a label arriving before its
@@ -29,6 +32,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import numpy as np
 import redis
 
@@ -40,9 +44,17 @@ from streamer.core.learner import FtrlParams
 if TYPE_CHECKING:
     from streamer.config import RedisSettings
 
+_pack = msgspec.msgpack.Encoder().encode
+
 # Per label: joined (evaluated), unknown or expired, duplicate, or joined and learnt by an online model --
 # ``LEARNED + k`` for the k-th registered online model (``learner_of``).
 JOINED, UNKNOWN, DUPLICATE, LEARNED = 0, 1, 2, 3
+
+_LOG_PREDICTIONS = """
+local ttl = ARGV[1]
+for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i + 1], 'EX', ttl) end
+return #KEYS
+"""
 
 _INIT_ONLINE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -84,8 +96,8 @@ local function state_of(spec)
   return true
 end
 local function learn(spec, features, y)
-  local x, k = {}, 1
-  for v in string.gmatch(features, '[^,]+') do x[k] = (tonumber(v) - spec.mean[k]) / spec.scale[k]; k = k + 1 end
+  local x = {}
+  for k = 1, spec.d do x[k] = (features[k] - spec.mean[k]) / spec.scale[k] end
   x[spec.d + 1] = 1
   local w, margin = {}, 0
   for k = 1, spec.d + 1 do
@@ -116,12 +128,13 @@ while i <= #ARGV do
   if not redis.call('SET', marker, '1', 'NX', 'EX', ttl) then
     table.insert(result, 2)
   else
-    local p = redis.call('HMGET', prefix .. ':pred:' .. id, 'm', 'v', 's', 'th', 'x')
-    if not p[1] then
+    local packed = redis.call('GET', prefix .. ':pred:' .. id)
+    if not packed then
       redis.call('DEL', marker)
       table.insert(result, 1)
     else
-      local s, th = tonumber(p[3]), tonumber(p[4])
+      local p = cmsgpack.unpack(packed)  -- {model, version, score, threshold, time[, features]}
+      local s, th = p[3], p[4]
       local predicted, positive = s >= th, y >= 0.5
       local c = math.min(math.max(s, 1e-15), 1 - 1e-15)
       local stats = {}
@@ -148,8 +161,8 @@ while i <= #ARGV do
         end
       end
       local spec = online[p[1] .. ':' .. p[2]]
-      if spec and p[5] and state_of(spec) then
-        learn(spec, p[5], positive and 1 or 0)
+      if spec and p[6] and state_of(spec) then
+        learn(spec, p[6], positive and 1 or 0)
         table.insert(result, 2 + spec.index)
       else
         table.insert(result, 0)
@@ -178,6 +191,8 @@ return result
 
 @dataclass(frozen=True, slots=True)
 class LoggedPrediction:
+    """One prediction to log (tests, benches); the worker logs whole batches (``LoggedBatch``)."""
+
     id: str
     model: str
     version: str
@@ -185,6 +200,22 @@ class LoggedPrediction:
     threshold: float
     time: float
     features: list[float] | None = None  # raw features, kept for online models only
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedBatch:
+    """The single-row predictions of one model version in one released batch, as columns."""
+
+    model: str
+    version: str
+    threshold: float
+    time: float
+    ids: list[str]
+    scores: list[float]
+    features: np.ndarray | None = None  # [rows, n_features] for an online model
+
+    def __len__(self) -> int:
+        return len(self.ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,6 +247,7 @@ class RedisStateStore:
         self.prediction_ttl_s = prediction_ttl_s
         self.prefix = prefix
         self._apply = client.register_script(_APPLY_LABELS)
+        self._log = client.register_script(_LOG_PREDICTIONS)
         self._init_online = client.register_script(_INIT_ONLINE)
         self.online: dict[str, OnlineSpec] = {}  # "model:version" -> spec
 
@@ -250,20 +282,34 @@ class RedisStateStore:
         return cls(client, **kwargs)  # type: ignore[arg-type]
 
     def log_predictions(self, predictions: Iterable[LoggedPrediction]) -> int:
-        """One pipelined round trip for the whole batch; returns how many were logged."""
-        pipe = self._redis.pipeline(transaction=False)
-        count = 0
+        """Log single predictions (one script call); returns how many were logged."""
+        keys, values = [], []
         for p in predictions:
-            key = f"{self.prefix}:pred:{p.id}"
-            fields = {"m": p.model, "v": p.version, "s": repr(p.score), "th": repr(p.threshold), "t": repr(p.time)}
-            if p.features is not None:
-                fields["x"] = ",".join(map(repr, p.features))
-            pipe.hset(key, mapping=fields)
-            pipe.expire(key, self.prediction_ttl_s)
-            count += 1
-        if count:
-            pipe.execute()
-        return count
+            keys.append(f"{self.prefix}:pred:{p.id}")
+            fields = (p.model, p.version, p.score, p.threshold, p.time)
+            values.append(_pack((*fields, p.features) if p.features is not None else fields))
+        return self._log_packed(keys, values)
+
+    def log_batches(self, batches: Sequence[LoggedBatch]) -> int:
+        """Log columnar batches of predictions with one script call (one round trip); returns the count."""
+        keys: list[str] = []
+        values: list[bytes] = []
+        prefix = f"{self.prefix}:pred:"
+        for batch in batches:
+            keys += [prefix + request_id for request_id in batch.ids]
+            head = (batch.model, batch.version)
+            threshold, when = batch.threshold, batch.time
+            if batch.features is None:
+                values += [_pack((*head, score, threshold, when)) for score in batch.scores]
+            else:
+                rows = batch.features.tolist()
+                values += [_pack((*head, s, threshold, when, x)) for s, x in zip(batch.scores, rows, strict=True)]
+        return self._log_packed(keys, values)
+
+    def _log_packed(self, keys: list[str], values: list[bytes]) -> int:
+        if keys:
+            self._log(keys=keys, args=[self.prediction_ttl_s, *values])
+        return len(keys)
 
     def apply_labels(self, labels: Sequence[tuple[str, float]], now: float) -> list[int]:
         """Join and apply labels, once each; returns per label JOINED, UNKNOWN (or expired) or DUPLICATE."""

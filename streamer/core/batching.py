@@ -1,24 +1,30 @@
-"""Micro-batching: when a batch closes, decided purely from the items and ``now``.
+"""Micro-batching of one partition's records: when a batch closes, decided purely from the records and ``now``.
 
-A ``Batcher`` collects items in arrival order and closes a batch when it holds ``max_size`` items (on ``add``)
-or when ``max_wait_s`` has passed since its first item (on ``poll``). Invariants, property-tested:
-no batch exceeds ``max_size``; concatenating the batches gives back the items in input order; no item is held
-past ``first item time + max_wait_s`` by a caller that polls at ``next_deadline()``. The shell decides when to
-call ``poll`` (it sleeps until ``next_deadline()``); the batcher never reads a clock.
+A ``Batcher`` collects consecutive ``Records`` of one partition and closes a batch when it holds ``max_size``
+rows (on ``add``, which cuts a large chunk into as many full batches as it holds), when ``max_wait_s`` has
+passed since its first row (on ``poll``), or -- with ``close_when_drained`` -- as soon as the shell reports that
+its consumer has nothing more buffered (``poll(now, drained=True)``): under light load a request does not wait
+for batch-mates that are not coming, and under a backlog, when the consumer returns full chunks, batches fill
+to ``max_size``. ``max_wait_s`` stays the upper bound either way.
+
+Invariants, property-tested: no batch exceeds ``max_size``; concatenating the batches gives back the rows in
+input order; no row is held past ``first row time + max_wait_s`` by a caller that polls at
+``next_deadline()``; a drained poll leaves nothing open. The shell decides when to call ``poll`` (it sleeps
+until ``next_deadline()``); the batcher never reads a clock.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, TypeVar
 
-T = TypeVar("T")
+from streamer.core.types import Records
 
 
 @dataclass(frozen=True, slots=True)
 class BatchPolicy:
     max_size: int
     max_wait_s: float
+    close_when_drained: bool = True
 
     def __post_init__(self) -> None:
         if self.max_size < 1:
@@ -27,29 +33,47 @@ class BatchPolicy:
             raise ValueError(f"max_wait_s must not be negative, got {self.max_wait_s}")
 
 
-class Batcher(Generic[T]):
-    __slots__ = ("_deadline", "_items", "policy")
+class Batcher:
+    __slots__ = ("_deadline", "_open", "_opened_at", "_size", "policy")
 
     def __init__(self, policy: BatchPolicy) -> None:
         self.policy = policy
-        self._items: list[T] = []
+        self._open: list[Records] = []
+        self._size = 0
         self._deadline: float | None = None
+        self._opened_at = 0.0
 
     def __len__(self) -> int:
-        return len(self._items)
+        """Rows in the open batch."""
+        return self._size
 
-    def add(self, item: T, now: float) -> list[T] | None:
-        """Add one item; returns the closed batch when it reached ``max_size``."""
-        if not self._items:
-            self._deadline = now + self.policy.max_wait_s
-        self._items.append(item)
-        if len(self._items) >= self.policy.max_size:
-            return self._close()
-        return None
+    @property
+    def opened_at(self) -> float:
+        """When the open batch got its first row (meaningless while empty)."""
+        return self._opened_at
 
-    def poll(self, now: float) -> list[T] | None:
-        """Returns the open batch if its deadline has come, else None."""
-        if self._deadline is not None and now >= self._deadline:
+    def add(self, records: Records, now: float) -> list[Records]:
+        """Add consecutive records; returns the batches that reached ``max_size``, oldest first."""
+        closed: list[Records] = []
+        max_size = self.policy.max_size
+        start, total = 0, len(records)
+        while start < total:
+            if self._size == 0:
+                self._deadline = now + self.policy.max_wait_s
+                self._opened_at = now
+            take = min(max_size - self._size, total - start)
+            self._open.append(records if take == total else records.slice(start, start + take))
+            self._size += take
+            start += take
+            if self._size >= max_size:
+                closed.append(self._close())
+        return closed
+
+    def poll(self, now: float, drained: bool = False) -> Records | None:
+        """The open batch if its deadline has come (or the consumer is drained and the policy says so)."""
+        if self._deadline is None:
+            return None
+        if now >= self._deadline or (drained and self.policy.close_when_drained):
             return self._close()
         return None
 
@@ -57,10 +81,31 @@ class Batcher(Generic[T]):
         """When the open batch must close; None when empty."""
         return self._deadline
 
-    def flush(self) -> list[T] | None:
+    def flush(self) -> Records | None:
         """Close whatever is open (shutdown, revocation)."""
-        return self._close() if self._items else None
+        return self._close() if self._size else None
 
-    def _close(self) -> list[T]:
-        items, self._items, self._deadline = self._items, [], None
-        return items
+    def _close(self) -> Records:
+        batch = Records.concat(self._open)
+        self._open, self._size, self._deadline = [], 0, None
+        return batch
+
+
+class FetchWait:
+    """How long the consumer's fetch may wait for data: short when traffic is light, long under a backlog.
+
+    A broker may answer a fetch only when its wait is over even when data is there (the embedded one does,
+    measured), so a short wait buys latency and costs throughput: more, smaller fetches. The shell reports
+    after each consumed chunk whether it came back full (``update(full)``); after ``raise_after`` full chunks in
+    a row the wait goes to ``backlog_ms``, and the first short chunk brings it back to ``idle_ms``.
+    """
+
+    __slots__ = ("_full", "backlog_ms", "idle_ms", "raise_after")
+
+    def __init__(self, idle_ms: int, backlog_ms: int, raise_after: int = 2) -> None:
+        self.idle_ms, self.backlog_ms, self.raise_after = idle_ms, backlog_ms, raise_after
+        self._full = 0
+
+    def update(self, full: bool) -> int:
+        self._full = self._full + 1 if full else 0
+        return self.backlog_ms if self._full >= self.raise_after else self.idle_ms

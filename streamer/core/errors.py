@@ -6,6 +6,10 @@
   mismatch). The model is refused; other models keep serving.
 - ``ScoringError``: the runtime failed on a batch; ``retriable`` says whether trying again can help.
 - ``ConfigError``: a setting is wrong; raised once at start, before anything connects.
+- ``FatalError`` and its kinds: the worker cannot make progress and must exit, non-zero, for its replacement
+  to recover by read-back. ``exit_code`` is the process's exit status (documented in the README):
+  ``OutputError`` (3: an output could not be delivered), ``TopicsChanged`` (4: an output topic was deleted or
+  resized under the worker), ``Stalled`` (5: a partition held work without progress past the bound).
 """
 
 from __future__ import annotations
@@ -64,3 +68,27 @@ class ScoringError(StreamerError):
         super().__init__(detail)
         self.detail = detail
         self.retriable = retriable
+
+
+class FatalError(StreamerError):
+    """The worker must stop: it exits with ``exit_code`` and the next owner of its partitions recovers."""
+
+    exit_code = 1
+
+
+class OutputError(FatalError):
+    """An output could not be delivered (after the producer's own retries), or the producer failed fatally."""
+
+    exit_code = 3
+
+
+class TopicsChanged(FatalError):
+    """An output topic disappeared or changed its partition count while the worker ran."""
+
+    exit_code = 4
+
+
+class Stalled(FatalError):
+    """A partition held work without progress for longer than the bound (a wedged callback, a lost report)."""
+
+    exit_code = 5

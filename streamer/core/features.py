@@ -1,52 +1,71 @@
-"""Requests + model card -> one float32 feature matrix per model, a whole batch at a time.
+"""Decoded requests + model card -> one float32 feature matrix per model, a whole batch at a time.
 
 The card fixes the column order (``card.features``). A JSON request contributes one row from its
 ``features`` object; an Open Inference Protocol v2 request contributes all the rows of its tensors, given
-either as one [rows, n_features] tensor or as one [rows] tensor per feature name. Feature names the card does
+either as one [rows, n_features] tensor named like the card's ``input`` or as one [rows] tensor per feature
+name. A lone tensor named neither is a ``schema`` error, never read as the matrix. Feature names the card does
 not list are ignored, so clients may send a superset.
 
 Per value: a number is used as is; ``null`` becomes NaN when the card sets ``allow_missing`` and is
 ``non-finite`` otherwise; a string is the index of its category for a feature the card declares categorical
 (an unseen category is treated like a missing value) and ``schema`` otherwise; an absent feature is ``schema``;
 a number float32 can't hold (|x| > 3.4e38) is ``non-finite``. A bad request is reported with its position and
-never fails its batch-mates: the matrix holds only the accepted rows, and ``spans`` says which rows belong to
-which request.
+never fails its batch-mates.
+
+The common batch -- JSON requests whose features are all numbers -- takes one C-level pass: one
+``itemgetter`` call per row, one type check over all values, one array conversion. Anything else falls back
+to the per-value rules for the rows that need them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import operator
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from streamer.core.cards import ModelCard
 from streamer.core.errors import NON_FINITE, SCHEMA, DecodeError
-from streamer.core.types import RequestBody, Tensor
+from streamer.core.types import Tensor
 
 _MISSING = object()
 
 
-@dataclass(frozen=True, slots=True)
-class RowSpan:
-    """Request at ``position`` (in the batch given to ``build_matrix``) owns matrix rows [start, stop)."""
-
-    position: int
-    start: int
-    stop: int
-
-
 @dataclass(slots=True)
 class FeatureBatch:
+    """The matrix of the accepted requests, in the order given.
+
+    ``accepted[j]`` is the position (in the ``build_matrix`` input) of the j-th accepted request; it owns
+    matrix rows ``[starts[j], starts[j + 1])``, or just row ``j`` when ``starts`` is None (every accepted
+    request has one row: the common case, with no per-request bookkeeping).
+    """
+
     matrix: np.ndarray
-    spans: list[RowSpan] = field(default_factory=list)
+    accepted: list[int]
+    starts: np.ndarray | None = None
     errors: list[tuple[int, DecodeError]] = field(default_factory=list)
 
+    def rows_of(self, j: int) -> tuple[int, int]:
+        if self.starts is None:
+            return j, j + 1
+        return int(self.starts[j]), int(self.starts[j + 1])
 
-def _slow_row(card: ModelCard, row: list[object]) -> list[float]:
+
+def _getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, ...]]:
+    if len(names) == 1:
+        (name,) = names
+        return lambda features: (features[name],)
+    return operator.itemgetter(*names)
+
+
+def _slow_row(card: ModelCard, features: Mapping[str, Any]) -> list[float]:
     """The per-value rules, for the rare row that is not all plain numbers."""
     out: list[float] = []
-    for name, value in zip(card.features, row, strict=True):
+    for name in card.features:
+        value = features.get(name, _MISSING)
         if type(value) is float:
             out.append(value)
         elif value is _MISSING:
@@ -72,10 +91,17 @@ def _slow_row(card: ModelCard, row: list[object]) -> list[float]:
     return out
 
 
-def _tensor_rows(card: ModelCard, tensors: tuple[Tensor, ...]) -> np.ndarray:
+def tensor_rows(card: ModelCard, tensors: tuple[Tensor, ...]) -> np.ndarray:
+    """The [rows, n_features] float64 block of an OIP request, or ``DecodeError(schema)``."""
     width = len(card.features)
     if len(tensors) == 1 and tensors[0].name not in card.features:
         tensor = tensors[0]
+        if tensor.name != card.input:
+            raise DecodeError(
+                SCHEMA,
+                f"input {tensor.name!r} is neither the model's input {card.input!r} nor one of its features "
+                f"(model {card.ref})",
+            )
         rows = 1 if len(tensor.shape) == 1 else tensor.shape[0]
         columns = tensor.shape[-1]
         if columns != width:
@@ -88,72 +114,93 @@ def _tensor_rows(card: ModelCard, tensors: tuple[Tensor, ...]) -> np.ndarray:
     columns = [by_name[name] for name in card.features]
     rows = columns[0].shape[0]
     for tensor in columns:
-        if tensor.shape[0] != rows or tensor.data.size != rows:
+        if len(tensor.shape) != 1 or tensor.shape[0] != rows:
             raise DecodeError(SCHEMA, f"input {tensor.name!r} has shape {list(tensor.shape)}; expected [{rows}]")
     return np.stack([t.data for t in columns], axis=1)
 
 
-def build_matrix(card: ModelCard, bodies: Sequence[RequestBody]) -> FeatureBatch:
-    """Build the float32 matrix of every acceptable request in ``bodies`` for ``card``'s model."""
-    names = card.features
-    width = len(names)
+def _plain_rows(card: ModelCard, features: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
+    """The fast path: every row has every feature as a float. None when any row needs the per-value rules."""
+    try:
+        rows = list(map(_getter(card.features), features))
+    except KeyError:
+        return None
+    if set(map(type, itertools.chain.from_iterable(rows))) - {float}:
+        return None
+    return np.array(rows, dtype=np.float64).reshape(len(rows), len(card.features))
+
+
+def build_matrix(
+    card: ModelCard,
+    features: Sequence[Mapping[str, Any] | None],
+    tensors: Mapping[int, tuple[Tensor, ...]] | None = None,
+) -> FeatureBatch:
+    """The float32 matrix of every acceptable request for ``card``'s model.
+
+    ``features[i]`` is request i's features object, or None for an OIP request whose inputs are
+    ``tensors[i]``.
+    """
+    width = len(card.features)
+    if not tensors:
+        plain = _plain_rows(card, features)  # type: ignore[arg-type]
+        if plain is not None:
+            return _finish(card, plain, list(range(len(features))), None, [])
     blocks: list[np.ndarray] = []
-    plain_rows: list[list[float]] = []
-    spans: list[RowSpan] = []
+    row_counts: list[int] = []
+    accepted: list[int] = []
     errors: list[tuple[int, DecodeError]] = []
-    row = 0
-    for position, body in enumerate(bodies):
+    pending: list[list[float]] = []
+    for position, row_features in enumerate(features):
         try:
-            if body.features is not None:
-                features = body.features
-                values = [features.get(name, _MISSING) for name in names]
-                if not all(type(v) is float for v in values):
-                    values = _slow_row(card, values)
-                plain_rows.append(values)  # type: ignore[arg-type]
-                block_rows = 1
+            if row_features is not None:
+                pending.append(_slow_row(card, row_features))
+                row_counts.append(1)
             else:
-                assert body.tensors is not None
-                block = _tensor_rows(card, body.tensors)
-                if plain_rows:
-                    blocks.append(np.asarray(plain_rows, dtype=np.float64))
-                    plain_rows = []
+                assert tensors is not None
+                block = tensor_rows(card, tensors[position])
+                if pending:
+                    blocks.append(np.asarray(pending, dtype=np.float64).reshape(len(pending), width))
+                    pending = []
                 blocks.append(block)
-                block_rows = block.shape[0]
+                row_counts.append(block.shape[0])
         except DecodeError as exc:
             errors.append((position, exc))
             continue
-        spans.append(RowSpan(position, row, row + block_rows))
-        row += block_rows
-    if plain_rows:
-        blocks.append(np.asarray(plain_rows, dtype=np.float64))
-    if not blocks:
-        return FeatureBatch(np.empty((0, width), dtype=np.float32), spans, errors)
-    with np.errstate(over="ignore"):  # overflow to inf is detected right below, per request
-        matrix = (np.concatenate(blocks) if len(blocks) > 1 else blocks[0]).astype(np.float32)
-    overflow = np.isinf(matrix).any(axis=1)
-    if overflow.any():
-        matrix, spans = _drop_overflowing(card, matrix, spans, overflow, errors)
-    return FeatureBatch(matrix, spans, errors)
+        accepted.append(position)
+    if pending:
+        blocks.append(np.asarray(pending, dtype=np.float64).reshape(len(pending), width))
+    matrix = np.concatenate(blocks) if blocks else np.empty((0, width), dtype=np.float64)
+    starts = None if all(c == 1 for c in row_counts) else np.concatenate(([0], np.cumsum(row_counts)))
+    return _finish(card, matrix, accepted, starts, errors)
 
 
-def _drop_overflowing(
+def _finish(
     card: ModelCard,
-    matrix: np.ndarray,
-    spans: list[RowSpan],
-    overflow: np.ndarray,
+    matrix64: np.ndarray,
+    accepted: list[int],
+    starts: np.ndarray | None,
     errors: list[tuple[int, DecodeError]],
-) -> tuple[np.ndarray, list[RowSpan]]:
-    """Remove the requests with a value float32 can't hold; renumber the rows of the others."""
+) -> FeatureBatch:
+    """Cast to float32; drop the requests with a value float32 can't hold (``non-finite``)."""
+    with np.errstate(over="ignore"):  # overflow to inf is detected right below, per request
+        matrix = matrix64.astype(np.float32)
+    overflow = np.isinf(matrix).any(axis=1)
+    if not overflow.any():
+        return FeatureBatch(matrix, accepted, starts, errors)
+    if starts is None:
+        starts = np.arange(len(accepted) + 1)
     keep_rows: list[np.ndarray] = []
-    kept: list[RowSpan] = []
-    row = 0
-    for span in spans:
-        if overflow[span.start : span.stop].any():
-            errors.append((span.position, DecodeError(NON_FINITE, f"a feature is beyond float32 range ({card.ref})")))
+    kept: list[int] = []
+    counts: list[int] = []
+    for j, position in enumerate(accepted):
+        start, stop = int(starts[j]), int(starts[j + 1])
+        if overflow[start:stop].any():
+            errors.append((position, DecodeError(NON_FINITE, f"a feature is beyond float32 range ({card.ref})")))
             continue
-        keep_rows.append(np.arange(span.start, span.stop))
-        kept.append(RowSpan(span.position, row, row + span.stop - span.start))
-        row += span.stop - span.start
+        keep_rows.append(np.arange(start, stop))
+        kept.append(position)
+        counts.append(stop - start)
     errors.sort(key=lambda item: item[0])
     index = np.concatenate(keep_rows) if keep_rows else np.empty(0, dtype=np.int64)
-    return matrix[index], kept
+    new_starts = None if all(c == 1 for c in counts) else np.concatenate(([0], np.cumsum(counts)))
+    return FeatureBatch(matrix[index], kept, new_starts, errors)

@@ -17,7 +17,7 @@ import pytest
 
 from streamer import synthetic
 from streamer.adapters import devstack, model_repository, online
-from streamer.adapters.metrics import WorkerMetrics
+from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.adapters.onnx_logistic import build_logistic, read_logistic, read_logistic_file
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.redis_state import DUPLICATE, LEARNED, LoggedPrediction, RedisStateStore

@@ -10,7 +10,7 @@ from pathlib import Path
 import yaml
 
 from streamer import config
-from streamer.adapters.metrics import WorkerMetrics
+from streamer.adapters.prometheus_metrics import WorkerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())

@@ -1,23 +1,45 @@
-"""Prometheus metrics as observer hooks: the pipeline calls ``on_*``; only this module touches a metric.
+"""Prometheus metrics as observer hooks: the data path and the services call ``on_*``; only this module
+touches a metric.
 
 Names are prefixed ``streamer_``, carry their unit (``_seconds``, ``_messages``) and the conventional
 ``_total`` suffix for counters. Histogram buckets are chosen for milliseconds-scale latencies. Each worker
 has its own ``CollectorRegistry`` so tests and several pipelines in one process never collide.
+
+The hooks take whole batches: counts are summed per call, and histograms are filled with ``observe_many``
+(one ``searchsorted`` + ``bincount`` per batch instead of one locked ``observe`` per value). Counters whose
+label values are known in advance (outcomes, dead-letter reasons, label outcomes) start at 0, so a rate or an
+alert never meets an absent series.
 """
 
 from __future__ import annotations
 
-import collections
+from collections.abc import Sequence
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from streamer.core.scoring import Outcome
+from streamer.core.errors import DEAD_LETTER_REASONS
+from streamer.core.ledger import Batch, Release
+from streamer.core.outputs import OutputRecords
+from streamer.core.scoring import ScoredBatch, outcome_counts, sent_scores
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+LABEL_OUTCOMES = ("joined", "unknown", "duplicate", "dead_letter")
+
+
+def observe_many(histogram: Histogram, values: np.ndarray) -> None:
+    """``histogram.observe(v)`` for every value, in one pass (same buckets: a value equal to a bound is in it)."""
+    if values.size == 0:
+        return
+    bounds = np.asarray(histogram._upper_bounds)
+    counts = np.bincount(np.searchsorted(bounds, values, side="left"), minlength=len(bounds))
+    for index in np.flatnonzero(counts[: len(bounds)]).tolist():
+        histogram._buckets[index].inc(int(counts[index]))
+    histogram._sum.inc(float(values.sum()))
 
 
 class WorkerMetrics:
@@ -163,70 +185,110 @@ class WorkerMetrics:
             registry=r,
         )
 
-    # observer hooks -------------------------------------------------------------------------------
+        for reason in sorted(DEAD_LETTER_REASONS):
+            self.dead_letters.labels(reason)
+        for outcome in LABEL_OUTCOMES:
+            self.labels.labels(outcome)
+        self.stalls = Counter(
+            "streamer_stalled_partitions_total",
+            "Partitions found holding work without progress past worker.stall_timeout_s (the worker then exits).",
+            ["partition"],
+            registry=r,
+        )
+        self.cut_dead_letters = Counter(
+            "streamer_dead_letters_cut_total",
+            "Dead letters whose value was cut to fit the dead-letter topic (headers carry the original size/sha256).",
+            registry=r,
+        )
 
-    def on_batch(self, partition: int, size: int, wait_s: float, scoring_s: float) -> None:
-        self.batch_size.observe(size)
-        self.batch_wait.observe(wait_s)
+    # data path hooks (``pipeline.PipelineObserver``) -------------------------------------------------------
+
+    def on_scored(self, batches: Sequence[Batch], scored: Sequence[ScoredBatch], scoring_s: float) -> None:
+        observe_many(self.batch_size, np.array([len(b.records) for b in batches], dtype=np.float64))
+        observe_many(self.batch_wait, np.array([b.wait_s for b in batches], dtype=np.float64))
         self.batch_scoring.observe(scoring_s)
 
-    def on_outcomes(self, outcomes: list[Outcome], latencies_ms: list[float]) -> None:
-        """Counted per call, not per message: a labelled increment takes a lock and costs more than a dict."""
-        requests: collections.Counter[tuple[str | None, str]] = collections.Counter()
-        reasons: collections.Counter[str] = collections.Counter()
-        predicted: collections.Counter[tuple[str | None, object]] = collections.Counter()
-        scores: dict[str | None, list[float]] = collections.defaultdict(list)
-        for outcome in outcomes:
-            body = outcome.body
-            if body is not None:
-                requests[(outcome.model, "prediction")] += 1
-                score, label = body["score"], body["label"]
-                if isinstance(score, list):  # an OIP request: one score (and label) per row
-                    scores[outcome.model].extend(score)
-                    for row_label in label or ():
-                        predicted[(outcome.model, row_label)] += 1
-                else:
-                    scores[outcome.model].append(score)
-                    if label is not None:
-                        predicted[(outcome.model, label)] += 1
-            else:
-                requests[(outcome.model, "dead_letter")] += 1
-                reasons[outcome.error.reason] += 1
-        for (model, kind), count in requests.items():
-            name, _, version = (model or "").partition("@")
-            self.requests.labels(name, version, kind).inc(count)
+    def on_released(self, release: Release[ScoredBatch], out: OutputRecords) -> None:
+        scored, sent = release.result, release.send
+        requests, reasons = outcome_counts(scored, sent)
+        for (model, version, outcome), count in requests.items():
+            self.requests.labels(model, version, outcome).inc(count)
         for reason, count in reasons.items():
             self.dead_letters.labels(reason).inc(count)
-        for (model, label), count in predicted.items():
-            name, _, version = (model or "").partition("@")
-            self.labels_predicted.labels(name, version, str(label)).inc(count)
-        for model, values in scores.items():
-            name, _, version = (model or "").partition("@")
-            histogram = self.scores.labels(name, version)
-            for value in values:
-                histogram.observe(value)
-        observe = self.latency.observe
-        for latency_ms in latencies_ms:
-            observe(max(latency_ms, 0.0) / 1000.0)
+        for summary in scored.models:
+            name, version = summary.card.name, str(summary.card.version)
+            scores, labels = sent_scores(summary, sent)
+            observe_many(self.scores.labels(name, version), scores)
+            if labels is not None and labels.size:
+                values, counts = np.unique(labels, return_counts=True)
+                for value, count in zip(values.tolist(), counts.tolist(), strict=True):
+                    self.labels_predicted.labels(name, version, str(value)).inc(count)
+        observe_many(self.latency, np.maximum(out.latencies_ms, 0.0) / 1000.0)
+        if out.cut:
+            self.cut_dead_letters.inc(out.cut)
 
     def on_skipped(self, partition: int, count: int) -> None:
         self.skipped.labels(str(partition)).inc(count)
 
-    def on_reorder_depth(self, partition: int, depth: int) -> None:
-        self.reorder_depth.labels(str(partition)).set(depth)
+    def on_depth(self, partition: int, rows: int) -> None:
+        self.reorder_depth.labels(str(partition)).set(rows)
 
-    def on_inflight(self, batches: int) -> None:
-        self.inflight.set(batches)
+    def on_inflight(self, jobs: int) -> None:
+        self.inflight.set(jobs)
 
     def on_lag(self, partition: int, messages: int) -> None:
         self.lag.labels(str(partition)).set(messages)
+
+    def on_stalled(self, partition: int, seconds: float) -> None:
+        self.stalls.labels(str(partition)).inc()
+
+    def on_inference(self, model: str, version: str, seconds: float) -> None:
+        self.inference.labels(model, version).observe(seconds)
+
+    # service hooks --------------------------------------------------------------------------------------
+
+    def on_models(self, versions: Sequence[tuple[str, int, bool]]) -> None:
+        """(name, version, serving) of every loaded version."""
+        for name, version, serving in versions:
+            self.model_info.labels(name, str(version), "1" if serving else "0").set(1)
 
     def on_labels(self, counts: dict[str, int]) -> None:
         for outcome, count in counts.items():
             self.labels.labels(outcome).inc(count)
 
-    def on_inference(self, model: str, version: str, seconds: float) -> None:
-        self.inference.labels(model, version).observe(seconds)
+    def on_learned(self, counts: dict[tuple[str, str], int]) -> None:
+        for (model, version), count in counts.items():
+            self.online_updates.labels(model, version).inc(count)
+
+    def on_redis_error(self, operation: str) -> None:
+        self.redis_errors.labels(operation).inc()
+
+    def on_prediction_log_dropped(self, count: int) -> None:
+        self.prediction_log_dropped.inc(count)
+
+    def on_online_weights(self, model: str, version: str, updates: int | None, age_s: float) -> None:
+        """The weights an online model serves: shared update count (None: unchanged) and their age."""
+        if updates is not None:
+            self.online_shared_updates.labels(model, version).set(updates)
+        self.online_age.labels(model, version).set(age_s)
+
+    def on_rolling(self, model: str, version: str, window: str, values: dict[str, float]) -> None:
+        for metric, value in values.items():
+            if value == value:  # not NaN: a window without labels keeps the gauge's last value
+                self.rolling.labels(model, version, window, metric).set(value)
+
+    def on_accuracy_floor(self, floor: float) -> None:
+        self.accuracy_floor.set(floor)
+
+    def on_below_floor(self, model: str, version: str, below: bool) -> None:
+        self.below_floor.labels(model, version).set(int(below))
+
+    def on_feature_psi(self, model: str, version: str, psi: dict[str, float]) -> None:
+        for feature, value in psi.items():
+            self.feature_psi.labels(model, version, feature).set(value)
+
+    def on_model_event(self, kind: str) -> None:
+        self.model_events.labels(kind).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

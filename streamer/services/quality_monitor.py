@@ -25,12 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adapters.metrics import WorkerMetrics
 from streamer.adapters.redis_state import RedisStateStore
 from streamer.config import EvaluationSettings
 from streamer.core.cards import ModelCard
 from streamer.core.drift import FeatureCounts
 from streamer.core.routing import Catalog
+from streamer.services.runner import Service
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,8 @@ class DriftCounts:
 
 
 class ModelEvents:
-    def __init__(self, producer: Any, topic: str, store: RedisStateStore | None, metrics: WorkerMetrics) -> None:
-        self._producer, self._topic, self._store, self._metrics = producer, topic, store, metrics
+    def __init__(self, producer: Any, topic: str, store: RedisStateStore | None, observer: Any) -> None:
+        self._producer, self._topic, self._store, self._observer = producer, topic, store, observer
         self._worker = socket.gethostname()
 
     def emit(self, kind: str, model: str, version: str, **fields: Any) -> bool:
@@ -67,12 +67,12 @@ class ModelEvents:
                 if not self._store.claim_event(kind, model, version, EVENT_QUIET_S):
                     return False
             except Exception:  # Redis down: better a duplicate event than none
-                self._metrics.redis_errors.labels("claim_event").inc()
+                self._observer.on_redis_error("claim_event")
         event = {"type": kind, "model": model, "version": version, "time": time.time(), "worker": self._worker}
         event.update(fields)
         self._producer.produce(self._topic, json.dumps(event).encode(), model.encode())
         self._producer.poll(0)
-        self._metrics.model_events.labels(kind).inc()
+        self._observer.on_model_event(kind)
         log.warning("model event %s: %s", kind, json.dumps(event))
         return True
 
@@ -85,30 +85,25 @@ class QualityMonitor:
         store: RedisStateStore | None,
         drift: DriftCounts,
         events: ModelEvents,
-        metrics: WorkerMetrics,
+        observer: Any,
     ) -> None:
         self._settings, self._catalog, self._store = settings, catalog, store
-        self._drift, self._events, self._metrics = drift, events, metrics
-        self._interval_s = min(settings.check_interval_s, settings.drift_interval_s)
+        self._drift, self._events, self._observer = drift, events, observer
         self._below: dict[str, bool] = {}
         self._next_drift = time.monotonic() + settings.drift_interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="streamer-quality", daemon=True)
-        metrics.accuracy_floor.set(settings.accuracy_floor)
+        interval_s = min(settings.check_interval_s, settings.drift_interval_s)
+        self.service = Service("quality", self._step, interval_s=interval_s)
+        observer.on_accuracy_floor(settings.accuracy_floor)
 
     def start(self) -> None:
-        self._thread.start()
+        self.service.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
+        self.service.stop(5)
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._interval_s):
-            try:
-                self.check_once()
-            except Exception:  # never let a monitoring bug stop monitoring
-                log.exception("quality check failed")
+    def _step(self) -> bool:
+        self.check_once()
+        return False
 
     def check_once(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
@@ -127,16 +122,14 @@ class QualityMonitor:
                     try:
                         m = store.metrics(name, str(version), window, now)
                     except Exception:  # Redis down: the gauges keep their last values
-                        self._metrics.redis_errors.labels("rolling_metrics").inc()
+                        self._observer.on_redis_error("rolling_metrics")
                         return
-                    for metric in ("count", "accuracy", "log_loss", "auc"):
-                        value = float(getattr(m, metric))
-                        if value == value:  # not NaN
-                            self._metrics.rolling.labels(name, str(version), window.name, metric).set(value)
+                    values = {metric: float(getattr(m, metric)) for metric in ("count", "accuracy", "log_loss", "auc")}
+                    self._observer.on_rolling(name, str(version), window.name, values)
                     if version != serving or window.name != floor.floor_window or floor.accuracy_floor <= 0:
                         continue
                     below = m.count >= floor.min_labels and m.accuracy < floor.accuracy_floor
-                    self._metrics.below_floor.labels(name, str(version)).set(int(below))
+                    self._observer.on_below_floor(name, str(version), below)
                     ref = f"{name}@{version}"
                     if below != self._below.get(ref, False):
                         self._below[ref] = below
@@ -157,8 +150,7 @@ class QualityMonitor:
                 continue
             rows, psi = taken
             name, _, version = ref.partition("@")
-            for feature, value in psi.items():
-                self._metrics.feature_psi.labels(name, version, feature).set(value)
+            self._observer.on_feature_psi(name, version, psi)
             drifted = {f: round(v, 4) for f, v in psi.items() if v > self._settings.psi_threshold}
             if drifted:
                 self._events.emit(

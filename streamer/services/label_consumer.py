@@ -1,0 +1,128 @@
+"""The label consumer (contract section 4): delayed labels joined to their predictions, once each.
+
+``LabelConsumer`` consumes the feedback topic (group ``<group>-feedback``) in batches: decodes each label,
+applies the batch with one Lua call (``RedisStateStore.apply_labels``: once per label id, however often it is
+read), sends undecodable feedback to the dead-letter topic with the contract's headers, and commits the
+offsets only after the batch was applied -- a crash re-reads from the last commit, and the markers make the
+replay harmless.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import time
+from typing import Any
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from streamer.adapters.kafka_admin import client_config
+from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, UNKNOWN, RedisStateStore
+from streamer.core.envelope import dead_letter_headers, decode_label
+from streamer.core.errors import DecodeError
+from streamer.core.types import SourceRef
+from streamer.services.prediction_log import PredictionLog
+from streamer.services.runner import Service
+
+log = logging.getLogger(__name__)
+
+
+class LabelConsumer:
+    def __init__(
+        self,
+        bootstrap: str,
+        client: dict[str, Any],
+        group_id: str,
+        feedback_topic: str,
+        dlq_topic: str,
+        store: RedisStateStore,
+        observer: Any,
+        prediction_log: PredictionLog | None = None,
+        *,
+        session_timeout_ms: int = 6000,
+        heartbeat_interval_ms: int = 1000,
+    ) -> None:
+        self._topic, self._dlq, self._store, self._observer = feedback_topic, dlq_topic, store, observer
+        self._prediction_log = prediction_log
+        self._consumer_config = client_config(
+            bootstrap,
+            client,
+            **{
+                "group.id": f"{group_id}-feedback",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "session.timeout.ms": session_timeout_ms,
+                "heartbeat.interval.ms": heartbeat_interval_ms,
+                "max.poll.interval.ms": max(session_timeout_ms, 10_000),
+                "fetch.wait.max.ms": 50,
+            },
+        )
+        self._producer = Producer(client_config(bootstrap, client, **{"enable.idempotence": True, "linger.ms": 5}))
+        self._consumer: Consumer | None = None
+        self.service = Service("labels", self._step, on_stop=self._close)
+
+    def start(self) -> None:
+        self._consumer = Consumer(self._consumer_config)
+        self._consumer.subscribe([self._topic])
+        self.service.start()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        self.service.stop(timeout_s)
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            self._consumer.close()
+        self._producer.flush(10)
+
+    def _step(self) -> bool:
+        assert self._consumer is not None
+        messages = [m for m in self._consumer.consume(num_messages=2000, timeout=0.1) if not m.error()]
+        if not messages:
+            return True  # consume() itself waited
+        if not self._apply(messages):
+            return False  # stopping with the batch unapplied: not committed, re-read by the next owner
+        offsets: dict[int, int] = {}
+        for message in messages:
+            offsets[message.partition()] = max(offsets.get(message.partition(), -1), message.offset())
+        self._consumer.commit(offsets=[TopicPartition(self._topic, p, o + 1) for p, o in offsets.items()])
+        return True
+
+    def _apply(self, messages: list[Any]) -> bool:
+        """Apply one batch of labels; False if stopped before Redis took it."""
+        labels: list[tuple[str, float]] = []
+        counts = {"joined": 0, "unknown": 0, "duplicate": 0, "dead_letter": 0}
+        for message in messages:
+            try:
+                label = decode_label(message.value())
+            except DecodeError as exc:
+                source = SourceRef(self._topic, message.partition(), message.offset())
+                headers = dead_letter_headers(exc, source, message.headers())
+                self._producer.produce(
+                    self._dlq, message.value(), message.key(), partition=message.partition(), headers=headers
+                )
+                counts["dead_letter"] += 1
+                continue
+            labels.append((label.id, label.label))
+        if self._prediction_log is not None:
+            self._prediction_log.wait_logged(timeout_s=10.0)
+        while True:
+            try:
+                codes = self._store.apply_labels(labels, time.time())
+                break
+            except Exception as exc:  # Redis down: hold the batch (offsets stay uncommitted) and retry
+                self._observer.on_redis_error("apply_labels")
+                log.warning("cannot apply %s labels (%s); retrying", len(labels), exc)
+                if self.service.wait(1.0):
+                    return False
+        names = {JOINED: "joined", UNKNOWN: "unknown", DUPLICATE: "duplicate"}
+        learned: collections.Counter[tuple[str, str]] = collections.Counter()
+        for code in codes:
+            if code >= LEARNED:
+                counts["joined"] += 1
+                learned[self._store.learner_of(code)] += 1
+            else:
+                counts[names[code]] += 1
+        self._producer.flush(10)
+        self._observer.on_labels(counts)
+        self._observer.on_learned(dict(learned))
+        return True

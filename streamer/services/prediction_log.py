@@ -1,0 +1,156 @@
+"""The prediction log: every released single-row prediction, written to Redis off the hot path so that a
+label arriving later can join it (contract section 4).
+
+``PredictionLog`` is a pipeline observer: on each release it takes the batch's columns (ids, scores, and the
+features of an online model) per model version -- no object per prediction -- and queues them. Its service
+thread writes what is queued with one script call per round (``RedisStateStore.log_batches``: one round trip
+for thousands of predictions), so Redis latency never reaches scoring. The queue is bounded in rows: when Redis
+is down for long, the oldest rows are dropped and counted (never silently lost, never unbounded memory). OIP
+predictions (several rows) are not logged: a label joins one row.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from streamer.adapters.redis_state import LoggedBatch, RedisStateStore
+from streamer.core.ledger import Release
+from streamer.core.outputs import OutputRecords
+from streamer.core.scoring import ScoredBatch
+from streamer.services.runner import Service
+
+log = logging.getLogger(__name__)
+
+
+class PredictionLog:
+    def __init__(
+        self,
+        store: RedisStateStore,
+        observer: Any,
+        thresholds: Callable[[str], float],
+        max_queued: int = 200_000,
+        flush_every_s: float = 0.05,
+        max_rows_per_call: int = 20_000,
+    ) -> None:
+        self._store = store
+        self._observer = observer
+        self._threshold_of = thresholds
+        self._thresholds: dict[str, float] = {}  # by "name@version": resolved once, not per prediction
+        self._queue: collections.deque[LoggedBatch] = collections.deque()
+        self._queued_rows = 0
+        self._max_queued = max_queued
+        self._max_rows_per_call = max_rows_per_call
+        self._lock = threading.Lock()
+        self._failing = False
+        self.dropped = 0
+        self.logged = 0
+        self.submitted = 0  # every prediction ever handed over; ``logged + dropped`` catches up with it
+        self.service = Service(
+            "prediction-log", self._step, interval_s=flush_every_s, on_stop=self._drain, error_backoff_s=1.0
+        )
+
+    def start(self) -> None:
+        self.service.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.service.stop(timeout_s)
+
+    # ------------------------------------------------------------------------------------------ observer
+
+    def on_released(self, release: Release[ScoredBatch], out: OutputRecords) -> None:
+        now = time.time()
+        send = None if release.send is None else set(release.send)
+        batches = []
+        for summary in release.result.models:
+            if not summary.logged_ids:
+                continue
+            card = summary.card
+            threshold = self._thresholds.get(card.ref)
+            if threshold is None:
+                threshold = self._thresholds[card.ref] = self._threshold_of(card.ref)
+            ids, scores, features = summary.logged_ids, summary.logged_scores, summary.logged_features
+            if send is not None:
+                keep = [k for k, row in enumerate(summary.logged_rows) if row in send]
+                ids, scores = [ids[k] for k in keep], [scores[k] for k in keep]
+                features = features[keep] if features is not None else None
+            if ids:
+                batches.append(LoggedBatch(card.name, str(card.version), threshold, now, ids, scores, features))
+        if batches:
+            self.submit(batches)
+
+    def submit(self, batches: list[LoggedBatch]) -> None:
+        with self._lock:
+            for batch in batches:
+                self._queue.append(batch)
+                self._queued_rows += len(batch)
+                self.submitted += len(batch)
+            dropped = 0
+            while self._queued_rows > self._max_queued and self._queue:
+                oldest = self._queue.popleft()
+                self._queued_rows -= len(oldest)
+                dropped += len(oldest)
+            self.dropped += dropped
+        if dropped:
+            self._observer.on_prediction_log_dropped(dropped)
+
+    # ------------------------------------------------------------------------------------------ service
+
+    def _take(self) -> list[LoggedBatch]:
+        with self._lock:
+            taken, rows = [], 0
+            while self._queue and rows < self._max_rows_per_call:
+                batch = self._queue.popleft()
+                taken.append(batch)
+                rows += len(batch)
+            self._queued_rows -= rows
+            return taken
+
+    def _step(self) -> bool:
+        batches = self._take()
+        if not batches:
+            return False
+        try:
+            self.logged += self._store.log_batches(batches)
+        except Exception as exc:  # Redis down: put the rows back (bounded by max_queued) and retry later
+            self._observer.on_redis_error("log_predictions")
+            if not self._failing:
+                log.warning("cannot log %s predictions to Redis (%s); retrying", sum(map(len, batches)), exc)
+            self._failing = True
+            with self._lock:
+                self._queue.extendleft(reversed(batches))
+                self._queued_rows += sum(map(len, batches))
+            self.service.wait(1.0)
+            return False
+        if self._failing:
+            log.info("prediction log to Redis is back")
+            self._failing = False
+        return True
+
+    def _drain(self) -> None:
+        """On stop: one last attempt for what is queued (bounded: a dead Redis is not waited for)."""
+        batches = self._take()
+        if batches:
+            try:
+                self.logged += self._store.log_batches(batches)
+            except Exception as exc:
+                log.warning("%s predictions not logged at stop (%s)", sum(map(len, batches)), exc)
+
+    def wait_logged(self, timeout_s: float) -> bool:
+        """Wait until every prediction submitted so far is logged (or dropped); False on timeout.
+
+        The label consumer calls it before applying labels: after a Redis outage both the log's backlog and the
+        held labels flush at once, and a label applied before its prediction is logged would count as unknown.
+        Bounded, so a stuck log never stops the labels for long.
+        """
+        target = self.submitted
+        deadline = time.monotonic() + timeout_s
+        while self.logged + self.dropped < target:
+            if time.monotonic() >= deadline or self.service.stopping:
+                return False
+            time.sleep(0.02)
+        return True
