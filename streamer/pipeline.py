@@ -63,13 +63,9 @@ class PipelineObserver(Protocol):
     def on_lag(self, partition: int, messages: int) -> None: ...
 
 
-class NullObserver:
-    def __getattr__(self, hook: str) -> Callable[..., None]:
-        return lambda *args: None
-
-
 class FanOut:
-    """Several observers as one (metrics, prediction log): each hook calls every observer that has it."""
+    """Several observers as one (metrics, prediction log): each hook calls every observer that has it, so an
+    observer implements only the hooks it cares about."""
 
     def __init__(self, *observers: object) -> None:
         self._observers = observers
@@ -122,7 +118,7 @@ class ScoringPipeline:
         self._recover = recover
         self._executor = executor
         self._max_dead_letter_bytes = max_dead_letter_bytes
-        self._observer: Any = observer or NullObserver()
+        self._observer: Any = observer if isinstance(observer, FanOut) else FanOut(*([observer] if observer else []))
         self._clock = clock
         self._wall_ms = wall_clock_ms
         self._lag_interval_s = lag_interval_s

@@ -43,6 +43,23 @@ log = logging.getLogger(__name__)
 Done = Callable[[BaseException | None], None]
 
 
+class _ChosenSettingsFilter(logging.Filter):
+    """librdkafka warns that ``enable.gapless.guarantee`` is experimental at every start; it is chosen on
+    purpose (see the module docstring), so that one line is kept at debug level, not repeated as a warning."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "enable.gapless.guarantee is experimental" in record.getMessage():
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+            return log.isEnabledFor(logging.DEBUG)
+        return True
+
+
+# librdkafka's own log lines go through Python logging (served by the poll thread), so that they are JSON
+# lines like every other when STREAMER_LOG_JSON is set, instead of raw text on stderr.
+librdkafka_log = logging.getLogger("streamer.librdkafka")
+librdkafka_log.addFilter(_ChosenSettingsFilter())
+
+
 @dataclass(slots=True, eq=False)
 class _Job:
     out: OutputRecords
@@ -82,6 +99,7 @@ class KafkaOutputSink:
             "queue.buffering.max.messages": 1_000_000,
             "compression.type": "none",
             "error_cb": self._on_error,
+            "logger": librdkafka_log,
         }
         if transactional_id is not None:
             settings["transactional.id"] = transactional_id

@@ -154,6 +154,32 @@ def _decode_one(value: bytes | None, max_bytes: int, max_rows: int) -> tuple[Wir
     return wire, tuple(_tensor(t, max_rows) for t in wire.inputs)  # type: ignore[union-attr]
 
 
+@dataclass(frozen=True, slots=True)
+class RequestBody:
+    """One decoded request (off the hot path: tools, tests). Exactly one of ``features`` or ``tensors`` is set."""
+
+    id: str | None
+    model: str | None
+    features: dict[str, float | str | None] | None = None
+    tensors: tuple[Tensor, ...] | None = None
+
+    @property
+    def is_oip(self) -> bool:
+        return self.tensors is not None
+
+
+def decode_request(
+    value: bytes | None, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_rows: int = DEFAULT_MAX_ROWS
+) -> RequestBody:
+    """Decode one request value (contract section 2) or raise ``DecodeError``."""
+    try:
+        wire, tensors = _decode_one(value, max_bytes, max_rows)
+    except msgspec.DecodeError as exc:
+        raise _translate(exc) from None
+    features = None if tensors is not None else wire.features
+    return RequestBody(wire.id, wire.model, features, tensors)  # type: ignore[arg-type]
+
+
 @dataclass(slots=True)
 class DecodedRequests:
     """The requests of a batch that decoded, and why the others did not.
@@ -225,6 +251,11 @@ def model_from_headers(headers: Headers | None) -> str | None:
         if name == MODEL_HEADER and value is not None:
             return value.decode("utf-8", "replace")
     return None
+
+
+def model_header(model: str | None) -> Headers | None:
+    """The headers of a request that names ``model`` by header (None: no headers)."""
+    return None if model is None else [(MODEL_HEADER, model.encode())]
 
 
 # ------------------------------------------------------------------------------------------------ outputs
@@ -358,8 +389,3 @@ def decode_prediction(value: bytes) -> Prediction:
         raise DecodeError(SCHEMA, f"not a prediction: {exc!r}") from None
     except UnicodeDecodeError as exc:
         raise DecodeError(INVALID_JSON, f"not UTF-8: {exc.reason}") from None
-
-
-def model_header(model: str | None) -> Headers | None:
-    """The headers of a request that names ``model`` by header (None: no headers)."""
-    return None if model is None else [(MODEL_HEADER, model.encode())]

@@ -114,7 +114,7 @@ def tensor_rows(card: ModelCard, tensors: tuple[Tensor, ...]) -> np.ndarray:
     columns = [by_name[name] for name in card.features]
     rows = columns[0].shape[0]
     for tensor in columns:
-        if len(tensor.shape) != 1 or tensor.shape[0] != rows:
+        if tensor.shape[0] != rows or tensor.data.size != rows:
             raise DecodeError(SCHEMA, f"input {tensor.name!r} has shape {list(tensor.shape)}; expected [{rows}]")
     return np.stack([t.data for t in columns], axis=1)
 

@@ -17,12 +17,13 @@ import pytest
 
 from streamer import synthetic
 from streamer.adapters import devstack, model_repository, online
-from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.adapters.onnx_logistic import build_logistic, read_logistic, read_logistic_file
 from streamer.adapters.onnx_scorer import OnnxScorer
+from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.adapters.redis_state import DUPLICATE, LEARNED, LoggedPrediction, RedisStateStore
 from streamer.core import learner
 from streamer.core.errors import ModelError
+from streamer.services.online_refresh import OnlineRefresher
 from tests.conftest import REPO
 
 ONLINE_DIR = REPO / "examples" / "models" / "fraud-online" / "1"
@@ -154,7 +155,7 @@ def test_the_refresher_serves_the_shared_weights_and_freeze_writes_a_plain_versi
     scorer = OnnxScorer({"fraud-online": {1: model}})
     metrics = WorkerMetrics()
     [registered] = online.register(store, [model])
-    refresher = online.OnlineRefresher(store, [registered], scorer, metrics, refresh_s=0.05)
+    refresher = OnlineRefresher(store, [registered], scorer, metrics, refresh_s=0.05)
     refresher.start()
     x = synthetic.transactions(800, seed=21)
     y = 1 - synthetic.labels(x, seed=21)  # a rule the shipped weights get wrong: the weights must move

@@ -13,7 +13,9 @@ from streamer.core import envelope
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import DEAD_LETTER_REASONS, DecodeError
 from streamer.core.features import build_matrix
-from streamer.core.types import Label, Prediction, SourceRef
+from streamer.core.routing import Catalog
+from streamer.core.scoring import score_records
+from streamer.core.types import Label, Prediction, Records, SourceRef
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(),
@@ -84,21 +86,58 @@ CARD = ModelCard("m", 1, "regression", ("a", "b"), "x", "0" * 64, OutputRef("y")
 feature_value = st.none() | st.floats(allow_nan=False) | st.text(max_size=3) | st.integers(-(10**40), 10**40)
 
 
+def naive_reason(features: dict) -> str | None:
+    """The per-value rules of ``features.py`` for CARD (no categorical features, no missing values allowed)."""
+    for name in CARD.features:
+        if name not in features:
+            return "schema"
+        value = features[name]
+        if value is None:
+            return "non-finite"
+        if isinstance(value, str):
+            return "schema"
+    if any(abs(features[name]) > float(np.finfo(np.float32).max) for name in CARD.features):
+        return "non-finite"
+    return None
+
+
 @given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c"]), feature_value, max_size=3), max_size=30))
-def test_every_request_is_either_a_span_or_an_error_in_order(rows: list[dict]) -> None:
+def test_every_request_is_either_a_row_or_an_error_as_the_naive_rules_say(rows: list[dict]) -> None:
     bodies = []
     for row in rows:
         try:
             bodies.append(envelope.decode_request(json.dumps({"features": row}).encode()))
         except DecodeError:
             continue
-    batch = build_matrix(CARD, bodies)
-    positions = sorted([s.position for s in batch.spans] + [p for p, _ in batch.errors])
+    batch = build_matrix(CARD, [b.features for b in bodies])
+    positions = sorted(batch.accepted + [p for p, _ in batch.errors])
     assert positions == list(range(len(bodies)))
-    assert batch.matrix.shape == (sum(s.stop - s.start for s in batch.spans), 2)
+    assert batch.matrix.shape == (len(batch.accepted), 2) and batch.starts is None
     assert np.isfinite(batch.matrix).all()
-    for span in batch.spans:
-        features = bodies[span.position].features
+    for j, position in enumerate(batch.accepted):
+        features = bodies[position].features
+        assert naive_reason(features) is None
         expected = [np.float32(features[name]) for name in CARD.features]
-        assert list(batch.matrix[span.start]) == expected
+        assert list(batch.matrix[j]) == expected
         assert all(math.isfinite(v) for v in expected)
+    for position, error in batch.errors:
+        assert error.reason == naive_reason(bodies[position].features)
+
+
+REGRESSOR_CATALOG = Catalog({"m": {1: CARD}})
+
+
+def _double(card: ModelCard, x: np.ndarray) -> dict[str, np.ndarray]:
+    return {"y": x.sum(axis=1)}
+
+
+@given(st.lists(st.binary(max_size=80) | json_values.map(lambda v: json.dumps(v).encode()), max_size=20))
+def test_any_batch_of_values_scores_to_exactly_one_outcome_per_row(values: list[bytes]) -> None:
+    records = Records.of("t", 0, range(len(values)), values)
+    scored = score_records(records, REGRESSOR_CATALOG, _double)
+    for row, body in enumerate(scored.bodies):
+        assert (body is None) == (row in scored.errors)
+        if body is not None:
+            assert json.loads(body + b"}")["source"]["offset"] == row
+        else:
+            assert scored.errors[row].reason in DEAD_LETTER_REASONS

@@ -1,4 +1,8 @@
-"""The core imports nothing that does I/O: stdlib, numpy, msgspec (a pure decoder) and itself only."""
+"""The core imports nothing that does I/O: stdlib, numpy, msgspec (a pure decoder) and itself only.
+
+Every ``.py`` file under ``streamer/core/`` is checked, subpackages included, and relative imports are resolved
+against the importing module's package (``from ..adapters import x`` in core is caught).
+"""
 
 from __future__ import annotations
 
@@ -6,44 +10,116 @@ import ast
 import sys
 from pathlib import Path
 
-CORE = Path(__file__).resolve().parents[2] / "streamer" / "core"
+import pytest
+
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+CORE = PACKAGE_ROOT / "streamer" / "core"
 ALLOWED_THIRD_PARTY = {"numpy", "msgspec"}
 # Stdlib modules that touch the outside world or the clock and have no place in the core.
-FORBIDDEN_STDLIB = {"asyncio", "socket", "logging", "os", "subprocess", "threading", "time", "random", "io", "shutil"}
+FORBIDDEN_STDLIB = {
+    "asyncio",
+    "socket",
+    "logging",
+    "os",
+    "subprocess",
+    "threading",
+    "time",
+    "random",
+    "io",
+    "shutil",
+    "urllib",
+    "http",
+    "pathlib",
+    "tempfile",
+    "select",
+    "signal",
+    "multiprocessing",
+    "concurrent",
+    "sqlite3",
+    "ssl",
+}
 
 
-def _imports(path: Path) -> set[str]:
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE_ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imports(path: Path) -> set[str]:
+    """Absolute names of every module ``path`` imports (relative imports resolved)."""
     tree = ast.parse(path.read_text())
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            found.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            found.add(node.module.split(".")[0] if node.module.split(".")[0] != "streamer" else node.module)
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            if node.level and not node.module:  # from . import x: x may be a module
+                found.update(f"{target}.{alias.name}" for alias in node.names)
     return found
 
 
-def _allowed(module: str) -> bool:
-    if module in FORBIDDEN_STDLIB:
+def allowed(module: str) -> bool:
+    top = module.split(".")[0]
+    if top == "streamer":
+        return module == "streamer.core" or module.startswith("streamer.core.")
+    if top in FORBIDDEN_STDLIB:
         return False
-    return module in sys.stdlib_module_names or module in ALLOWED_THIRD_PARTY
+    return top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY
+
+
+def core_files() -> list[Path]:
+    return sorted(CORE.rglob("*.py"))
 
 
 def test_core_imports_only_pure_modules() -> None:
-    offenders: dict[str, set[str]] = {}
-    for path in sorted(CORE.glob("*.py")):
-        bad = set()
-        for module in _imports(path):
-            if module.startswith("streamer"):
-                if not module.startswith("streamer.core"):
-                    bad.add(module)
-            elif not _allowed(module):
-                bad.add(module)
-        if bad:
-            offenders[path.name] = bad
+    offenders = {
+        str(path.relative_to(CORE)): bad
+        for path in core_files()
+        if (bad := {m for m in imports(path) if not allowed(m)})
+    }
     assert offenders == {}
 
 
 def test_the_check_sees_every_core_module() -> None:
-    names = {p.stem for p in CORE.glob("*.py")}
-    assert {"envelope", "features", "cards", "errors", "types"} <= names
+    names = {p.stem for p in core_files()}
+    assert {"envelope", "features", "cards", "errors", "types", "ledger", "batching", "scoring", "outputs"} <= names
+
+
+@pytest.mark.parametrize(
+    ("source", "relative_path", "bad"),
+    [
+        ("from ..adapters import kafka_admin\n", "core/x.py", "streamer.adapters"),
+        ("from .. import pipeline\n", "core/x.py", "streamer.pipeline"),
+        ("from ...adapters.redis_state import X\n", "core/sub/x.py", "streamer.adapters.redis_state"),
+        ("import time\n", "core/sub/x.py", "time"),
+        ("from os import path\n", "core/x.py", "os"),
+        ("import confluent_kafka\n", "core/x.py", "confluent_kafka"),
+    ],
+)
+def test_the_check_catches_relative_and_nested_imports(
+    tmp_path: Path, source: str, relative_path: str, bad: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "streamer"
+    path = root / relative_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(source)
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE_ROOT", tmp_path)
+    found = imports(path)
+    assert bad in found and not allowed(bad)
+
+
+def test_relative_imports_inside_core_are_allowed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "streamer" / "core" / "sub" / "x.py"
+    path.parent.mkdir(parents=True)
+    path.write_text("from ..types import Records\nfrom . import helper\n")
+    monkeypatch.setattr(sys.modules[__name__], "PACKAGE_ROOT", tmp_path)
+    assert all(allowed(m) for m in imports(path)), imports(path)

@@ -79,9 +79,61 @@ def test_size_limits_are_checked_before_parsing() -> None:
 
 
 def test_a_batch_keeps_good_and_bad_apart_with_positions() -> None:
-    good, bad = envelope.decode_requests([b'{"features": {"a": 1}}', b"nope", b'{"features": {"a": 2}}'])
-    assert [p for p, _ in good] == [0, 2]
-    assert [(p, e.reason) for p, e in bad] == [(1, "invalid-json")]
+    decoded = envelope.decode_requests(
+        [b'{"features": {"a": 1}}', b"nope", json.dumps(OIP).encode(), None, b'{"features": {"a": 2}}']
+    )
+    assert decoded.rows == [0, 2, 4]
+    assert [w.features for w in decoded.wires] == [{"a": 1.0}, envelope.msgspec.UNSET, {"a": 2.0}]
+    assert list(decoded.tensors) == [1] and decoded.tensors[1][0].shape == (2, 3)
+    assert {row: e.reason for row, e in decoded.errors.items()} == {1: "invalid-json", 3: "schema"}
+
+
+# JSON text is UTF-8 (RFC 8259): invalid bytes anywhere make the value invalid-json, even where the model never
+# reads -- an ignored string, the id, a feature name -- and whether or not the rest of the batch is ASCII.
+INVALID_UTF8 = [
+    b'{"id": "x", "note": "\xff\xfe", "features": {"a": 1}}',  # inside a string the model never reads
+    b'{"id": "\xc3\x28", "features": {"a": 1}}',  # inside the id
+    b'{"features": {"a\xff": 1, "a": 2}}',  # inside a feature name
+    b'{"features": {"a": 1}, "\xed\xa0\x80": 0}',  # an encoded surrogate as a key
+]
+
+
+@pytest.mark.parametrize("raw", INVALID_UTF8)
+def test_invalid_utf8_anywhere_is_invalid_json(raw: bytes) -> None:
+    with pytest.raises(UnicodeDecodeError):
+        raw.decode("utf-8")
+    with pytest.raises(DecodeError) as raised:
+        envelope.decode_request(raw)
+    assert raised.value.reason == "invalid-json"
+    decoded = envelope.decode_requests([b'{"features": {"a": 1}}', raw, '{"features": {"é": 1}}'.encode()])
+    assert decoded.rows == [0, 2] and decoded.errors[1].reason == "invalid-json"
+
+
+def test_valid_utf8_beyond_ascii_decodes() -> None:
+    body = envelope.decode_request('{"id": "café ☕", "features": {"prix": 1}}'.encode())
+    assert body.id == "café ☕"
+
+
+def test_invalid_utf8_feedback_is_invalid_json() -> None:
+    with pytest.raises(DecodeError) as raised:
+        envelope.decode_label(b'{"id": "\xff", "label": 1}')
+    assert raised.value.reason == "invalid-json"
+
+
+def test_a_dead_letter_over_the_limit_is_cut_with_the_original_size_and_sha256() -> None:
+    import hashlib
+
+    value = b"x" * 10_000
+    headers = [("streamer-error", b"too-large")]
+    same, same_headers = envelope.fit_dead_letter(b"k", value, headers, 20_000)
+    assert same is value and same_headers == headers
+    cut, cut_headers = envelope.fit_dead_letter(b"k", value, headers, 2_000)
+    assert value.startswith(cut) and 0 < len(cut) < 2_000
+    assert envelope.record_size(b"k", cut, cut_headers) <= 2_000
+    extra = dict(cut_headers)
+    assert extra["streamer-original-size"] == b"10000"
+    assert extra["streamer-original-sha256"] == hashlib.sha256(value).hexdigest().encode()
+    assert cut_headers[0] == headers[0]
 
 
 def test_prediction_round_trip_and_shape() -> None:
