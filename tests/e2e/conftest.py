@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 
 from streamer.adapters import devstack
 from streamer.adapters.kafka_admin import KafkaAdmin
@@ -63,8 +64,12 @@ class Topics:
 
 @pytest.fixture
 def topics(kafka_broker: devstack.ServerInfo, unique_name: Callable[[str], str]) -> Callable[..., Topics]:
-    def make(partitions: int = 8) -> Topics:
+    def make(partitions: int = 8, dlq_config: dict[str, str] | None = None) -> Topics:
+        """Fresh topics; ``dlq_config`` creates the dead-letter topic with these topic configs."""
         t = Topics(unique_name("req"), unique_name("pred"), unique_name("fb"), unique_name("dlq"), unique_name("grp"))
+        if dlq_config:
+            admin = AdminClient({"bootstrap.servers": kafka_broker.address})
+            admin.create_topics([NewTopic(t.dlq, partitions, 1, config=dlq_config)])[t.dlq].result(10)
         KafkaAdmin(kafka_broker.address).create_topics([t.requests, t.predictions, t.feedback, t.dlq], partitions)
         return t
 
@@ -124,6 +129,13 @@ class WorkerProcess:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(10)
 
+    def wait_exit(self, timeout_s: float) -> int:
+        """The exit code, once the worker exits by itself within ``timeout_s``."""
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"worker still running after {timeout_s} s:\n{self.log()[-3000:]}") from None
+
     def terminate(self, timeout_s: float = 60.0) -> int:
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout_s)
@@ -172,7 +184,9 @@ def worker_factory(
 def produce(
     bootstrap: str, topic: str, messages: list[tuple[bytes | None, bytes, list | None]], rate: float = 0
 ) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
+    producer = Producer(
+        {"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True, "message.max.bytes": 10_000_000}
+    )
     started = time.monotonic()
     for index, (key, value, headers) in enumerate(messages):
         if rate:

@@ -40,6 +40,29 @@ CASES: list[tuple[str, bytes | None, bytes | None, list | None, str | None]] = [
     ("null feature", b"k13", json.dumps({"features": {**GOOD, "hour": None}}).encode(), None, "non-finite"),
     ("too large", b"k14", request(id="big", padding="x" * 5000), None, "too-large"),
     ("binary key", bytes(range(256)), b"{", None, "invalid-json"),
+    # JSON text is UTF-8: invalid bytes anywhere are invalid-json, even in a string the model never reads
+    (
+        "bad utf-8 unread",
+        b"k16",
+        b'{"id": "u1", "note": "\xff\xfe", "features": ' + json.dumps(GOOD).encode() + b"}",
+        None,
+        "invalid-json",
+    ),
+    (
+        "bad utf-8 id",
+        b"k17",
+        b'{"id": "\xc3\x28", "features": ' + json.dumps(GOOD).encode() + b"}",
+        None,
+        "invalid-json",
+    ),
+    ("bad utf-8 name", b"k18", b'{"features": {"\xffamount": 1}}', None, "invalid-json"),
+    (
+        "misnamed tensor",
+        b"k19",
+        json.dumps({"inputs": [{"name": "x", "shape": [1, 6], "datatype": "FP32", "data": [0] * 6}]}).encode(),
+        None,
+        "schema",
+    ),
     ("good after bad", b"k15", request(id="after"), None, None),
 ]
 
@@ -75,7 +98,7 @@ def test_every_bad_input_becomes_one_dead_letter_and_good_ones_still_score(
         for name, value in source.headers() or []:  # the request's own headers travel along
             assert headers[name] == value
     counts = worker.metrics()
-    assert counts['streamer_dead_letters_total{reason="invalid-json"}'] == 15
+    assert counts['streamer_dead_letters_total{reason="invalid-json"}'] == 30
     assert counts['streamer_dead_letters_total{reason="unknown-model"}'] == 15
     assert worker.process.poll() is None  # alive
 

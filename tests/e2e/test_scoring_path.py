@@ -68,15 +68,16 @@ def check_exactly_once_in_order(topics: Topics, bootstrap: str, messages: list, 
     missing = set(by_source) - set(seen)
     assert not duplicates, f"{len(duplicates)} requests have several outputs, e.g. {list(duplicates.items())[:5]}"
     assert not missing, f"{len(missing)} requests have no output, e.g. {sorted(missing)[:5]}"
-    # per key: outputs in the order of their requests. A non-empty key lives in one partition; null and empty
-    # keys are spread by the producer's partitioner, so their order holds per partition.
-    per_key: dict[tuple[bytes | None, int], list[int]] = defaultdict(list)
+    # per key: outputs in the order of their requests, in each output topic. A non-empty key lives in one
+    # partition; null and empty keys are spread by the producer's partitioner, so their order holds per partition.
+    per_key: dict[tuple[str, bytes | None, int], list[int]] = defaultdict(list)
     for output in outputs:
-        per_key[(output.key(), output.partition())].append(int(headers_of(output)["streamer-source-offset"]))
-    for (key, partition), offsets in per_key.items():
-        assert offsets == sorted(offsets), f"key {key!r} out of order in partition {partition}"
+        offset = int(headers_of(output)["streamer-source-offset"])
+        per_key[(output.topic(), output.key(), output.partition())].append(offset)
+    for (topic, key, partition), offsets in per_key.items():
+        assert offsets == sorted(offsets), f"key {key!r} out of order in {topic}[{partition}]"
     partitions_of_key: dict[bytes, set[int]] = defaultdict(set)
-    for key, partition in per_key:
+    for _, key, partition in per_key:
         if key:
             partitions_of_key[key].add(partition)
     assert all(len(p) == 1 for p in partitions_of_key.values())
