@@ -20,19 +20,28 @@ from pathlib import Path
 
 from common import ROOT, count_until, embedded_stack, fresh_topics, preload, record, start_worker, wait_for_log
 
-# (stage, frame-name fragments); the first stage whose fragment appears in a sample's stack wins.
+# (stage, frame-name fragments); the first stage whose fragment appears in a sample's stack wins. Fragments of
+# the code before and after the columnar rewrite are both listed, so that one script profiles either checkout
+# (``--worker-code``).
 STAGES = [
     ("decode (msgspec)", ("decode_request",)),
     ("features (matrix)", ("build_matrix",)),
     ("score (ONNX Runtime)", ("Session.run",)),
-    ("encode (prediction JSON)", ("encode_body",)),
-    ("produce + delivery reports", ("OutputProducer.send", "_serve_callbacks", "_delivery_report")),
+    ("encode (prediction JSON)", ("encode_body", "encode_single_predictions", "_predictions", "finish_predictions")),
+    ("scoring bookkeeping (routing, summaries)", ("score_records", "score_batch", "_summarise", "_route")),
+    (
+        "produce + delivery reports",
+        ("OutputProducer.send", "_serve_callbacks", "_delivery_report", "KafkaOutputSink", "output_records"),
+    ),
     ("acknowledge + commit", ("_release_acks", "_on_delivered", "_commit", "Message.ack", "Consumer.commit")),
-    ("reorder + emit bookkeeping", ("ScoringPipeline._emit", "ScoringPipeline._scored", "reorder.py")),
+    (
+        "reorder + emit bookkeeping",
+        ("ScoringPipeline._emit", "ScoringPipeline._scored", "reorder.py", "ledger.py", "ScoringPipeline._send"),
+    ),
     (
         "batching + hand-over",
         (
-            "ScoringPipeline.add_many",
+            "ScoringPipeline.add",
             "ScoringPipeline._run_timer",
             "_run_dispatcher",
             "ScoringPipeline._submit",
@@ -41,9 +50,9 @@ STAGES = [
     ),
     (
         "consume (Kafka client, Faust machinery)",
-        ("_convert", "BatchConsumeLoop._run", "(faust/", "(aiokafka/", "(mode/"),
+        ("_convert", "records_of", "BatchConsumeLoop._run", "(faust/", "(aiokafka/", "(mode/"),
     ),
-    ("metrics", ("on_outcomes", "on_batch", "adapters/metrics.py")),
+    ("metrics, prediction log", ("on_outcomes", "on_batch", "metrics.py", "prediction_log", "redis_state")),
 ]
 
 
@@ -52,15 +61,20 @@ def main() -> int:
     parser.add_argument("--engine", default="batch")
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--worker-code", default=None, help="Run the worker from this checkout (PYTHONPATH).")
+    parser.add_argument("--redis", action="store_true", help="Configure Redis (the prediction log runs).")
     args = parser.parse_args()
     profile = Path(tempfile.mkdtemp()) / "profile.txt"
     with embedded_stack() as state:
         bootstrap = state.kafka_bootstrap
         topics = fresh_topics(bootstrap, 8, "requests", "predictions", "feedback", "dlq")
         preload(bootstrap, topics["requests"], args.count)
-        worker, log_path = start_worker(
-            bootstrap, topics, profile.parent / "worker", STREAMER_ENGINE=args.engine, STREAMER_LOG_LEVEL="INFO"
-        )
+        env = {"STREAMER_ENGINE": args.engine, "STREAMER_LOG_LEVEL": "INFO"}
+        if args.worker_code:
+            env["PYTHONPATH"] = args.worker_code
+        if args.redis:
+            env["STREAMER_REDIS_URL"] = state.redis_url
+        worker, log_path = start_worker(bootstrap, topics, profile.parent / "worker", **env)
         wait_for_log(log_path, r"assigned partitions \[", worker)
         started = time.monotonic()
         spy = subprocess.Popen(
@@ -106,7 +120,17 @@ def main() -> int:
         share = count / total
         shares[stage] = round(share, 3)
         print(f"{stage:42} {share * 100:5.1f} %  {share * busy * per_event_us:6.1f} µs CPU per event")
-    record("breakdown", {"engine": args.engine, "rate": round(rate), "cores_busy": round(busy, 2), "shares": shares})
+    record(
+        "breakdown",
+        {
+            "engine": args.engine,
+            "code": args.worker_code,
+            "redis": args.redis,
+            "rate": round(rate),
+            "cores_busy": round(busy, 2),
+            "shares": shares,
+        },
+    )
     return 0
 
 

@@ -1,14 +1,19 @@
-"""Throughput: N pre-loaded requests over 8 partitions, one worker, against two baselines in the same run.
+"""Throughput: N pre-loaded requests over 8 partitions, one worker, against baselines in the same run.
 
-    .venv/bin/python bench/throughput.py [--count 200000] [--engines faust] [--online] [--no-baselines]
+    .venv/bin/python bench/throughput.py [--count 200000] [--rows batch,batch+redis,batch+tx,faust]
+        [--baselines passthrough,faust-relay,bare-faust] [--worker-code DIR]
 
-Rows: each streamer engine (scoring, reorder, exactly-once read-back, dead letters on); a bare Faust agent
-that only counts events (the ceiling of anything built on Faust); a plain confluent-kafka
-consume -> produce -> commit passthrough in Python (the ceiling of a Python relay). The rate is requests over
-the time from the consumer being assigned to the last output read back. ``--online`` adds, per engine, a row with
-Redis configured (every prediction logged for the join; the trees model) and one scoring with the online model
-(``fraud-online``: logged with its features, weights refreshed every second) -- the cost of the learning side on
-the scoring path.
+Rows (``--rows``, comma-separated): ``batch`` / ``faust`` -- the engine with scoring, reorder, exactly-once
+read-back and dead letters on, no Redis; options joined with ``+``: ``redis`` -- Redis configured (every
+prediction logged for the label join); ``tx`` -- ``kafka.transactional = true`` (batch only); ``online`` --
+scoring the online model (``fraud-online``: logged with its features, weights refreshed every second);
+``threads=N`` -- ``worker.scoring_threads = N``; ``kafka.KEY=VALUE`` -- any ``[kafka]`` setting.
+
+Baselines: a plain confluent-kafka consume -> produce -> commit passthrough in Python (the ceiling of a Python
+relay); a Faust agent relaying each event with a confluent-kafka producer as a user would write it
+(``faust_relay.py``: the Faust engine's yardstick); a bare Faust agent that only counts. The rate is requests
+over the time from the consumer being assigned to the last output read back. ``--worker-code DIR`` runs the
+worker from another checkout (``git worktree add``) for before/after figures in one run.
 """
 
 from __future__ import annotations
@@ -35,6 +40,12 @@ from common import (
 
 from streamer.adapters import devstack
 
+BASELINES = {
+    "passthrough": ("confluent-kafka passthrough", "passthrough.py"),
+    "faust-relay": ("Faust relay (user-written)", "faust_relay.py"),
+    "bare-faust": ("bare Faust agent (count only)", "bare_faust_agent.py"),
+}
+
 
 def online_models(workdir: Path) -> Path:
     models = workdir / "online-models"
@@ -44,31 +55,41 @@ def online_models(workdir: Path) -> Path:
     return models
 
 
+def row_config(options: list[str]) -> str:
+    """The streamer.toml of a row's options."""
+    kafka = [o[len("kafka.") :] for o in options if o.startswith("kafka.")]
+    if "tx" in options:
+        kafka.append("transactional = true")
+    worker = [f"scoring_threads = {o.split('=')[1]}" for o in options if o.startswith("threads=")]
+    text = "[kafka]\n" + "\n".join(kafka) + "\n" if kafka else ""
+    return text + ("[worker]\n" + "\n".join(worker) + "\n" if worker else "")
+
+
 def run_engine(
-    bootstrap: str,
-    engine: str,
-    count: int,
-    partitions: int,
-    workdir: Path,
-    redis_url: str | None = None,
-    model: str = "fraud-online",
+    bootstrap: str, row: str, count: int, partitions: int, workdir: Path, redis_url: str, worker_code: str | None
 ) -> float:
+    engine, *options = row.split("+")
     topics = fresh_topics(bootstrap, partitions, "requests", "predictions", "feedback", "dlq")
     preload(bootstrap, topics["requests"], count)
     env = {"STREAMER_ENGINE": engine, "STREAMER_LOG_LEVEL": "INFO"}
-    if redis_url is not None:
+    if "redis" in options or "online" in options:
         env |= {
             "STREAMER_REDIS_URL": redis_url,
             "STREAMER_MODELS_DIR": str(online_models(workdir)),
-            "STREAMER_DEFAULT_MODEL": model,
+            "STREAMER_DEFAULT_MODEL": "fraud-online" if "online" in options else "fraud",
         }
-    process, log_path = start_worker(bootstrap, topics, workdir / f"{engine}-{redis_url is not None}-{model}", **env)
+    if worker_code:
+        env["PYTHONPATH"] = worker_code
+    rundir = workdir / row.replace("+", "-").replace("=", "-")
+    rundir.mkdir(parents=True, exist_ok=True)
+    (rundir / "streamer.toml").write_text(row_config(options))
+    process, log_path = start_worker(bootstrap, topics, rundir, **env)
     try:
         wait_for_log(log_path, r"assigned partitions \[", process)
         started = time.monotonic()
         seen, last = count_until(bootstrap, [topics["predictions"], topics["dlq"]], count, timeout_s=600)
         if seen < count or last is None:
-            raise SystemExit(f"{engine}: only {seen} of {count} outputs")
+            raise SystemExit(f"{row}: only {seen} of {count} outputs")
         return count / (last - started)
     finally:
         process.terminate()
@@ -97,36 +118,26 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--engines", default="faust")
-    parser.add_argument("--online", action="store_true", help="Also score with the online model (Redis on).")
-    parser.add_argument("--no-baselines", action="store_true", help="Skip the bare Faust and passthrough rows.")
+    parser.add_argument("--rows", default="batch,batch+redis,batch+tx,faust")
+    parser.add_argument("--baselines", default="passthrough,faust-relay")
+    parser.add_argument("--worker-code", default=None, help="Run the worker from this checkout (PYTHONPATH).")
     args = parser.parse_args()
     rows: dict[str, float] = {}
     with embedded_stack() as state, tempfile.TemporaryDirectory() as tmp:
         bootstrap = state.kafka_bootstrap
-        for engine in args.engines.split(","):
-            rows[f"streamer --engine {engine}"] = run_engine(bootstrap, engine, args.count, args.partitions, Path(tmp))
-            if args.online:
-                rows[f"streamer --engine {engine}, Redis on"] = run_engine(
-                    bootstrap, engine, args.count, args.partitions, Path(tmp), state.redis_url, "fraud"
-                )
-                rows[f"streamer --engine {engine}, online"] = run_engine(
-                    bootstrap, engine, args.count, args.partitions, Path(tmp), state.redis_url
-                )
-        if not args.no_baselines:
-            rows["bare Faust agent (count only)"] = run_helper(
-                bootstrap, "bare_faust_agent.py", args.count, args.partitions, Path(tmp) / "faust"
+        for row in [r for r in args.rows.split(",") if r]:
+            rows[row] = run_engine(
+                bootstrap, row, args.count, args.partitions, Path(tmp), state.redis_url, args.worker_code
             )
-            rows["confluent-kafka passthrough"] = run_helper(
-                bootstrap, "passthrough.py", args.count, args.partitions, Path(tmp) / "passthrough"
-            )
-    bare = rows.get("bare Faust agent (count only)", float("nan"))
-    passthrough = rows.get("confluent-kafka passthrough", float("nan"))
+        for name in [b for b in args.baselines.split(",") if b]:
+            label, script = BASELINES[name]
+            rows[label] = run_helper(bootstrap, script, args.count, args.partitions, Path(tmp) / name)
     print(f"\n{args.count} requests, {args.partitions} partitions, {os.cpu_count()} cores\n")
-    print(f"{'':38} {'rows/s':>10} {'x bare Faust':>13} {'x passthrough':>14}")
+    columns = [label for label, _ in BASELINES.values() if label in rows]
+    print(f"{'':38} {'rows/s':>10}" + "".join(f" {'x ' + c[:18]:>21}" for c in columns))
     for name, rate in rows.items():
-        print(f"{name:38} {rate:10,.0f} {rate / bare:13.2f} {rate / passthrough:14.2f}")
-    record("throughput", {"count": args.count, "partitions": args.partitions, "rates": rows})
+        print(f"{name:38} {rate:10,.0f}" + "".join(f" {rate / rows[c]:21.2f}" for c in columns))
+    record("throughput", {"count": args.count, "partitions": args.partitions, "rates": rows, "code": args.worker_code})
     return 0
 
 

@@ -175,7 +175,11 @@ def run(settings: Settings) -> None:
         linger_ms=kafka.linger_ms,
         transactional_id=transactional_id,
     )
-    executor = ThreadPoolExecutor(worker.scoring_threads, thread_name_prefix="streamer-score")
+    executor = (
+        ThreadPoolExecutor(worker.scoring_threads, thread_name_prefix="streamer-score")
+        if worker.scoring_threads
+        else None
+    )
     recover = partial(emitted_offsets, bootstrap, kafka.client, topics.requests, [topics.predictions, topics.dlq])
     policy = BatchPolicy(worker.batch_max_size, worker.batch_max_wait_ms / 1000.0, worker.batch_close_when_drained)
     health = Health()
@@ -242,7 +246,8 @@ def run(settings: Settings) -> None:
             service.stop()
         quality.stop()
         undelivered = sink.close()
-        executor.shutdown(wait=False, cancel_futures=True)
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         if undelivered:
             log.warning("%s outputs undelivered at exit; their requests will be re-read and de-duplicated", undelivered)
 

@@ -283,7 +283,6 @@ def _validate(settings: Settings) -> None:
         "worker.max_message_bytes": worker.max_message_bytes,
         "worker.max_rows_per_request": worker.max_rows_per_request,
         "worker.intra_op_num_threads": worker.intra_op_num_threads,
-        "worker.scoring_threads": worker.scoring_threads,
         "worker.max_inflight_batches": worker.max_inflight_batches,
         "kafka.partitions": settings.kafka.partitions,
         "kafka.replication_factor": settings.kafka.replication_factor,
@@ -293,6 +292,8 @@ def _validate(settings: Settings) -> None:
             raise ConfigError(f"{name}: must be at least 1, got {value}")
     if settings.kafka.transactional and worker.engine != "batch":
         raise ConfigError("kafka.transactional: transactions need the batch engine (worker.engine = 'batch')")
+    if worker.scoring_threads < 0:
+        raise ConfigError(f"worker.scoring_threads: must not be negative, got {worker.scoring_threads}")
     if worker.stall_timeout_s <= 0 or worker.topic_check_interval_s <= 0:
         raise ConfigError("worker.stall_timeout_s and worker.topic_check_interval_s must be positive")
     if settings.kafka.max_output_bytes < 0:

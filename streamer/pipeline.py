@@ -103,7 +103,7 @@ class ScoringPipeline:
         score: ScoreFn,
         sink: OutputSink,
         recover: Recover,
-        executor: Executor,
+        executor: Executor | None,
         max_inflight: int,
         max_dead_letter_bytes: int,
         observer: PipelineObserver | None = None,
@@ -357,6 +357,12 @@ class ScoringPipeline:
                 self._room.set()
                 self._inflight += 1
                 self._observer.on_inflight(self._inflight)
+                if self._executor is None:  # scoring on the loop: no thread hop (the work holds the GIL anyway)
+                    done: asyncio.Future[Any] = self._loop.create_future()
+                    done.set_result(self._score_job([b.records for _, b in job]))
+                    self._guarded(self._scored, job, done)
+                    await asyncio.sleep(0)  # let deliveries and intake in between jobs
+                    continue
                 future = self._loop.run_in_executor(self._executor, self._score_job, [b.records for _, b in job])
                 future.add_done_callback(partial(self._guarded, self._scored, job))
 

@@ -14,6 +14,7 @@ the prediction is produced (contract section 3) and appended then, for the batch
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -87,21 +88,29 @@ def score_records(
     return scored
 
 
+_model_of = operator.attrgetter("model")
+
+
 def _route(
     records: Records, decoded: envelope.DecodedRequests, catalog: Catalog, scored: ScoredBatch
 ) -> dict[str, tuple[ModelCard, list[int]]]:
     """Group the decoded requests (indices into ``decoded.wires``) by the model version that serves them."""
     wires, rows, headers = decoded.wires, decoded.rows, records.headers
     requested: dict[str | None, list[int]] = {}
-    if any(headers):
+    if not wires:
+        return {}
+    names = list(map(_model_of, wires))
+    if names.count(names[0]) == len(names) and not any(headers):
+        requested[names[0]] = list(range(len(wires)))  # the common batch: one model string, no headers
+    elif any(headers):
         for i, wire in enumerate(wires):
             name = wire.model
             if name is None and headers[rows[i]]:
                 name = envelope.model_from_headers(headers[rows[i]])
             requested.setdefault(name, []).append(i)
     else:
-        for i, wire in enumerate(wires):
-            requested.setdefault(wire.model, []).append(i)
+        for i, name in enumerate(names):
+            requested.setdefault(name, []).append(i)
     by_version: dict[str, tuple[ModelCard, list[int]]] = {}
     for name, members in requested.items():
         try:
@@ -167,113 +176,135 @@ def _predictions(
     summary: ModelSummary,
     limits: Limits,
 ) -> None:
-    """Cut the model's per-row results into per-request bodies, encoded in one call."""
-    wires, rows = decoded.wires, decoded.rows
-    scores, labels = result.score, result.label
-    finite = np.isfinite(scores)
-    score_list = scores.tolist()
-    label_list = labels.tolist() if labels is not None else None
-    outputs = {name: value.tolist() for name, value in result.outputs.items()}
-    name, version = card.name, str(card.version)
+    """Cut the model's per-row results into per-request bodies, encoded a column at a time."""
+    wires, rows, tensors = decoded.wires, decoded.rows, decoded.tensors
     topic, partition, offsets = records.topic, records.partition, records.offsets
-    bodies: list[dict[str, Any]] = []
-    body_rows: list[int] = []
-    kept_matrix_rows: list[int] = []
-    online = card.online is not None
-    for j, member in enumerate(batch.accepted):
-        i = members[member]
-        row = rows[i]
-        start, stop = batch.rows_of(j)
-        request_id = wires[i].id
-        if request_id is None:
-            request_id = f"{topic}:{partition}:{offsets[row]}"
-        if stop - start == 1 and i not in decoded.tensors:
-            if not finite[start]:
-                scored.errors[row] = DecodeError(SCORING_FAILED, f"{card.ref} returned a non-finite score")
-                scored.error_models[row] = card.ref
-                continue
-            score: Any = score_list[start]
-            label: Any = label_list[start] if label_list is not None else None
-            row_outputs = {output: value[start] for output, value in outputs.items()}
-            summary.logged_ids.append(request_id)
-            summary.logged_rows.append(row)
-            summary.logged_scores.append(score)
-            if online:
-                kept_matrix_rows.append(start)
-        else:
-            if not finite[start:stop].all():
-                scored.errors[row] = DecodeError(SCORING_FAILED, f"{card.ref} returned a non-finite score")
-                scored.error_models[row] = card.ref
-                continue
-            score = score_list[start:stop]
-            label = label_list[start:stop] if label_list is not None else None
-            row_outputs = {output: value[start:stop] for output, value in outputs.items()}
-        body_rows.append(row)
-        bodies.append(
-            {
-                "id": request_id,
-                "model": name,
-                "version": version,
-                "score": score,
-                "label": label,
-                "outputs": row_outputs,
-                "source": {"topic": topic, "partition": partition, "offset": offsets[row]},
-            }
+    accepted = [members[j] for j in batch.accepted]  # indices into decoded.wires, in batch order
+    request_rows = [rows[i] for i in accepted]
+    ids = [wires[i].id for i in accepted]
+    if None in ids:
+        ids = [f"{topic}:{partition}:{offsets[row]}" if rid is None else rid for rid, row in zip(ids, request_rows)]
+    finite = np.isfinite(result.score)
+    failed: dict[int, DecodeError] = {}  # j -> why its prediction cannot leave
+    single = batch.starts is None and not tensors
+    if single:
+        if not finite.all():
+            failed.update(dict.fromkeys(np.flatnonzero(~finite).tolist(), _non_finite(card)))
+        columns = _columns(result, None)
+        open_bodies = envelope.encode_single_predictions(
+            ids, card.name, str(card.version), *columns, topic, partition, [offsets[row] for row in request_rows]
         )
-    encoded = envelope.encode_prediction_bodies(bodies)
+    else:
+        open_bodies = _general_bodies(card, batch, result, ids, request_rows, accepted, tensors, records, failed)
     limit = limits.max_output_bytes - envelope.RECORD_OVERHEAD_BYTES - 256  # headers, key and latency on top
-    if encoded and max(map(len, encoded)) > limit:
-        _too_large(records, encoded, body_rows, limit, card, scored)
+    if open_bodies and max(map(len, open_bodies)) > limit:
+        for j, body in enumerate(open_bodies):
+            size = len(body) + len(records.keys[request_rows[j]] or b"")
+            if size > limit and j not in failed:
+                failed[j] = DecodeError(
+                    TOO_LARGE, f"the prediction of {card.ref} has {size} bytes, over the output limit of {limit}"
+                )
     out = scored.bodies
-    for row, body in zip(body_rows, encoded, strict=True):
-        if row not in scored.errors:
-            out[row] = body
-    summary.rows = [row for row in body_rows if row not in scored.errors]
-    _summarise(batch, result, members, rows, summary, scored, kept_matrix_rows, online)
-
-
-def _too_large(
-    records: Records, encoded: list[bytes], body_rows: list[int], limit: int, card: ModelCard, scored: ScoredBatch
-) -> None:
-    for row, body in zip(body_rows, encoded, strict=True):
-        size = len(body) + (len(records.keys[row] or b""))
-        if size > limit:
-            scored.errors[row] = DecodeError(
-                TOO_LARGE, f"the prediction of {card.ref} has {size} bytes, over the output limit of {limit}"
-            )
+    for j, row in enumerate(request_rows):
+        if j in failed:
+            scored.errors[row] = failed[j]
             scored.error_models[row] = card.ref
+        else:
+            out[row] = open_bodies[j]
+    _summarise(card, batch, result, ids, request_rows, accepted, tensors, failed, summary)
+
+
+def _non_finite(card: ModelCard) -> DecodeError:
+    return DecodeError(SCORING_FAILED, f"{card.ref} returned a non-finite score")
+
+
+def _columns(result: GraphResult, index: np.ndarray | None) -> tuple[list[Any], list[Any] | None, dict[str, list[Any]]]:
+    """Scores, labels and every output as Python lists (one conversion per column), optionally of some rows."""
+
+    def take(values: np.ndarray) -> list[Any]:
+        return (values if index is None else values[index]).tolist()
+
+    labels = take(result.label) if result.label is not None else None
+    return take(result.score), labels, {name: take(value) for name, value in result.outputs.items()}
+
+
+def _general_bodies(
+    card: ModelCard,
+    batch: FeatureBatch,
+    result: GraphResult,
+    ids: list[str],
+    request_rows: list[int],
+    accepted: list[int],
+    tensors: Mapping[int, Any],
+    records: Records,
+    failed: dict[int, DecodeError],
+) -> list[bytes]:
+    """Bodies when some requests are OIP (several rows each, arrays per field): one object per request."""
+    scores, labels, outputs = _columns(result, None)
+    finite = np.isfinite(result.score)
+    bodies: list[dict[str, Any]] = []
+    for j, i in enumerate(accepted):
+        start, stop = batch.rows_of(j)
+        if not finite[start:stop].all():
+            failed[j] = _non_finite(card)
+        if stop - start == 1 and i not in tensors:
+            score: Any = scores[start]
+            label: Any = labels[start] if labels is not None else None
+            row_outputs = {name: value[start] for name, value in outputs.items()}
+        else:
+            score = scores[start:stop]
+            label = labels[start:stop] if labels is not None else None
+            row_outputs = {name: value[start:stop] for name, value in outputs.items()}
+        row = request_rows[j]
+        source = {"topic": records.topic, "partition": records.partition, "offset": records.offsets[row]}
+        body = {"id": ids[j], "model": card.name, "version": str(card.version), "score": score, "label": label}
+        bodies.append({**body, "outputs": row_outputs, "source": source})
+    return envelope.encode_prediction_bodies(bodies)
 
 
 def _summarise(
+    card: ModelCard,
     batch: FeatureBatch,
     result: GraphResult,
-    members: list[int],
-    rows: list[int],
+    ids: list[str],
+    request_rows: list[int],
+    accepted: list[int],
+    tensors: Mapping[int, Any],
+    failed: dict[int, DecodeError],
     summary: ModelSummary,
-    scored: ScoredBatch,
-    kept_matrix_rows: list[int],
-    online: bool,
 ) -> None:
-    """Score arrays per batch row for the metrics; features of the logged rows for an online model."""
+    """The model's columns for the metrics and the prediction log, without the requests that failed."""
     if batch.starts is None:
-        score_rows = np.fromiter((rows[members[j]] for j in batch.accepted), dtype=np.int64, count=len(batch.accepted))
+        score_rows = np.asarray(request_rows, dtype=np.int64)
+        owner = None  # matrix row k belongs to request k
     else:
-        counts = np.diff(batch.starts)
-        score_rows = np.repeat([rows[members[j]] for j in batch.accepted], counts)
-    if scored.errors:
-        keep = np.fromiter((r not in scored.errors for r in score_rows.tolist()), dtype=bool, count=len(score_rows))
-        summary.scores, summary.score_rows = result.score[keep], score_rows[keep]
-        summary.labels = result.label[keep] if result.label is not None else None
+        owner = np.repeat(np.arange(len(accepted)), np.diff(batch.starts))
+        score_rows = np.asarray(request_rows, dtype=np.int64)[owner]
+    scores, labels = result.score, result.label
+    if owner is None:
+        singles = [j for j, i in enumerate(accepted) if i not in tensors] if tensors else list(range(len(accepted)))
     else:
-        summary.scores, summary.score_rows, summary.labels = result.score, score_rows, result.label
-    if online and kept_matrix_rows:
-        summary.logged_features = batch.matrix[kept_matrix_rows]
-    if scored.errors and summary.logged_rows:
-        logged = [k for k, r in enumerate(summary.logged_rows) if r not in scored.errors]
-        if len(logged) != len(summary.logged_rows):
-            summary.logged_ids = [summary.logged_ids[k] for k in logged]
-            summary.logged_rows = [summary.logged_rows[k] for k in logged]
-            summary.logged_scores = [summary.logged_scores[k] for k in logged]
+        counts = np.diff(batch.starts).tolist()  # type: ignore[arg-type]
+        singles = [j for j, i in enumerate(accepted) if counts[j] == 1 and i not in tensors]
+    if failed:
+        bad = np.fromiter(failed, dtype=np.int64, count=len(failed))
+        keep = ~np.isin(owner if owner is not None else np.arange(len(accepted)), bad)
+        scores, score_rows = scores[keep], score_rows[keep]
+        labels = labels[keep] if labels is not None else None
+        singles = [j for j in singles if j not in failed]
+    summary.rows = [row for j, row in enumerate(request_rows) if j not in failed] if failed else request_rows
+    summary.scores, summary.labels, summary.score_rows = scores, labels, score_rows
+    if owner is None and len(singles) == len(accepted):
+        summary.logged_ids, summary.logged_rows = ids, request_rows
+        summary.logged_scores = result.score.tolist()
+        matrix_rows: list[int] | None = None
+    else:
+        matrix_rows = [batch.rows_of(j)[0] for j in singles]
+        summary.logged_ids = [ids[j] for j in singles]
+        summary.logged_rows = [request_rows[j] for j in singles]
+        summary.logged_scores = result.score[matrix_rows].tolist()
+    if card.online is not None and summary.logged_ids:
+        summary.logged_features = batch.matrix if matrix_rows is None else batch.matrix[matrix_rows]
 
 
 def outcome_counts(

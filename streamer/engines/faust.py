@@ -165,13 +165,16 @@ def build_app(context: Any) -> faust.App:
         topics.requests, key_serializer="raw", value_serializer="raw", key_type=None, value_type=None, acks=False
     )
     chunk = max(worker.batch_max_size, 1000)
+    # take_events returns after ``within`` with what it has: under a backlog a full chunk comes at once; under
+    # light load a request waits at most this long for chunk-mates, within the batch's own bound.
+    within_s = max(worker.batch_max_wait_ms / 1000.0, 0.001)
     fetch_wait = FetchWait(kafka.fetch_wait_max_ms, kafka.fetch_wait_backlog_ms)
 
     @app.agent(requests, name="score")
     async def score(stream: faust.StreamT) -> None:
         scoring = pipeline()
         current_wait = kafka.fetch_wait_max_ms
-        async for events in stream.take_events(chunk, within=0.001):
+        async for events in stream.take_events(chunk, within=within_s):
             full = len(events) >= chunk
             await scoring.add(records_of(events), drained=not full)
             wanted = fetch_wait.update(full)
