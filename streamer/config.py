@@ -136,7 +136,7 @@ class WorkerSettings:
     max_message_bytes: int = 1_048_576
     max_rows_per_request: int = 10_000
     intra_op_num_threads: int = 1
-    scoring_threads: int = 2
+    scoring_threads: int = 0
     max_inflight_batches: int = 4
     # Close a partition's batch as soon as the consumer has nothing more buffered (no idle wait under light
     # load); batch_max_wait_ms stays the upper bound under a backlog.

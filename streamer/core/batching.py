@@ -96,8 +96,9 @@ class FetchWait:
 
     A broker may answer a fetch only when its wait is over even when data is there (the embedded one does,
     measured), so a short wait buys latency and costs throughput: more, smaller fetches. The shell reports
-    after each consumed chunk whether it came back full (``update(full)``); after ``raise_after`` full chunks in
-    a row the wait goes to ``backlog_ms``, and the first short chunk brings it back to ``idle_ms``.
+    after each consumed chunk whether the consumer is behind (``update(behind)``: a chunk came back full, or
+    the lag is a chunk or more); after ``raise_after`` such chunks in a row the wait goes to ``backlog_ms``, and
+    the first chunk that is not behind brings it back to ``idle_ms``.
     """
 
     __slots__ = ("_full", "backlog_ms", "idle_ms", "raise_after")
@@ -106,6 +107,6 @@ class FetchWait:
         self.idle_ms, self.backlog_ms, self.raise_after = idle_ms, backlog_ms, raise_after
         self._full = 0
 
-    def update(self, full: bool) -> int:
-        self._full = self._full + 1 if full else 0
+    def update(self, behind: bool) -> int:
+        self._full = self._full + 1 if behind else 0
         return self.backlog_ms if self._full >= self.raise_after else self.idle_ms

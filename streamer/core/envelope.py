@@ -72,6 +72,15 @@ class WireRequest(msgspec.Struct):
     model: str | None = None
 
 
+class PlainRequest(msgspec.Struct):
+    """The common request: every feature a number. Decoded as such, its features need no per-value check."""
+
+    features: dict[str, float]
+    inputs: Any = msgspec.UNSET
+    id: str | None = None
+    model: str | None = None
+
+
 class _WireLabel(msgspec.Struct):
     id: str
     label: float
@@ -79,6 +88,7 @@ class _WireLabel(msgspec.Struct):
 
 
 _request_decoder = msgspec.json.Decoder(WireRequest)
+_plain_decoder = msgspec.json.Decoder(PlainRequest)
 _label_decoder = msgspec.json.Decoder(_WireLabel)
 _encoder = msgspec.json.Encoder()
 
@@ -187,16 +197,17 @@ class DecodedRequests:
 
     ``rows[i]`` is the batch row of ``wires[i]`` (ascending); ``tensors`` maps ``i`` to the decoded inputs of
     an OIP request (absent for a JSON request, whose ``wires[i].features`` is set); ``errors`` maps a batch row
-    to its dead-letter reason. Every row of the batch is in exactly one of ``rows`` and ``errors``.
+    to its dead-letter reason. Every row of the batch is in exactly one of ``rows`` and ``errors``. ``plain``:
+    every request is JSON with numbers only (``PlainRequest``), so features need no per-value check.
     """
 
     rows: list[int]
-    wires: list[WireRequest]
+    wires: list[WireRequest] | list[PlainRequest]
     tensors: dict[int, tuple[Tensor, ...]] = field(default_factory=dict)
     errors: dict[int, DecodeError] = field(default_factory=dict)
+    plain: bool = False
 
 
-_features_of = operator.attrgetter("features")
 _inputs_of = operator.attrgetter("inputs")
 
 
@@ -210,17 +221,13 @@ def decode_requests(
     decode = _request_decoder.decode
     unset = msgspec.UNSET
     if values and None not in values and max(map(len, values)) <= max_bytes and b"".join(values).isascii():
-        # The common batch -- ASCII JSON requests with "features", within the limit -- in C-level passes.
+        # The common batch -- ASCII JSON requests with numeric "features", within the limit -- in C-level passes.
         try:
-            all_wires = list(map(decode, values))
+            plain = list(map(_plain_decoder.decode, values))
         except msgspec.DecodeError:
-            all_wires = None
-        if (
-            all_wires is not None
-            and unset not in list(map(_features_of, all_wires))
-            and list(map(_inputs_of, all_wires)).count(unset) == len(all_wires)
-        ):
-            return DecodedRequests(list(range(len(values))), all_wires)
+            plain = None
+        if plain is not None and list(map(_inputs_of, plain)).count(unset) == len(plain):
+            return DecodedRequests(list(range(len(values))), plain, plain=True)
     decoded = DecodedRequests([], [])
     rows, wires, tensors, errors = decoded.rows, decoded.wires, decoded.tensors, decoded.errors
     for row, value in enumerate(values):
@@ -278,9 +285,12 @@ def model_header(model: str | None) -> Headers | None:
 # ------------------------------------------------------------------------------------------------ outputs
 
 
-def source_headers(topic: bytes, partition: bytes, offset: int) -> Headers:
-    """Headers of every output: its request's coordinates (``topic``/``partition`` pre-encoded per batch)."""
-    return [(SOURCE_TOPIC, topic), (SOURCE_PARTITION, partition), (SOURCE_OFFSET, b"%d" % offset)]
+def source_headers(topic: str, partition: int, offsets: Sequence[int]) -> list[Headers]:
+    """Headers of every output: its request's coordinates. The topic and partition tuples are shared by the
+    batch's records (built once), only the offset's is per record."""
+    topic_header = (SOURCE_TOPIC, topic.encode())
+    partition_header = (SOURCE_PARTITION, b"%d" % partition)
+    return [[topic_header, partition_header, (SOURCE_OFFSET, b"%d" % offset)] for offset in offsets]
 
 
 def dead_letter_headers(error: DecodeError, source: SourceRef, own: Headers | None = None) -> Headers:

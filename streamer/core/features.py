@@ -119,13 +119,14 @@ def tensor_rows(card: ModelCard, tensors: tuple[Tensor, ...]) -> np.ndarray:
     return np.stack([t.data for t in columns], axis=1)
 
 
-def _plain_rows(card: ModelCard, features: Sequence[Mapping[str, Any]]) -> np.ndarray | None:
-    """The fast path: every row has every feature as a float. None when any row needs the per-value rules."""
+def _plain_rows(card: ModelCard, features: Sequence[Mapping[str, Any]], checked: bool) -> np.ndarray | None:
+    """The fast path: every row has every feature as a float. None when any row needs the per-value rules.
+    ``checked``: the decoder already guaranteed every value is a float (``envelope.PlainRequest``)."""
     try:
         rows = list(map(_getter(card.features), features))
     except KeyError:
         return None
-    if set(map(type, itertools.chain.from_iterable(rows))) - {float}:
+    if not checked and set(map(type, itertools.chain.from_iterable(rows))) - {float}:
         return None
     return np.array(rows, dtype=np.float64).reshape(len(rows), len(card.features))
 
@@ -134,15 +135,16 @@ def build_matrix(
     card: ModelCard,
     features: Sequence[Mapping[str, Any] | None],
     tensors: Mapping[int, tuple[Tensor, ...]] | None = None,
+    all_numbers: bool = False,
 ) -> FeatureBatch:
     """The float32 matrix of every acceptable request for ``card``'s model.
 
     ``features[i]`` is request i's features object, or None for an OIP request whose inputs are
-    ``tensors[i]``.
+    ``tensors[i]``. ``all_numbers``: every value is known to be a float (decoded as ``PlainRequest``).
     """
     width = len(card.features)
     if not tensors:
-        plain = _plain_rows(card, features)  # type: ignore[arg-type]
+        plain = _plain_rows(card, features, all_numbers)  # type: ignore[arg-type]
         if plain is not None:
             return _finish(card, plain, list(range(len(features))), None, [])
     blocks: list[np.ndarray] = []

@@ -13,7 +13,7 @@ functions. Every stage's outputs must have as many rows as its input; otherwise 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from graphlib import TopologicalSorter
 
@@ -80,7 +80,10 @@ class ScoringGraph:
         return self.stages[self.head].card
 
     def run(self, matrix: np.ndarray, infer: Infer) -> GraphResult:
-        order = TopologicalSorter({name: stage.after for name, stage in self.stages.items()}).static_order()
+        if len(self.stages) == 1:
+            order: Iterable[str] = self.stages
+        else:
+            order = TopologicalSorter({name: stage.after for name, stage in self.stages.items()}).static_order()
         results: dict[str, dict[str, np.ndarray]] = {}
         for name in order:
             results[name] = self.stages[name].run(matrix, infer)

@@ -45,7 +45,6 @@ def output_records(
 ) -> OutputRecords:
     """The outputs of the rows ``send`` (None: every row) of ``scored``, as of wall-clock ``now_ms``."""
     records = scored.records
-    topic_bytes, partition_bytes = records.topic.encode(), str(records.partition).encode()
     offsets, keys, bodies, errors = records.offsets, records.keys, scored.bodies, scored.errors
     rows = range(len(records)) if send is None else send
     if errors:
@@ -61,7 +60,7 @@ def output_records(
     predictions = TopicRecords(
         [keys[row] for row in prediction_rows],
         values,  # type: ignore[arg-type]
-        [envelope.source_headers(topic_bytes, partition_bytes, offsets[row]) for row in prediction_rows],
+        envelope.source_headers(records.topic, records.partition, [offsets[row] for row in prediction_rows]),
     )
     out = OutputRecords(records.partition, predictions, TopicRecords(), latencies)
     for row in dead_rows:

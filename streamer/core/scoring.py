@@ -144,7 +144,7 @@ def _score_model(
     else:
         features = [wires[i].features for i in members]
         member_tensors = None
-    batch = build_matrix(card, features, member_tensors)  # type: ignore[arg-type]
+    batch = build_matrix(card, features, member_tensors, decoded.plain)  # type: ignore[arg-type]
     errors, error_models = scored.errors, scored.error_models
     for j, error in batch.errors:
         errors[rows[members[j]]] = error

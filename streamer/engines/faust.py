@@ -9,9 +9,12 @@ ledgers say, every second and before partitions go (through Faust's consumer, ``
 signals drive ``assign`` (read-back recovery, awaited before the new partitions are resumed) and ``revoke``
 (finish, then commit); the web server serves ``/metrics``, ``/health`` and ``/ready`` on the metrics port.
 
-The fetch wait adapts (``core.batching.FetchWait``): ``kafka.fetch_wait_max_ms`` (5 ms) while traffic is light,
-``kafka.fetch_wait_backlog_ms`` while the consumer keeps returning full chunks -- the embedded broker answers a
-fetch only when its wait is over, so short waits cost throughput exactly when there is a backlog.
+Both timing decisions follow the lag (high watermark minus what was consumed, per partition of the chunk): at
+no lag the consumer is drained and open batches close at once; at a lag of a chunk or more the fetch wait goes
+from ``kafka.fetch_wait_max_ms`` (5 ms) to ``kafka.fetch_wait_backlog_ms`` (``core.batching.FetchWait``) -- the
+embedded broker answers a fetch only when its wait is over, so short waits cost throughput exactly when there
+is a backlog. (Its high watermark is the last record batch's base offset + 1, measured: the lag it gives is
+short by at most one producer batch, and zero when caught up, which is what these decisions need.)
 
 Faust runs with transport ``kafka://`` (aiokafka): its ``confluent://`` transport received no assignment on
 the embedded broker, and its ``exactly_once`` guarantee cannot start there (measured) -- exactly-once comes
@@ -175,9 +178,11 @@ def build_app(context: Any) -> faust.App:
         scoring = pipeline()
         current_wait = kafka.fetch_wait_max_ms
         async for events in stream.take_events(chunk, within=within_s):
-            full = len(events) >= chunk
-            await scoring.add(records_of(events), drained=not full)
-            wanted = fetch_wait.update(full)
+            chunk_records = records_of(events)
+            lag = sum(max((highwater(r.partition) or 0) - r.offsets[-1] - 1, 0) for r in chunk_records)
+            # Nothing more to read for these partitions: close their batches now rather than wait for batch-mates.
+            await scoring.add(chunk_records, drained=lag == 0)
+            wanted = fetch_wait.update(lag >= chunk)
             if wanted != current_wait and set_fetch_wait(app, wanted):
                 log.debug("fetch wait %s ms -> %s ms", current_wait, wanted)
                 current_wait = wanted
