@@ -381,8 +381,13 @@ def encode_single_predictions(
     names = list(outputs)
     template = (
         b'{"id":%s,"model":' + _constant(model) + b',"version":' + _constant(version) + b',"score":%s,"label":%s'
-        b',"outputs":{' + b",".join(_constant(name) + b":%s" for name in names) + b'},"source":{"topic":'
-        + _constant(topic) + b',"partition":' + b"%d" % partition + b',"offset":%d}'
+        b',"outputs":{'
+        + b",".join(_constant(name) + b":%s" for name in names)
+        + b'},"source":{"topic":'
+        + _constant(topic)
+        + b',"partition":'
+        + b"%d" % partition
+        + b',"offset":%d}'
     )
     columns = [_json_lines(ids), _json_lines(scores), _json_lines(labels) if labels is not None else None]
     if columns[2] is None:

@@ -183,7 +183,8 @@ def _predictions(
     request_rows = [rows[i] for i in accepted]
     ids = [wires[i].id for i in accepted]
     if None in ids:
-        ids = [f"{topic}:{partition}:{offsets[row]}" if rid is None else rid for rid, row in zip(ids, request_rows)]
+        pairs = zip(ids, request_rows, strict=True)
+        ids = [f"{topic}:{partition}:{offsets[row]}" if rid is None else rid for rid, row in pairs]
     finite = np.isfinite(result.score)
     failed: dict[int, DecodeError] = {}  # j -> why its prediction cannot leave
     single = batch.starts is None and not tensors
