@@ -132,6 +132,23 @@ local function learn(spec, features, y)
   end
   spec.learned = spec.learned + 1
 end
+-- A logged prediction: a MessagePack string, or the hash that versions before 0.2 wrote (fields m, v, s, th, x
+-- with x the features as comma-separated text), which may still be in Redis for prediction_ttl_s after an upgrade.
+local function logged_prediction(key)
+  local ok, packed = pcall(redis.call, 'GET', key)
+  if ok then
+    if not packed then return nil end
+    return cmsgpack.unpack(packed)
+  end
+  local h = redis.call('HMGET', key, 'm', 'v', 's', 'th', 'x')  -- GET failed: not a string (WRONGTYPE)
+  if not h[1] then return nil end
+  local x = nil
+  if h[5] then
+    x = {}
+    for v in string.gmatch(h[5], '[^,]+') do table.insert(x, tonumber(v)) end
+  end
+  return {h[1], h[2], tonumber(h[3]), tonumber(h[4]), 0, x}
+end
 local result = {}
 local totals = {}  -- bucket key -> field -> sum: one HINCRBYFLOAT per field and bucket per call, not per label
 while i <= #ARGV do
@@ -141,12 +158,11 @@ while i <= #ARGV do
   if not redis.call('SET', marker, '1', 'NX', 'EX', ttl) then
     table.insert(result, 2)
   else
-    local packed = redis.call('GET', prefix .. ':pred:' .. id)
-    if not packed then
+    local p = logged_prediction(prefix .. ':pred:' .. id)  -- {model, version, score, threshold, time[, features]}
+    if not p then
       redis.call('DEL', marker)
       table.insert(result, 1)
     else
-      local p = cmsgpack.unpack(packed)  -- {model, version, score, threshold, time[, features]}
       local s, th = p[3], p[4]
       local predicted, positive = s >= th, y >= 0.5
       local c = math.min(math.max(s, 1e-15), 1 - 1e-15)

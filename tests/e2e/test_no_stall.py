@@ -124,6 +124,7 @@ def test_a_deleted_output_topic_makes_the_worker_say_so_and_exit(
     messages, _ = make_requests(200, keys=20, seed=63)
     produce(kafka_broker.address, t.requests, messages)
     assert len(read_all(kafka_broker.address, [t.predictions, t.dlq], len(messages))) == len(messages)
-    AdminClient({"bootstrap.servers": kafka_broker.address}).delete_topics([t.predictions])[t.predictions].result(10)
+    admin = AdminClient({"bootstrap.servers": kafka_broker.address})  # kept: a dropped client cancels its futures
+    admin.delete_topics([t.predictions])[t.predictions].result(10)
     assert worker.wait_exit(30) == 4
     assert f"{t.predictions} no longer exists" in worker.log()

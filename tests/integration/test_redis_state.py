@@ -95,3 +95,13 @@ def test_two_workers_applying_overlapping_labels_concurrently_count_each_once(st
     duplicates = sum(code == DUPLICATE for codes in results for code in codes)
     assert (joined, duplicates) == (2000, 1000)
     assert store.metrics("fraud", "1", WINDOWS[1], now).count == 2000
+
+
+def test_predictions_logged_as_hashes_by_earlier_versions_still_join(store: RedisStateStore) -> None:
+    """Before 0.2 the log was one hash per prediction; after an upgrade such entries live on for the TTL."""
+    client = store._redis
+    client.hset(f"{store.prefix}:pred:old-1", mapping={"m": "fraud", "v": "1", "s": "0.9", "th": "0.5", "t": "1"})
+    store.log_predictions([LoggedPrediction("new-1", "fraud", "1", 0.2, 0.5, 1.0)])
+    assert store.apply_labels([("old-1", 1.0), ("new-1", 0.0), ("none", 1.0)], 1000.0) == [JOINED, JOINED, UNKNOWN]
+    stats = store.window_stats("fraud", "1", store.windows[0], 1000.0)
+    assert stats[0] == 2 and stats[1] == 2  # both counted, both correct (0.9 >= 0.5 -> 1; 0.2 < 0.5 -> 0)
