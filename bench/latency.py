@@ -1,11 +1,13 @@
 """End-to-end latency at fixed request rates, against a raw two-hop relay in the same run.
 
-    .venv/bin/python bench/latency.py [--rates 500,2000,5000] [--seconds 6] [--engines faust]
+    .venv/bin/python bench/latency.py [--rates 500,2000,5000] [--seconds 6] [--engines faust,batch]
+        [--before-code DIR --engines before:faust,faust]
 
 Latency is what a client sees: from producing a request (its send time, carried in its key) to reading its
 prediction on the output topic, with producer linger 5 ms and consumer fetch wait 5 ms everywhere. The relay (consume ->
 produce, no scoring, confluent-kafka) is the floor: the same two broker hops with nothing in between. The
-first second of each run is dropped as warm-up.
+first second of each run is dropped as warm-up. An engine named ``before:ENGINE`` runs the worker from the
+checkout ``--before-code DIR`` (``git worktree add DIR COMMIT``).
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="500,2000,5000")
     parser.add_argument("--seconds", type=float, default=6.0)
-    parser.add_argument("--engines", default="faust")
+    parser.add_argument("--engines", default="faust,batch")
+    parser.add_argument("--before-code", default=None, help="Engines named 'before:ENGINE' run from this checkout.")
     args = parser.parse_args()
     results: dict[str, dict[str, dict[str, float]]] = {}
     # A fresh broker for every row: the embedded broker keeps everything in memory and slows down as earlier
@@ -120,20 +123,20 @@ def main() -> int:
                 latencies = measure(bootstrap, topics["requests"], [topics["out"]], rate, args.seconds)
                 row["relay (2 hops, no scoring)"] = summary(latencies)
                 relay.kill()
-            for engine in args.engines.split(","):
+            for name in args.engines.split(","):
+                engine = name.removeprefix("before:")
+                env = {"STREAMER_ENGINE": engine, "STREAMER_LOG_LEVEL": "INFO"}
+                if name.startswith("before:"):
+                    env["PYTHONPATH"] = args.before_code
                 with embedded_stack() as state:
                     bootstrap = state.kafka_bootstrap
                     topics = fresh_topics(bootstrap, 8, "requests", "predictions", "feedback", "dlq")
                     worker, log_path = start_worker(
-                        bootstrap,
-                        topics,
-                        Path(tmp) / f"{engine}-{rate:.0f}",
-                        STREAMER_ENGINE=engine,
-                        STREAMER_LOG_LEVEL="INFO",
+                        bootstrap, topics, Path(tmp) / f"{name.replace(':', '-')}-{rate:.0f}", **env
                     )
                     wait_for_log(log_path, r"assigned partitions \[", worker)
                     outputs = [topics["predictions"], topics["dlq"]]
-                    row[f"streamer --engine {engine}"] = summary(
+                    row[f"streamer {name}"] = summary(
                         measure(bootstrap, topics["requests"], outputs, rate, args.seconds)
                     )
                     worker.terminate()

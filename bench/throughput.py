@@ -1,7 +1,7 @@
 """Throughput: N pre-loaded requests over 8 partitions, one worker, against baselines in the same run.
 
     .venv/bin/python bench/throughput.py [--count 200000] [--rows batch,batch+redis,batch+tx,faust]
-        [--baselines passthrough,faust-relay,bare-faust] [--worker-code DIR]
+        [--baselines passthrough,faust-relay,bare-faust] [--before-code DIR --rows before:batch,batch]
 
 Rows (``--rows``, comma-separated): ``batch`` / ``faust`` -- the engine with scoring, reorder, exactly-once
 read-back and dead letters on, no Redis; options joined with ``+``: ``redis`` -- Redis configured (every
@@ -12,8 +12,8 @@ scoring the online model (``fraud-online``: logged with its features, weights re
 Baselines: a plain confluent-kafka consume -> produce -> commit passthrough in Python (the ceiling of a Python
 relay); a Faust agent relaying each event with a confluent-kafka producer as a user would write it
 (``faust_relay.py``: the Faust engine's yardstick); a bare Faust agent that only counts. The rate is requests
-over the time from the consumer being assigned to the last output read back. ``--worker-code DIR`` runs the
-worker from another checkout (``git worktree add``) for before/after figures in one run.
+over the time from the consumer being assigned to the last output read back. A row named ``before:ROW`` runs the
+worker from the checkout ``--before-code DIR`` (``git worktree add DIR COMMIT``): before/after figures in one run.
 """
 
 from __future__ import annotations
@@ -68,6 +68,10 @@ def row_config(options: list[str]) -> str:
 def run_engine(
     bootstrap: str, row: str, count: int, partitions: int, workdir: Path, redis_url: str, worker_code: str | None
 ) -> float:
+    if row.startswith("before:"):
+        row = row.removeprefix("before:")
+    else:
+        worker_code = None
     engine, *options = row.split("+")
     topics = fresh_topics(bootstrap, partitions, "requests", "predictions", "feedback", "dlq")
     preload(bootstrap, topics["requests"], count)
@@ -120,14 +124,16 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--rows", default="batch,batch+redis,batch+tx,faust")
     parser.add_argument("--baselines", default="passthrough,faust-relay")
-    parser.add_argument("--worker-code", default=None, help="Run the worker from this checkout (PYTHONPATH).")
+    parser.add_argument(
+        "--before-code", default=None, help="Rows named 'before:ROW' run the worker from this checkout (PYTHONPATH)."
+    )
     args = parser.parse_args()
     rows: dict[str, float] = {}
     with embedded_stack() as state, tempfile.TemporaryDirectory() as tmp:
         bootstrap = state.kafka_bootstrap
         for row in [r for r in args.rows.split(",") if r]:
             rows[row] = run_engine(
-                bootstrap, row, args.count, args.partitions, Path(tmp), state.redis_url, args.worker_code
+                bootstrap, row, args.count, args.partitions, Path(tmp), state.redis_url, args.before_code
             )
         for name in [b for b in args.baselines.split(",") if b]:
             label, script = BASELINES[name]
@@ -137,7 +143,9 @@ def main() -> int:
     print(f"{'':38} {'rows/s':>10}" + "".join(f" {'x ' + c[:18]:>21}" for c in columns))
     for name, rate in rows.items():
         print(f"{name:38} {rate:10,.0f}" + "".join(f" {rate / rows[c]:21.2f}" for c in columns))
-    record("throughput", {"count": args.count, "partitions": args.partitions, "rates": rows, "code": args.worker_code})
+    record(
+        "throughput", {"count": args.count, "partitions": args.partitions, "rates": rows, "before": args.before_code}
+    )
     return 0
 
 

@@ -246,6 +246,11 @@ class LoggedBatch:
     def __len__(self) -> int:
         return len(self.ids)
 
+    def pack(self) -> bytes:
+        """The batch as the one MessagePack argument the logging script takes (a C-level encode)."""
+        features = None if self.features is None else self.features.astype(np.float64).tolist()
+        return _pack((self.model, self.version, self.threshold, self.time, self.ids, self.scores, features))
+
 
 @dataclass(frozen=True, slots=True)
 class OnlineSpec:
@@ -329,21 +334,10 @@ class RedisStateStore:
 
     def log_batches(self, batches: Sequence[LoggedBatch]) -> int:
         """Log columnar batches of predictions with one script call (one round trip); returns the count."""
-        blobs = [
-            _pack(
-                (
-                    b.model,
-                    b.version,
-                    b.threshold,
-                    b.time,
-                    b.ids,
-                    b.scores,
-                    None if b.features is None else b.features.astype(np.float64).tolist(),
-                )
-            )
-            for b in batches
-            if len(b)
-        ]
+        return self.log_packed([b.pack() for b in batches if len(b)])
+
+    def log_packed(self, blobs: Sequence[bytes]) -> int:
+        """Log batches already packed (``LoggedBatch.pack``) with one script call; returns the count."""
         if not blobs:
             return 0
         return int(self._log(args=[self.prefix, self.prediction_ttl_s, *blobs]))

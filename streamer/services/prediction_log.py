@@ -2,9 +2,11 @@
 label arriving later can join it (contract section 4).
 
 ``PredictionLog`` is a pipeline observer: on each release it takes the batch's columns (ids, scores, and the
-features of an online model) per model version -- no object per prediction -- and queues them. Its service
-thread writes what is queued with one script call per round (``RedisStateStore.log_batches``: one round trip
-for thousands of predictions), so Redis latency never reaches scoring. The queue is bounded in rows: when Redis
+features of an online model) per model version -- no object per prediction -- packs them into one MessagePack
+blob (a C-level encode, done here on the data path's thread: done on the service thread, big encodes held the
+GIL against the data path, measured) and queues it. Its service thread writes what is queued with one script
+call per round (``RedisStateStore.log_packed``: one round trip for thousands of predictions, GIL released while
+it waits), so Redis latency never reaches scoring. The queue is bounded in rows: when Redis
 is down for long, the oldest rows are dropped and counted (never silently lost, never unbounded memory). OIP
 predictions (several rows) are not logged: a label joins one row.
 """
@@ -41,7 +43,7 @@ class PredictionLog:
         self._observer = observer
         self._threshold_of = thresholds
         self._thresholds: dict[str, float] = {}  # by "name@version": resolved once, not per prediction
-        self._queue: collections.deque[LoggedBatch] = collections.deque()
+        self._queue: collections.deque[tuple[bytes, int]] = collections.deque()  # (packed batch, predictions)
         self._queued_rows = 0
         self._max_queued = max_queued
         self._max_rows_per_call = max_rows_per_call
@@ -84,46 +86,47 @@ class PredictionLog:
             self.submit(batches)
 
     def submit(self, batches: list[LoggedBatch]) -> None:
+        packed = [(batch.pack(), len(batch)) for batch in batches]
         with self._lock:
-            for batch in batches:
-                self._queue.append(batch)
-                self._queued_rows += len(batch)
-                self.submitted += len(batch)
+            for entry in packed:
+                self._queue.append(entry)
+                self._queued_rows += entry[1]
+                self.submitted += entry[1]
             dropped = 0
             while self._queued_rows > self._max_queued and self._queue:
-                oldest = self._queue.popleft()
-                self._queued_rows -= len(oldest)
-                dropped += len(oldest)
+                _, rows = self._queue.popleft()
+                self._queued_rows -= rows
+                dropped += rows
             self.dropped += dropped
         if dropped:
             self._observer.on_prediction_log_dropped(dropped)
 
     # ------------------------------------------------------------------------------------------ service
 
-    def _take(self) -> list[LoggedBatch]:
+    def _take(self) -> tuple[list[tuple[bytes, int]], int]:
         with self._lock:
             taken, rows = [], 0
             while self._queue and rows < self._max_rows_per_call:
-                batch = self._queue.popleft()
-                taken.append(batch)
-                rows += len(batch)
+                entry = self._queue.popleft()
+                taken.append(entry)
+                rows += entry[1]
             self._queued_rows -= rows
-            return taken
+            return taken, rows
 
     def _step(self) -> bool:
-        batches = self._take()
-        if not batches:
+        taken, rows = self._take()
+        if not taken:
             return False
         try:
-            self.logged += self._store.log_batches(batches)
+            self.logged += self._store.log_packed([blob for blob, _ in taken])
         except Exception as exc:  # Redis down: put the rows back (bounded by max_queued) and retry later
             self._observer.on_redis_error("log_predictions")
             if not self._failing:
-                log.warning("cannot log %s predictions to Redis (%s); retrying", sum(map(len, batches)), exc)
+                log.warning("cannot log %s predictions to Redis (%s); retrying", rows, exc)
             self._failing = True
             with self._lock:
-                self._queue.extendleft(reversed(batches))
-                self._queued_rows += sum(map(len, batches))
+                self._queue.extendleft(reversed(taken))
+                self._queued_rows += rows
             self.service.wait(1.0)
             return False
         if self._failing:
@@ -133,12 +136,12 @@ class PredictionLog:
 
     def _drain(self) -> None:
         """On stop: one last attempt for what is queued (bounded: a dead Redis is not waited for)."""
-        batches = self._take()
-        if batches:
+        taken, rows = self._take()
+        if taken:
             try:
-                self.logged += self._store.log_batches(batches)
+                self.logged += self._store.log_packed([blob for blob, _ in taken])
             except Exception as exc:
-                log.warning("%s predictions not logged at stop (%s)", sum(map(len, batches)), exc)
+                log.warning("%s predictions not logged at stop (%s)", rows, exc)
 
     def wait_logged(self, timeout_s: float) -> bool:
         """Wait until every prediction submitted so far is logged (or dropped); False on timeout.
