@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -125,27 +126,34 @@ def main() -> int:
     parser.add_argument("--rows", default="batch,batch+redis,batch+tx,faust")
     parser.add_argument("--baselines", default="passthrough,faust-relay")
     parser.add_argument(
+        "--repeat", type=int, default=1, help="Run every row and baseline this many times, interleaved."
+    )
+    parser.add_argument(
         "--before-code", default=None, help="Rows named 'before:ROW' run the worker from this checkout (PYTHONPATH)."
     )
     args = parser.parse_args()
-    rows: dict[str, float] = {}
+    runs: dict[str, list[float]] = {}
     with embedded_stack() as state, tempfile.TemporaryDirectory() as tmp:
         bootstrap = state.kafka_bootstrap
-        for row in [r for r in args.rows.split(",") if r]:
-            rows[row] = run_engine(
-                bootstrap, row, args.count, args.partitions, Path(tmp), state.redis_url, args.before_code
-            )
-        for name in [b for b in args.baselines.split(",") if b]:
-            label, script = BASELINES[name]
-            rows[label] = run_helper(bootstrap, script, args.count, args.partitions, Path(tmp) / name)
-    print(f"\n{args.count} requests, {args.partitions} partitions, {os.cpu_count()} cores\n")
+        for _ in range(args.repeat):
+            for row in [r for r in args.rows.split(",") if r]:
+                rate = run_engine(
+                    bootstrap, row, args.count, args.partitions, Path(tmp), state.redis_url, args.before_code
+                )
+                runs.setdefault(row, []).append(rate)
+            for name in [b for b in args.baselines.split(",") if b]:
+                label, script = BASELINES[name]
+                rate = run_helper(bootstrap, script, args.count, args.partitions, Path(tmp) / name)
+                runs.setdefault(label, []).append(rate)
+    rows = {name: statistics.median(rates) for name, rates in runs.items()}
+    print(f"\n{args.count} requests, {args.partitions} partitions, {os.cpu_count()} cores, {args.repeat} run(s) each")
+    print("rows/s is the median; x columns are ratios of medians\n")
     columns = [label for label, _ in BASELINES.values() if label in rows]
-    print(f"{'':38} {'rows/s':>10}" + "".join(f" {'x ' + c[:18]:>21}" for c in columns))
+    print(f"{'':40} {'rows/s':>10} {'min-max':>17}" + "".join(f" {'x ' + c[:18]:>21}" for c in columns))
     for name, rate in rows.items():
-        print(f"{name:38} {rate:10,.0f}" + "".join(f" {rate / rows[c]:21.2f}" for c in columns))
-    record(
-        "throughput", {"count": args.count, "partitions": args.partitions, "rates": rows, "before": args.before_code}
-    )
+        spread = f"{min(runs[name]):,.0f}-{max(runs[name]):,.0f}"
+        print(f"{name:40} {rate:10,.0f} {spread:>17}" + "".join(f" {rate / rows[c]:21.2f}" for c in columns))
+    record("throughput", {"count": args.count, "partitions": args.partitions, "runs": runs, "before": args.before_code})
     return 0
 
 

@@ -86,6 +86,7 @@ class KafkaOutputSink:
         linger_ms: int = 5,
         transactional_id: str | None = None,
         retry_s: float = 0.002,
+        max_commit_backlog: int = 256,
     ) -> None:
         self.predictions_topic = predictions_topic
         self.dlq_topic = dlq_topic
@@ -115,6 +116,8 @@ class KafkaOutputSink:
             self._producer.begin_transaction()
             log.info("transactional producer %s ready", transactional_id)
         self._retry_s = retry_s
+        self._committing = False  # a transaction commit is in progress: outputs wait in the backlog
+        self._max_commit_backlog = max_commit_backlog
         self._backlog: deque[_Job] = deque()
         self._retry_scheduled = False
         self._reports: deque[tuple[_Job, KafkaError | None, Message]] = deque()
@@ -132,7 +135,10 @@ class KafkaOutputSink:
     # ------------------------------------------------------------------------------------------ sending
 
     def has_room(self) -> bool:
-        """False while records wait for room in the producer's queue (backpressure)."""
+        """False while records wait for room in the producer's queue (backpressure); during a transaction
+        commit up to ``max_commit_backlog`` batches may wait, so that scoring overlaps the commit."""
+        if self._committing:
+            return len(self._backlog) < self._max_commit_backlog
         return not self._backlog
 
     def send(self, out: OutputRecords, on_done: Done) -> None:
@@ -142,7 +148,7 @@ class KafkaOutputSink:
         if job.pending == 0:
             on_done(None)
             return
-        if self._backlog or not self._produce(job):
+        if self._backlog or self._committing or not self._produce(job):
             self._backlog.append(job)
             self._schedule_retry()
 
@@ -184,6 +190,8 @@ class KafkaOutputSink:
 
     def _retry(self) -> None:
         self._retry_scheduled = False
+        if self._committing:
+            return  # resumed when the commit is over
         try:
             while self._backlog:
                 if not self._produce(self._backlog[0]):
@@ -239,10 +247,26 @@ class KafkaOutputSink:
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
-    def commit_transaction(self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float = 30.0) -> bool:
-        """Commit the open transaction with ``offsets`` and open the next. False: it was aborted (its outputs
-        are discarded, its offsets not committed: the requests are read and scored again). A fatal error --
-        this producer was fenced by a newer instance -- raises ``OutputError``."""
+    async def commit_transaction(
+        self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float = 30.0
+    ) -> bool:
+        """Commit the open transaction with ``offsets`` and open the next; called on the bound loop.
+
+        The commit (a flush of what is in flight, then the transaction's round trips) runs on a thread so that
+        the loop goes on scoring meanwhile; outputs released during it wait in the backlog and go into the next
+        transaction -- nothing is produced while a commit is in progress. False: the transaction was aborted
+        (its outputs are discarded, its offsets not committed: the requests are read and scored again). A fatal
+        error -- this producer was fenced by a newer instance -- raises ``OutputError``."""
+        assert self._loop is not None
+        self._committing = True
+        try:
+            return await self._loop.run_in_executor(None, self._commit_blocking, offsets, group_metadata, timeout_s)
+        finally:
+            self._committing = False
+            if self._backlog:
+                self._schedule_retry()
+
+    def _commit_blocking(self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float) -> bool:
         try:
             if offsets:
                 self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
