@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/labels.py [--count 50000] [--batch 1000]
 
-One Lua call per batch of labels (one round trip), against the embedded redis-server.
+Predictions are logged as the worker logs them (columnar batches, one script call per batch); labels are applied
+with one Lua call per batch (one round trip), against the embedded redis-server.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import time
 import numpy as np
 from common import embedded_stack, record
 
-from streamer.adapters.redis_state import JOINED, LoggedPrediction, RedisStateStore
+from streamer.adapters.redis_state import JOINED, LoggedBatch, RedisStateStore
 
 
 def main() -> int:
@@ -25,23 +26,28 @@ def main() -> int:
     rng = np.random.default_rng(0)
     scores = rng.random(args.count)
     labels = (rng.random(args.count) < scores).astype(int)
-    logged = [LoggedPrediction(f"r-{i:08d}", "fraud", "1", float(s), 0.5, time.time()) for i, s in enumerate(scores)]
+    ids = [f"r-{i:08d}" for i in range(args.count)]
     with embedded_stack() as state:
         store = RedisStateStore.from_url(state.redis_url)
         client = store._redis
         before = client.info("memory")["used_memory"]
         started = time.perf_counter()
         for start in range(0, args.count, args.batch):
-            store.log_predictions(logged[start : start + args.batch])
+            stop = start + args.batch
+            store.log_batches(
+                [LoggedBatch("fraud", "1", 0.5, time.time(), ids[start:stop], scores[start:stop].tolist())]
+            )
         log_rate = args.count / (time.perf_counter() - started)
         per_prediction = (client.info("memory")["used_memory"] - before) / args.count
-        sample = client.memory_usage(f"{store.prefix}:pred:{logged[0].id}")
+        sample = client.memory_usage(f"{store.prefix}:pred:{ids[0]}")
         started = time.perf_counter()
         joined = 0
         for start in range(0, args.count, args.batch):
             batch = [
-                (p.id, int(y))
-                for p, y in zip(logged[start : start + args.batch], labels[start : start + args.batch], strict=True)
+                (request_id, int(y))
+                for request_id, y in zip(
+                    ids[start : start + args.batch], labels[start : start + args.batch], strict=True
+                )
             ]
             joined += sum(code == JOINED for code in store.apply_labels(batch, time.time()))
         label_rate = args.count / (time.perf_counter() - started)
