@@ -39,7 +39,7 @@ def main() -> int:
             )
         log_rate = args.count / (time.perf_counter() - started)
         per_prediction = (client.info("memory")["used_memory"] - before) / args.count
-        sample = client.memory_usage(f"{store.prefix}:pred:{ids[0]}")
+        sample = len(client.keys(f"{store.prefix}:predlog:*"))
         started = time.perf_counter()
         joined = 0
         for start in range(0, args.count, args.batch):
@@ -53,7 +53,7 @@ def main() -> int:
         label_rate = args.count / (time.perf_counter() - started)
     print(
         f"logged {args.count} predictions at {log_rate:,.0f}/s; {per_prediction:.0f} bytes each (used_memory delta), "
-        f"MEMORY USAGE of one key {sample} bytes"
+        f"in {sample} day-and-shard hashes"
     )
     print(f"joined {joined} labels at {label_rate:,.0f}/s in batches of {args.batch} (one Lua call each)")
     record(
@@ -64,7 +64,7 @@ def main() -> int:
             "log_rate": round(log_rate),
             "label_rate": round(label_rate),
             "bytes_per_prediction": round(per_prediction),
-            "memory_usage_key": sample,
+            "hashes": sample,
         },
     )
     return 0

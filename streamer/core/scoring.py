@@ -339,8 +339,3 @@ def sent_scores(summary: ModelSummary, sent: list[int] | None) -> tuple[np.ndarr
         return summary.scores, summary.labels
     mask = np.isin(summary.score_rows, np.asarray(sent, dtype=np.int64))
     return summary.scores[mask], summary.labels[mask] if summary.labels is not None else None
-
-
-def mapping_of(scored: ScoredBatch) -> Mapping[int, str]:
-    """Dead-letter reason by row (for logs and tests)."""
-    return {row: error.reason for row, error in scored.errors.items()}

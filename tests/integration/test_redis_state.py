@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import threading
-import time
 import uuid
 
 import numpy as np
@@ -22,18 +21,18 @@ def store(redis_server: devstack.ServerInfo) -> RedisStateStore:
     return RedisStateStore.from_url(redis_server.address, windows=WINDOWS, prefix=f"t{uuid.uuid4().hex[:8]}")
 
 
-def predictions(n: int, seed: int) -> tuple[list[LoggedPrediction], np.ndarray]:
+def predictions(n: int, seed: int, logged_at: float = 1000.0) -> tuple[list[LoggedPrediction], np.ndarray]:
     rng = np.random.default_rng(seed)
     scores = rng.random(n)
     labels = (rng.random(n) < scores).astype(int)
-    logged = [LoggedPrediction(f"r-{seed}-{i}", "fraud", "1", float(s), 0.5, 1000.0) for i, s in enumerate(scores)]
+    logged = [LoggedPrediction(f"r-{seed}-{i}", "fraud", "1", float(s), 0.5, logged_at) for i, s in enumerate(scores)]
     return logged, labels
 
 
 def test_labels_join_their_predictions_and_match_the_reference_maths(store: RedisStateStore) -> None:
-    logged, labels = predictions(500, seed=1)
-    assert store.log_predictions(logged) == 500
     now = 1_000_000.0
+    logged, labels = predictions(500, seed=1, logged_at=now - 3 * 86400)  # three days before: within the TTL
+    assert store.log_predictions(logged) == 500
     codes = store.apply_labels([(p.id, y) for p, y in zip(logged, labels, strict=True)], now)
     assert codes == [JOINED] * 500
     reference = RollingEvaluation(WINDOWS)
@@ -46,35 +45,51 @@ def test_labels_join_their_predictions_and_match_the_reference_maths(store: Redi
 
 
 def test_a_label_applied_twice_counts_once_and_unknown_ids_are_reported(store: RedisStateStore) -> None:
-    logged, labels = predictions(50, seed=2)
+    now = 2_000_000.0
+    logged, labels = predictions(50, seed=2, logged_at=now - 60)
     store.log_predictions(logged)
     batch = [(p.id, y) for p, y in zip(logged, labels, strict=True)]
-    now = 2_000_000.0
     assert store.apply_labels(batch, now) == [JOINED] * 50
     assert store.apply_labels([*batch, ("never-predicted", 1)], now) == [DUPLICATE] * 50 + [UNKNOWN]
     assert store.metrics("fraud", "1", WINDOWS[0], now).count == 50
 
 
 def test_a_label_that_arrives_before_its_prediction_joins_when_replayed(store: RedisStateStore) -> None:
-    logged, _ = predictions(1, seed=3)
+    logged, _ = predictions(1, seed=3, logged_at=10.0)
     assert store.apply_labels([(logged[0].id, 1)], 10.0) == [UNKNOWN]
     store.log_predictions(logged)
     assert store.apply_labels([(logged[0].id, 1)], 10.0) == [JOINED]
 
 
-def test_an_expired_prediction_is_unknown(redis_server: devstack.ServerInfo) -> None:
-    store = RedisStateStore.from_url(redis_server.address, windows=WINDOWS, prediction_ttl_s=1, prefix="exp")
-    logged, _ = predictions(1, seed=4)
+@pytest.mark.parametrize("age_s", [1.5, 86400 + 5, 3 * 86400])
+def test_an_expired_prediction_is_unknown_to_the_second(redis_server: devstack.ServerInfo, age_s: float) -> None:
+    """The TTL is checked against the logging time, whichever day's hash holds the prediction."""
+    ttl = 1 if age_s < 10 else 86400
+    store = RedisStateStore.from_url(
+        redis_server.address, windows=WINDOWS, prediction_ttl_s=ttl, prefix=f"exp{uuid.uuid4().hex[:6]}"
+    )
+    now = 5_000_000.0
+    (fresh,), _ = predictions(1, seed=4, logged_at=now - ttl + 0.5)
+    (old,), _ = predictions(1, seed=6, logged_at=now - age_s)
+    store.log_predictions([fresh, old])
+    assert store.apply_labels([(fresh.id, 1), (old.id, 1)], now) == [JOINED, UNKNOWN]
+
+
+def test_a_days_log_leaves_redis_the_ttl_after_that_day_ends(redis_server: devstack.ServerInfo) -> None:
+    prefix = f"expiring{uuid.uuid4().hex[:6]}"
+    store = RedisStateStore.from_url(redis_server.address, windows=WINDOWS, prediction_ttl_s=1, prefix=prefix)
+    logged, _ = predictions(200, seed=7, logged_at=100 * 86400 - 0.2)  # 0.2 s before its day ends
     store.log_predictions(logged)
-    time.sleep(1.2)
-    assert store.apply_labels([(logged[0].id, 1)], 10.0) == [UNKNOWN]
+    keys = store._redis.keys(f"{prefix}:predlog:*")
+    assert 10 < len(keys) <= 64 and all(key.startswith(f"{prefix}:predlog:99:".encode()) for key in keys)
+    assert all(0 < store._redis.ttl(key) <= 2 for key in keys)  # 0.2 s left in the day + the 1 s TTL
 
 
 def test_two_workers_applying_overlapping_labels_concurrently_count_each_once(store: RedisStateStore) -> None:
-    logged, labels = predictions(2000, seed=5)
+    logged, labels = predictions(2000, seed=5, logged_at=1_000_000.0)
     store.log_predictions(logged)
     batch = [(p.id, y) for p, y in zip(logged, labels, strict=True)]
-    now = 3_000_000.0
+    now = 1_000_100.0
     results: list[list[int]] = []
 
     def worker(part: list[tuple[str, int]]) -> None:
