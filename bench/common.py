@@ -144,3 +144,30 @@ def record(name: str, results: dict) -> None:
     path.parent.mkdir(exist_ok=True)
     with open(path, "a") as file:
         file.write(json.dumps(line) + "\n")
+
+
+def batch_stats(log_path: Path) -> dict[str, float]:
+    """Mean rows per batch and mean batch wait (ms) from a running worker's /metrics (found in its log)."""
+    import urllib.request
+
+    match = re.search(r"metrics: (http://\S+/metrics)", log_path.read_text(errors="replace"))
+    if match is None:
+        return {}
+    with urllib.request.urlopen(match.group(1), timeout=5) as response:
+        text = response.read().decode()
+    values = {}
+    for line in text.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name in (
+            "streamer_batch_size_messages_sum",
+            "streamer_batch_size_messages_count",
+            "streamer_batch_wait_seconds_sum",
+        ):
+            values[name] = float(value)
+    count = values.get("streamer_batch_size_messages_count", 0.0)
+    if not count:
+        return {}
+    return {
+        "mean_batch_rows": round(values["streamer_batch_size_messages_sum"] / count, 1),
+        "mean_batch_wait_ms": round(1000 * values["streamer_batch_wait_seconds_sum"] / count, 2),
+    }

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, embedded_stack, fresh_topics, record, start_worker, wait_for_log
+from common import ROOT, batch_stats, embedded_stack, fresh_topics, record, start_worker, wait_for_log
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from streamer.adapters import devstack
@@ -138,13 +138,16 @@ def main() -> int:
                     outputs = [topics["predictions"], topics["dlq"]]
                     row[f"streamer {name}"] = summary(
                         measure(bootstrap, topics["requests"], outputs, rate, args.seconds)
-                    )
+                    ) | batch_stats(log_path)
                     worker.terminate()
                     worker.wait(60)
-    print(f"\n{'rate':>8} {'':30} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"\n{'rate':>8} {'':30} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'rows/batch':>11} {'wait ms':>8}")
     for rate, rows in results.items():
         for name, figures in rows.items():
-            print(f"{rate:>8} {name:30} {figures['p50_ms']:8.1f} {figures['p99_ms']:8.1f} {figures['max_ms']:8.1f}")
+            rows_per_batch = figures.get("mean_batch_rows", float("nan"))
+            wait_ms = figures.get("mean_batch_wait_ms", float("nan"))
+            quantiles = f"{figures['p50_ms']:8.1f} {figures['p99_ms']:8.1f} {figures['max_ms']:8.1f}"
+            print(f"{rate:>8} {name:30} {quantiles} {rows_per_batch:11.1f} {wait_ms:8.2f}")
     record("latency", {"seconds": args.seconds, "results": results})
     return 0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from common import (
     ROOT,
+    batch_stats,
     count_until,
     embedded_stack,
     fresh_topics,
@@ -40,6 +41,8 @@ from common import (
 )
 
 from streamer.adapters import devstack
+
+BATCHES: dict[str, list[dict[str, float]]] = {}  # row -> the worker's batch statistics per run
 
 BASELINES = {
     "passthrough": ("confluent-kafka passthrough", "passthrough.py"),
@@ -95,6 +98,7 @@ def run_engine(
         seen, last = count_until(bootstrap, [topics["predictions"], topics["dlq"]], count, timeout_s=600)
         if seen < count or last is None:
             raise SystemExit(f"{row}: only {seen} of {count} outputs")
+        BATCHES.setdefault(row, []).append(batch_stats(log_path))
         return count / (last - started)
     finally:
         process.terminate()
@@ -153,7 +157,19 @@ def main() -> int:
     for name, rate in rows.items():
         spread = f"{min(runs[name]):,.0f}-{max(runs[name]):,.0f}"
         print(f"{name:40} {rate:10,.0f} {spread:>17}" + "".join(f" {rate / rows[c]:21.2f}" for c in columns))
-    record("throughput", {"count": args.count, "partitions": args.partitions, "runs": runs, "before": args.before_code})
+    for name, stats in BATCHES.items():
+        if stats and stats[-1]:
+            print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in stats[-1].items()))
+    record(
+        "throughput",
+        {
+            "count": args.count,
+            "partitions": args.partitions,
+            "runs": runs,
+            "batches": BATCHES,
+            "before": args.before_code,
+        },
+    )
     return 0
 
 
