@@ -171,3 +171,13 @@ def batch_stats(log_path: Path) -> dict[str, float]:
         "mean_batch_rows": round(values["streamer_batch_size_messages_sum"] / count, 1),
         "mean_batch_wait_ms": round(1000 * values["streamer_batch_wait_seconds_sum"] / count, 2),
     }
+
+
+def row_config(options: list[str]) -> str:
+    """The streamer.toml of a row's options."""
+    kafka = [o[len("kafka.") :] for o in options if o.startswith("kafka.")]
+    if "tx" in options:
+        kafka.append("transactional = true")
+    worker = [f"scoring_threads = {o.split('=')[1]}" for o in options if o.startswith("threads=")]
+    text = "[kafka]\n" + "\n".join(kafka) + "\n" if kafka else ""
+    return text + ("[worker]\n" + "\n".join(worker) + "\n" if worker else "")

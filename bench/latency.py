@@ -7,13 +7,15 @@ Latency is what a client sees: from producing a request (its send time, carried 
 prediction on the output topic, with producer linger 5 ms and consumer fetch wait 5 ms everywhere. The relay (consume ->
 produce, no scoring, confluent-kafka) is the floor: the same two broker hops with nothing in between. The
 first second of each run is dropped as warm-up. An engine named ``before:ENGINE`` runs the worker from the
-checkout ``--before-code DIR`` (``git worktree add DIR COMMIT``).
+checkout ``--before-code DIR`` (``git worktree add DIR COMMIT``); ``ENGINE+threads=N`` or ``+kafka.KEY=VALUE``
+set the worker's ``[worker] scoring_threads`` or a ``[kafka]`` setting (as in ``throughput.py``).
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from common import ROOT, batch_stats, embedded_stack, fresh_topics, record, start_worker, wait_for_log
+from common import ROOT, batch_stats, embedded_stack, fresh_topics, record, row_config, start_worker, wait_for_log
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from streamer.adapters import devstack
@@ -92,9 +94,49 @@ def measure(bootstrap: str, requests: str, outputs: list[str], rate: float, seco
     return np.array(latencies[warm:] if len(latencies) > warm else latencies)  # in arrival order
 
 
+RELAY = "relay (2 hops, no scoring)"
+
+
 def summary(latencies: np.ndarray) -> dict[str, float]:
     p50, p99 = np.percentile(latencies, [50, 99])
     return {"p50_ms": round(float(p50), 1), "p99_ms": round(float(p99), 1), "max_ms": round(float(latencies.max()), 1)}
+
+
+def relay_row(tmp: str, rate: float, seconds: float) -> dict[str, float]:
+    with embedded_stack() as state:
+        bootstrap = state.kafka_bootstrap
+        topics = fresh_topics(bootstrap, 8, "requests", "out")
+        relay = subprocess.Popen(
+            [sys.executable, str(ROOT / "bench" / "relay.py"), bootstrap, topics["requests"], topics["out"]],
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=devstack._die_with_parent,
+        )
+        assert relay.stdout is not None and relay.stdout.readline().startswith("READY")
+        try:
+            return summary(measure(bootstrap, topics["requests"], [topics["out"]], rate, seconds))
+        finally:
+            relay.kill()
+
+
+def worker_row(tmp: str, name: str, rate: float, seconds: float, before_code: str | None) -> dict[str, float]:
+    engine, *options = name.removeprefix("before:").split("+")
+    env = {"STREAMER_ENGINE": engine, "STREAMER_LOG_LEVEL": "INFO"}
+    workdir = Path(tempfile.mkdtemp(dir=tmp))
+    (workdir / "streamer.toml").write_text(row_config(options))
+    if name.startswith("before:"):
+        env["PYTHONPATH"] = before_code or ""
+    with embedded_stack() as state:
+        bootstrap = state.kafka_bootstrap
+        topics = fresh_topics(bootstrap, 8, "requests", "predictions", "feedback", "dlq")
+        worker, log_path = start_worker(bootstrap, topics, workdir, **env)
+        try:
+            wait_for_log(log_path, r"assigned partitions \[", worker)
+            outputs = [topics["predictions"], topics["dlq"]]
+            return summary(measure(bootstrap, topics["requests"], outputs, rate, seconds)) | batch_stats(log_path)
+        finally:
+            worker.terminate()
+            worker.wait(60)
 
 
 def main() -> int:
@@ -102,53 +144,35 @@ def main() -> int:
     parser.add_argument("--rates", default="500,2000,5000")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--engines", default="faust,batch")
+    parser.add_argument("--repeat", type=int, default=1, help="Run every row this many times, interleaved.")
     parser.add_argument("--before-code", default=None, help="Engines named 'before:ENGINE' run from this checkout.")
     args = parser.parse_args()
-    results: dict[str, dict[str, dict[str, float]]] = {}
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {}
     # A fresh broker for every row: the embedded broker keeps everything in memory and slows down as earlier
     # rows fill it (measured: the relay's p50 at 2,000/s went from 36 ms on a fresh broker to 425 ms late in a run).
     with tempfile.TemporaryDirectory() as tmp:
-        for rate in (float(r) for r in args.rates.split(",")):
-            row = results.setdefault(f"{rate:.0f}/s", {})
-            with embedded_stack() as state:
-                bootstrap = state.kafka_bootstrap
-                topics = fresh_topics(bootstrap, 8, "requests", "out")
-                relay = subprocess.Popen(
-                    [sys.executable, str(ROOT / "bench" / "relay.py"), bootstrap, topics["requests"], topics["out"]],
-                    stdout=subprocess.PIPE,
-                    text=True,
-                    preexec_fn=devstack._die_with_parent,
-                )
-                assert relay.stdout is not None and relay.stdout.readline().startswith("READY")
-                latencies = measure(bootstrap, topics["requests"], [topics["out"]], rate, args.seconds)
-                row["relay (2 hops, no scoring)"] = summary(latencies)
-                relay.kill()
-            for name in args.engines.split(","):
-                engine = name.removeprefix("before:")
-                env = {"STREAMER_ENGINE": engine, "STREAMER_LOG_LEVEL": "INFO"}
-                if name.startswith("before:"):
-                    env["PYTHONPATH"] = args.before_code
-                with embedded_stack() as state:
-                    bootstrap = state.kafka_bootstrap
-                    topics = fresh_topics(bootstrap, 8, "requests", "predictions", "feedback", "dlq")
-                    worker, log_path = start_worker(
-                        bootstrap, topics, Path(tmp) / f"{name.replace(':', '-')}-{rate:.0f}", **env
-                    )
-                    wait_for_log(log_path, r"assigned partitions \[", worker)
-                    outputs = [topics["predictions"], topics["dlq"]]
-                    row[f"streamer {name}"] = summary(
-                        measure(bootstrap, topics["requests"], outputs, rate, args.seconds)
-                    ) | batch_stats(log_path)
-                    worker.terminate()
-                    worker.wait(60)
-    print(f"\n{'rate':>8} {'':30} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'rows/batch':>11} {'wait ms':>8}")
-    for rate, rows in results.items():
+        for _ in range(args.repeat):
+            for rate in (float(r) for r in args.rates.split(",")):
+                row = runs.setdefault(f"{rate:.0f}/s", {})
+                row.setdefault(RELAY, []).append(relay_row(tmp, rate, args.seconds))
+                for name in args.engines.split(","):
+                    figures = worker_row(tmp, name, rate, args.seconds, args.before_code)
+                    row.setdefault(f"streamer {name}", []).append(figures)
+    print(f"\n{args.repeat} run(s) each, a fresh broker per run; medians over runs (p99: range)")
+    header = f"{'rate':>8} {'':30} {'p50 ms':>8} {'p99 ms':>8} {'p99 range':>15} {'x relay p99':>12}"
+    print(header + f" {'rows/batch':>11} {'wait ms':>8}")
+    for rate, rows in runs.items():
+        relay_p99 = statistics.median(r["p99_ms"] for r in rows[RELAY])
         for name, figures in rows.items():
-            rows_per_batch = figures.get("mean_batch_rows", float("nan"))
-            wait_ms = figures.get("mean_batch_wait_ms", float("nan"))
-            quantiles = f"{figures['p50_ms']:8.1f} {figures['p99_ms']:8.1f} {figures['max_ms']:8.1f}"
-            print(f"{rate:>8} {name:30} {quantiles} {rows_per_batch:11.1f} {wait_ms:8.2f}")
-    record("latency", {"seconds": args.seconds, "results": results})
+            p50 = statistics.median(f["p50_ms"] for f in figures)
+            p99s = [f["p99_ms"] for f in figures]
+            p99 = statistics.median(p99s)
+            batch = statistics.median(f.get("mean_batch_rows", float("nan")) for f in figures)
+            wait = statistics.median(f.get("mean_batch_wait_ms", float("nan")) for f in figures)
+            spread = f"{min(p99s):.0f}-{max(p99s):.0f}"
+            ratio = p99 / relay_p99
+            print(f"{rate:>8} {name:30} {p50:8.1f} {p99:8.1f} {spread:>15} {ratio:12.2f} {batch:11.1f} {wait:8.2f}")
+    record("latency", {"seconds": args.seconds, "runs": runs, "before": args.before_code})
     return 0
 
 

@@ -36,6 +36,7 @@ from common import (
     fresh_topics,
     preload,
     record,
+    row_config,
     start_worker,
     wait_for_log,
 )
@@ -57,16 +58,6 @@ def online_models(workdir: Path) -> Path:
         shutil.copytree(ROOT / "models" / "fraud", models / "fraud")
         shutil.copytree(ROOT / "examples" / "models" / "fraud-online", models / "fraud-online")
     return models
-
-
-def row_config(options: list[str]) -> str:
-    """The streamer.toml of a row's options."""
-    kafka = [o[len("kafka.") :] for o in options if o.startswith("kafka.")]
-    if "tx" in options:
-        kafka.append("transactional = true")
-    worker = [f"scoring_threads = {o.split('=')[1]}" for o in options if o.startswith("threads=")]
-    text = "[kafka]\n" + "\n".join(kafka) + "\n" if kafka else ""
-    return text + ("[worker]\n" + "\n".join(worker) + "\n" if worker else "")
 
 
 def run_engine(
