@@ -165,6 +165,25 @@ def _score_model(
     scored.models.append(summary)
 
 
+@dataclass(slots=True)
+class _ModelRun:
+    """One model version's pass over a batch: what it accepted and what it returned.
+
+    ``accepted[j]`` indexes ``decoded.wires``; request j sits at batch row ``request_rows[j]``, has id ``ids[j]``
+    and owns ``result`` rows ``batch.rows_of(j)``. ``failed`` maps j to why its prediction cannot leave.
+    """
+
+    card: ModelCard
+    records: Records
+    batch: FeatureBatch
+    result: GraphResult
+    accepted: list[int]
+    request_rows: list[int]
+    ids: list[str]
+    tensors: Mapping[int, Any]
+    failed: dict[int, DecodeError] = field(default_factory=dict)
+
+
 def _predictions(
     records: Records,
     decoded: envelope.DecodedRequests,
@@ -177,7 +196,7 @@ def _predictions(
     limits: Limits,
 ) -> None:
     """Cut the model's per-row results into per-request bodies, encoded a column at a time."""
-    wires, rows, tensors = decoded.wires, decoded.rows, decoded.tensors
+    wires, rows = decoded.wires, decoded.rows
     topic, partition, offsets = records.topic, records.partition, records.offsets
     accepted = [members[j] for j in batch.accepted]  # indices into decoded.wires, in batch order
     request_rows = [rows[i] for i in accepted]
@@ -185,70 +204,61 @@ def _predictions(
     if None in ids:
         pairs = zip(ids, request_rows, strict=True)
         ids = [f"{topic}:{partition}:{offsets[row]}" if rid is None else rid for rid, row in pairs]
-    finite = np.isfinite(result.score)
-    failed: dict[int, DecodeError] = {}  # j -> why its prediction cannot leave
-    single = batch.starts is None and not tensors
-    if single:
+    run = _ModelRun(card, records, batch, result, accepted, request_rows, ids, decoded.tensors)
+    if batch.starts is None and not decoded.tensors:
+        finite = np.isfinite(result.score)
         if not finite.all():
-            failed.update(dict.fromkeys(np.flatnonzero(~finite).tolist(), _non_finite(card)))
-        columns = _columns(result, None)
+            run.failed.update(dict.fromkeys(np.flatnonzero(~finite).tolist(), _non_finite(card)))
         open_bodies = envelope.encode_single_predictions(
-            ids, card.name, str(card.version), *columns, topic, partition, [offsets[row] for row in request_rows]
+            ids,
+            card.name,
+            str(card.version),
+            *_columns(result),
+            topic,
+            partition,
+            [offsets[row] for row in request_rows],
         )
     else:
-        open_bodies = _general_bodies(card, batch, result, ids, request_rows, accepted, tensors, records, failed)
+        open_bodies = _general_bodies(run)
     limit = limits.max_output_bytes - envelope.RECORD_OVERHEAD_BYTES - 256  # headers, key and latency on top
     if open_bodies and max(map(len, open_bodies)) > limit:
         for j, body in enumerate(open_bodies):
             size = len(body) + len(records.keys[request_rows[j]] or b"")
-            if size > limit and j not in failed:
-                failed[j] = DecodeError(
+            if size > limit and j not in run.failed:
+                run.failed[j] = DecodeError(
                     TOO_LARGE, f"the prediction of {card.ref} has {size} bytes, over the output limit of {limit}"
                 )
     out = scored.bodies
     for j, row in enumerate(request_rows):
-        if j in failed:
-            scored.errors[row] = failed[j]
+        if j in run.failed:
+            scored.errors[row] = run.failed[j]
             scored.error_models[row] = card.ref
         else:
             out[row] = open_bodies[j]
-    _summarise(card, batch, result, ids, request_rows, accepted, tensors, failed, summary)
+    _summarise(run, summary)
 
 
 def _non_finite(card: ModelCard) -> DecodeError:
     return DecodeError(SCORING_FAILED, f"{card.ref} returned a non-finite score")
 
 
-def _columns(result: GraphResult, index: np.ndarray | None) -> tuple[list[Any], list[Any] | None, dict[str, list[Any]]]:
-    """Scores, labels and every output as Python lists (one conversion per column), optionally of some rows."""
-
-    def take(values: np.ndarray) -> list[Any]:
-        return (values if index is None else values[index]).tolist()
-
-    labels = take(result.label) if result.label is not None else None
-    return take(result.score), labels, {name: take(value) for name, value in result.outputs.items()}
+def _columns(result: GraphResult) -> tuple[list[Any], list[Any] | None, dict[str, list[Any]]]:
+    """Scores, labels and every output as Python lists: one conversion per column."""
+    labels = result.label.tolist() if result.label is not None else None
+    return result.score.tolist(), labels, {name: value.tolist() for name, value in result.outputs.items()}
 
 
-def _general_bodies(
-    card: ModelCard,
-    batch: FeatureBatch,
-    result: GraphResult,
-    ids: list[str],
-    request_rows: list[int],
-    accepted: list[int],
-    tensors: Mapping[int, Any],
-    records: Records,
-    failed: dict[int, DecodeError],
-) -> list[bytes]:
+def _general_bodies(run: _ModelRun) -> list[bytes]:
     """Bodies when some requests are OIP (several rows each, arrays per field): one object per request."""
-    scores, labels, outputs = _columns(result, None)
-    finite = np.isfinite(result.score)
+    scores, labels, outputs = _columns(run.result)
+    finite = np.isfinite(run.result.score)
+    card, records = run.card, run.records
     bodies: list[dict[str, Any]] = []
-    for j, i in enumerate(accepted):
-        start, stop = batch.rows_of(j)
+    for j, i in enumerate(run.accepted):
+        start, stop = run.batch.rows_of(j)
         if not finite[start:stop].all():
-            failed[j] = _non_finite(card)
-        if stop - start == 1 and i not in tensors:
+            run.failed[j] = _non_finite(card)
+        if stop - start == 1 and i not in run.tensors:
             score: Any = scores[start]
             label: Any = labels[start] if labels is not None else None
             row_outputs = {name: value[start] for name, value in outputs.items()}
@@ -256,55 +266,44 @@ def _general_bodies(
             score = scores[start:stop]
             label = labels[start:stop] if labels is not None else None
             row_outputs = {name: value[start:stop] for name, value in outputs.items()}
-        row = request_rows[j]
+        row = run.request_rows[j]
         source = {"topic": records.topic, "partition": records.partition, "offset": records.offsets[row]}
-        body = {"id": ids[j], "model": card.name, "version": str(card.version), "score": score, "label": label}
+        body = {"id": run.ids[j], "model": card.name, "version": str(card.version), "score": score, "label": label}
         bodies.append({**body, "outputs": row_outputs, "source": source})
     return envelope.encode_prediction_bodies(bodies)
 
 
-def _summarise(
-    card: ModelCard,
-    batch: FeatureBatch,
-    result: GraphResult,
-    ids: list[str],
-    request_rows: list[int],
-    accepted: list[int],
-    tensors: Mapping[int, Any],
-    failed: dict[int, DecodeError],
-    summary: ModelSummary,
-) -> None:
+def _summarise(run: _ModelRun, summary: ModelSummary) -> None:
     """The model's columns for the metrics and the prediction log, without the requests that failed."""
+    batch, result, accepted, request_rows, failed = run.batch, run.result, run.accepted, run.request_rows, run.failed
     if batch.starts is None:
         score_rows = np.asarray(request_rows, dtype=np.int64)
         owner = None  # matrix row k belongs to request k
+        singles = [j for j, i in enumerate(accepted) if i not in run.tensors] if run.tensors else None
     else:
         owner = np.repeat(np.arange(len(accepted)), np.diff(batch.starts))
         score_rows = np.asarray(request_rows, dtype=np.int64)[owner]
+        counts = np.diff(batch.starts).tolist()
+        singles = [j for j, i in enumerate(accepted) if counts[j] == 1 and i not in run.tensors]
     scores, labels = result.score, result.label
-    if owner is None:
-        singles = [j for j, i in enumerate(accepted) if i not in tensors] if tensors else list(range(len(accepted)))
-    else:
-        counts = np.diff(batch.starts).tolist()  # type: ignore[arg-type]
-        singles = [j for j, i in enumerate(accepted) if counts[j] == 1 and i not in tensors]
     if failed:
         bad = np.fromiter(failed, dtype=np.int64, count=len(failed))
         keep = ~np.isin(owner if owner is not None else np.arange(len(accepted)), bad)
         scores, score_rows = scores[keep], score_rows[keep]
         labels = labels[keep] if labels is not None else None
-        singles = [j for j in singles if j not in failed]
+        singles = [j for j in (singles if singles is not None else range(len(accepted))) if j not in failed]
     summary.rows = [row for j, row in enumerate(request_rows) if j not in failed] if failed else request_rows
     summary.scores, summary.labels, summary.score_rows = scores, labels, score_rows
-    if owner is None and len(singles) == len(accepted):
-        summary.logged_ids, summary.logged_rows = ids, request_rows
+    if singles is None:  # every request is one row and none failed: the columns as they are
+        summary.logged_ids, summary.logged_rows = run.ids, request_rows
         summary.logged_scores = result.score.tolist()
         matrix_rows: list[int] | None = None
     else:
         matrix_rows = [batch.rows_of(j)[0] for j in singles]
-        summary.logged_ids = [ids[j] for j in singles]
+        summary.logged_ids = [run.ids[j] for j in singles]
         summary.logged_rows = [request_rows[j] for j in singles]
         summary.logged_scores = result.score[matrix_rows].tolist()
-    if card.online is not None and summary.logged_ids:
+    if run.card.online is not None and summary.logged_ids:
         summary.logged_features = batch.matrix if matrix_rows is None else batch.matrix[matrix_rows]
 
 

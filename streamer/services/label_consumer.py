@@ -22,12 +22,12 @@ from streamer.core.envelope import dead_letter_headers, decode_label
 from streamer.core.errors import DecodeError
 from streamer.core.types import SourceRef
 from streamer.services.prediction_log import PredictionLog
-from streamer.services.runner import Service
+from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
 
 
-class LabelConsumer:
+class LabelConsumer(Background):
     def __init__(
         self,
         bootstrap: str,
@@ -65,9 +65,6 @@ class LabelConsumer:
         self._consumer = Consumer(self._consumer_config)
         self._consumer.subscribe([self._topic])
         self.service.start()
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        self.service.stop(timeout_s)
 
     def _close(self) -> None:
         if self._consumer is not None:

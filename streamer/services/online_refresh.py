@@ -17,12 +17,12 @@ from streamer.adapters.online import OnlineModel, weights_of
 from streamer.adapters.onnx_logistic import build_logistic
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.redis_state import RedisStateStore
-from streamer.services.runner import Service
+from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
 
 
-class OnlineRefresher:
+class OnlineRefresher(Background):
     def __init__(
         self,
         store: RedisStateStore,
@@ -39,9 +39,6 @@ class OnlineRefresher:
     def start(self) -> None:
         self.refresh_once()
         self.service.start()
-
-    def stop(self) -> None:
-        self.service.stop(5)
 
     def _step(self) -> bool:
         self.refresh_once()

@@ -24,12 +24,12 @@ from streamer.adapters.redis_state import LoggedBatch, RedisStateStore
 from streamer.core.ledger import Release
 from streamer.core.outputs import OutputRecords
 from streamer.core.scoring import ScoredBatch
-from streamer.services.runner import Service
+from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
 
 
-class PredictionLog:
+class PredictionLog(Background):
     def __init__(
         self,
         store: RedisStateStore,
@@ -55,12 +55,6 @@ class PredictionLog:
         self.service = Service(
             "prediction-log", self._step, interval_s=flush_every_s, on_stop=self._drain, error_backoff_s=1.0
         )
-
-    def start(self) -> None:
-        self.service.start()
-
-    def stop(self, timeout_s: float = 5.0) -> None:
-        self.service.stop(timeout_s)
 
     # ------------------------------------------------------------------------------------------ observer
 

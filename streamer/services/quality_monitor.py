@@ -30,7 +30,7 @@ from streamer.config import EvaluationSettings
 from streamer.core.cards import ModelCard
 from streamer.core.drift import FeatureCounts
 from streamer.core.routing import Catalog
-from streamer.services.runner import Service
+from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class ModelEvents:
         return True
 
 
-class QualityMonitor:
+class QualityMonitor(Background):
     def __init__(
         self,
         settings: EvaluationSettings,
@@ -112,12 +112,6 @@ class QualityMonitor:
         interval_s = min(settings.check_interval_s, settings.drift_interval_s)
         self.service = Service("quality", self._step, interval_s=interval_s)
         observer.on_accuracy_floor(settings.accuracy_floor)
-
-    def start(self) -> None:
-        self.service.start()
-
-    def stop(self) -> None:
-        self.service.stop(5)
 
     def _step(self) -> bool:
         self.check_once()

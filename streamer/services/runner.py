@@ -74,3 +74,15 @@ class Service:
                     self._on_stop()
                 except Exception:
                     log.exception("service %s failed while stopping", self.name)
+
+
+class Background:
+    """Base of the services: owns one ``Service`` (set by the subclass) and starts and stops it."""
+
+    service: Service
+
+    def start(self) -> None:
+        self.service.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.service.stop(timeout_s)

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 from streamer.core.errors import TopicsChanged
-from streamer.services.runner import Service
+from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def topic_changes(counts: dict[str, int], topics: Sequence[str], partitions: int
     return problems
 
 
-class TopicWatch:
+class TopicWatch(Background):
     def __init__(
         self,
         partition_counts: Callable[[Sequence[str]], dict[str, int]],
@@ -42,12 +42,6 @@ class TopicWatch:
         self._counts, self._topics, self._partitions, self._on_change = partition_counts, topics, partitions, on_change
         self._reported = False
         self.service = Service("topic-watch", self.check, interval_s=interval_s)
-
-    def start(self) -> None:
-        self.service.start()
-
-    def stop(self) -> None:
-        self.service.stop(5)
 
     def check(self) -> bool:
         try:

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from typing import Any
 
 from streamer.core.errors import Stalled
-from streamer.services.runner import Service
+from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
 
 
-class Watchdog:
+class Watchdog(Background):
     def __init__(
         self,
         stalled: Callable[[float], list[tuple[int, float]]],
@@ -38,12 +38,6 @@ class Watchdog:
             clock,
         )
         self.service = Service("watchdog", self.check, interval_s=min(1.0, bound_s / 4))
-
-    def start(self) -> None:
-        self.service.start()
-
-    def stop(self) -> None:
-        self.service.stop(2)
 
     def check(self) -> bool:
         worst = max(self._stalled(self._clock()), key=lambda item: item[1], default=None)
