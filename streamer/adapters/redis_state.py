@@ -131,12 +131,19 @@ for o = 1, n_online do
   i = i + 2 * spec.d
   online[spec.key] = spec
 end
+-- The shared state, loaded on first use; false (learn nothing, the label still joins) when absent or of another
+-- width than the model's (a state left by a different model under the same name@version): a missing field
+-- would make every later call fail, and a longer state would be learnt with the wrong bias.
 local function state_of(spec)
   if spec.loaded ~= nil then return spec.loaded end
   local fields = {}
   for k = 1, spec.d + 1 do fields[k] = 'z' .. k; fields[spec.d + 1 + k] = 'n' .. k end
+  fields[2 * spec.d + 3] = 'z' .. (spec.d + 2)
   local values = redis.call('HMGET', prefix .. ':online:' .. spec.key, unpack(fields))
-  spec.loaded = values[1] ~= false
+  spec.loaded = values[2 * spec.d + 3] == false
+  for k = 1, 2 * spec.d + 2 do
+    if values[k] == false then spec.loaded = false end
+  end
   if not spec.loaded then return false end
   spec.z, spec.n, spec.learned = {}, {}, 0
   for k = 1, spec.d + 1 do spec.z[k] = tonumber(values[k]); spec.n[k] = tonumber(values[spec.d + 1 + k]) end

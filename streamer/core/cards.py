@@ -184,7 +184,11 @@ def _number(table: dict[str, Any], key: str, default: float, where: str) -> floa
 
 
 def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
-    """``[online] learner = "ftrl"`` with optional ``alpha``, ``beta``, ``l1``, ``l2``."""
+    """``[online] learner = "ftrl"`` with optional ``alpha``, ``beta``, ``l1``, ``l2`` (defaults: ``FtrlParams``).
+
+    Any ``l1 >= 0`` is accepted: the shipped weights become the starting state for every ``l1``
+    (``learner.from_weights``). Whether the graph is a logistic model the learner can take over is checked
+    against the ONNX file, not here (``adapters.online.check_online``)."""
     if table is None:
         return None
     if not isinstance(table, dict):
@@ -203,8 +207,9 @@ def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
         l1=_number(table, "l1", defaults.l1, where),
         l2=_number(table, "l2", defaults.l2, where),
     )
-    if params.alpha <= 0:
-        raise ModelError(where, "online.alpha must be positive")
+    problem = params.problem()  # alpha > 0, finite, beta + l2 > 0: the learner's invariant
+    if problem is not None:
+        raise ModelError(where, problem)
     return params
 
 

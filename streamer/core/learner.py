@@ -11,12 +11,18 @@ feature, one step is: ``g = (p - y) x``; ``sigma = (sqrt(n + g²) - sqrt(n)) / a
 ``n += g²``. The Redis store applies the same step in a Lua script so that concurrent workers share one
 state atomically; this module is the reference it is tested against.
 
-``from_weights`` starts from a fitted logistic model (with ``n = 0`` the weights come back exactly), and
-``weights(state)`` exports the current ones, e.g. to freeze them into an ONNX model version.
+``from_weights`` starts from a fitted logistic model: it inverts the weight formula at ``n = 0`` for any ``l1``
+(``z = -w ((beta + sqrt(n)) / alpha + l2) - sign(w) l1``), so ``weights(from_weights(w)) == w`` up to rounding,
+and ``weights(state)`` exports the current ones, e.g. to freeze them into an ONNX model version.
+
+Invariant of valid parameters (``FtrlParams.problem`` is None): ``alpha > 0``, ``beta, l1, l2 >= 0``, all finite,
+and ``beta + l2 > 0`` -- the weight formula divides by ``(beta + sqrt(n)) / alpha + l2``, which is then positive
+for every ``n >= 0``; with ``beta = l2 = 0`` a coordinate that has seen no gradient would have no weight.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -24,10 +30,24 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class FtrlParams:
+    """FTRL-Proximal hyper-parameters; the defaults are the ``[online]`` card defaults (README)."""
+
     alpha: float = 0.1
     beta: float = 1.0
     l1: float = 0.0
     l2: float = 1.0
+
+    def problem(self) -> str | None:
+        """Why these parameters cannot drive the learner (one clause naming the field), or None if they can."""
+        for name in ("alpha", "beta", "l1", "l2"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0:
+                return f"online.{name} must be a finite non-negative number"
+        if self.alpha <= 0:
+            return "online.alpha must be positive"
+        if self.beta + self.l2 <= 0:
+            return "online.beta and online.l2 cannot both be 0 (a weight with no gradient yet would be undefined)"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,12 +83,20 @@ def weights(state: FtrlState) -> np.ndarray:
 def from_weights(
     coef: np.ndarray, bias: float, mean: np.ndarray, scale: np.ndarray, params: FtrlParams = FtrlParams()
 ) -> FtrlState:
-    """A state whose weights are exactly ``coef`` (on standardised features) and ``bias`` (needs ``l1 = 0``)."""
-    if params.l1 != 0:
-        raise ValueError("starting from given weights needs l1 = 0")
+    """A state (``n = 0``) whose weights are ``coef`` (on standardised features) and ``bias``, for any ``l1``.
+
+    With ``n = 0`` the weight of ``z`` is ``-sign(z) max(|z| - l1, 0) / (beta / alpha + l2)``; for ``w != 0`` the
+    ``z`` giving it is ``-w (beta / alpha + l2) - sign(w) l1`` (then ``|z| > l1`` and ``sign(z) = -sign(w)``), and
+    ``w = 0`` is ``z = 0``. Exact up to the rounding of ``z``: relative 1e-15, plus an absolute few float64
+    epsilons of ``l1 / (beta / alpha + l2)`` when ``l1 > 0`` (a weight far below that becomes 0). Needs valid parameters
+    (``params.problem()`` is None, checked by the card parser); raises ``ValueError`` otherwise.
+    """
+    problem = params.problem()
+    if problem is not None:
+        raise ValueError(problem)
     state = initial(mean, scale, params)
     w = np.append(np.asarray(coef, dtype=np.float64), bias)
-    return replace(state, z=-w * (params.beta / params.alpha + params.l2))
+    return replace(state, z=-w * (params.beta / params.alpha + params.l2) - np.sign(w) * params.l1)
 
 
 def standardise(state: FtrlState, x: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ two concurrent learners, the logistic ONNX round trip, bounded-staleness refresh
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import threading
@@ -20,7 +21,7 @@ from streamer.adapters import devstack, model_repository, online
 from streamer.adapters.onnx_logistic import build_logistic, read_logistic, read_logistic_file
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.prometheus_metrics import WorkerMetrics
-from streamer.adapters.redis_state import DUPLICATE, LEARNED, LoggedPrediction, RedisStateStore
+from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, LoggedPrediction, RedisStateStore
 from streamer.core import learner
 from streamer.core.errors import ModelError
 from streamer.services.online_refresh import OnlineRefresher
@@ -60,7 +61,7 @@ def test_the_shipped_onnx_weights_round_trip_and_score_like_the_learner(model: m
 
 
 def test_a_graph_that_is_not_logistic_is_refused() -> None:
-    with pytest.raises(ModelError, match="must be Scaler \\+ LinearClassifier"):
+    with pytest.raises(ModelError, match="must be \\[Scaler \\+\\] LinearClassifier"):
         read_logistic(onnx.load(str(REPO / "models" / "fraud" / "1" / "model.onnx")), "fraud")
 
 
@@ -86,6 +87,94 @@ def test_labels_learn_in_redis_exactly_as_the_reference_and_once_each(
     assert store.apply_labels(batch[:300], 6.0) == [DUPLICATE] * 300
     again = store.online_weights("fraud-online", "1")
     assert again is not None and again.updates == 1500 and np.array_equal(again.z, shared.z)
+
+
+@pytest.mark.parametrize("l1", [0.05, 2.0])
+def test_with_l1_the_lua_learner_equals_the_reference_from_the_shipped_weights(
+    store: RedisStateStore, model: model_repository.LoadedModel, l1: float
+) -> None:
+    """l1 > 0: the shipped weights are the starting state (from_weights inverts the l1 shrinkage), the Lua step
+    equals core.learner's, and the served graph rebuilt from the state at start scores like the shipped one."""
+    params = dataclasses.replace(model.card.online, l1=l1)
+    model = dataclasses.replace(model, card=dataclasses.replace(model.card, online=params))
+    online.check_online(model)
+    [registered] = online.register(store, [model])
+    spec, start = online.spec_of(model)
+    shared = store.online_weights("fraud-online", "1")
+    assert shared is not None and np.array_equal(shared.z, start.z) and not shared.n.any()
+    x = synthetic.transactions(1200, seed=19).astype(np.float32)
+    served = ort.InferenceSession(build_logistic(model.card, online.weights_of(registered.spec, shared)))
+    shipped = model.session.run(None, {"float_input": x[:200]})[1]
+    np.testing.assert_allclose(served.run(None, {"float_input": x[:200]})[1], shipped, atol=1e-5)
+
+    y = 1 - synthetic.labels(x, seed=19)  # a rule the shipped weights get wrong: l1 has work to do
+    predictions = logged(model, x, f"l1-{l1}")
+    store.log_predictions(predictions)
+    batch = [(p.id, int(label)) for p, label in zip(predictions, y, strict=True)]
+    codes = [c for b in range(0, 1200, 400) for c in store.apply_labels(batch[b : b + 400], 5.0)]
+    assert codes == [LEARNED] * 1200
+    reference = learner.learn_many(start, x, y)
+    shared = store.online_weights("fraud-online", "1")
+    assert shared is not None and shared.updates == 1200
+    np.testing.assert_allclose(shared.z, reference.z, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(shared.n, reference.n, rtol=1e-9, atol=1e-9)
+    w_lua, w_ref = learner.weights_from_zn(shared.z, shared.n, spec.params), learner.weights(reference)
+    assert np.array_equal(w_lua == 0, w_ref == 0)  # the same coordinates cut to exactly 0 by l1
+    np.testing.assert_allclose(w_lua, w_ref, rtol=1e-9, atol=1e-12)
+
+
+def test_registering_again_and_late_is_idempotent_and_keeps_earlier_learner_codes(
+    store: RedisStateStore, model: model_repository.LoadedModel, tmp_path: Path
+) -> None:
+    """A version dropped in while the worker runs is registered with the same call as at start: it is seeded,
+    learns from the next batch, and neither resets nor renumbers the models registered before."""
+    online.register(store, [model])
+    x = synthetic.transactions(600, seed=23)
+    y = synthetic.labels(x, seed=23)
+    first = logged(model, x[:300], "late-a")
+    store.log_predictions(first)
+    assert store.apply_labels([(p.id, int(v)) for p, v in zip(first, y[:300], strict=True)], 5.0) == [LEARNED] * 300
+
+    version_dir = tmp_path / "fraud-online" / "2"
+    shutil.copytree(ONLINE_DIR, version_dir)
+    card = version_dir / "card.toml"
+    card.write_text(card.read_text().replace("version = 1", "version = 2", 1))
+    late = model_repository.load_version(version_dir)
+    online.check_online(late)
+    assert [m.card.ref for m in online.register(store, [model, late])] == ["fraud-online@1", "fraud-online@2"]
+    one, two = store.online_weights("fraud-online", "1"), store.online_weights("fraud-online", "2")
+    assert one is not None and one.updates == 300  # not reset by registering again
+    _, start = online.spec_of(late)
+    assert two is not None and two.updates == 0 and np.array_equal(two.z, start.z)
+
+    second = logged(model, x[300:], "late-b")
+    third = [dataclasses.replace(p, id=f"late-c-{k}", version="2") for k, p in enumerate(second)]
+    store.log_predictions(second + third)
+    labels = [(p.id, int(v)) for p, v in zip(second + third, np.concatenate([y[300:], y[300:]]), strict=True)]
+    codes = store.apply_labels(labels, 5.0)
+    assert codes == [LEARNED] * 300 + [LEARNED + 1] * 300
+    assert store.learner_of(LEARNED) == ("fraud-online", "1") and store.learner_of(LEARNED + 1) == ("fraud-online", "2")
+    two = store.online_weights("fraud-online", "2")
+    reference = learner.learn_many(start, x[300:].astype(np.float32), y[300:])
+    assert two is not None and two.updates == 300
+    np.testing.assert_allclose(two.z, reference.z, atol=1e-9)
+
+
+def test_a_shared_state_of_another_width_is_not_learnt_and_breaks_nothing(
+    store: RedisStateStore, model: model_repository.LoadedModel, caplog: pytest.LogCaptureFixture
+) -> None:
+    """State left in Redis by a different model under the same name@version: labels still join, nothing learns,
+    and an error says which key to delete -- never a Lua error that would hold every later label batch."""
+    store._redis.hset(f"{store.prefix}:online:fraud-online:1", mapping={"z1": "1", "n1": "0", "updates": "7"})
+    with caplog.at_level("ERROR"):
+        online.register(store, [model])
+    assert "has 1 weights, the model 7: not learning" in caplog.text
+    x = synthetic.transactions(20, seed=29)
+    predictions = logged(model, x, "width")
+    store.log_predictions(predictions)
+    assert store.apply_labels([(p.id, 1) for p in predictions], 5.0) == [JOINED] * 20
+    shared = store.online_weights("fraud-online", "1")
+    assert shared is not None and shared.updates == 7
 
 
 def test_two_workers_learning_concurrently_reach_the_weights_of_one(

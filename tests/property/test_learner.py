@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -52,10 +53,59 @@ def test_updates_match_the_reference_on_the_same_stream(stream, l1: float) -> No
     assert state.updates == len(rows)
 
 
-@given(st.lists(st.floats(-2, 2, allow_nan=False), min_size=4, max_size=4), st.floats(-1, 1, allow_nan=False))
-def test_starting_from_weights_gives_them_back(coef: list[float], bias: float) -> None:
-    state = learner.from_weights(np.array(coef), bias, np.zeros(4), np.ones(4))
-    np.testing.assert_allclose(learner.weights(state), [*coef, bias], rtol=1e-12, atol=1e-12)
+# Parameters as cards give them (beta and l2 zero or at least 1e-6), weights as ONNX gives them (float32: zero or
+# at least ~1e-38 in magnitude): so that w (beta / alpha + l2) is a normal float64, the premise of the round trip.
+valid_params = st.builds(
+    learner.FtrlParams,
+    alpha=st.floats(1e-3, 10),
+    beta=st.one_of(st.just(0.0), st.floats(1e-6, 10)),
+    l1=st.one_of(st.just(0.0), st.floats(0, 100)),
+    l2=st.one_of(st.just(0.0), st.floats(1e-6, 10)),
+).filter(lambda p: p.problem() is None)
+weight = st.one_of(st.just(0.0), st.floats(-50, 50).filter(lambda v: v == 0 or abs(v) >= 1e-30))
+
+
+@given(st.lists(weight, min_size=4, max_size=4), weight, valid_params)
+def test_starting_from_weights_gives_them_back_for_any_l1(
+    coef: list[float], bias: float, params: learner.FtrlParams
+) -> None:
+    """The inversion of FTRL's weight formula at n = 0: weights_from_zn(from_weights(w)) == w for every l1."""
+    state = learner.from_weights(np.array(coef), bias, np.zeros(4), np.ones(4), params)
+    assert not state.n.any() and state.params == params
+    got = learner.weights_from_zn(state.z, state.n, params)
+    # Rounding z = -(|w| D + l1) sign(w) loses what of |w| D is below an ulp of l1: an absolute error of a few
+    # float64 epsilons of l1 / D (D = beta / alpha + l2), nothing for l1 = 0.
+    slack = 4 * np.finfo(np.float64).eps * params.l1 / (params.beta / params.alpha + params.l2)
+    np.testing.assert_allclose(got, [*coef, bias], rtol=1e-12, atol=slack)
+    assert not got[np.array([*coef, bias]) == 0].any()  # a zero weight stays exactly zero
+
+
+@given(valid_params)
+def test_l1_starting_state_learns_like_the_reference(params: learner.FtrlParams) -> None:
+    """From a non-zero start with l1 > 0, learning is still McMahan's algorithm from that (z, n)."""
+    rng = np.random.default_rng(1)
+    x, y = rng.normal(size=(30, 3)), (rng.random(30) < 0.4).astype(int)
+    state = learner.from_weights(np.array([0.5, -0.2, 0.0]), 0.1, np.zeros(3), np.ones(3), params)
+    z, n = state.z.copy(), state.n.copy()
+    for row, label in zip(x, y, strict=True):  # the per-coordinate step, written out
+        row = np.append(row, 1.0)
+        w = learner.weights_from_zn(z, n, params)
+        p = 1 / (1 + np.exp(-np.clip(row @ w, -35, 35)))
+        g = (p - label) * row
+        z += g - (np.sqrt(n + g * g) - np.sqrt(n)) / params.alpha * w
+        n += g * g
+    learnt = learner.learn_many(state, x, y)
+    np.testing.assert_allclose(learnt.z, z, rtol=1e-12, atol=1e-12)
+
+
+def test_invalid_parameters_are_named() -> None:
+    assert learner.FtrlParams().problem() is None
+    assert learner.FtrlParams(alpha=0).problem() == "online.alpha must be positive"
+    assert learner.FtrlParams(l1=-1).problem() == "online.l1 must be a finite non-negative number"
+    assert learner.FtrlParams(l2=float("inf")).problem() == "online.l2 must be a finite non-negative number"
+    assert "cannot both be 0" in (learner.FtrlParams(beta=0, l2=0).problem() or "")
+    with pytest.raises(ValueError, match="cannot both be 0"):
+        learner.from_weights(np.ones(2), 0.0, np.zeros(2), np.ones(2), learner.FtrlParams(beta=0, l2=0))
 
 
 def test_it_learns_the_synthetic_fraud_rule() -> None:
