@@ -29,7 +29,8 @@ LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
-LABEL_OUTCOMES = ("joined", "unknown", "duplicate", "dead_letter")
+# streamer_labels_total{outcome}: one per feedback record (services.label_consumer).
+LABEL_OUTCOMES = ("joined", "unknown", "duplicate", "reread", "dead_letter")
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:
@@ -124,7 +125,8 @@ class WorkerMetrics:
         self.labels = Counter(
             "streamer_labels_total",
             "Feedback labels by outcome: joined (applied once), unknown (no such or an expired prediction), "
-            "duplicate (already applied), dead_letter (undecodable feedback).",
+            "duplicate (id already applied from another feedback record: sent twice), reread (the same feedback "
+            "record read again after an uncommitted batch: not applied again), dead_letter (undecodable feedback).",
             ["outcome"],
             registry=r,
         )

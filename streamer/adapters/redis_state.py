@@ -8,22 +8,27 @@ Key scheme (``prefix`` defaults to ``streamer``):
   seconds to days later). Predictions logged by versions before 0.2 (a hash per id, ``{prefix}:pred:{id}``)
   are still read;
 - ``{prefix}:label:{id}``: set-if-absent marker of a label already applied (same TTL), so that a label read
-  twice -- the feedback topic is re-read from the last commit after a crash -- counts once;
+  twice -- the feedback topic is re-read from the last commit after a crash -- counts once. Its value is the
+  source of the label record that applied it (``topic:partition:offset``, ``1`` when the caller gave none): a
+  later label with the same id from the same record is a re-read (``REREAD``: the consumer read its own
+  uncommitted batch again, after a rebalance or a failed commit), from another record a real duplicate
+  (``DUPLICATE``: the label was sent twice);
 - ``{prefix}:eval:{model}:{version}:{window}:{bucket}`` hash: the statistics vector of ``core.evaluation``
   (field ``i`` = entry ``i``), incremented atomically, expiring when no window can see it any more;
 - ``{prefix}:online:{model}:{version}`` hash: the FTRL state of an online model (fields ``z1..``, ``n1..``,
   the bias last, as ``%.17g`` text so no precision is lost) and ``updates``, shared by every worker. A logged
   prediction of an online model also keeps its raw features, which is what a label learns from.
 
-``apply_labels`` is one Lua call per batch: per label it sets the marker (or reports a duplicate), looks the
-prediction up (or reports it unknown/expired and clears the marker, so that a label arriving before its
-prediction can still join when replayed) and adds the label's statistics to the current bucket of every
-window. When the prediction came from an online model (registered with ``register_online``), the same call
-applies one FTRL-Proximal step per label, in label order, exactly as ``core.learner.learn_many`` does (the
-Lua transcribes it; tested equal to 1e-9). Atomic per call: two workers applying labels concurrently never
-lose or double an update, and learning shares the label's once-only marker, so a replayed label never
-learns twice. One script run, not per-feature ``HINCRBYFLOAT`` deltas: measured faster, and the deltas of
-two workers computed from the same stale weights are not the sequential FTRL result (``bench/online.py``).
+``apply_labels`` is one Lua call per batch: per label it sets the marker (or reports a re-read or a duplicate),
+looks the prediction up (or reports it unknown/expired and clears the marker, so that a label arriving before its
+prediction can still join when replayed -- a re-read of an unknown label is therefore looked up again) and adds
+the label's statistics to the current bucket of every window. When the prediction came from an online model
+(registered with ``register_online``), the same call applies one FTRL-Proximal step per label, in label order,
+exactly as ``core.learner.learn_many`` does (the Lua transcribes it; tested equal to 1e-9). Atomic per call: two
+workers applying labels concurrently never lose or double an update, and learning shares the label's once-only
+marker, so a replayed label never learns twice. One script run, not per-feature ``HINCRBYFLOAT`` deltas: measured
+faster, and the deltas of two workers computed from the same stale weights are not the sequential FTRL result
+(``bench/online.py``).
 """
 
 from __future__ import annotations
@@ -46,9 +51,11 @@ if TYPE_CHECKING:
 
 _pack = msgspec.msgpack.Encoder().encode
 
-# Per label: joined (evaluated), unknown or expired, duplicate, or joined and learnt by an online model --
-# ``LEARNED + k`` for the k-th registered online model (``learner_of``).
-JOINED, UNKNOWN, DUPLICATE, LEARNED = 0, 1, 2, 3
+# Per label: joined (evaluated), unknown or expired, duplicate (the same id from another label record: sent
+# twice), reread (the same label record applied before: the consumer read it again), or joined and learnt by an
+# online model -- ``LEARNED + k`` for the k-th registered online model (``learner_of``). The Lua below returns
+# these numbers literally.
+JOINED, UNKNOWN, DUPLICATE, REREAD, LEARNED = 0, 1, 2, 3, 4
 
 # Where a logged prediction lives: field ``id`` of the hash ``{prefix}:predlog:{day}:{shard}``, the day of its
 # logging time and a shard from the id's last four bytes (the same function in both scripts below). One hash
@@ -200,11 +207,15 @@ end
 local result = {}
 local totals = {}  -- bucket key -> field -> sum: one HINCRBYFLOAT per field and bucket per call, not per label
 while i <= #ARGV do
-  local id, y = ARGV[i], tonumber(ARGV[i + 1])
-  i = i + 2
+  local id, y, source = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+  i = i + 3
   local marker = prefix .. ':label:' .. id
-  if not redis.call('SET', marker, '1', 'NX', 'EX', ttl) then
-    table.insert(result, 2)
+  if not redis.call('SET', marker, source ~= '' and source or '1', 'NX', 'EX', ttl) then
+    if source ~= '' and redis.call('GET', marker) == source then
+      table.insert(result, 3)  -- REREAD: this very record was applied before
+    else
+      table.insert(result, 2)  -- DUPLICATE: another record (or an unknown one) carried this id
+    end
   else
     local p = logged_prediction(id)
     if not p then
@@ -240,7 +251,7 @@ while i <= #ARGV do
       local spec = online[p[1] .. ':' .. p[2]]
       if spec and p[6] and state_of(spec) then
         learn(spec, p[6], positive and 1 or 0)
-        table.insert(result, 2 + spec.index)
+        table.insert(result, 3 + spec.index)  -- LEARNED + (index - 1)
       else
         table.insert(result, 0)
       end
@@ -391,10 +402,16 @@ class RedisStateStore:
             return 0
         return int(self._log(args=[self.prefix, self.prediction_ttl_s, *blobs]))
 
-    def apply_labels(self, labels: Sequence[tuple[str, float]], now: float) -> list[int]:
-        """Join and apply labels, once each; returns per label JOINED, UNKNOWN (or expired) or DUPLICATE."""
+    def apply_labels(self, labels: Sequence[tuple[str, float] | tuple[str, float, str]], now: float) -> list[int]:
+        """Join and apply labels, once each: ``(id, label)`` or ``(id, label, source)``, where ``source`` names the
+        label record (``topic:partition:offset``) so that reading the same record again is told
+        apart from a label sent twice. Returns per label JOINED, UNKNOWN (or expired), DUPLICATE, REREAD, or
+        ``LEARNED + k`` (joined and learnt by the k-th online model, ``learner_of``). Without a source an id seen
+        before is always DUPLICATE. Thread-safe against ``register_online`` from another thread (the online
+        models are read once per call)."""
         if not labels:
             return []
+        online = list(self.online.items())  # one consistent view: register_online may add one meanwhile
         argv: list[object] = [
             self.prefix,
             repr(now),
@@ -405,13 +422,13 @@ class RedisStateStore:
         argv.append(len(self.windows))
         for window in self.windows:
             argv += [window.name, repr(window.bucket_s), window.buckets]
-        argv.append(len(self.online))
-        for key, spec in self.online.items():
+        argv.append(len(online))
+        for key, spec in online:
             p = spec.params
             argv += [key, len(spec.mean), repr(p.alpha), repr(p.beta), repr(p.l1), repr(p.l2)]
             argv += [repr(float(v)) for v in spec.mean] + [repr(float(v)) for v in spec.scale]
-        for label_id, label in labels:
-            argv += [label_id, repr(float(label))]
+        for entry in labels:
+            argv += [entry[0], repr(float(entry[1])), entry[2] if len(entry) > 2 else ""]
         return [int(code) for code in self._apply(args=argv)]
 
     def register_online(self, model: str, version: str, spec: OnlineSpec, z: np.ndarray, n: np.ndarray) -> bool:

@@ -5,6 +5,14 @@ applies the batch with one Lua call (``RedisStateStore.apply_labels``: once per 
 read), sends undecodable feedback to the dead-letter topic with the contract's headers, and commits the
 offsets only after the batch was applied -- a crash re-reads from the last commit, and the markers make the
 replay harmless.
+
+Each label goes to Redis with its record's position (``topic:partition:offset``), which its once-only marker
+keeps: a label whose id was applied before counts as ``reread`` when it is the same record read again (this
+worker or another re-reading an uncommitted batch: after a crash, or after a long Redis outage in which the held
+batch outlived ``max.poll.interval.ms``, the group took the partitions back and the commit failed) and as
+``duplicate`` only when another record carried the same id -- the label was really sent twice. Outcomes, one per
+feedback record, in ``streamer_labels_total{outcome}``: ``joined``, ``unknown``, ``duplicate``, ``reread``,
+``dead_letter``.
 """
 
 from __future__ import annotations
@@ -14,10 +22,10 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamer.adapters.kafka_admin import client_config
-from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, UNKNOWN, RedisStateStore
+from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, REREAD, UNKNOWN, RedisStateStore
 from streamer.core.envelope import dead_letter_headers, decode_label
 from streamer.core.errors import DecodeError
 from streamer.core.types import SourceRef
@@ -25,6 +33,9 @@ from streamer.services.prediction_log import PredictionLog
 from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
+
+# The outcome of a label per code of ``apply_labels`` below ``LEARNED`` (a learnt label is also ``joined``).
+OUTCOMES = {JOINED: "joined", UNKNOWN: "unknown", DUPLICATE: "duplicate", REREAD: "reread"}
 
 
 class LabelConsumer(Background):
@@ -81,13 +92,19 @@ class LabelConsumer(Background):
         offsets: dict[int, int] = {}
         for message in messages:
             offsets[message.partition()] = max(offsets.get(message.partition(), -1), message.offset())
-        self._consumer.commit(offsets=[TopicPartition(self._topic, p, o + 1) for p, o in offsets.items()])
+        try:
+            self._consumer.commit(offsets=[TopicPartition(self._topic, p, o + 1) for p, o in offsets.items()])
+        except KafkaException as exc:  # the group moved on (e.g. the batch was held through a Redis outage)
+            log.warning(
+                "labels applied but their offsets not committed (%s): the next owner re-reads them (counted as reread)",
+                exc,
+            )
         return True
 
     def _apply(self, messages: list[Any]) -> bool:
         """Apply one batch of labels; False if stopped before Redis took it."""
-        labels: list[tuple[str, float]] = []
-        counts = {"joined": 0, "unknown": 0, "duplicate": 0, "dead_letter": 0}
+        labels: list[tuple[str, float, str]] = []
+        counts = dict.fromkeys([*OUTCOMES.values(), "dead_letter"], 0)
         for message in messages:
             try:
                 label = decode_label(message.value())
@@ -99,7 +116,7 @@ class LabelConsumer(Background):
                 )
                 counts["dead_letter"] += 1
                 continue
-            labels.append((label.id, label.label))
+            labels.append((label.id, label.label, f"{self._topic}:{message.partition()}:{message.offset()}"))
         if self._prediction_log is not None:
             self._prediction_log.wait_logged(timeout_s=10.0)
         while True:
@@ -111,14 +128,13 @@ class LabelConsumer(Background):
                 log.warning("cannot apply %s labels (%s); retrying", len(labels), exc)
                 if self.service.wait(1.0):
                     return False
-        names = {JOINED: "joined", UNKNOWN: "unknown", DUPLICATE: "duplicate"}
         learned: collections.Counter[tuple[str, str]] = collections.Counter()
         for code in codes:
             if code >= LEARNED:
                 counts["joined"] += 1
                 learned[self._store.learner_of(code)] += 1
             else:
-                counts[names[code]] += 1
+                counts[OUTCOMES[code]] += 1
         self._producer.flush(10)
         self._observer.on_labels(counts)
         self._observer.on_learned(dict(learned))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from streamer.adapters import devstack
-from streamer.adapters.redis_state import DUPLICATE, JOINED, UNKNOWN, LoggedPrediction, RedisStateStore
+from streamer.adapters.redis_state import DUPLICATE, JOINED, REREAD, UNKNOWN, LoggedPrediction, RedisStateStore
 from streamer.core.evaluation import RollingEvaluation, WindowSpec
 
 WINDOWS = (WindowSpec("1m", 60, 6), WindowSpec("1h", 3600, 12))
@@ -54,6 +54,44 @@ def test_a_label_applied_twice_counts_once_and_unknown_ids_are_reported(store: R
     assert store.metrics("fraud", "1", WINDOWS[0], now).count == 50
 
 
+def test_the_same_label_record_read_again_is_a_reread_and_another_record_a_duplicate(store: RedisStateStore) -> None:
+    """The marker keeps the source of the record that applied the label: re-reading that record (an uncommitted
+    batch read again) is told apart from the same id arriving in another record (a label sent twice)."""
+    now = 3_000_000.0
+    logged, labels = predictions(4, seed=8, logged_at=now - 60)
+    store.log_predictions(logged)
+    first = [(p.id, y, f"feedback:0:{k}") for k, (p, y) in enumerate(zip(logged, labels, strict=True))]
+    assert store.apply_labels(first, now) == [JOINED] * 4
+    again = [first[0], first[1], (logged[2].id, labels[2], "feedback:1:7"), (logged[3].id, labels[3])]
+    assert store.apply_labels(again, now) == [REREAD, REREAD, DUPLICATE, DUPLICATE]  # no source: can't tell
+    assert store.apply_labels([first[2]], now) == [REREAD]  # the marker still names the first record
+    assert store.metrics("fraud", "1", WINDOWS[0], now).count == 4  # applied once each, whatever the outcome
+    in_batch = [(logged[0].id, 1, "feedback:2:0"), (logged[0].id, 1, "feedback:2:0")]
+    assert store.apply_labels(in_batch, now) == [DUPLICATE, DUPLICATE]  # first marked by feedback:0:0
+
+
+def test_markers_without_a_source_and_from_earlier_versions_count_as_duplicates(store: RedisStateStore) -> None:
+    now = 3_100_000.0
+    logged, labels = predictions(2, seed=9, logged_at=now - 60)
+    store.log_predictions(logged)
+    assert store.apply_labels([(logged[0].id, labels[0])], now) == [JOINED]  # marker "1", as before sources
+    assert store.apply_labels([(logged[0].id, labels[0], "feedback:0:0")], now) == [DUPLICATE]
+    store._redis.set(f"{store.prefix}:label:{logged[1].id}", "1")  # what versions before sources wrote
+    assert store.apply_labels([(logged[1].id, labels[1], "feedback:0:1")], now) == [DUPLICATE]
+
+
+def test_a_reread_unknown_label_is_looked_up_again_and_joins_once_its_prediction_is_logged(
+    store: RedisStateStore,
+) -> None:
+    logged, _ = predictions(1, seed=10, logged_at=10.0)
+    record = (logged[0].id, 1, "feedback:3:42")
+    assert store.apply_labels([record], 10.0) == [UNKNOWN]
+    assert store.apply_labels([record], 10.0) == [UNKNOWN]  # still not logged: unknown again, not a re-read
+    store.log_predictions(logged)
+    assert store.apply_labels([record], 10.0) == [JOINED]
+    assert store.apply_labels([record], 10.0) == [REREAD]
+
+
 def test_a_label_that_arrives_before_its_prediction_joins_when_replayed(store: RedisStateStore) -> None:
     logged, _ = predictions(1, seed=3, logged_at=10.0)
     assert store.apply_labels([(logged[0].id, 1)], 10.0) == [UNKNOWN]
@@ -85,14 +123,21 @@ def test_a_days_log_leaves_redis_the_ttl_after_that_day_ends(redis_server: devst
     assert all(0 < store._redis.ttl(key) <= 2 for key in keys)  # 0.2 s left in the day + the 1 s TTL
 
 
-def test_two_workers_applying_overlapping_labels_concurrently_count_each_once(store: RedisStateStore) -> None:
+@pytest.mark.parametrize("sources", [False, True])
+def test_two_workers_applying_overlapping_labels_concurrently_count_each_once(
+    store: RedisStateStore, sources: bool
+) -> None:
+    """The overlap is the same records read by both (a rebalance): re-reads when sources are given."""
     logged, labels = predictions(2000, seed=5, logged_at=1_000_000.0)
     store.log_predictions(logged)
-    batch = [(p.id, y) for p, y in zip(logged, labels, strict=True)]
+    batch: list[tuple[str, int] | tuple[str, int, str]] = [
+        (p.id, y, f"feedback:0:{k}") if sources else (p.id, y)
+        for k, (p, y) in enumerate(zip(logged, labels, strict=True))
+    ]
     now = 1_000_100.0
     results: list[list[int]] = []
 
-    def worker(part: list[tuple[str, int]]) -> None:
+    def worker(part: list[tuple[str, int] | tuple[str, int, str]]) -> None:
         codes: list[int] = []
         for start in range(0, len(part), 100):
             codes += store.apply_labels(part[start : start + 100], now)
@@ -107,8 +152,8 @@ def test_two_workers_applying_overlapping_labels_concurrently_count_each_once(st
     for thread in threads:
         thread.join()
     joined = sum(code == JOINED for codes in results for code in codes)
-    duplicates = sum(code == DUPLICATE for codes in results for code in codes)
-    assert (joined, duplicates) == (2000, 1000)
+    again = sum(code == (REREAD if sources else DUPLICATE) for codes in results for code in codes)
+    assert (joined, again) == (2000, 1000)
     assert store.metrics("fraud", "1", WINDOWS[1], now).count == 2000
 
 
