@@ -32,12 +32,15 @@ from streamer.adapters.kafka_readback import emitted_offsets
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.adapters.redis_state import RedisStateStore
+from streamer.adapters.serving_models import ModelSet, ServingModels
 from streamer.config import Settings
 from streamer.core.batching import BatchPolicy
 from streamer.core.cards import ModelCard
-from streamer.core.errors import ConfigError, FatalError
-from streamer.core.routing import Catalog
-from streamer.core.scoring import Limits, score_records
+from streamer.core.errors import ConfigError, FatalError, ModelError
+from streamer.core.evaluation import parse_windows
+from streamer.core.routing import Catalog, Serving
+from streamer.core.scoring import Limits, ScoredBatch, score_records
+from streamer.core.types import Records
 from streamer.pipeline import FanOut, PipelineTopics, ScoringPipeline
 from streamer.services.watchdog import Watchdog
 
@@ -91,13 +94,27 @@ def output_limits(settings: Settings, admin: KafkaAdmin) -> OutputLimits:
     )
 
 
+def configured_serving(settings: Settings) -> dict[str, Serving]:
+    """The serving policy of the configuration (``[models]`` pins, canary, shadow), per model name."""
+    models = settings.models
+    names = set(models.pins) | set(models.canary) | set(models.shadow)
+    return {
+        name: Serving(
+            pin=models.pins.get(name),
+            canary=tuple(sorted((int(v), w) for v, w in models.canary.get(name, {}).items())),
+            shadow=models.shadow.get(name),
+        )
+        for name in names
+    }
+
+
 def load_catalog(settings: Settings) -> tuple[Catalog, OnnxScorer, model_repository.ScanResult]:
     scan = model_repository.scan(settings.require_models_dir(), settings.worker.intra_op_num_threads)
     if not scan.loaded:
         refused = "; ".join(str(e) for e in scan.refused.values()) or "the directory holds no <name>/<version>"
         raise ConfigError(f"no servable model in {settings.models.dir}: {refused}")
     cards = {name: {v: m.card for v, m in versions.items()} for name, versions in scan.loaded.items()}
-    catalog = Catalog(cards, settings.models.default, dict(settings.models.pins))
+    catalog = Catalog(cards, settings.models.default, dict(settings.models.pins), configured_serving(settings))
     if catalog.default is not None and catalog.default not in cards:
         raise ConfigError(f"models.default: {catalog.default!r} is not a loaded model ({', '.join(sorted(cards))})")
     return catalog, OnnxScorer(scan.loaded), scan
@@ -146,22 +163,41 @@ def run(settings: Settings) -> None:
     partitions = check_topics(settings, admin)
     limits_out = output_limits(settings, admin)
     catalog, scorer, scan = load_catalog(settings)
+    enabled_rollouts = [name for name, policy in settings.rollout.items() if policy.enabled]
+    if enabled_rollouts and not settings.redis.url:
+        raise ConfigError(f"rollout.{enabled_rollouts[0]}: a rollout needs Redis (labels and the control channel)")
+    serving = ServingModels(ModelSet(catalog, scorer))
     metrics = WorkerMetrics()
-    metrics.on_models(
-        [(name, v, catalog.serving_version(name) == v) for name, versions in scan.loaded.items() for v in versions]
-    )
 
-    def infer(card: ModelCard, matrix: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return scorer.infer(card, matrix)
-        finally:
-            metrics.on_inference(card.name, str(card.version), time.perf_counter() - started)
+    def export_models(_: ModelSet | None, models: ModelSet) -> None:
+        metrics.on_models(models.serving(), models.shares())
 
+    export_models(None, serving.current)
+    serving.listen(export_models)
     worker, topics, kafka = settings.worker, settings.topics, settings.kafka
     limits = Limits(worker.max_message_bytes, worker.max_rows_per_request, limits_out.predictions)
-    quality = _Quality(settings, bootstrap, catalog, scorer, scan, metrics)
-    score = partial(score_records, catalog=catalog, infer=infer, limits=limits, observe_matrix=quality.observe_matrix)
+    quality = _Quality(settings, bootstrap, serving, scan, metrics)
+
+    def score(records: Records) -> ScoredBatch:
+        """One batch, one model set: read once, so a swap between batches never splits a batch."""
+        models = serving.current
+
+        def infer(card: ModelCard, matrix: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return models.infer(card, matrix)
+            finally:
+                metrics.on_inference(card.name, str(card.version), time.perf_counter() - started)
+
+        return score_records(records, models.catalog, infer, limits, observe_matrix=quality.observe_matrix)
+
+    shadow_partitions = admin.partition_counts([topics.shadow]).get(topics.shadow, 0)
+    if not shadow_partitions:
+        log.warning(
+            "shadow topic %s does not exist: challengers are scored and evaluated, their outputs not written "
+            "(run `streamer topics create`)",
+            topics.shadow,
+        )
     transactional_id = None
     if kafka.transactional:
         transactional_id = kafka.transactional_id or f"{worker.group_id}-{socket.gethostname()}"
@@ -170,6 +206,8 @@ def run(settings: Settings) -> None:
         kafka.client,
         predictions_topic=topics.predictions,
         dlq_topic=topics.dlq,
+        shadow_topic=topics.shadow,
+        shadow_partitions=shadow_partitions,
         max_message_bytes=limits_out.producer,
         batch_bytes=limits_out.batch,
         linger_ms=kafka.linger_ms,
@@ -226,7 +264,7 @@ def run(settings: Settings) -> None:
         worker.group_id,
         topics.requests,
         partitions,
-        ", ".join(c.ref for c in scan.cards()),
+        ", ".join(f"{n}@{v}{'*' if s else ''}" for n, v, s in serving.current.serving()),
         limits_out,
         port,
     )
@@ -253,20 +291,21 @@ def run(settings: Settings) -> None:
 
 
 class _Quality:
-    """Everything about model quality a worker runs beside scoring, and what it needs from the scoring path.
+    """Everything about models a worker runs beside scoring, and what it needs from the scoring path.
 
-    Always: feature-drift counts (``observe_matrix``) and the quality monitor with its model-events producer.
-    With Redis configured: the prediction log (an observer of released predictions), the label consumer, the
-    shared rolling evaluation and accuracy floor, and online models learning in Redis at bounded staleness.
-    Without Redis, online models serve their shipped weights (logged), and no labels are consumed.
+    Always: feature-drift counts (``observe_matrix``), the quality monitor with its model-events producer, and
+    hot reload of the model repository (``models.watch``). With Redis configured: the prediction log (an
+    observer of released predictions), the label consumer, the shared rolling evaluation and accuracy floor,
+    online models learning in Redis at bounded staleness, the control channel (promotions, rollbacks, pins from
+    any worker or command) and label-driven rollouts. Without Redis, online models serve their shipped weights
+    (logged), and no labels are consumed.
     """
 
     def __init__(
         self,
         settings: Settings,
         bootstrap: str,
-        catalog: Catalog,
-        scorer: OnnxScorer,
+        serving: ServingModels,
         scan: model_repository.ScanResult,
         metrics: WorkerMetrics,
     ) -> None:
@@ -274,64 +313,121 @@ class _Quality:
 
         from streamer.services.quality_monitor import DriftCounts, ModelEvents, QualityMonitor
 
+        self._settings, self._serving, self._metrics = settings, serving, metrics
         self._started: list[Any] = []
         self.observer: Any = metrics
         self.drift = DriftCounts(scan.cards())
-        self.observe_matrix = self.drift.observe if self.drift.counts else None
-        store = None
-        online = [m for versions in scan.loaded.values() for m in versions.values() if m.card.online is not None]
+        self.observe_matrix = self.drift.observe
+        self.store: RedisStateStore | None = None
+        self._refresher: Any = None
+        self._control: Any = None
+        self._events_producer = Producer(client_config(bootstrap, settings.kafka.client, **{"linger.ms": 5}))
         if settings.redis.url:
-            store = self._start_redis_side(settings, bootstrap, catalog, scorer, metrics, online)
+            self.store = RedisStateStore.from_settings(
+                settings.redis, windows=parse_windows(settings.evaluation.windows)
+            )
+        self.events = ModelEvents(self._events_producer, settings.topics.model_events, self.store, metrics)
+        online = [m for versions in scan.loaded.values() for m in versions.values() if m.card.online is not None]
+        if self.store is not None:
+            self._start_redis_side(settings, bootstrap, self.store, metrics, online)
         elif online:
             log.warning(
                 "online model(s) %s serve their shipped weights: no Redis configured, so nothing is learnt",
                 ", ".join(m.card.ref for m in online),
             )
-        self._events_producer = Producer(client_config(bootstrap, settings.kafka.client, **{"linger.ms": 5}))
-        events = ModelEvents(self._events_producer, settings.topics.model_events, store, metrics)
-        monitor = QualityMonitor(settings.evaluation, catalog, store, self.drift, events, metrics)
+        monitor = QualityMonitor(
+            settings.evaluation, lambda: serving.current.catalog, self.store, self.drift, self.events, metrics
+        )
         monitor.start()
         self._started.append(monitor)
+        if settings.models.watch:
+            self._start_watcher(settings, scan)
+
+    def _start_watcher(self, settings: Settings, scan: model_repository.ScanResult) -> None:
+        from streamer.services.model_watcher import ModelWatcher
+
+        for path, error in scan.refused.items():
+            self._refused(path, error)
+        watcher = ModelWatcher(
+            settings.require_models_dir(),
+            self._serving,
+            on_loaded=self._loaded,
+            on_refused=self._refused,
+            on_removed=self._removed,
+            interval_s=settings.models.watch_interval_s,
+            settle_s=settings.models.settle_s,
+            intra_op_num_threads=settings.worker.intra_op_num_threads,
+        )
+        watcher.refused_at_start(scan.refused)
+        watcher.start()
+        self._started.append(watcher)
+
+    def _loaded(self, model: model_repository.LoadedModel) -> None:
+        card = model.card
+        self._metrics.on_model_change(card.name, "loaded")
+        self.drift.add(card)
+        if card.online is not None and self._refresher is not None:
+            self._refresher.add(model)
+        self.events.emit("model-loaded", card.name, str(card.version), path=str(model.path.parent))
+
+    def _refused(self, path: Path, error: ModelError) -> None:
+        name, version = path.parent.name, path.name
+        log.error("refused model %s@%s: %s", name, version, error)
+        self._metrics.on_model_change(name, "refused")
+        self.events.emit("model-refused", name, version, reason=str(error), path=str(path))
+
+    def _removed(self, ref: str) -> None:
+        name, _, version = ref.partition("@")
+        self._metrics.on_model_change(name, "removed")
+        serving = self._serving.current.catalog.serving_version(name)
+        self.events.emit("model-removed", name, version, now_serving=serving)
 
     def _start_redis_side(
         self,
         settings: Settings,
         bootstrap: str,
-        catalog: Catalog,
-        scorer: OnnxScorer,
+        store: RedisStateStore,
         metrics: WorkerMetrics,
         online: list[model_repository.LoadedModel],
-    ) -> RedisStateStore:
-        from streamer.adapters import online as online_models
-        from streamer.core.evaluation import parse_windows
+    ) -> None:
+        from streamer.adapters.control_channel import ControlChannel
         from streamer.services.label_consumer import LabelConsumer
         from streamer.services.online_refresh import OnlineRefresher
         from streamer.services.prediction_log import PredictionLog
+        from streamer.services.rollout import Rollouts
+        from streamer.services.serving_control import ServingControl
 
-        store = RedisStateStore.from_settings(settings.redis, windows=parse_windows(settings.evaluation.windows))
-        if online:
-            try:
-                registered = online_models.register(store, online)
-            except Exception as exc:  # Redis down at start: serve the shipped weights, learn once it answers
-                metrics.on_redis_error("online_register")
-                log.warning("cannot register online models in Redis (%s): serving their shipped weights", exc)
-                registered = [online_models.OnlineModel(m, online_models.spec_of(m)[0]) for m in online]
-            refresher = OnlineRefresher(
-                store,
-                registered,
-                scorer,
-                metrics,
-                settings.online.refresh_ms / 1000.0,
-                settings.worker.intra_op_num_threads,
-            )
-            refresher.start()
-            self._started.append(refresher)
-        prediction_log = PredictionLog(
-            store,
-            metrics,
-            lambda ref: catalog.resolve(ref).threshold,
-            settings.redis.max_queued_predictions,
+        channel = ControlChannel(store.client, store.prefix)
+        control = ServingControl(
+            channel, self._serving, configured_serving(settings), metrics, settings.models.control_interval_s
         )
+        control.start()  # before any batch: a worker that starts later serves the current state at once
+        self._started.append(control)
+        if any(policy.enabled for policy in settings.rollout.values()):
+            rollouts = Rollouts(
+                channel,
+                store,
+                self._serving,
+                settings.rollout,
+                self.events.emit,
+                control.apply_once,
+                metrics,
+                settings.evaluation.check_interval_s,
+            )
+            rollouts.start()
+            self._started.append(rollouts)
+        self._refresher = OnlineRefresher(
+            store,
+            self._serving,
+            metrics,
+            settings.online.refresh_ms / 1000.0,
+            settings.worker.intra_op_num_threads,
+        )
+        for model in online:
+            self._refresher.add(model)
+        self._refresher.start()
+        self._started.append(self._refresher)
+        prediction_log = PredictionLog(store, metrics, settings.redis.max_queued_predictions)
         prediction_log.start()
         labels = LabelConsumer(
             bootstrap,
@@ -348,7 +444,6 @@ class _Quality:
         labels.start()
         self._started += [labels, prediction_log]
         self.observer = FanOut(metrics, prediction_log)
-        return store
 
     def stop(self) -> None:
         for service in self._started:

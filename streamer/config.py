@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.core.errors import ConfigError
+from streamer.core.rollout import RolloutPolicy
 
 DEFAULT_CONFIG_FILE = "streamer.toml"
 ENGINES = ("faust", "batch")
@@ -72,9 +73,11 @@ class TopicSettings:
     dlq: str = "requests.dlq"
     # Drift and accuracy-floor events (JSON, keyed by model name); an extension of the contract's four topics.
     model_events: str = "model-events"
+    # Challengers' predictions (shadow scoring): never on the predictions topic.
+    shadow: str = "predictions.shadow"
 
     def all(self) -> tuple[str, ...]:
-        return (self.requests, self.predictions, self.feedback, self.dlq, self.model_events)
+        return (self.requests, self.predictions, self.feedback, self.dlq, self.model_events, self.shadow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +127,18 @@ class ModelSettings:
     default: str | None = None
     # Model name -> version to serve instead of the highest one.
     pins: dict[str, int] = field(default_factory=dict)
+    # Model name -> {version: share of keys}: a canary split, sticky per request key; the champion (pin or
+    # highest) takes the share the others leave.
+    canary: dict[str, dict[str, float]] = field(default_factory=dict)
+    # Model name -> challenger version scoring beside the champion; its outputs go to topics.shadow.
+    shadow: dict[str, int] = field(default_factory=dict)
+    # Hot reload: watch models.dir (inotify, and a scan at least every watch_interval_s); a new version is read
+    # once its card and model are unchanged for settle_s.
+    watch: bool = True
+    watch_interval_s: float = 2.0
+    settle_s: float = 1.0
+    # How often a worker reads the shared serving state (promotions, rollbacks, pins) from Redis.
+    control_interval_s: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +177,8 @@ class Settings:
     models: ModelSettings = field(default_factory=ModelSettings)
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     dev: DevSettings = field(default_factory=DevSettings)
+    # ``[rollout.NAME]``: label-driven promotion and rollback of NAME's new versions (off unless enabled).
+    rollout: dict[str, RolloutPolicy] = field(default_factory=dict)
     source: str = "defaults"
     unknown_env: tuple[str, ...] = ()
 
@@ -197,6 +214,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "STREAMER_FEEDBACK_TOPIC": ("topics", "feedback"),
     "STREAMER_DLQ_TOPIC": ("topics", "dlq"),
     "STREAMER_MODEL_EVENTS_TOPIC": ("topics", "model_events"),
+    "STREAMER_SHADOW_TOPIC": ("topics", "shadow"),
     "STREAMER_REDIS_PASSWORD": ("redis", "password"),
     "STREAMER_ACCURACY_FLOOR": ("evaluation", "accuracy_floor"),
     "STREAMER_ONLINE_REFRESH_MS": ("online", "refresh_ms"),
@@ -312,6 +330,16 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"evaluation.accuracy_floor: must be in [0, 1], got {evaluation.accuracy_floor}")
     if settings.online.refresh_ms < 1 or settings.redis.prediction_ttl_s < 1:
         raise ConfigError("online.refresh_ms and redis.prediction_ttl_s must be at least 1")
+    models = settings.models
+    for name, shares in models.canary.items():
+        for version, weight in shares.items():
+            if not version.isdigit() or not 0 < weight <= 1:
+                raise ConfigError(f"models.canary.{name}: {version!r} = {weight} is not a version = share in (0, 1]")
+    if models.watch_interval_s <= 0 or models.settle_s < 0 or models.control_interval_s <= 0:
+        raise ConfigError("models.watch_interval_s and models.control_interval_s must be positive, settle_s >= 0")
+    for name, policy in settings.rollout.items():
+        if policy.window not in {w.name for w in windows}:
+            raise ConfigError(f"rollout.{name}.window: {policy.window!r} is not one of evaluation.windows")
     names = settings.topics.all()
     if len(set(names)) != len(names) or not all(names):
         raise ConfigError(f"topics: names must be distinct and non-empty, got {', '.join(names)}")
@@ -339,7 +367,11 @@ def load(
     hints = _section_types()
     sections: dict[str, dict[str, Any]] = {name: {} for name in _SECTION_CLASSES}
     explicit: set[tuple[str, str]] = set()
+    rollout: dict[str, RolloutPolicy] = {}
     for section, values in table.items():
+        if section == "rollout":
+            rollout = _rollout_policies(values, source)
+            continue
         if section not in _SECTION_CLASSES:
             raise ConfigError(f"{source}: unknown section [{section}] (known: {', '.join(_SECTION_CLASSES)})")
         if not isinstance(values, dict):
@@ -358,6 +390,7 @@ def load(
     unknown_env = tuple(sorted(v for v in environ if v.startswith("STREAMER_") and v not in _KNOWN_ENV))
     settings = Settings(
         **{name: cls(**sections[name]) for name, cls in _SECTION_CLASSES.items()},
+        rollout=rollout,
         source=source,
         unknown_env=unknown_env,
     )
@@ -365,6 +398,26 @@ def load(
     if ("models", "dir") in explicit:
         settings.require_models_dir()
     return _with_dev_stack(settings)
+
+
+def _rollout_policies(table: Any, source: str) -> dict[str, RolloutPolicy]:
+    """``[rollout.NAME]`` tables, each checked like a section."""
+    if not isinstance(table, dict) or not all(isinstance(v, dict) for v in table.values()):
+        raise ConfigError(f"{source}: [rollout] holds one table per model, e.g. [rollout.fraud]")
+    hints = typing.get_type_hints(RolloutPolicy)
+    policies = {}
+    for name, values in table.items():
+        for key in values:
+            if key not in hints:
+                raise ConfigError(f"{source}: unknown setting rollout.{name}.{key} (known: {', '.join(hints)})")
+        policy = RolloutPolicy(
+            **{k: _coerce(v, hints[k], f"{source}: rollout.{name}.{k}", False) for k, v in values.items()}
+        )
+        problem = policy.problem()
+        if problem is not None:
+            raise ConfigError(f"{source}: rollout.{name}: {problem}")
+        policies[str(name)] = policy
+    return policies
 
 
 def _with_dev_stack(settings: Settings) -> Settings:

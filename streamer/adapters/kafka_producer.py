@@ -65,7 +65,7 @@ class _Job:
     out: OutputRecords
     on_done: Done
     pending: int  # delivery reports still awaited (one per non-empty output topic)
-    group: int = 0  # 0: predictions, 1: dead letters
+    group: int = 0  # 0: predictions, 1: dead letters, 2: the challengers' predictions (shadow topic)
     cursor: int = 0  # next record of the current group to produce
     finished: bool = False
 
@@ -81,6 +81,8 @@ class KafkaOutputSink:
         *,
         predictions_topic: str,
         dlq_topic: str,
+        shadow_topic: str | None = None,
+        shadow_partitions: int = 0,
         max_message_bytes: int = 1_000_000,
         batch_bytes: int = 1_000_000,
         linger_ms: int = 5,
@@ -90,6 +92,9 @@ class KafkaOutputSink:
     ) -> None:
         self.predictions_topic = predictions_topic
         self.dlq_topic = dlq_topic
+        # Without a shadow topic (it does not exist) challengers are still scored and evaluated, not written.
+        self.shadow_topic = shadow_topic if shadow_partitions > 0 else None
+        self._shadow_partitions = max(shadow_partitions, 1)
         settings: dict[str, Any] = {
             "enable.idempotence": True,
             "acks": "all",
@@ -144,7 +149,8 @@ class KafkaOutputSink:
     def send(self, out: OutputRecords, on_done: Done) -> None:
         """Write ``out`` after everything sent before; ``on_done(None)`` once all of it is delivered, or
         ``on_done(error)`` at the first failure. Called on the bound loop."""
-        job = _Job(out, on_done, int(len(out.predictions) > 0) + int(len(out.dead_letters) > 0))
+        shadow = self.shadow_topic is not None and len(out.shadow) > 0
+        job = _Job(out, on_done, int(len(out.predictions) > 0) + int(len(out.dead_letters) > 0) + int(shadow))
         if job.pending == 0:
             on_done(None)
             return
@@ -154,12 +160,16 @@ class KafkaOutputSink:
 
     def _produce(self, job: _Job) -> bool:
         """Produce what the queue takes of ``job``; True when all of it is queued."""
-        groups = (job.out.predictions, job.out.dead_letters)
+        groups = (job.out.predictions, job.out.dead_letters, job.out.shadow)
+        topics = (self.predictions_topic, self.dlq_topic, self.shadow_topic)
         produce = self._producer.produce
-        partition = job.out.partition
-        while job.group < 2:
+        while job.group < 3:
             records: TopicRecords = groups[job.group]
-            topic = self.predictions_topic if job.group == 0 else self.dlq_topic
+            topic = topics[job.group]
+            if topic is None:
+                job.group += 1
+                continue
+            partition = job.out.partition if job.group < 2 else job.out.partition % self._shadow_partitions
             keys, values, headers = records.keys, records.values, records.headers
             last = len(values) - 1
             i = job.cursor
@@ -288,7 +298,7 @@ class KafkaOutputSink:
 
     def close(self, timeout_s: float = 30.0) -> int:
         remaining = self.flush(timeout_s) + sum(
-            len(job.out.predictions) + len(job.out.dead_letters) for job in self._backlog
+            len(job.out.predictions) + len(job.out.dead_letters) + len(job.out.shadow) for job in self._backlog
         )
         self._running = False
         self._thread.join(timeout=1.0)

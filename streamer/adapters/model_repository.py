@@ -15,10 +15,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import onnxruntime as ort
 
 from streamer.core.cards import GraphSignature, ModelCard, TensorInfo, check_signature, parse_card
-from streamer.core.errors import ModelError
+from streamer.core.errors import ModelError, ScoringError
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,46 @@ def load_version(version_dir: Path, intra_op_num_threads: int = 1) -> LoadedMode
         outputs=tuple(_tensor_info(n) for n in session.get_outputs()),
     )
     check_signature(card, signature, str(model_path))
-    return LoadedModel(card, model_path, session, tuple(t.name for t in signature.outputs))
+    model = LoadedModel(card, model_path, session, tuple(t.name for t in signature.outputs))
+    check_serving(model)
+    return model
+
+
+def sample_rows(card: ModelCard, rows: int = 2) -> np.ndarray:
+    """Rows a version is tried on before it serves: the middle of each feature's training range where the
+    card has a ``[reference]``, else zeros (every card accepts zeros)."""
+    row = [
+        float(card.reference[f].edges[len(card.reference[f].edges) // 2])
+        if f in card.reference and card.reference[f].edges
+        else 0.0
+        for f in card.features
+    ]
+    return np.tile(np.asarray(row, dtype=np.float32), (rows, 1))
+
+
+def check_serving(model: LoadedModel) -> None:
+    """Score sample rows and read ``score`` and ``label`` exactly as serving will, or raise ``ModelError``.
+
+    Catches what the signature cannot: an output reference that does not select one value per row (a
+    multiclass ``score = "probabilities"``), a graph that only takes batches of one, a non-finite score.
+    """
+    from streamer.core.graph import ScoringGraph
+
+    card = model.card
+
+    def infer(_: ModelCard, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            values = model.session.run(None, {card.input: matrix})
+        except Exception as exc:  # ONNX Runtime's own error types
+            raise ScoringError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+        return {name: np.asarray(value) for name, value in zip(model.output_names, values, strict=True)}
+
+    try:
+        result = ScoringGraph.single(card).run(sample_rows(card), infer)
+    except ScoringError as exc:
+        raise ModelError(str(model.path), f"warm-up on sample rows failed: {exc.detail}") from None
+    if not np.isfinite(result.score).all():
+        raise ModelError(str(model.path), "warm-up on sample rows gave a non-finite score")
 
 
 def version_dirs(models_dir: Path) -> list[Path]:

@@ -38,6 +38,8 @@ class OutputRecords:
     dead_letters: TopicRecords
     latencies_ms: np.ndarray  # of the predictions, in order
     cut: int = 0  # dead letters whose value was cut to fit the dead-letter topic
+    # The challengers' predictions of the same rows, for the shadow topic (same keys, same headers).
+    shadow: TopicRecords = field(default_factory=TopicRecords)
 
 
 def output_records(
@@ -63,6 +65,19 @@ def output_records(
         envelope.source_headers(records.topic, records.partition, [offsets[row] for row in prediction_rows]),
     )
     out = OutputRecords(records.partition, predictions, TopicRecords(), latencies)
+    if scored.shadow is not None:
+        shadow_bodies = scored.shadow.bodies
+        shadow_rows = [row for row in prediction_rows if shadow_bodies[row] is not None]
+        shadow_values, _ = envelope.finish_predictions(
+            [shadow_bodies[row] for row in shadow_rows],  # type: ignore[misc]
+            [records.timestamps_ms[row] for row in shadow_rows],
+            now_ms,
+        )
+        out.shadow = TopicRecords(
+            [keys[row] for row in shadow_rows],
+            shadow_values,  # type: ignore[arg-type]
+            envelope.source_headers(records.topic, records.partition, [offsets[row] for row in shadow_rows]),
+        )
     for row in dead_rows:
         source = SourceRef(records.topic, records.partition, offsets[row])
         headers = envelope.dead_letter_headers(errors[row], source, records.headers[row])

@@ -1,18 +1,73 @@
-"""Which model version serves a request (contract sections 2 and 6).
+"""Which model version serves a request (contract sections 2 and 6), and which one shadows it.
 
 A request names its model in its ``model`` field, else in the ``streamer-model`` header, else gets the
-default: the configured one, or the only model in the repository. ``name`` means the pinned version if the
-config pins one, else the highest; ``name@version`` means exactly that version. Anything that does not resolve
-is an ``unknown-model`` dead letter.
+default: the configured one, or the only model in the repository. ``name@version`` means exactly that version.
+A bare ``name`` means what the model's ``Serving`` policy says:
+
+- the **champion**: the pinned version if it is loaded, else the highest loaded version;
+- unless a **canary** split is set: each version of the split gets the share of keys its weight says, by a
+  hash of the request key (of the id for a null key) seeded with the model name, so the same key always gets
+  the same version while the weights stay, and raising a canary's weight only moves keys *to* it (the newest
+  version takes the lowest hash range);
+- a **shadow** (challenger) also scores every row the champion scores, in the same batch; its outputs never
+  go to the predictions topic.
+
+Anything that does not resolve is an ``unknown-model`` dead letter. A version named by a policy but not loaded
+(removed, refused) is ignored: the split falls back to its loaded versions, then to the champion.
+
+Pure and immutable: the worker swaps a whole new ``Catalog`` between batches (hot reload, a promotion), so a
+batch is routed by exactly one policy.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+
+import numpy as np
 
 from streamer.core.cards import ModelCard
 from streamer.core.errors import UNKNOWN_MODEL, DecodeError
+
+_HASH_SPAN = float(1 << 32)
+
+
+@dataclass(frozen=True, slots=True)
+class Serving:
+    """How a bare model name is served. ``canary``: (version, weight) pairs, weights > 0 (normalised over the
+    loaded versions); ``shadow``: the challenger version. Empty policy = the highest version, no shadow."""
+
+    pin: int | None = None
+    canary: tuple[tuple[int, float], ...] = ()
+    shadow: int | None = None
+
+    def describe(self) -> dict[str, object]:
+        return {"pin": self.pin, "canary": {str(v): w for v, w in self.canary}, "shadow": self.shadow}
+
+
+def key_fraction(name: str, key: bytes) -> float:
+    """Where ``key`` falls in [0, 1) for model ``name``: stable across processes and runs (CRC-32, seeded)."""
+    return zlib.crc32(key, zlib.crc32(name.encode())) / _HASH_SPAN
+
+
+@dataclass(frozen=True, slots=True)
+class Split:
+    """A canary split over loaded versions: ``cards[k]`` serves fractions in [bounds[k-1], bounds[k])."""
+
+    name: str
+    cards: tuple[ModelCard, ...]
+    bounds: tuple[float, ...]
+
+    def assign(self, keys: Sequence[bytes | None], ids: Sequence[str]) -> list[int]:
+        """Index into ``cards`` for each request (key, else id)."""
+        name = self.name
+        fractions = np.fromiter(
+            (key_fraction(name, key if key is not None else ids[i].encode()) for i, key in enumerate(keys)),
+            dtype=np.float64,
+            count=len(keys),
+        )
+        return np.searchsorted(np.asarray(self.bounds), fractions, side="right").tolist()
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +75,7 @@ class Catalog:
     cards: Mapping[str, Mapping[int, ModelCard]]
     default: str | None = None
     pins: Mapping[str, int] = field(default_factory=dict)
+    serving: Mapping[str, Serving] = field(default_factory=dict)
 
     @property
     def default_name(self) -> str | None:
@@ -27,14 +83,65 @@ class Catalog:
             return self.default
         return next(iter(self.cards)) if len(self.cards) == 1 else None
 
+    def policy(self, name: str) -> Serving:
+        policy = self.serving.get(name)
+        if policy is not None:
+            return policy
+        pin = self.pins.get(name)
+        return Serving(pin=pin) if pin is not None else Serving()
+
     def serving_version(self, name: str) -> int | None:
+        """The champion: the pinned version if loaded, else the highest."""
         versions = self.cards.get(name)
         if not versions:
             return None
-        pinned = self.pins.get(name)
+        pinned = self.policy(name).pin
         return pinned if pinned in versions else max(versions)
 
+    def split(self, name: str) -> Split | None:
+        """The canary split of ``name`` over its loaded versions, or None (the champion serves every key).
+
+        A canary's weight is its share of keys; the champion takes what the others leave (all of it when their
+        weights sum to 1 or more, the weights are normalised and the champion gets none unless listed).
+        """
+        versions = self.cards.get(name)
+        canary = self.policy(name).canary
+        if not versions or not canary:
+            return None
+        champion = self.serving_version(name)
+        shares = {v: w for v, w in canary if v in versions and w > 0}
+        rest = 1.0 - sum(w for v, w in shares.items() if v != champion)
+        if rest > 0:
+            shares[champion] = shares.get(champion, 0.0) + rest  # type: ignore[index]
+        if len(shares) < 2 and champion in shares:
+            return None
+        ordered = sorted(shares.items(), reverse=True)  # newest first: a growing canary only takes keys
+        total = sum(shares.values())
+        bounds, running = [], 0.0
+        for _, weight in ordered[:-1]:
+            running += weight / total
+            bounds.append(running)
+        return Split(name, tuple(versions[v] for v, _ in ordered), tuple(bounds))
+
+    def shadow_of(self, card: ModelCard) -> ModelCard | None:
+        """The challenger scoring beside ``card`` when ``card`` is its model's champion, else None."""
+        versions = self.cards.get(card.name)
+        challenger = self.policy(card.name).shadow
+        if not versions or challenger is None or challenger not in versions or challenger == card.version:
+            return None
+        return versions[challenger] if self.serving_version(card.name) == card.version else None
+
+    def route(self, requested: str | None) -> ModelCard | Split:
+        """The card that serves ``requested``, or the split that decides per key (a bare name with a canary)."""
+        name = requested or self.default_name
+        if name is not None and "@" not in name:
+            split = self.split(name)
+            if split is not None:
+                return split
+        return self.resolve(requested)
+
     def resolve(self, requested: str | None) -> ModelCard:
+        """The one version a model string names; a bare name gives the champion (canary splits aside)."""
         if requested is None or requested == "":
             requested = self.default_name
             if requested is None:
@@ -53,3 +160,9 @@ class Catalog:
         if not version_text.isdigit() or int(version_text) not in versions:
             raise DecodeError(UNKNOWN_MODEL, f"model {name!r} has no version {version_text!r}")
         return versions[int(version_text)]
+
+    def with_cards(self, cards: Mapping[str, Mapping[int, ModelCard]]) -> Catalog:
+        return Catalog(cards, self.default, self.pins, self.serving)
+
+    def with_serving(self, serving: Mapping[str, Serving]) -> Catalog:
+        return Catalog(self.cards, self.default, self.pins, serving)

@@ -70,6 +70,9 @@ class ScoredBatch:
     errors: dict[int, DecodeError]
     error_models: dict[int, str] = field(default_factory=dict)
     models: list[ModelSummary] = field(default_factory=list)
+    # The challengers' pass over the same rows (``Catalog.shadow_of``): bodies for the shadow topic, and rows a
+    # challenger failed on in ``errors`` (counted, never dead-lettered: a shadow never changes what leaves).
+    shadow: ScoredBatch | None = None
 
 
 def score_records(
@@ -85,6 +88,15 @@ def score_records(
     scored = ScoredBatch(records, [None] * len(records), dict(decoded.errors))
     for card, members in _route(records, decoded, catalog, scored).values():
         _score_model(records, decoded, card, members, scored, infer, graph_for(card), limits, observe_matrix)
+        challenger = catalog.shadow_of(card)
+        if challenger is not None:
+            if scored.shadow is None:
+                scored.shadow = ScoredBatch(records, [None] * len(records), {})
+            served = [i for i in members if scored.bodies[decoded.rows[i]] is not None]
+            if served:
+                _score_model(
+                    records, decoded, challenger, served, scored.shadow, infer, graph_for(challenger), limits, None
+                )
     return scored
 
 
@@ -114,13 +126,20 @@ def _route(
     by_version: dict[str, tuple[ModelCard, list[int]]] = {}
     for name, members in requested.items():
         try:
-            card = catalog.resolve(name)
+            route = catalog.route(name)
         except DecodeError as exc:
             for i in members:
                 scored.errors[rows[i]] = exc
             continue
-        group = by_version.setdefault(card.ref, (card, []))
-        group[1].extend(members)
+        if isinstance(route, ModelCard):
+            group = by_version.setdefault(route.ref, (route, []))
+            group[1].extend(members)
+            continue
+        keys = records.keys
+        ids = [wires[i].id or f"{records.topic}:{records.partition}:{records.offsets[rows[i]]}" for i in members]
+        for i, k in zip(members, route.assign([keys[rows[i]] for i in members], ids), strict=True):
+            card = route.cards[k]
+            by_version.setdefault(card.ref, (card, []))[1].append(i)
     for _, members in by_version.values():
         members.sort()  # several model strings may name one version: keep batch order inside it
     return by_version

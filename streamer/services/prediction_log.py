@@ -17,7 +17,6 @@ import collections
 import logging
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from streamer.adapters.redis_state import LoggedBatch, RedisStateStore
@@ -34,15 +33,12 @@ class PredictionLog(Background):
         self,
         store: RedisStateStore,
         observer: Any,
-        thresholds: Callable[[str], float],
         max_queued: int = 200_000,
         flush_every_s: float = 0.05,
         max_rows_per_call: int = 20_000,
     ) -> None:
         self._store = store
         self._observer = observer
-        self._threshold_of = thresholds
-        self._thresholds: dict[str, float] = {}  # by "name@version": resolved once, not per prediction
         self._queue: collections.deque[tuple[bytes, int]] = collections.deque()  # (packed batch, predictions)
         self._queued_rows = 0
         self._max_queued = max_queued
@@ -59,23 +55,28 @@ class PredictionLog(Background):
     # ------------------------------------------------------------------------------------------ observer
 
     def on_released(self, release: Release[ScoredBatch], out: OutputRecords) -> None:
+        """Log the released predictions, and the challengers' predictions of the same rows (shadow scoring),
+        so that one label evaluates both."""
         now = time.time()
         send = None if release.send is None else set(release.send)
+        scored = release.result
+        summaries = [(s, False) for s in scored.models]
+        if scored.shadow is not None:
+            summaries += [(s, True) for s in scored.shadow.models]
         batches = []
-        for summary in release.result.models:
+        for summary, shadow in summaries:
             if not summary.logged_ids:
                 continue
             card = summary.card
-            threshold = self._thresholds.get(card.ref)
-            if threshold is None:
-                threshold = self._thresholds[card.ref] = self._threshold_of(card.ref)
             ids, scores, features = summary.logged_ids, summary.logged_scores, summary.logged_features
             if send is not None:
                 keep = [k for k, row in enumerate(summary.logged_rows) if row in send]
                 ids, scores = [ids[k] for k in keep], [scores[k] for k in keep]
                 features = features[keep] if features is not None else None
             if ids:
-                batches.append(LoggedBatch(card.name, str(card.version), threshold, now, ids, scores, features))
+                batches.append(
+                    LoggedBatch(card.name, str(card.version), card.threshold, now, ids, scores, features, shadow)
+                )
         if batches:
             self.submit(batches)
 

@@ -20,7 +20,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,13 @@ class DriftCounts:
         self._pending: dict[str, list[np.ndarray]] = {ref: [] for ref in self.counts}
         self._pending_rows: dict[str, int] = dict.fromkeys(self.counts, 0)
         self._bin_every_rows = bin_every_rows
+
+    def add(self, card: ModelCard) -> None:
+        """Count a version loaded after start (hot reload)."""
+        if card.reference:
+            with self._lock:
+                self.counts[card.ref] = FeatureCounts(card.features, card.reference)
+                self._pending[card.ref], self._pending_rows[card.ref] = [], 0
 
     def observe(self, card: ModelCard, matrix: np.ndarray) -> None:
         ref = card.ref
@@ -99,7 +106,7 @@ class QualityMonitor(Background):
     def __init__(
         self,
         settings: EvaluationSettings,
-        catalog: Catalog,
+        catalog: Callable[[], Catalog],
         store: RedisStateStore | None,
         drift: DriftCounts,
         events: ModelEvents,
@@ -120,15 +127,15 @@ class QualityMonitor(Background):
     def check_once(self, now: float | None = None) -> None:
         now = time.time() if now is None else now
         if self._store is not None:
-            self._rolling(self._store, self._catalog.cards, now)
+            self._rolling(self._store, self._catalog(), now)
         if time.monotonic() >= self._next_drift:
             self._next_drift = time.monotonic() + self._settings.drift_interval_s
             self.check_drift()
 
-    def _rolling(self, store: RedisStateStore, cards: Mapping[str, Mapping[int, ModelCard]], now: float) -> None:
+    def _rolling(self, store: RedisStateStore, catalog: Catalog, now: float) -> None:
         floor = self._settings
-        for name, versions in cards.items():
-            serving = self._catalog.serving_version(name)
+        for name, versions in catalog.cards.items():
+            serving = catalog.serving_version(name)
             for version in versions:
                 for window in store.windows:
                     try:

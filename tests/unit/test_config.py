@@ -12,7 +12,14 @@ from streamer.core.errors import ConfigError
 def test_defaults_match_the_contract(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     s = config.load(environ={})
-    assert s.topics.all() == ("requests", "predictions", "feedback", "requests.dlq", "model-events")
+    assert s.topics.all() == (
+        "requests",
+        "predictions",
+        "feedback",
+        "requests.dlq",
+        "model-events",
+        "predictions.shadow",
+    )
     assert (s.worker.engine, s.worker.group_id, s.worker.metrics_port) == ("faust", "streamer", 9464)
     assert s.models.dir == "models"
     assert s.kafka.bootstrap is None and s.redis.url is None
@@ -40,10 +47,11 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
         "STREAMER_REDIS_PASSWORD": "s3cret",
         "STREAMER_ACCURACY_FLOOR": "0.8",
         "STREAMER_ONLINE_REFRESH_MS": "250",
+        "STREAMER_SHADOW_TOPIC": "challengers",
     }
     s = config.load(environ=environ)
     assert s.kafka.bootstrap == "k1:9092,k2:9092" and s.redis.url == "redis://r:6379/1"
-    assert s.topics.all() == ("in", "out", "labels", "in.dlq", "events")
+    assert s.topics.all() == ("in", "out", "labels", "in.dlq", "events", "challengers")
     assert (s.redis.password, s.evaluation.accuracy_floor, s.online.refresh_ms) == ("s3cret", 0.8, 250)
     assert (s.models.dir, s.models.default) == ("m", "fraud")
     assert (s.worker.engine, s.worker.group_id, s.worker.metrics_port) == ("batch", "g", 0)

@@ -65,7 +65,14 @@ def test_worker_environment_is_the_contracts_and_loads(tmp_path: Path, monkeypat
     }
     settings = config.load(None, environ=loadable)
     assert settings.kafka.bootstrap == "kafka:9092"
-    assert settings.topics.all() == ("requests", "predictions", "feedback", "requests.dlq", "model-events")
+    assert settings.topics.all() == (
+        "requests",
+        "predictions",
+        "feedback",
+        "requests.dlq",
+        "model-events",
+        "predictions.shadow",
+    )
     assert COMPOSE["services"]["topics"]["environment"] == env
 
 

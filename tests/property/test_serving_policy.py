@@ -1,0 +1,131 @@
+"""Canary splits, pins and shadows (``core.routing``) and their effect on a scored batch."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamer.core.cards import ModelCard, OutputRef
+from streamer.core.routing import Catalog, Serving, Split
+from streamer.core.scoring import score_records
+from streamer.core.types import Records
+
+CARD = ModelCard(
+    "fraud", 1, "binary-classification", ("a", "b"), "x", "0" * 64, OutputRef("probabilities", 1), OutputRef("label")
+)
+CARDS = {"fraud": {v: replace(CARD, version=v) for v in (1, 2, 3)}}
+
+
+def fake_infer(card: ModelCard, x: np.ndarray) -> dict[str, np.ndarray]:
+    p = 1 / (1 + np.exp(-x.sum(axis=1) * card.version))
+    return {"label": (p > 0.5).astype(np.int64), "probabilities": np.stack([1 - p, p], axis=1).astype(np.float32)}
+
+
+def versions_for(catalog: Catalog, keys: list[bytes]) -> list[int]:
+    route = catalog.route("fraud")
+    if not isinstance(route, Split):
+        return [route.version] * len(keys)
+    return [route.cards[k].version for k in route.assign(keys, [""] * len(keys))]
+
+
+keys_strategy = st.lists(st.binary(min_size=0, max_size=24), min_size=1, max_size=200)
+
+
+@given(keys=keys_strategy, weight=st.floats(0.01, 0.99))
+def test_the_same_key_gets_the_same_version_in_any_catalog(keys: list[bytes], weight: float) -> None:
+    one = Catalog(CARDS, serving={"fraud": Serving(pin=1, canary=((2, weight),))})
+    two = Catalog(dict(CARDS), serving={"fraud": Serving(pin=1, canary=((2, weight),))})
+    assert versions_for(one, keys) == versions_for(two, keys)
+    assert versions_for(one, keys + keys)[len(keys) :] == versions_for(one, keys)
+
+
+@given(low=st.floats(0.0, 1.0), high=st.floats(0.0, 1.0), keys=keys_strategy)
+def test_a_growing_canary_only_takes_keys(low: float, high: float, keys: list[bytes]) -> None:
+    low, high = sorted((low, high))
+    before = versions_for(Catalog(CARDS, serving={"fraud": Serving(pin=1, canary=((3, low),))}), keys)
+    after = versions_for(Catalog(CARDS, serving={"fraud": Serving(pin=1, canary=((3, high),))}), keys)
+    for was, now in zip(before, after, strict=True):
+        assert was == now or (was == 1 and now == 3)
+
+
+@settings(max_examples=20)
+@given(weights=st.lists(st.floats(0.05, 1.0), min_size=2, max_size=3))
+def test_the_split_follows_the_weights(weights: list[float]) -> None:
+    canary = tuple(zip((1, 2, 3), weights, strict=False))
+    catalog = Catalog(CARDS, serving={"fraud": Serving(pin=1, canary=canary)})
+    keys = [f"customer-{i}".encode() for i in range(20_000)]
+    counts = np.bincount(versions_for(catalog, keys), minlength=4)[1:]
+    listed = dict(canary)
+    others = sum(w for v, w in listed.items() if v != 1)
+    shares = {v: listed.get(v, 0.0) for v in (1, 2, 3)}
+    if others < 1:
+        shares[1] += 1 - others
+    total = sum(shares.values())
+    for v in (1, 2, 3):
+        assert abs(counts[v - 1] / len(keys) - shares[v] / total) < 0.02, (v, counts, shares)
+
+
+def test_policies_ignore_versions_that_are_not_loaded() -> None:
+    catalog = Catalog({"fraud": {1: CARD}}, serving={"fraud": Serving(pin=7, canary=((2, 0.5),), shadow=3)})
+    assert catalog.route("fraud") == CARD
+    assert catalog.serving_version("fraud") == 1
+    assert catalog.shadow_of(CARD) is None
+    pinned = Catalog(CARDS, pins={"fraud": 2})
+    assert pinned.serving_version("fraud") == 2 and pinned.resolve("fraud").version == 2
+    assert Catalog(CARDS).serving_version("fraud") == 3
+    assert catalog.route("fraud@1") == CARD
+
+
+def test_a_named_version_overrides_the_split() -> None:
+    catalog = Catalog(CARDS, serving={"fraud": Serving(pin=1, canary=((2, 0.5),))})
+    assert catalog.route("fraud@3").version == 3
+    assert isinstance(catalog.route("fraud"), Split)
+    assert isinstance(Catalog(CARDS, default="fraud", serving=catalog.serving).route(None), Split)
+
+
+def records_of(rows: list[dict], keys: list[bytes | None]) -> Records:
+    values = [json.dumps(row).encode() for row in rows]
+    return Records.of("requests", 0, list(range(len(values))), values, keys)
+
+
+@given(
+    features=st.lists(st.tuples(st.floats(-5, 5), st.floats(-5, 5)), min_size=1, max_size=40),
+    broken=st.sets(st.integers(0, 39)),
+)
+def test_a_shadow_scores_the_champions_rows_and_changes_nothing_that_leaves(
+    features: list[tuple[float, float]], broken: set[int]
+) -> None:
+    rows = [{"id": f"r{i}", "features": {"a": a, "b": "x" if i in broken else b}} for i, (a, b) in enumerate(features)]
+    rows.append({"id": "named", "model": "fraud@1", "features": {"a": 1.0, "b": 1.0}})
+    records = records_of(rows, [f"k{i}".encode() for i in range(len(rows))])
+    plain = score_records(records, Catalog(CARDS, serving={"fraud": Serving(pin=2)}), fake_infer)
+    shadowed = score_records(records, Catalog(CARDS, serving={"fraud": Serving(pin=2, shadow=3)}), fake_infer)
+    assert plain.shadow is None
+    assert shadowed.bodies == plain.bodies and shadowed.errors == plain.errors
+    assert shadowed.shadow is not None
+    champion_rows = [r for r, b in enumerate(plain.bodies) if b is not None and json.loads(b + b"}")["version"] == "2"]
+    shadow_rows = [r for r, b in enumerate(shadowed.shadow.bodies) if b is not None]
+    assert shadow_rows == champion_rows
+    for row in shadow_rows:
+        body = json.loads(shadowed.shadow.bodies[row] + b"}")
+        assert body["version"] == "3" and body["id"] == rows[row]["id"]
+        a, b = rows[row]["features"]["a"], rows[row]["features"]["b"]
+        assert abs(body["score"] - 1 / (1 + np.exp(-(np.float32(a) + np.float32(b)) * 3))) < 1e-6
+
+
+@given(keys=st.lists(st.one_of(st.none(), st.binary(max_size=8)), min_size=1, max_size=60))
+def test_canary_rows_are_scored_by_the_version_their_key_gets(keys: list[bytes | None]) -> None:
+    catalog = Catalog(CARDS, serving={"fraud": Serving(pin=1, canary=((2, 0.3), (3, 0.3)))})
+    rows = [{"id": f"r{i}", "features": {"a": 0.5, "b": 0.25}} for i in range(len(keys))]
+    scored = score_records(records_of(rows, keys), catalog, fake_infer)
+    split = catalog.route("fraud")
+    assert isinstance(split, Split)
+    expected = [split.cards[k].version for k in split.assign(keys, [r["id"] for r in rows])]
+    got = [int(json.loads(b + b"}")["version"]) for b in scored.bodies]  # type: ignore[operator]
+    assert got == expected
+    again = score_records(records_of(rows[::-1], keys[::-1]), catalog, fake_infer)
+    assert [int(json.loads(b + b"}")["version"]) for b in again.bodies][::-1] == got  # type: ignore[operator]
