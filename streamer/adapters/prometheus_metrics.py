@@ -191,6 +191,25 @@ class WorkerMetrics:
             ["model", "version", "serving"],
             registry=r,
         )
+        self.model_share = Gauge(
+            "streamer_model_traffic_share",
+            "Share of a model's keys each version serves (a canary split; the champion alone: 1); shadow=1 for "
+            "the challenger scoring beside the champion.",
+            ["model", "version", "role"],
+            registry=r,
+        )
+        self.model_changes = Counter(
+            "streamer_model_changes_total",
+            "Hot-reload changes of the model repository: a version loaded, refused (failed validation) or removed.",
+            ["model", "change"],
+            registry=r,
+        )
+        self.shadow_predictions = Counter(
+            "streamer_shadow_predictions_total",
+            "Challengers' predictions written to the shadow topic (and logged for evaluation).",
+            ["model", "version"],
+            registry=r,
+        )
 
         for reason in sorted(DEAD_LETTER_REASONS):
             self.dead_letters.labels(reason)
@@ -230,6 +249,11 @@ class WorkerMetrics:
                 for value, count in collections.Counter(labels.tolist()).items():
                     self.labels_predicted.labels(name, version, str(value)).inc(count)
         observe_many(self.latency, np.maximum(out.latencies_ms, 0.0) / 1000.0)
+        if scored.shadow is not None and len(out.shadow):
+            shadow_requests, _ = outcome_counts(scored.shadow, sent)
+            for (model, version, outcome), count in shadow_requests.items():
+                if outcome == "prediction":
+                    self.shadow_predictions.labels(model, version).inc(count)
         if out.cut:
             self.cut_dead_letters.inc(out.cut)
 
@@ -253,10 +277,20 @@ class WorkerMetrics:
 
     # service hooks --------------------------------------------------------------------------------------
 
-    def on_models(self, versions: Sequence[tuple[str, int, bool]]) -> None:
-        """(name, version, serving) of every loaded version."""
+    def on_models(
+        self, versions: Sequence[tuple[str, int, bool]], shares: Sequence[tuple[str, int, str, float]] = ()
+    ) -> None:
+        """(name, version, serving) of every loaded version, and (name, version, role, share) of what serves
+        traffic; replaces what was exported before (hot reload removes versions)."""
+        self.model_info.clear()
         for name, version, serving in versions:
             self.model_info.labels(name, str(version), "1" if serving else "0").set(1)
+        self.model_share.clear()
+        for name, version, role, share in shares:
+            self.model_share.labels(name, str(version), role).set(share)
+
+    def on_model_change(self, model: str, change: str) -> None:
+        self.model_changes.labels(model, change).inc()
 
     def on_labels(self, counts: dict[str, int]) -> None:
         for outcome, count in counts.items():

@@ -65,6 +65,7 @@ JOINED, UNKNOWN, DUPLICATE, REREAD, LEARNED = 0, 1, 2, 3, 4
 # so expiry stays exact to the second.
 _SHARDS = 64
 _LUA_SHARD = f"""
+local SHADOW = '\\0shadow'
 local function shard_of(id)
   local a, b, c, d = string.byte(id, -4, -1)
   return ((a or 0) * 29791 + (b or 0) * 961 + (c or 0) * 31 + (d or 0)) % {_SHARDS}
@@ -83,6 +84,7 @@ for b = 3, #ARGV do
   local batch = cmsgpack.unpack(ARGV[b])
   local model, version, threshold, time = batch[1], batch[2], batch[3], batch[4]
   local ids, scores, features = batch[5], batch[6], batch[7]
+  local suffix = batch[8] and SHADOW or ''  -- a challenger's prediction sits beside its champion's
   local day = math.floor(time / 86400)
   local by_shard = {}
   for i = 1, #ids do
@@ -91,7 +93,7 @@ for b = 3, #ARGV do
     local shard = shard_of(ids[i])
     local fields = by_shard[shard]
     if not fields then fields = {}; by_shard[shard] = fields end
-    fields[#fields + 1] = ids[i]
+    fields[#fields + 1] = ids[i] .. suffix
     fields[#fields + 1] = cmsgpack.pack(entry)
   end
   for shard, fields in pairs(by_shard) do
@@ -188,11 +190,12 @@ local today, oldest = math.floor(now / 86400) + 1, math.floor((now - ttl) / 8640
 local function logged_prediction(id)
   local shard = shard_of(id)
   for day = today, oldest, -1 do
-    local packed = redis.call('HGET', prefix .. ':predlog:' .. day .. ':' .. shard, id)
+    local key = prefix .. ':predlog:' .. day .. ':' .. shard
+    local packed = redis.call('HGET', key, id)
     if packed then
       local p = cmsgpack.unpack(packed)
       if now - p[5] > ttl then return nil end
-      return p
+      return p, key
     end
   end
   local h = redis.call('HMGET', prefix .. ':pred:' .. id, 'm', 'v', 's', 'th', 'x')
@@ -206,6 +209,35 @@ local function logged_prediction(id)
 end
 local result = {}
 local totals = {}  -- bucket key -> field -> sum: one HINCRBYFLOAT per field and bucket per call, not per label
+-- Adds one label's statistics for prediction p (model p[1], version p[2], score p[3], threshold p[4]).
+local function evaluate(p, y)
+  local s, th = p[3], p[4]
+  local predicted, positive = s >= th, y >= 0.5
+  local c = math.min(math.max(s, 1e-15), 1 - 1e-15)
+  local stats = {}
+  stats[0] = 1
+  stats[1] = (predicted == positive) and 1 or 0
+  stats[2] = positive and -math.log(c) or -math.log(1 - c)
+  stats[3] = (s - y) * (s - y)
+  stats[4] = (predicted and positive) and 1 or 0
+  stats[5] = (predicted and not positive) and 1 or 0
+  stats[6] = ((not predicted) and positive) and 1 or 0
+  local bin = math.floor(math.min(math.max(s, 0), 1) * bins)
+  if bin > bins - 1 then bin = bins - 1 end
+  if positive then stats[hist + bin] = 1 else stats[hist + bins + bin] = 1 end
+  for w = 1, n_windows do
+    local name, bucket_s, buckets = windows[w][1], windows[w][2], windows[w][3]
+    local key = prefix .. ':eval:' .. p[1] .. ':' .. p[2] .. ':' .. name .. ':' .. math.floor(now / bucket_s)
+    local bucket = totals[key]
+    if not bucket then
+      bucket = {ttl = math.ceil(bucket_s * (buckets + 1)), fields = {}}
+      totals[key] = bucket
+    end
+    for field, value in pairs(stats) do
+      if value ~= 0 then bucket.fields[field] = (bucket.fields[field] or 0) + value end
+    end
+  end
+end
 while i <= #ARGV do
   local id, y, source = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
   i = i + 3
@@ -217,36 +249,16 @@ while i <= #ARGV do
       table.insert(result, 2)  -- DUPLICATE: another record (or an unknown one) carried this id
     end
   else
-    local p = logged_prediction(id)
+    local p, logged_in = logged_prediction(id)
     if not p then
       redis.call('DEL', marker)
       table.insert(result, 1)
     else
-      local s, th = p[3], p[4]
-      local predicted, positive = s >= th, y >= 0.5
-      local c = math.min(math.max(s, 1e-15), 1 - 1e-15)
-      local stats = {}
-      stats[0] = 1
-      stats[1] = (predicted == positive) and 1 or 0
-      stats[2] = positive and -math.log(c) or -math.log(1 - c)
-      stats[3] = (s - y) * (s - y)
-      stats[4] = (predicted and positive) and 1 or 0
-      stats[5] = (predicted and not positive) and 1 or 0
-      stats[6] = ((not predicted) and positive) and 1 or 0
-      local bin = math.floor(math.min(math.max(s, 0), 1) * bins)
-      if bin > bins - 1 then bin = bins - 1 end
-      if positive then stats[hist + bin] = 1 else stats[hist + bins + bin] = 1 end
-      for w = 1, n_windows do
-        local name, bucket_s, buckets = windows[w][1], windows[w][2], windows[w][3]
-        local key = prefix .. ':eval:' .. p[1] .. ':' .. p[2] .. ':' .. name .. ':' .. math.floor(now / bucket_s)
-        local bucket = totals[key]
-        if not bucket then
-          bucket = {ttl = math.ceil(bucket_s * (buckets + 1)), fields = {}}
-          totals[key] = bucket
-        end
-        for field, value in pairs(stats) do
-          if value ~= 0 then bucket.fields[field] = (bucket.fields[field] or 0) + value end
-        end
+      local positive = y >= 0.5
+      evaluate(p, y)
+      if logged_in then  -- a challenger scored the same request: the same label evaluates it (no learning)
+        local shadow = redis.call('HGET', logged_in, id .. SHADOW)
+        if shadow then evaluate(cmsgpack.unpack(shadow), y) end
       end
       local spec = online[p[1] .. ':' .. p[2]]
       if spec and p[6] and state_of(spec) then
@@ -302,6 +314,7 @@ class LoggedBatch:
     ids: list[str]
     scores: list[float]
     features: np.ndarray | None = None  # [rows, n_features] for an online model
+    shadow: bool = False  # a challenger's predictions: joined to the same labels, beside the champion's
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -309,7 +322,9 @@ class LoggedBatch:
     def pack(self) -> bytes:
         """The batch as the one MessagePack argument the logging script takes (a C-level encode)."""
         features = None if self.features is None else self.features.astype(np.float64).tolist()
-        return _pack((self.model, self.version, self.threshold, self.time, self.ids, self.scores, features))
+        return _pack(
+            (self.model, self.version, self.threshold, self.time, self.ids, self.scores, features, self.shadow)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,6 +359,11 @@ class RedisStateStore:
         self._log = client.register_script(_LOG_PREDICTIONS)
         self._init_online = client.register_script(_INIT_ONLINE)
         self.online: dict[str, OnlineSpec] = {}  # "model:version" -> spec
+
+    @property
+    def client(self) -> redis.Redis:
+        """The connection, for adapters that share it (the control channel)."""
+        return self._redis
 
     @classmethod
     def from_url(cls, url: str, **kwargs: object) -> RedisStateStore:

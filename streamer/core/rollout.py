@@ -149,6 +149,8 @@ def rollback(state: ControlState, champion: int, reason: str) -> ControlState:
         state,
         reason,
         pin=back,
+        canary=(),
+        shadow=None,
         previous=None,
         rolled_back=tuple(sorted({*state.rolled_back, champion})) if back != champion else state.rolled_back,
     )

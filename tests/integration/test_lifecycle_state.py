@@ -1,0 +1,147 @@
+"""The shared state of the model lifecycle against a real redis-server: a challenger's predictions evaluated on
+the champion's labels, the control channel's compare-and-set, and rollouts decided on labels by two deciders."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from streamer.adapters import devstack
+from streamer.adapters.control_channel import ControlChannel
+from streamer.adapters.onnx_scorer import OnnxScorer
+from streamer.adapters.redis_state import JOINED, LoggedBatch, RedisStateStore
+from streamer.adapters.serving_models import ModelSet, ServingModels
+from streamer.core import rollout
+from streamer.core.cards import ModelCard, OutputRef
+from streamer.core.evaluation import RollingEvaluation, WindowSpec
+from streamer.core.rollout import ControlState, RolloutPolicy
+from streamer.core.routing import Catalog
+from streamer.services.rollout import Rollouts
+from streamer.services.serving_control import ServingControl
+
+WINDOWS = (WindowSpec("1m", 60, 6),)
+CARD = ModelCard(
+    "fraud", 1, "binary-classification", ("a",), "x", "0" * 64, OutputRef("probabilities", 1), OutputRef("label")
+)
+
+
+@pytest.fixture
+def store(redis_server: devstack.ServerInfo) -> RedisStateStore:
+    return RedisStateStore.from_url(redis_server.address, windows=WINDOWS, prefix=f"t{uuid.uuid4().hex[:8]}")
+
+
+def log_pair(store: RedisStateStore, n: int, now: float, champion_skill: float, challenger_skill: float, seed: int):
+    """n labelled requests scored by version 1 (champion) and version 2 (shadow) with given accuracy."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    ids = [f"r{seed}-{i}" for i in range(n)]
+
+    def scores(skill: float) -> list[float]:
+        right = rng.random(n) < skill
+        return np.where(right == (labels == 1), 0.9, 0.1).tolist()
+
+    champion, challenger = scores(champion_skill), scores(challenger_skill)
+    store.log_batches(
+        [
+            LoggedBatch("fraud", "1", 0.5, now, ids, champion),
+            LoggedBatch("fraud", "2", 0.5, now, ids, challenger, shadow=True),
+        ]
+    )
+    return ids, labels, np.array(champion), np.array(challenger)
+
+
+def test_one_label_evaluates_the_champion_and_its_shadow(store: RedisStateStore) -> None:
+    now = 1_000_000.0
+    ids, labels, champion, challenger = log_pair(store, 400, now, 0.7, 0.9, seed=1)
+    codes = store.apply_labels([(i, int(y)) for i, y in zip(ids, labels, strict=True)], now)
+    assert codes == [JOINED] * 400  # one outcome per label, whatever shadows it has
+    for version, scores in (("1", champion), ("2", challenger)):
+        reference = RollingEvaluation(WINDOWS)
+        reference.update(now, scores, labels)
+        got = store.metrics("fraud", version, WINDOWS[0], now)
+        want = reference.get(now, WINDOWS[0])
+        assert got.count == 400 and abs(got.accuracy - want.accuracy) < 1e-12
+        assert abs(got.log_loss - want.log_loss) < 1e-9
+
+
+def test_the_control_channel_makes_one_decision_among_racing_writers(store: RedisStateStore) -> None:
+    channel = ControlChannel(store.client, store.prefix)
+    barrier = threading.Barrier(8)
+    won: list[int] = []
+
+    def race(version: int) -> None:
+        before = channel.state("fraud")
+        barrier.wait()
+        if channel.replace("fraud", before, rollout.pinned(before, version, f"pin {version}")):
+            won.append(version)
+
+    threads = [threading.Thread(target=race, args=(v,)) for v in range(1, 9)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(won) == 1
+    state = channel.state("fraud")
+    assert state.pin == won[0] and state.generation == 1
+    before, after = channel.update("fraud", lambda s: rollout.pinned(s, 3, "again"))  # type: ignore[misc]
+    assert (before.generation, after.generation) == (1, 2) and channel.read()["fraud"] == after
+
+
+def serving_models(versions: tuple[int, ...]) -> ServingModels:
+    cards = {"fraud": {v: replace(CARD, version=v) for v in versions}}
+    return ServingModels(ModelSet(Catalog(cards), OnnxScorer()))
+
+
+@pytest.mark.parametrize(("challenger_skill", "decision"), [(0.95, "model-promoted"), (0.55, "model-rolled-back")])
+def test_two_workers_decide_a_rollout_once_on_labels(
+    store: RedisStateStore, challenger_skill: float, decision: str
+) -> None:
+    policy = RolloutPolicy(enabled=True, stage="shadow", window="1m", min_labels=300, promote_margin=0.02)
+    channel = ControlChannel(store.client, store.prefix)
+    events: list[tuple] = []
+    workers = []
+    for _ in range(2):
+        serving = serving_models((1,))
+        control = ServingControl(channel, serving, {}, observer=None)
+        emit = lambda kind, name, version, **fields: events.append((kind, name, version, fields))  # noqa: E731
+        rollouts = Rollouts(channel, store, serving, {"fraud": policy}, emit, control.apply_once, None)
+        workers.append((serving, control, rollouts))
+    for _, _, rollouts in workers:
+        assert rollouts.check("fraud", policy) in ("rollout-champion", None)
+    assert channel.state("fraud").pin == 1
+    for serving, _, _ in workers:  # version 2 dropped in: both workers see it
+        cards = {"fraud": {1: CARD, 2: replace(CARD, version=2)}}
+        serving.current = ModelSet(serving.current.catalog.with_cards(cards), serving.current.scorer)
+    started = [rollouts.check("fraud", policy) for _, _, rollouts in workers]
+    assert sorted(map(str, started)) == ["None", "rollout-started"]
+    for serving, control, _ in workers:
+        control.apply_once()
+        assert (
+            serving.current.catalog.shadow_of(CARD) is not None
+            and serving.current.catalog.serving_version("fraud") == 1
+        )
+    now = time.time()
+    ids, labels, _, _ = log_pair(store, 400, now, 0.8, challenger_skill, seed=7)
+    assert all(r.check("fraud", policy, now) is None for _, _, r in workers)  # no labels yet: no verdict
+    store.apply_labels([(i, int(y)) for i, y in zip(ids, labels, strict=True)], now)
+    decided = [rollouts.check("fraud", policy, now) for _, _, rollouts in workers]
+    assert decided.count(decision) == 1, decided
+    kinds = [e[0] for e in events]
+    assert kinds.count(decision) == 1 and kinds.count("rollout-started") == 1
+    figures = next(e[3] for e in events if e[0] == decision)
+    assert figures["candidate_labels"] == 400 and figures["champion_labels"] == 400
+    state = channel.state("fraud")
+    for serving, control, _ in workers:
+        control.apply_once()
+        catalog = serving.current.catalog
+        assert catalog.shadow_of(catalog.cards["fraud"][1]) is None
+        assert catalog.serving_version("fraud") == (2 if decision == "model-promoted" else 1)
+    if decision == "model-rolled-back":
+        assert state.rolled_back == (2,)
+        assert all(r.check("fraud", policy, now) is None for _, _, r in workers)  # never tried again by itself
+    assert isinstance(state, ControlState) and state.generation == 3
