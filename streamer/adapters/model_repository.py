@@ -104,6 +104,10 @@ def load_version(version_dir: Path, intra_op_num_threads: int = 1) -> LoadedMode
     check_signature(card, signature, str(model_path))
     model = LoadedModel(card, model_path, session, tuple(t.name for t in signature.outputs))
     check_serving(model)
+    if card.online is not None:
+        from streamer.adapters.online import check_online  # online builds on this module
+
+        check_online(model)
     return model
 
 

@@ -156,11 +156,16 @@ def rollback(state: ControlState, champion: int, reason: str) -> ControlState:
     )
 
 
+def trial(state: ControlState, champion: int, version: int, stage: str, weight: float, reason: str) -> ControlState:
+    """``version`` on trial beside ``champion``: scored as its shadow, or serving ``weight`` of the keys."""
+    if stage == "shadow":
+        return _next(state, reason, pin=champion, canary=(), shadow=version)
+    return _next(state, reason, pin=champion, canary=((version, weight),), shadow=None)
+
+
 def start_candidate(state: ControlState, champion: int, version: int, policy: RolloutPolicy) -> ControlState:
     reason = f"new version {version} on trial as a {policy.stage} of {champion}"
-    if policy.stage == "shadow":
-        return _next(state, reason, pin=champion, canary=(), shadow=version)
-    return _next(state, reason, pin=champion, canary=((version, policy.canary_weight),), shadow=None)
+    return trial(state, champion, version, policy.stage, policy.canary_weight, reason)
 
 
 def next_candidate(state: ControlState, champion: int, versions: list[int]) -> int | None:

@@ -148,3 +148,15 @@ def test_the_demo_model_is_reproducible_from_its_script(tmp_path: Path) -> None:
     for shipped_dir, name in ((REPO / "models" / "fraud" / "1", "fraud"), (ONLINE_MODEL, "fraud-online")):
         assert (tmp_path / name / "1" / "card.toml").read_text() == (shipped_dir / "card.toml").read_text()
         assert (tmp_path / name / "1" / "model.onnx").read_bytes() == (shipped_dir / "model.onnx").read_bytes()
+
+
+def test_a_score_reference_that_serving_cannot_read_is_refused_at_validation(tmp_path: Path) -> None:
+    """A multiclass-style ``score = "probabilities"`` (two columns) passed the signature check and then made
+    every request a scoring-failed dead letter: the warm-up reads score as serving does, so it is refused."""
+    version = copy_model(tmp_path)
+    card = (version / "card.toml").read_text().replace('score = "probabilities[:,1]"', 'score = "probabilities"')
+    (version / "card.toml").write_text(card)
+    result = run(["models", "validate", str(version)], tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "warm-up on sample rows failed" in result.stderr and "name a column" in result.stderr

@@ -1,0 +1,217 @@
+"""``streamer models promote | rollback | pin | canary | shadow | serving | compare``: the model lifecycle by
+hand, through the same control channel the label-driven rollouts use (``adapters.control_channel``).
+
+A change is a compare-and-set on the shared state in Redis: every worker serves it within
+``models.control_interval_s``, and a worker started later reads it before its first batch. Each change is also
+a ``model-events`` record (``by = "command"``) when Kafka is reachable, like the decisions of a rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from streamer.core import rollout
+from streamer.core.errors import ConfigError
+from streamer.core.rollout import ControlState
+
+log = logging.getLogger(__name__)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
+    """Add the lifecycle commands to ``streamer models``."""
+
+    def context(name: str) -> tuple[Any, Any, list[int], int]:
+        """Settings, the control channel, the versions of ``name`` on disk and its champion now."""
+        from streamer.adapters import model_repository
+        from streamer.adapters.control_channel import ControlChannel
+        from streamer.adapters.redis_state import RedisStateStore
+
+        s = settings()
+        s.require_redis_url()
+        versions = sorted(
+            int(p.name) for p in model_repository.version_dirs(s.require_models_dir()) if p.parent.name == name
+        )
+        if not versions:
+            raise ConfigError(f"no model named {name!r} in {s.models.dir}")
+        store = RedisStateStore.from_settings(s.redis)
+        channel = ControlChannel(store.client, store.prefix)
+        state = channel.state(name)
+        pinned = state.pin if state.generation else s.models.pins.get(name)
+        champion = pinned if pinned in versions else max(versions)
+        return s, channel, versions, champion
+
+    def change(name: str, kind: str, version: int | None, build: Callable[[ControlState, int], ControlState]) -> None:
+        s, channel, versions, _ = context(name)
+        if version is not None and version not in versions:
+            raise ConfigError(f"{name} has no version {version} in {s.models.dir} (versions: {versions})")
+
+        def apply(state: ControlState) -> ControlState:
+            pinned = state.pin if state.generation else s.models.pins.get(name)
+            return build(state, pinned if pinned in versions else max(versions))
+
+        result = channel.update(name, apply)
+        assert result is not None
+        before, after = result
+        _emit(s, kind, name, str(version if version is not None else after.pin), after, before)
+        out.print(
+            f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
+            + (f", canary {dict(after.canary)}" if after.canary else "")
+            + (f", shadow {after.shadow}" if after.shadow is not None else "")
+        )
+
+    @models_app.command("promote")
+    def models_promote(name: str, version: int) -> None:
+        """Make VERSION the champion of NAME on every worker (ends any trial)."""
+        change(
+            name,
+            "model-promoted",
+            version,
+            lambda state, champion: rollout.promote(state, version, champion, f"promoted {version} by command"),
+        )
+
+    @models_app.command("rollback")
+    def models_rollback(name: str) -> None:
+        """End NAME's trial (canary or shadow), or return to the champion before the last promotion."""
+        change(name, "model-rolled-back", None, lambda state, champion: rollout.rollback(state, champion, "by command"))
+
+    @models_app.command("pin")
+    def models_pin(name: str, version: int) -> None:
+        """Serve VERSION of NAME to every key on every worker (ends any trial)."""
+        change(name, "model-pinned", version, lambda state, _: rollout.pinned(state, version, f"pinned {version}"))
+
+    @models_app.command("canary")
+    def models_canary(
+        name: str,
+        version: int,
+        weight: Annotated[float, typer.Option(help="Share of keys VERSION serves (sticky per key).")] = 0.1,
+    ) -> None:
+        """Serve VERSION of NAME to a share of keys beside the champion."""
+        if not 0 < weight < 1:
+            raise ConfigError(f"models canary: --weight must be in (0, 1), got {weight}")
+        change(
+            name,
+            "model-canary",
+            version,
+            lambda state, champion: rollout.trial(state, champion, version, "canary", weight, f"canary {weight}"),
+        )
+
+    @models_app.command("shadow")
+    def models_shadow(name: str, version: int) -> None:
+        """Score every request of NAME's champion with VERSION too; its outputs go to the shadow topic."""
+        change(
+            name,
+            "model-shadow",
+            version,
+            lambda state, champion: rollout.trial(state, champion, version, "shadow", 0.0, "shadow by command"),
+        )
+
+    @models_app.command("serving")
+    def models_serving(as_json: JsonOption = False) -> None:
+        """The shared serving state of every model (what every worker serves)."""
+        from streamer.adapters.control_channel import ControlChannel
+        from streamer.adapters.redis_state import RedisStateStore
+
+        s = settings()
+        s.require_redis_url()
+        store = RedisStateStore.from_settings(s.redis)
+        states = ControlChannel(store.client, store.prefix).read()
+        if as_json:
+            out.print_json(json.dumps({name: json.loads(state.to_json()) for name, state in states.items()}))
+            return
+        table = Table("model", "champion", "canary", "shadow", "rolled back", "generation", "last change")
+        for name, state in sorted(states.items()):
+            table.add_row(
+                name,
+                str(state.pin),
+                ", ".join(f"{v}: {w:g}" for v, w in state.canary) or "-",
+                str(state.shadow) if state.shadow is not None else "-",
+                ", ".join(map(str, state.rolled_back)) or "-",
+                str(state.generation),
+                state.reason or "-",
+            )
+        out.print(table)
+
+    @models_app.command("compare")
+    def models_compare(
+        name: str,
+        versions: Annotated[
+            str | None, typer.Option(help="Versions to compare, e.g. 1,2 (default: the champion and its candidate).")
+        ] = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Champion and challenger (or canary) rolling metrics side by side, per window, from the shared labels."""
+        from streamer.adapters.redis_state import RedisStateStore
+        from streamer.core.evaluation import parse_windows
+
+        s, channel, on_disk, champion = context(name)
+        if versions is not None:
+            chosen = [int(v) for v in versions.split(",") if v.strip()]
+        else:
+            candidate = channel.state(name).candidate
+            chosen = [champion] + ([candidate] if candidate is not None else [v for v in on_disk if v != champion][-1:])
+        store = RedisStateStore.from_settings(s.redis, windows=parse_windows(s.evaluation.windows))
+        now = time.time()
+        rows = []
+        for window in store.windows:
+            for version in chosen:
+                m = store.metrics(name, str(version), window, now)
+                rows.append(
+                    {
+                        "window": window.name,
+                        "version": version,
+                        "role": "champion" if version == champion else "challenger",
+                        "labels": m.count,
+                        "accuracy": m.accuracy,
+                        "log_loss": m.log_loss,
+                        "auc": m.auc,
+                    }
+                )
+        if as_json:
+            out.print_json(json.dumps(rows))
+            return
+        table = Table("window", "version", "role", "labels", "accuracy", "log loss", "AUC")
+        for row in rows:
+            table.add_row(
+                row["window"],
+                str(row["version"]),
+                row["role"],
+                str(row["labels"]),
+                *(f"{row[k]:.4f}" if row["labels"] else "-" for k in ("accuracy", "log_loss", "auc")),
+            )
+        out.print(table)
+
+
+def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, before: ControlState) -> None:
+    """The change as a model-events record, when Kafka is configured (best effort: the change is made)."""
+    if not s.kafka.bootstrap:
+        return
+    from confluent_kafka import Producer
+
+    from streamer.adapters.kafka_admin import client_config
+
+    event = {
+        "type": kind,
+        "model": name,
+        "version": version,
+        "time": time.time(),
+        "worker": f"command@{socket.gethostname()}",
+        "by": "command",
+        "generation": after.generation,
+        "champion_before": before.pin,
+        "champion": after.pin,
+        "reason": after.reason,
+    }
+    producer = Producer(client_config(s.kafka.bootstrap, s.kafka.client, **{"socket.timeout.ms": 5000}))
+    producer.produce(s.topics.model_events, json.dumps(event).encode(), name.encode())
+    if producer.flush(10):
+        log.warning("the %s event was not delivered to %s", kind, s.topics.model_events)
