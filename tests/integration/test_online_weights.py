@@ -22,8 +22,10 @@ from streamer.adapters.onnx_logistic import build_logistic, read_logistic, read_
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, LoggedPrediction, RedisStateStore
+from streamer.adapters.serving_models import ModelSet, ServingModels, cards_of
 from streamer.core import learner
 from streamer.core.errors import ModelError
+from streamer.core.routing import Catalog
 from streamer.services.online_refresh import OnlineRefresher
 from tests.conftest import REPO
 
@@ -241,10 +243,10 @@ def test_the_refresher_serves_the_shared_weights_and_freeze_writes_a_plain_versi
     models_dir = tmp_path / "models"
     shutil.copytree(ONLINE_DIR, models_dir / "fraud-online" / "1")
     model = model_repository.load_version(models_dir / "fraud-online" / "1")
-    scorer = OnnxScorer({"fraud-online": {1: model}})
+    serving = ServingModels(ModelSet(Catalog(cards_of([model])), OnnxScorer({"fraud-online": {1: model}})))
     metrics = WorkerMetrics()
-    [registered] = online.register(store, [model])
-    refresher = OnlineRefresher(store, [registered], scorer, metrics, refresh_s=0.05)
+    refresher = OnlineRefresher(store, serving, metrics, refresh_s=0.05)
+    refresher.add(model)  # as at start, or when the version is dropped in while the worker runs
     refresher.start()
     x = synthetic.transactions(800, seed=21)
     y = 1 - synthetic.labels(x, seed=21)  # a rule the shipped weights get wrong: the weights must move
@@ -259,7 +261,7 @@ def test_the_refresher_serves_the_shared_weights_and_freeze_writes_a_plain_versi
     deadline = time.monotonic() + 5
     served = None
     while time.monotonic() < deadline:
-        served = scorer.infer(model.card, probe)["probabilities"][:, 1]
+        served = serving.current.infer(model.card, probe)["probabilities"][:, 1]
         if np.allclose(served, want, atol=1e-5):
             break
         time.sleep(0.02)
