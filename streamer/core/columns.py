@@ -1,0 +1,265 @@
+"""Tabular rows (CSV, Parquet) -> one float32 matrix per model version, a column at a time, with the stream's
+dead-letter reasons.
+
+A row of a table is the request ``{"id": <id>, "model": <model>, "features": {<the card's feature columns>}}``
+(``streamer batch``): this module builds the matrix that ``features.build_matrix`` would build for those
+requests, and rejects the rows the stream would reject, with the same reason, without materialising a request
+-- or any Python object -- per row. Per-row Python cost is what limits offline throughput (the JSON path spends
+about 2 µs per row on decoding and features; this one a few tens of nanoseconds), so each rule below is one
+numpy pass over a column.
+
+What a cell is, and what the stream would say about it (the adapter that reads the file classifies the cells,
+``Column.kinds``):
+
+- a number is used as is; a number float64 cannot hold (``1e999`` in a CSV, ``inf`` in Parquet) is
+  ``non-finite``, as the JSON decoder says of ``1e999``; one float32 cannot hold is ``non-finite`` (the
+  features' rule);
+- a missing cell (null, an empty CSV cell, NaN -- JSON has no NaN, a missing number is ``null``) is NaN for a
+  card with ``allow_missing`` and ``non-finite`` otherwise;
+- text is a category of a categorical feature (an unseen one is a missing value, then as above, or ``schema``)
+  and ``schema`` for any other feature;
+- a value of a type a request cannot hold (a boolean, a date) is ``schema``, as the JSON decoder says of
+  ``true``;
+- a feature column the table lacks is ``schema`` for every row routed to that model.
+
+Decoder-level problems (the last two kinds of number, wrong types) come first, in the table's column order --
+the order in which the JSON decoder meets them in ``features`` -- then the features' rules in the card's column
+order, as ``features._slow_row`` applies them: a row with several problems gets the reason the stream would
+give. Pure: numpy only, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamer.core.cards import ModelCard
+from streamer.core.errors import NON_FINITE, SCHEMA, SCORING_FAILED, DecodeError, ScoringError
+from streamer.core.graph import GraphResult, Infer, ScoringGraph
+from streamer.core.routing import Catalog
+
+# Column.kinds codes.
+NUMBER = 0  # values[i] is the number (NaN: missing, +-inf: out of float64 range)
+MISSING = 1  # null / empty
+TEXT = 2  # texts[i] is the cell's text
+WRONG = 3  # a value of a type no request can hold (Column.type_name)
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column's cells over the rows of a chunk.
+
+    ``values``: float64, the number where the cell is one (anything, NaN by convention, elsewhere).
+    ``kinds``: int8 per cell (the codes above), or None when every cell is a number: the common column, one
+    array and nothing else. ``texts``: the text of each TEXT cell, by row. ``type_name``: what a WRONG cell is.
+    """
+
+    values: np.ndarray
+    kinds: np.ndarray | None = None
+    texts: Mapping[int, str] = field(default_factory=dict)
+    type_name: str = ""
+
+
+@dataclass(slots=True)
+class ColumnMatrix:
+    """The rows of one model version: ``matrix[k]`` is row ``accepted[k]``; ``errors`` maps a rejected row."""
+
+    matrix: np.ndarray
+    accepted: np.ndarray
+    errors: dict[int, DecodeError] = field(default_factory=dict)
+
+
+def _assign(errors: dict[int, DecodeError], rows: np.ndarray, error: DecodeError) -> None:
+    """Give ``error`` to the ``rows`` that have none yet (the first problem of a row is its reason)."""
+    for row in rows.tolist():
+        errors.setdefault(row, error)
+
+
+def decoder_errors(
+    columns: Mapping[str, Column], order: Sequence[str], features: frozenset[str] | set[str]
+) -> dict[int, DecodeError]:
+    """Rows the JSON decoder would refuse, before any routing: a number out of float64 range (``non-finite``)
+    or a value of the wrong type (``schema``) in a feature column, the first such cell in column order."""
+    errors: dict[int, DecodeError] = {}
+    for name in order:
+        column = columns.get(name)
+        if column is None or name not in features:
+            continue
+        kinds = column.kinds
+        if kinds is not None and (kinds == WRONG).any():
+            detail = f"Expected `float | str | null`, got `{column.type_name}` - at `$.features[...]` ({name!r})"
+            _assign(errors, np.flatnonzero(kinds == WRONG), DecodeError(SCHEMA, detail))
+        infinite = np.isinf(column.values)
+        if kinds is not None:
+            infinite &= kinds == NUMBER
+        if infinite.any():
+            detail = f"a number is out of float64 range (feature {name!r})"
+            _assign(errors, np.flatnonzero(infinite), DecodeError(NON_FINITE, detail))
+    return errors
+
+
+def feature_matrix(card: ModelCard, rows: np.ndarray, columns: Mapping[str, Column], size: int) -> ColumnMatrix:
+    """The matrix of ``rows`` (ascending indices into the columns, which hold ``size`` rows) for ``card``, and
+    why the rejected rows are rejected. The rows have passed ``decoder_errors``."""
+    everything = len(rows) == size
+    errors: dict[int, DecodeError] = {}
+
+    def take(array: np.ndarray) -> np.ndarray:
+        return array if everything else array[rows]
+
+    matrix64 = np.empty((len(rows), len(card.features)), dtype=np.float64)
+    for index, name in enumerate(card.features):
+        column = columns.get(name)
+        if column is None:
+            _assign(errors, rows, DecodeError(SCHEMA, f"feature {name!r} is missing (model {card.ref})"))
+            matrix64[:, index] = np.nan
+            continue
+        values = take(column.values)
+        kinds = take(column.kinds) if column.kinds is not None else None
+        target = matrix64[:, index]
+        target[:] = values
+        missing = np.isnan(values)
+        if kinds is not None:
+            missing = (missing & (kinds == NUMBER)) | (kinds == MISSING)
+            text = np.flatnonzero(kinds == TEXT)
+            if len(text):
+                _texts(card, name, column, rows, text, target, missing, errors)
+        if missing.any():
+            if not card.allow_missing:
+                detail = f"feature {name!r} is null and model {card.ref} takes no missing values"
+                _assign(errors, rows[missing], DecodeError(NON_FINITE, detail))
+            target[missing] = np.nan
+    with np.errstate(over="ignore"):  # overflow to inf is detected right below, per row
+        matrix = matrix64.astype(np.float32)
+    overflow = np.isinf(matrix).any(axis=1)
+    if overflow.any():
+        _assign(errors, rows[overflow], DecodeError(NON_FINITE, f"a feature is beyond float32 range ({card.ref})"))
+    if not errors:
+        return ColumnMatrix(matrix, rows)
+    bad = np.isin(rows, np.fromiter(errors, dtype=np.int64, count=len(errors)))
+    return ColumnMatrix(matrix[~bad], rows[~bad], errors)
+
+
+def _texts(
+    card: ModelCard,
+    name: str,
+    column: Column,
+    rows: np.ndarray,
+    text: np.ndarray,
+    target: np.ndarray,
+    missing: np.ndarray,
+    errors: dict[int, DecodeError],
+) -> None:
+    """TEXT cells (positions ``text`` within ``rows``): a category's index, a missing value, or ``schema``."""
+    categories = card.categorical.get(name)
+    if categories is None:
+        detail = f"feature {name!r} is a string but not categorical in model {card.ref}"
+        _assign(errors, rows[text], DecodeError(SCHEMA, detail))
+        return
+    index = {category: float(i) for i, category in enumerate(categories)}
+    for position in text.tolist():
+        value = column.texts[int(rows[position])]
+        code = index.get(value)
+        if code is not None:
+            target[position] = code
+        elif card.allow_missing:
+            missing[position] = True
+        else:
+            detail = f"feature {name!r} has unknown category {value!r} (model {card.ref})"
+            errors.setdefault(int(rows[position]), DecodeError(SCHEMA, detail))
+
+
+@dataclass(slots=True)
+class ModelRows:
+    """What one model version made of a chunk: ``result`` row k is the prediction of chunk row ``rows[k]``."""
+
+    card: ModelCard
+    rows: np.ndarray
+    result: GraphResult
+
+
+@dataclass(slots=True)
+class ScoredColumns:
+    """Per row of a chunk: a prediction (in exactly one of ``models``) or a dead letter (``errors``)."""
+
+    models: list[ModelRows]
+    errors: dict[int, DecodeError]
+    error_models: dict[int, str] = field(default_factory=dict)
+
+
+def score_columns(
+    columns: Mapping[str, Column],
+    order: Sequence[str],
+    size: int,
+    requested: Mapping[str | None, np.ndarray],
+    catalog: Catalog,
+    infer: Infer,
+    ids: Callable[[np.ndarray], Sequence[str]],
+    graph_for: Callable[[ModelCard], ScoringGraph] = ScoringGraph.single,
+) -> ScoredColumns:
+    """Decode, route, build and score a chunk of ``size`` rows.
+
+    ``requested`` maps each model string (None: the default model) to its rows, ascending. A feature column is
+    one that some loaded card names (the others are not part of the request). Routing is the catalog's
+    (``Catalog.route``): a bare name is the champion, or the version a canary split gives the row's id (a row
+    has no key; ``ids(rows)`` gives the ids, asked only then). A failed model run fails only its rows, as
+    ``scoring-failed``, and so does a score that is not finite -- as in ``scoring.score_records``.
+    """
+    features = {name for versions in catalog.cards.values() for card in versions.values() for name in card.features}
+    scored = ScoredColumns([], decoder_errors(columns, order, features))
+    refused = np.fromiter(scored.errors, dtype=np.int64, count=len(scored.errors)) if scored.errors else None
+    by_version: dict[str, tuple[ModelCard, list[np.ndarray]]] = {}
+    for name, rows in requested.items():
+        if refused is not None:
+            rows = rows[~np.isin(rows, refused)]
+        if not len(rows):
+            continue
+        try:
+            route = catalog.route(name)
+        except DecodeError as exc:
+            _assign(scored.errors, rows, exc)
+            continue
+        if isinstance(route, ModelCard):
+            by_version.setdefault(route.ref, (route, []))[1].append(rows)
+            continue
+        assigned = np.asarray(route.assign([None] * len(rows), ids(rows)), dtype=np.int64)
+        for k, card in enumerate(route.cards):
+            if (assigned == k).any():
+                by_version.setdefault(card.ref, (card, []))[1].append(rows[assigned == k])
+    for card, parts in by_version.values():
+        rows = parts[0] if len(parts) == 1 else np.sort(np.concatenate(parts))
+        built = feature_matrix(card, rows, columns, size)
+        for row, error in built.errors.items():
+            scored.errors[row] = error
+            scored.error_models[row] = card.ref
+        if not len(built.accepted):
+            continue
+        _run(card, built, graph_for(card), infer, scored)
+    return scored
+
+
+def _run(card: ModelCard, built: ColumnMatrix, graph: ScoringGraph, infer: Infer, scored: ScoredColumns) -> None:
+    try:
+        result = graph.run(built.matrix, infer)
+    except ScoringError as exc:
+        _fail(scored, built.accepted, DecodeError(SCORING_FAILED, exc.detail), card)
+        return
+    accepted = built.accepted
+    finite = np.isfinite(result.score)
+    if not finite.all():
+        _fail(scored, accepted[~finite], DecodeError(SCORING_FAILED, f"{card.ref} returned a non-finite score"), card)
+        result = GraphResult(
+            result.score[finite],
+            result.label[finite] if result.label is not None else None,
+            {key: value[finite] for key, value in result.outputs.items()},
+        )
+        accepted = accepted[finite]
+    scored.models.append(ModelRows(card, accepted, result))
+
+
+def _fail(scored: ScoredColumns, rows: np.ndarray, error: DecodeError, card: ModelCard) -> None:
+    for row in rows.tolist():
+        scored.errors[row] = error
+        scored.error_models[row] = card.ref
