@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from streamer.adapters.model_repository import CARD_FILE, MODEL_FILE, LoadedModel
+from streamer.adapters.model_repository import CARD_FILE, MODEL_FILE, LoadedModel, session_options
 from streamer.adapters.onnx_logistic import GraphForm, LogisticWeights, build_logistic, read_logistic_file
 from streamer.adapters.redis_state import OnlineSpec, OnlineWeights, RedisStateStore
 from streamer.core import learner
@@ -102,6 +102,11 @@ def _signature(session: ort.InferenceSession) -> GraphSignature:
     return GraphSignature(tuple(info(n) for n in session.get_inputs()), tuple(info(n) for n in session.get_outputs()))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def check_online(model: LoadedModel) -> None:
     """Refuse (``ModelError(path, one-line reason)``) an ``[online]`` version the learner cannot take over.
 
@@ -122,16 +127,24 @@ def check_online(model: LoadedModel) -> None:
     spec, state = spec_of(model)
     if not (np.all(np.isfinite(state.z)) and np.all(np.isfinite(learner.weights(state)))):
         raise ModelError(where, "the starting FTRL state of these weights and [online] parameters is not finite")
-    data = build_logistic(card, weights_of(spec, OnlineWeights(state.z, state.n, 0)))
-    rebuilt = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    try:
+        data = build_logistic(card, weights_of(spec, OnlineWeights(state.z, state.n, 0)))
+        rebuilt = ort.InferenceSession(data, sess_options=session_options(1), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnx.checker's and ONNX Runtime's errors: names the card gives collide, say
+        raise ModelError(where, f"cannot rebuild the logistic graph from its weights: {_first_line(exc)}") from None
     names = tuple(o.name for o in rebuilt.get_outputs())
     if names != tuple(model.output_names):
         raise ModelError(where, f"the rebuilt logistic graph's outputs {names} differ from {tuple(model.output_names)}")
     check_signature(card, _signature(rebuilt), where)
     rng = np.random.default_rng(0)
     probe = (spec.mean + spec.scale * rng.normal(0.0, 2.0, (_PROBE_ROWS, len(spec.mean)))).astype(np.float32)
-    expected = dict(zip(names, model.session.run(None, {card.input: probe}), strict=True))
-    got = dict(zip(names, rebuilt.run(None, {card.input: probe}), strict=True))
+    try:
+        expected = dict(zip(names, model.session.run(None, {card.input: probe}), strict=True))
+        got = dict(zip(names, rebuilt.run(None, {card.input: probe}), strict=True))
+    except Exception as exc:  # ONNX Runtime's own error types, e.g. a graph with a fixed batch size
+        raise ModelError(
+            where, f"cannot score {_PROBE_ROWS} probe rows to compare with the rebuilt graph: {_first_line(exc)}"
+        ) from None
     decided = np.abs(learner.predict_proba_many(state, probe) - 0.5) > 1e-4  # labels compared off the ties
     for name in names:
         shipped, served = np.asarray(expected[name]), np.asarray(got[name])

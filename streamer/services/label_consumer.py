@@ -117,9 +117,13 @@ class LabelConsumer(Background):
                 counts["dead_letter"] += 1
                 continue
             labels.append((label.id, label.label, f"{self._topic}:{message.partition()}:{message.offset()}"))
-        if self._prediction_log is not None:
-            self._prediction_log.wait_logged(timeout_s=10.0)
         while True:
+            # Before every attempt, not only the first: after an outage longer than this wait, the attempt that
+            # succeeds is a retry, and the log's backlog (the predictions of these labels) flushes at the same
+            # moment -- applied first, those labels would count as unknown. Bounded: a stuck log delays, never
+            # stops, the labels.
+            if self._prediction_log is not None:
+                self._prediction_log.wait_logged(timeout_s=10.0)
             try:
                 codes = self._store.apply_labels(labels, time.time())
                 break

@@ -14,7 +14,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamer import synthetic
-from streamer.adapters import devstack
+from streamer.adapters import devstack, model_repository
 from streamer.adapters.kafka_admin import KafkaAdmin
 from tests.e2e.conftest import LEARNING_CONFIG, Topics, WorkerProcess, models_with_online, produce, read_all
 
@@ -141,7 +141,11 @@ def test_redis_stopped_and_restarted_scoring_goes_on_and_nothing_is_lost(
 ) -> None:
     """A password-protected redis-server (AUTH from STREAMER_REDIS_PASSWORD) with an append-only file is stopped
     mid-run and started again on the same port: predictions never stop, labels and prediction-log writes wait
-    (bounded) and then all join; the online model keeps its last weights meanwhile and learns again after."""
+    (bounded) and then all join; the online model keeps its last weights meanwhile and learns again after.
+
+    The outage (12 s) outlasts the label consumer's max.poll.interval.ms (10 s): the group takes back the
+    partitions of the batch it holds, the commit after the outage is refused, and the batch is read again. Those
+    labels were sent once: they count as ``reread``, never as ``duplicate``, and learn once."""
     data = tmp_path / "redis"
     server = devstack.start_redis(data, die_with_parent=True, password="s3cret", persistent=True)
     t = topics(4)
@@ -185,11 +189,21 @@ def test_redis_stopped_and_restarted_scoring_goes_on_and_nothing_is_lost(
     # the prediction log fails and retries; the labels wait for it (bounded), then fail and retry too
     assert down['streamer_redis_errors_total{operation="log_predictions"}'] >= 1
     assert down['streamer_online_weights_age_seconds{model="fraud-online",version="1"}'] >= 1.0
+    time.sleep(9)  # the held label batch outlives max.poll.interval.ms
 
     server = devstack.start_redis(data, die_with_parent=True, port=server.port, password="s3cret", persistent=True)
     try:
         wait_joined(worker, 600, timeout_s=60)
+        deadline = time.monotonic() + 30
+        while worker.metrics().get('streamer_labels_total{outcome="reread"}', 0.0) == 0:
+            assert time.monotonic() < deadline, "the held batch was not read again after the outage"
+            time.sleep(0.5)
+        time.sleep(2)  # the rest of the re-read, if any
         up = worker.metrics()
+        print({k: v for k, v in up.items() if k.startswith("streamer_labels_total")})
+        assert up.get('streamer_labels_total{outcome="duplicate"}', 0.0) == 0  # nothing was sent twice
+        assert up['streamer_labels_total{outcome="joined"}'] == 600
+        assert "service labels failed" not in worker.log()  # the refused commit is a warning, not a traceback
         assert up.get('streamer_labels_total{outcome="unknown"}', 0.0) == 0
         assert up.get("streamer_prediction_log_dropped_total", 0.0) == 0
         assert up['streamer_online_updates_total{model="fraud-online",version="1"}'] == 600
@@ -198,6 +212,59 @@ def test_redis_stopped_and_restarted_scoring_goes_on_and_nothing_is_lost(
     finally:
         reader.consumer.close()
         devstack.stop_server(server)
+
+
+def test_an_online_card_with_l1_serves_its_shipped_weights_and_learns(
+    kafka_broker: devstack.ServerInfo,
+    redis_server: devstack.ServerInfo,
+    topics: Callable[..., Topics],
+    worker_factory: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    """An [online] card with l1 > 0 (the worker used to die at start): the shipped weights are the starting
+    state, so the first predictions are the shipped graph's, and labels learn through the shared state."""
+    models = models_with_online(tmp_path)
+    card = models / "fraud-online" / "1" / "card.toml"
+    card.write_text(card.read_text().replace("l1 = 0.0", "l1 = 0.5", 1))
+    prefix = f"l1{uuid.uuid4().hex[:6]}"
+    t = topics(2)
+    worker = worker_factory(
+        t,
+        LEARNING_CONFIG.format(prefix=prefix),
+        STREAMER_REDIS_URL=redis_server.address,
+        STREAMER_MODELS_DIR=str(models),
+        STREAMER_DEFAULT_MODEL="fraud-online",
+    )
+    worker.wait_assigned()
+    reader = Reader(kafka_broker.address, t.predictions)
+    x = synthetic.transactions(300, seed=71)
+    truth = synthetic.labels(x, seed=71)
+    produce(
+        kafka_broker.address,
+        t.requests,
+        [
+            (b"k", json.dumps({"id": f"l1-{i}", "features": synthetic.features_of(x[i])}).encode(), None)
+            for i in range(300)
+        ],
+    )
+    predictions = {p["id"]: p for p in reader.take(300)}
+    reader.consumer.close()
+    shipped = model_repository.load_version(models / "fraud-online" / "1")
+    expected = shipped.session.run(None, {"float_input": x.astype(np.float32)})[1][:, 1]
+    served = np.array([predictions[f"l1-{i}"]["score"] for i in range(300)])
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    time.sleep(0.5)  # logged
+    produce(
+        kafka_broker.address,
+        t.feedback,
+        [(b"k", json.dumps({"id": f"l1-{i}", "label": int(truth[i])}).encode(), None) for i in range(300)],
+    )
+    wait_joined(worker, 300)
+    samples = worker.metrics()
+    assert samples['streamer_online_updates_total{model="fraud-online",version="1"}'] == 300
+    assert "cannot register" not in worker.log() and "Traceback" not in worker.log()
+    shared = redis.Redis.from_url(redis_server.address).hget(f"{prefix}:online:fraud-online:1", "updates")
+    assert int(shared) == 300
 
 
 def test_a_shifted_feature_distribution_raises_a_drift_event(
