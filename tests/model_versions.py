@@ -14,8 +14,12 @@ GBDT = REPO / "models" / "fraud" / "1"
 LOGISTIC = REPO / "examples" / "models" / "fraud-online" / "1"
 
 
-def card_text(source: Path, name: str, version: int, model: bytes, online: bool = False) -> str:
+def card_text(
+    source: Path, name: str, version: int, model: bytes, online: bool = False, threshold: float | None = None
+) -> str:
     text = (source / "card.toml").read_text()
+    if threshold is not None:
+        text = re.sub(r"(?m)^threshold = .*$", f"threshold = {threshold}", text, count=1)
     text = re.sub(r'(?m)^name = ".*"$', f'name = "{name}"', text, count=1)
     text = re.sub(r"(?m)^version = \d+$", f"version = {version}", text, count=1)
     text = re.sub(r'(?m)^sha256 = "[0-9a-f]+"$', f'sha256 = "{hashlib.sha256(model).hexdigest()}"', text, count=1)
@@ -32,6 +36,7 @@ def write_version(
     *,
     model: bytes | None = None,
     sha_of: bytes | None = None,
+    threshold: float | None = None,
 ) -> Path:
     """Write ``name/version`` the way an operator should: into a hidden directory, then renamed into place.
 
@@ -41,7 +46,9 @@ def write_version(
     staging = models_dir / name / f".{version}.tmp"
     staging.mkdir(parents=True)
     (staging / "model.onnx").write_bytes(data)
-    (staging / "card.toml").write_text(card_text(source, name, version, data if sha_of is None else sha_of))
+    (staging / "card.toml").write_text(
+        card_text(source, name, version, data if sha_of is None else sha_of, threshold=threshold)
+    )
     target = models_dir / name / str(version)
     os.rename(staging, target)
     return target
@@ -49,3 +56,15 @@ def write_version(
 
 def remove_version(models_dir: Path, name: str, version: int) -> None:
     shutil.rmtree(models_dir / name / str(version))
+
+
+def inverted_logistic() -> bytes:
+    """The shipped logistic model with its coefficients and bias negated: a deliberately bad challenger."""
+    from dataclasses import replace
+
+    from streamer.adapters import model_repository
+    from streamer.adapters.onnx_logistic import build_logistic, read_logistic_file
+
+    card = model_repository.load_version(LOGISTIC).card
+    weights = read_logistic_file(str(LOGISTIC / "model.onnx"))
+    return build_logistic(card, replace(weights, coef=-weights.coef, bias=-weights.bias))
