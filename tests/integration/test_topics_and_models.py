@@ -29,7 +29,9 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
 def test_topics_create_is_idempotent_and_honours_names(
     kafka_broker: devstack.ServerInfo, unique_name: Callable[[str], str], tmp_path: Path
 ) -> None:
-    names = {v: unique_name(v.lower()) for v in ("REQUESTS", "PREDICTIONS", "FEEDBACK", "DLQ", "MODEL_EVENTS", "SHADOW")}
+    names = {
+        v: unique_name(v.lower()) for v in ("REQUESTS", "PREDICTIONS", "FEEDBACK", "DLQ", "MODEL_EVENTS", "SHADOW")
+    }
     env = {f"STREAMER_{k}_TOPIC": v for k, v in names.items()} | {"STREAMER_KAFKA_BOOTSTRAP": kafka_broker.address}
     first = run(["topics", "create", "--partitions", "3"], tmp_path, **env)
     assert first.returncode == 0, first.stderr
