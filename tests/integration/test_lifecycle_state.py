@@ -3,10 +3,15 @@ the champion's labels, the control channel's compare-and-set, and rollouts decid
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,11 +23,12 @@ from streamer.adapters.redis_state import JOINED, LoggedBatch, RedisStateStore
 from streamer.adapters.serving_models import ModelSet, ServingModels
 from streamer.core import rollout
 from streamer.core.cards import ModelCard, OutputRef
-from streamer.core.evaluation import RollingEvaluation, WindowSpec
+from streamer.core.evaluation import RollingEvaluation, WindowSpec, parse_windows
 from streamer.core.rollout import ControlState, RolloutPolicy
 from streamer.core.routing import Catalog
 from streamer.services.rollout import Rollouts
 from streamer.services.serving_control import ServingControl
+from tests.model_versions import GBDT, write_version
 
 WINDOWS = (WindowSpec("1m", 60, 6),)
 CARD = ModelCard(
@@ -145,3 +151,46 @@ def test_two_workers_decide_a_rollout_once_on_labels(
         assert state.rolled_back == (2,)
         assert all(r.check("fraud", policy, now) is None for _, _, r in workers)  # never tried again by itself
     assert isinstance(state, ControlState) and state.generation == 3
+
+
+def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *args], env=environ, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_compare_and_rollback_commands_read_and_write_the_shared_state(
+    store: RedisStateStore, redis_server: devstack.ServerInfo, tmp_path: Path
+) -> None:
+    models = tmp_path / "models"
+    for version in (1, 2):
+        write_version(models, "fraud", version, GBDT)
+    (tmp_path / "streamer.toml").write_text(
+        f'[redis]\nkey_prefix = "{store.prefix}"\n[evaluation]\nwindows = "1m"\nfloor_window = "1m"\n'
+    )
+    env = {
+        "STREAMER_REDIS_URL": redis_server.address,
+        "STREAMER_MODELS_DIR": str(models),
+        "STREAMER_CONFIG": str(tmp_path / "streamer.toml"),
+    }
+    store = RedisStateStore(store.client, windows=parse_windows("1m"), prefix=store.prefix)  # as the CLI reads it
+    now = time.time()
+    ids, labels, _, _ = log_pair(store, 200, now, 0.6, 0.9, seed=3)
+    store.apply_labels([(i, int(y)) for i, y in zip(ids, labels, strict=True)], now)
+    assert run_cli(["models", "pin", "fraud", "1"], env).returncode == 0
+    shadow = run_cli(["models", "shadow", "fraud", "2"], env)
+    assert shadow.returncode == 0 and "shadow 2" in shadow.stdout
+    result = run_cli(["models", "compare", "fraud", "--json"], env)
+    assert result.returncode == 0, result.stderr
+    rows = {(r["version"], r["role"]): r for r in json.loads(result.stdout)}
+    assert set(rows) == {(1, "champion"), (2, "challenger")}
+    assert rows[(1, "champion")]["labels"] == rows[(2, "challenger")]["labels"] == 200
+    assert rows[(2, "challenger")]["accuracy"] > rows[(1, "champion")]["accuracy"]
+    table = run_cli(["models", "compare", "fraud"], env)
+    assert "champion" in table.stdout and "challenger" in table.stdout
+    assert run_cli(["models", "rollback", "fraud"], env).returncode == 0
+    state = ControlChannel(store.client, store.prefix).state("fraud")
+    assert state.pin == 1 and state.shadow is None and state.rolled_back == (2,) and state.generation == 3
+    refused = run_cli(["models", "promote", "fraud", "7"], env)
+    assert refused.returncode == 2 and "no version 7" in refused.stderr and "Traceback" not in refused.stderr
