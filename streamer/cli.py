@@ -267,7 +267,7 @@ def batch_command(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model for rows that name none (name or name@version).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per chunk: one ONNX call per model version.")] = 8192,
-    threads: Annotated[int, typer.Option(help="ONNX Runtime threads per call (0: one per core).")] = 0,
+    threads: Annotated[int, typer.Option(help="Chunks scored at once, one model call each (0: one per core).")] = 0,
     from_topic: Annotated[
         str | None, typer.Option(help="Re-score a topic's records instead of a file (read_committed, no commits).")
     ] = None,
@@ -311,7 +311,6 @@ def batch_command(
     Every row ends as a prediction (in input order) or a reject with its dead-letter reason; a summary
     (rows, predictions, rejects by reason, rows/s) goes to stderr.
     """
-    import dataclasses
     import os
 
     from streamer.adapters import batch_files
@@ -326,8 +325,6 @@ def batch_command(
     if batch_size < 1:
         raise ConfigError("batch: --batch-size must be at least 1")
     s = settings()
-    cores = threads or os.cpu_count() or 1
-    s = dataclasses.replace(s, worker=dataclasses.replace(s.worker, intra_op_num_threads=cores))
     source_format = "jsonl" if from_topic is not None else batch_files.format_of(input_path, input_format)
     sink_format = batch_files.format_of(output, output_format)
     if output is None and to_topic is None and sink_format == "parquet":
@@ -374,7 +371,15 @@ def batch_command(
         reject_sink = offline.RejectSink(batch_files.Rejects(reject_file))
         scorer_of = offline.ChunkScorer(catalog, scorer.infer, limits)
         with _progress(not quiet and sys.stderr.isatty(), total, input_path or from_topic) as progress:
-            summary = offline.run(chunks, scorer_of, predictions, reject_sink, progress, prefetch=from_topic is None)
+            summary = offline.run(
+                chunks,
+                scorer_of,
+                predictions,
+                reject_sink,
+                progress,
+                prefetch=from_topic is None,
+                threads=threads or os.cpu_count() or 1,
+            )
     finally:
         for file in opened:
             file.close()

@@ -21,8 +21,8 @@ envelope with ``latency_ms`` from the request's timestamp, keyed like the reques
 ``streamer-source-*`` headers). Every row ends as a prediction or a reject ``{where, error, detail,
 original}``; a bad row never fails its batch-mates.
 
-Reading runs one chunk ahead on a thread: Arrow's readers and ONNX Runtime release the GIL, so reading the
-next chunk overlaps scoring this one.
+Chunks are scored on a few threads at once and read and written on threads of their own (``run``): Arrow's
+readers and writers and ONNX Runtime release the GIL, so a table's reading, scoring and writing overlap.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -114,6 +115,48 @@ class ScoredLines:
 
     def columns(self) -> PredictionColumns:
         """The predictions' fields as the worker encoded them (an OIP request gives a row per scored row)."""
+        summaries = self.scored.models
+        if all(len(m.scores) == len(m.rows) and m.logged_rows == m.rows for m in summaries):
+            return self._single_row_columns()
+        return self._decoded_columns()
+
+    def _where(self, rows: list[int] | np.ndarray) -> dict[str, np.ndarray]:
+        records = self.chunk.records
+        offsets = np.asarray(records.offsets, dtype=np.int64)[np.asarray(rows, dtype=np.int64)]
+        if self.chunk.where == "line":
+            return {"line": offsets + 1}
+        return {"partition": np.full(len(offsets), records.partition, dtype=np.int64), "offset": offsets}
+
+    def _single_row_columns(self) -> PredictionColumns:
+        """Every request had one row: the columns are the scoring summaries' own (what the bodies encode)."""
+        summaries = self.scored.models
+        rows = [row for m in summaries for row in m.rows]
+        ids = [i for m in summaries for i in m.logged_ids]
+        names = [name for m in summaries for name in [m.card.name] * len(m.rows)]
+        versions = [v for m in summaries for v in [str(m.card.version)] * len(m.rows)]
+        scores = np.concatenate([m.scores for m in summaries]) if summaries else np.empty(0)
+        labels: Any = None
+        if summaries and all(m.labels is not None for m in summaries):
+            labels = np.concatenate([m.labels for m in summaries])  # type: ignore[misc]
+        elif any(m.labels is not None for m in summaries):
+            labels = [
+                x for m in summaries for x in (m.labels.tolist() if m.labels is not None else [None] * len(m.rows))
+            ]
+        if len(summaries) > 1:
+            order = np.argsort(np.asarray(rows), kind="stable").tolist()
+            rows, ids = [rows[i] for i in order], [ids[i] for i in order]
+            names, versions = [names[i] for i in order], [versions[i] for i in order]
+            scores = scores[order]
+            labels = (
+                [labels[i] for i in order]
+                if isinstance(labels, list)
+                else labels[order]
+                if labels is not None
+                else None
+            )
+        return PredictionColumns(ids, names, versions, np.asarray(scores, dtype=np.float64), labels, self._where(rows))
+
+    def _decoded_columns(self) -> PredictionColumns:
         decoded = [_body_decoder.decode(body + b"}") for body in self.bodies()]
         rows = self._answered()
         if not any(isinstance(d.score, list) for d in decoded):
@@ -134,12 +177,7 @@ class ScoredLines:
                 labels += d.label if isinstance(d.label, list) else [d.label] * k
                 expanded += [row] * k
             rows = expanded
-        records = self.chunk.records
-        offsets = np.asarray([records.offsets[row] for row in rows], dtype=np.int64)
-        if self.chunk.where == "line":
-            where = {"line": offsets + 1}
-        else:
-            where = {"partition": np.full(len(rows), records.partition, dtype=np.int64), "offset": offsets}
+        where = self._where(rows)
         label: Any = None if all(x is None for x in labels) else labels
         return PredictionColumns(ids, names, versions, np.asarray(scores, dtype=np.float64), label, where)
 
@@ -350,7 +388,7 @@ class Summary:
     def line(self) -> str:
         reasons = ", ".join(f"{reason} {count}" for reason, count in sorted(self.reasons.items()))
         return (
-            f"{self.rows:,} rows: {self.predictions} predictions, {self.rejects} dead letters"
+            f"{self.rows:,} rows: {self.predictions:,} predictions, {self.rejects:,} dead letters"
             + (f" ({reasons})" if reasons else "")
             + f" in {self.seconds:.2f} s ({self.rate:,.0f} rows/s)"
         )
@@ -366,12 +404,15 @@ def run(
     rejects: Sink,
     progress: Progress | None = None,
     prefetch: bool = True,
+    threads: int = 1,
 ) -> Summary:
     """Score every chunk and write it out, in input order.
 
-    ``prefetch``: read the next chunk on a thread (files; a Kafka consumer stays on the calling thread). Writing
-    always runs one chunk behind on a thread of its own: Arrow's writers release the GIL, so writing a chunk
-    overlaps scoring the next one.
+    ``threads``: chunks scored at once. ONNX Runtime releases the GIL, so on two cores two single-threaded
+    model calls on two chunks beat one call with two intra-op threads (measured 1.10 M against 0.55-0.71 M
+    rows/s for the shipped model, 8192-row chunks, the machine shared: intra-op threads spin and wait for
+    each other). ``prefetch``: read the next chunk on a thread (files; a Kafka consumer stays on the calling
+    thread). Writing runs behind on a thread of its own: Arrow's writers release the GIL too.
     """
     summary = Summary()
     started = time.monotonic()
@@ -382,18 +423,29 @@ def run(
         if scored.reasons:
             rejects.write(scored)
 
+    def done(chunk: LinesChunk | TableChunk, scored: ScoredChunk) -> None:
+        behind.put(scored)
+        summary.rows += scored.rows
+        summary.predictions += scored.predictions
+        summary.reasons.update(scored.reasons)
+        if progress is not None:
+            progress(chunk.progress, summary.rows)
+
     behind = _Behind(write)
+    pool = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="batch-score")
     try:
+        pending: deque[tuple[LinesChunk | TableChunk, Future[ScoredChunk]]] = deque()
         for chunk in source:
-            scored = score(chunk)
-            behind.put(scored)
-            summary.rows += scored.rows
-            summary.predictions += scored.predictions
-            summary.reasons.update(scored.reasons)
-            if progress is not None:
-                progress(chunk.progress, summary.rows)
+            pending.append((chunk, pool.submit(score, chunk)))
+            if len(pending) > threads:
+                first, future = pending.popleft()
+                done(first, future.result())
+        while pending:
+            first, future = pending.popleft()
+            done(first, future.result())
         behind.finish()
     finally:
+        pool.shutdown(wait=True, cancel_futures=True)
         behind.stop()
     predictions.close()
     rejects.close()

@@ -301,3 +301,55 @@ def test_a_clean_table_scores_exactly_like_onnxruntime_on_the_model_file(
     session = ort.InferenceSession(str(REPO / "models/fraud/1/model.onnx"), providers=["CPUExecutionProvider"])
     _, probabilities = session.run(None, {"float_input": x.astype(np.float32)})
     np.testing.assert_allclose([o[1][1] for o in outcomes], probabilities[:, 1], rtol=1e-6, atol=1e-6)
+
+
+def test_tabular_columns_of_requests_are_the_fields_of_the_worker_predictions(
+    models: tuple[Catalog, OnnxScorer], tmp_path: Path
+) -> None:
+    """JSONL to CSV/Parquet: the columns are what the worker's prediction bodies say, row by row (two models
+    interleaved, dead letters between, and OIP requests, which give one output row per scored row)."""
+    from streamer.adapters.batch_files import read_jsonl
+    from streamer.engines.offline import ScoredLines
+
+    catalog, scorer = models
+    x = synthetic.transactions(40, seed=78)
+    lines = []
+    for i, row in enumerate(x):
+        request: dict[str, Any] = {"id": f"j-{i}", "features": synthetic.features_of(row)}
+        request["model"] = ["fraud", "lax", "lax@1", None, "nope"][i % 5]
+        lines.append(json.dumps({k: v for k, v in request.items() if v is not None}))
+    oip = {
+        "id": "oip",
+        "inputs": [{"name": "float_input", "shape": [3, 6], "datatype": "FP64", "data": x[:3].tolist()}],
+    }
+    for with_oip in (False, True):
+        path = tmp_path / f"in-{with_oip}.jsonl"
+        path.write_text("\n".join([*lines[:20], *([json.dumps(oip)] if with_oip else []), *lines[20:]]) + "\n")
+        (chunk,) = list(read_jsonl(path, 8192, None))
+        scored = ChunkScorer(catalog, scorer.infer)(chunk)
+        assert isinstance(scored, ScoredLines)
+        columns = scored.columns()
+        expected = []
+        for row, body in enumerate(scored.scored.bodies):
+            if body is None:
+                continue
+            p = json.loads(body + b"}")
+            scores = p["score"] if isinstance(p["score"], list) else [p["score"]]
+            labels = p["label"] if isinstance(p["label"], list) else [p["label"]]
+            expected += [
+                (p["id"], p["model"], p["version"], s, lab, row + 1) for s, lab in zip(scores, labels, strict=True)
+            ]
+        labels = list(columns.label) if columns.label is not None else [None] * len(columns)
+        got = list(
+            zip(
+                columns.ids,
+                columns.model,
+                columns.version,
+                columns.score.tolist(),
+                [int(v) for v in labels],
+                columns.where["line"].tolist(),
+                strict=True,
+            )
+        )
+        assert got == expected
+        assert len(got) == 32 + (3 if with_oip else 0)
