@@ -130,9 +130,11 @@ def table_outcomes(path: Path, fmt: str, catalog: Catalog, scorer: OnnxScorer, s
     return [outcomes[i] for i in range(len(outcomes))]
 
 
-def assert_same(stream: list[tuple[str, Any]], table: list[tuple[str, Any]], rows: list[dict[str, Any]]) -> None:
+def assert_same(
+    stream: list[tuple[str, Any]], table: list[tuple[str, Any]], rows: list[dict[str, Any]], events: bool = True
+) -> None:
     assert len(stream) == len(table)
-    for outcome in {b[1] if b[0] == "error" else "score" for b in table}:
+    for outcome in {b[1] if b[0] == "error" else "score" for b in table} if events else ():
         event(outcome)  # shown by --hypothesis-show-statistics: every reason is exercised
     for i, (a, b) in enumerate(zip(stream, table, strict=True)):
         assert a[0] == b[0], (i, rows[i], a, b)
@@ -353,3 +355,28 @@ def test_tabular_columns_of_requests_are_the_fields_of_the_worker_predictions(
         )
         assert got == expected
         assert len(got) == 32 + (3 if with_oip else 0)
+
+
+def test_a_canary_split_sends_each_row_where_the_stream_sends_its_request(tmp_path: Path) -> None:
+    """A row has no Kafka key: the split assigns it by its id, as the worker does a request without a key."""
+    from streamer.core.routing import Serving
+
+    root = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "fraud", root / "fraud")
+    shutil.copytree(REPO / "models" / "fraud" / "1", root / "fraud" / "2")
+    card = (root / "fraud" / "2" / "card.toml").read_text().replace("version = 1", "version = 2")
+    (root / "fraud" / "2" / "card.toml").write_text(card)
+    scan = model_repository.scan(root)
+    cards = {name: {v: m.card for v, m in versions.items()} for name, versions in scan.loaded.items()}
+    catalog = Catalog(cards, serving={"fraud": Serving(pin=1, canary=((2, 0.5),))})
+    scorer = OnnxScorer(scan.loaded)
+    x = synthetic.transactions(400, seed=79)
+    ids = [None if i % 4 == 0 else f"c-{i}" for i in range(len(x))]
+    path = tmp_path / "in.parquet"
+    pq.write_table(pa.table({"id": ids, **{name: x[:, i] for i, name in enumerate(FEATURES)}}), path)
+    rows = [{"id": ids[i] or str(i + 1), **synthetic.features_of(x[i])} for i in range(len(x))]
+    stream = stream_outcomes(rows, catalog, scorer)
+    table = table_outcomes(path, "parquet", catalog, scorer, 128)
+    assert_same(stream, table, rows, events=False)
+    versions = {outcome[1][0] for outcome in table}
+    assert versions == {"fraud@1", "fraud@2"}  # both sides of the split are exercised
