@@ -330,7 +330,15 @@ def batch_command(
     if output is None and to_topic is None and sink_format == "parquet":
         raise ConfigError("batch: Parquet output needs --output FILE")
     catalog, scorer, _ = load_catalog(s)
-    limits = Limits(s.worker.max_message_bytes, s.worker.max_rows_per_request, max_output_bytes=1 << 62)
+    # A file takes a prediction of any size; a topic what its max.message.bytes says (else a too-large reject).
+    output_bytes = 1 << 62
+    if to_topic is not None:
+        from streamer.adapters.kafka_admin import KafkaAdmin
+        from streamer.app import UNREPORTED_MAX_BYTES
+
+        reported = KafkaAdmin(s.require_bootstrap(), s.kafka.client).max_message_bytes([to_topic])[to_topic]
+        output_bytes = reported or UNREPORTED_MAX_BYTES
+    limits = Limits(s.worker.max_message_bytes, s.worker.max_rows_per_request, max_output_bytes=output_bytes)
 
     total: int | None
     if from_topic is not None:

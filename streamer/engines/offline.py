@@ -54,8 +54,6 @@ from streamer.core.graph import Infer
 from streamer.core.routing import Catalog
 from streamer.core.scoring import Limits, ScoredBatch, score_records
 
-DEFAULT_BATCH_SIZE = 8192
-
 
 class ScoredChunk(Protocol):
     """A scored chunk as the sinks see it: every row a prediction or a reject, in input order."""
@@ -198,11 +196,15 @@ class ScoredLines:
     def messages(self) -> tuple[list[bytes], list[bytes | None], list[int], int | None, list[int], str]:
         records = self.chunk.records
         rows = self._answered()
-        partition = records.partition if self.chunk.where == "offset" else None
+        if self.chunk.where == "offset":
+            partition: int | None = records.partition
+            timestamps = [records.timestamps_ms[row] for row in rows]
+        else:  # a file's line has no timestamp: latency from when it was read
+            partition, timestamps = None, [int(time.time() * 1000)] * len(rows)
         return (
             self.bodies(),
             [records.keys[row] for row in rows],
-            [records.timestamps_ms[row] for row in rows],
+            timestamps,
             partition,
             [records.offsets[row] for row in rows],
             records.topic,

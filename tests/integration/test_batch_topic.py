@@ -243,3 +243,28 @@ def test_batch_scores_equal_a_real_workers_for_the_same_rows_in_every_input(
         got = np.array(out["score"])
         want = np.array([served[i] for i in out["id"]])
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6, err_msg=str(args))
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_file_can_be_scored_into_a_topic(
+    kafka_broker: devstack.ServerInfo, topic_factory: Callable[..., str], tmp_path: Path, fmt: str
+) -> None:
+    target = topic_factory("from-file", partitions=3)
+    rows = synthetic.transactions(50, seed=9)
+    if fmt == "jsonl":
+        lines = [json.dumps({"id": f"f-{i}", "features": synthetic.features_of(r)}) for i, r in enumerate(rows)]
+        (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    else:
+        columns = {
+            "id": [f"f-{i}" for i in range(len(rows))],
+            **{n: rows[:, i] for i, n in enumerate(synthetic.FEATURES)},
+        }
+        pcsv.write_csv(pa.table(columns), tmp_path / "in.csv")
+    result = run_batch(tmp_path, kafka_broker.address, f"in.{fmt}", "--to-topic", target)
+    assert result.returncode == 0, result.stderr
+    out = consume_all(kafka_broker.address, target, 50)
+    bodies = [json.loads(m.value()) for m in out]
+    assert sorted(b["id"] for b in bodies) == sorted(f"f-{i}" for i in range(50))
+    assert {b["source"]["topic"] for b in bodies} == {f"file:in.{fmt}"}
+    assert all(0 <= b["latency_ms"] < 60_000 for b in bodies)  # from when the row was read
+    assert {dict(m.headers())["streamer-source-topic"].decode() for m in out} == {f"file:in.{fmt}"}
