@@ -10,21 +10,24 @@ swapped); the refusals are counted, logged once and reported as ``model-refused`
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import redis
 
 from streamer import synthetic
 from streamer.adapters import devstack
 from streamer.adapters.kafka_admin import KafkaAdmin
 from tests.conftest import REPO
-from tests.e2e.conftest import Topics, WorkerProcess, produce, read_all
+from tests.e2e.conftest import LEARNING_CONFIG, Topics, WorkerProcess, produce, read_all
 from tests.e2e.test_scoring_path import check_exactly_once_in_order
 from tests.model_versions import GBDT, LOGISTIC, remove_version, write_version
 
@@ -114,4 +117,61 @@ def test_versions_dropped_in_refused_and_removed_under_load(
     log = worker.log()
     assert log.count("refused model fraud@3") == 1 and log.count("refused model fraud@4") == 1
     print(f"version 2 served {switched_in:.1f} s after it was renamed into place; fallback in {fell_back:.1f} s")
+    assert worker.terminate() == 0
+
+
+def test_an_online_version_dropped_in_registers_and_learns_like_one_present_at_start(
+    kafka_broker: devstack.ServerInfo,
+    redis_server: devstack.ServerInfo,
+    topics: Callable[..., Topics],
+    worker_factory: Callable[..., WorkerProcess],
+    tmp_path: Path,
+) -> None:
+    prefix = f"hr{uuid.uuid4().hex[:6]}"
+    t = topics(2)
+    models = tmp_path / "models"
+    shutil.copytree(REPO / "models" / "fraud" / "1", models / "fraud" / "1")
+    worker = worker_factory(
+        t,
+        LEARNING_CONFIG.format(prefix=prefix) + "\n[models]\nsettle_s = 0.3\nwatch_interval_s = 0.5\n",
+        STREAMER_REDIS_URL=redis_server.address,
+        STREAMER_MODELS_DIR=str(models),
+        STREAMER_DEFAULT_MODEL="fraud",
+    )
+    worker.wait_assigned()
+    staging = models / "fraud-online" / ".1"
+    shutil.copytree(LOGISTIC, staging)
+    os.rename(staging, models / "fraud-online" / "1")
+    client = redis.Redis.from_url(redis_server.address)
+    wait_for(lambda: client.exists(f"{prefix}:online:fraud-online:1") == 1, 30, "shared weights seeded")
+    x = synthetic.transactions(300, seed=81)
+    truth = synthetic.labels(x, seed=81)
+    requests = [
+        (
+            b"k",
+            json.dumps({"id": f"o-{i}", "model": "fraud-online", "features": synthetic.features_of(x[i])}).encode(),
+            None,
+        )
+        for i in range(300)
+    ]
+    produce(kafka_broker.address, t.requests, requests)
+    predictions = [json.loads(m.value()) for m in read_all(kafka_broker.address, [t.predictions], 300)]
+    assert len(predictions) == 300 and {p["model"] for p in predictions} == {"fraud-online"}
+    np.testing.assert_allclose(
+        [p["score"] for p in sorted(predictions, key=lambda p: int(p["id"][2:]))],
+        scores_of(LOGISTIC / "model.onnx", x),
+        atol=1e-5,
+    )
+    time.sleep(0.5)  # logged
+    produce(
+        kafka_broker.address,
+        t.feedback,
+        [(b"k", json.dumps({"id": f"o-{i}", "label": int(truth[i])}).encode(), None) for i in range(300)],
+    )
+    wait_for(
+        lambda: worker.metrics().get('streamer_online_updates_total{model="fraud-online",version="1"}', 0) == 300,
+        30,
+        "300 labels learnt by the dropped-in version",
+    )
+    assert int(client.hget(f"{prefix}:online:fraud-online:1", "updates")) == 300
     assert worker.terminate() == 0

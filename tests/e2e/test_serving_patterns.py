@@ -82,9 +82,9 @@ def test_canary_shadow_and_promotion_by_command(
     worker.wait_assigned()
     expected = {1: GBDT / "model.onnx", 2: LOGISTIC / "model.onnx"}
 
-    def share_of(version: int) -> float:
+    def share_of(version: int, role: str = "canary") -> float:
         return worker.metrics().get(
-            f'streamer_model_traffic_share{{model="fraud",role="canary",version="{version}"}}', 0
+            f'streamer_model_traffic_share{{model="fraud",role="{role}",version="{version}"}}', 0
         )
 
     # 1. canary: 30 % of keys, sticky
@@ -108,11 +108,7 @@ def test_canary_shadow_and_promotion_by_command(
 
     # 2. shadow: the champion answers, the challenger writes to the shadow topic only
     command(["models", "shadow", "fraud", "2"], env)
-    wait_for(
-        lambda: worker.metrics().get('streamer_model_traffic_share{model="fraud",role="shadow",version="2"}', 0) == 1,
-        15,
-        "the shadow reaches the worker",
-    )
+    wait_for(lambda: share_of(2, "shadow") == 1, 15, "the shadow reaches the worker")
     messages, rows = requests(800, seed=6, keys=100)
     produce(kafka_broker.address, t.requests, messages)
     outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], 1500 + 800)
@@ -129,11 +125,7 @@ def test_canary_shadow_and_promotion_by_command(
 
     # 3. promote: version 2 answers every key
     command(["models", "promote", "fraud", "2"], env)
-    wait_for(
-        lambda: worker.metrics().get('streamer_model_traffic_share{model="fraud",role="champion",version="2"}', 0) == 1,
-        15,
-        "the promotion reaches the worker",
-    )
+    wait_for(lambda: share_of(2, "champion") == 1, 15, "the promotion reaches the worker")
     messages, _ = requests(300, seed=7, keys=50)
     produce(kafka_broker.address, t.requests, messages)
     outputs = read_all(kafka_broker.address, [t.predictions], 1500 + 800 + 300)
