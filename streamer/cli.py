@@ -154,9 +154,21 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-re
     s = settings()
     models_dir = s.require_models_dir()
     result = model_repository.scan(models_dir)
+    pins = dict(s.models.pins)
+    if s.redis.url:  # what the control channel says wins over the file, as in the workers
+        from streamer.adapters.control_channel import ControlChannel
+        from streamer.adapters.redis_state import RedisStateStore
+
+        try:
+            store = RedisStateStore.from_settings(s.redis)
+            states = ControlChannel(store.client, store.prefix).read()
+        except Exception as exc:  # Redis down: the file's pins, said so
+            logging.getLogger("streamer.models").warning("cannot read the serving state from Redis (%s)", exc)
+        else:
+            pins.update({name: state.pin for name, state in states.items() if state.pin is not None})
     rows: list[dict[str, Any]] = []
     for name, versions in sorted(result.loaded.items()):
-        pinned = s.models.pins.get(name)
+        pinned = pins.get(name)
         serving = pinned if pinned in versions else max(versions)
         for version, model in sorted(versions.items()):
             card = model.card

@@ -63,8 +63,18 @@ OVERVIEW = [
 
 MODEL_QUALITY = [
     (
-        "Models loaded (serving=1 is the default version)",
+        "Models loaded (serving=1 is the champion)",
         "sum by (model, version, serving) (streamer_model_info)",
+        "short",
+    ),
+    (
+        "Traffic share by version and role (champion, canary; shadow = 1)",
+        "max by (model, version, role) (streamer_model_traffic_share)",
+        "percentunit",
+    ),
+    (
+        "Hot-reload changes (loaded, refused, removed)",
+        "sum by (model, change) (increase(streamer_model_changes_total[15m])) or vector(0)",
         "short",
     ),
     (

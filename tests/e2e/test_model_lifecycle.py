@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+import pytest
 import redis
 
 from streamer import synthetic
@@ -72,7 +73,7 @@ def test_versions_dropped_in_refused_and_removed_under_load(
         STREAMER_MODEL_EVENTS_TOPIC=events_topic,
     )
     worker.wait_assigned()
-    count, rate = 2400, 200.0
+    count, rate = 1800, 200.0
     rows = synthetic.transactions(count, seed=41)
     messages = [
         (f"k{i % 97}".encode(), json.dumps({"id": f"h{i}", "features": synthetic.features_of(rows[i])}).encode(), None)
@@ -120,6 +121,7 @@ def test_versions_dropped_in_refused_and_removed_under_load(
     assert worker.terminate() == 0
 
 
+@pytest.mark.parametrize("engine", ["batch"])  # registration is the watcher's and the engine's alike: one engine
 def test_an_online_version_dropped_in_registers_and_learns_like_one_present_at_start(
     kafka_broker: devstack.ServerInfo,
     redis_server: devstack.ServerInfo,

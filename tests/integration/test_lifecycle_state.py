@@ -192,5 +192,7 @@ def test_compare_and_rollback_commands_read_and_write_the_shared_state(
     assert run_cli(["models", "rollback", "fraud"], env).returncode == 0
     state = ControlChannel(store.client, store.prefix).state("fraud")
     assert state.pin == 1 and state.shadow is None and state.rolled_back == (2,) and state.generation == 3
+    listed = json.loads(run_cli(["models", "list", "--json"], env).stdout)
+    assert [(r["version"], r["status"]) for r in listed] == [(1, "serving"), (2, "loaded")]  # the shared pin wins
     refused = run_cli(["models", "promote", "fraud", "7"], env)
     assert refused.returncode == 2 and "no version 7" in refused.stderr and "Traceback" not in refused.stderr
