@@ -30,6 +30,8 @@ SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 # streamer_labels_total{outcome}: one per feedback record (services.label_consumer).
+# streamer_shadow_predictions_total{outcome}, from the request outcomes of the challenger's pass.
+SHADOW_OUTCOMES = {"prediction": "prediction", "dead_letter": "failed"}
 LABEL_OUTCOMES = ("joined", "unknown", "duplicate", "reread", "dead_letter")
 
 
@@ -206,8 +208,9 @@ class WorkerMetrics:
         )
         self.shadow_predictions = Counter(
             "streamer_shadow_predictions_total",
-            "Challengers' predictions written to the shadow topic (and logged for evaluation).",
-            ["model", "version"],
+            "Challengers' passes over the champion's requests: outcome=prediction (written to the shadow topic and "
+            "logged for evaluation) or failed (the challenger could not score the row; never a dead letter).",
+            ["model", "version", "outcome"],
             registry=r,
         )
 
@@ -249,11 +252,11 @@ class WorkerMetrics:
                 for value, count in collections.Counter(labels.tolist()).items():
                     self.labels_predicted.labels(name, version, str(value)).inc(count)
         observe_many(self.latency, np.maximum(out.latencies_ms, 0.0) / 1000.0)
-        if scored.shadow is not None and len(out.shadow):
+        if scored.shadow is not None:
             shadow_requests, _ = outcome_counts(scored.shadow, sent)
             for (model, version, outcome), count in shadow_requests.items():
-                if outcome == "prediction":
-                    self.shadow_predictions.labels(model, version).inc(count)
+                if model:  # rows the challenger never saw (the champion failed them) are not its outcomes
+                    self.shadow_predictions.labels(model, version, SHADOW_OUTCOMES[outcome]).inc(count)
         if out.cut:
             self.cut_dead_letters.inc(out.cut)
 

@@ -9,7 +9,10 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.core.cards import ModelCard, OutputRef
+from streamer.core.ledger import Batch, Release
+from streamer.core.outputs import output_records
 from streamer.core.routing import Catalog, Serving, Split
 from streamer.core.scoring import score_records
 from streamer.core.types import Records
@@ -129,3 +132,27 @@ def test_canary_rows_are_scored_by_the_version_their_key_gets(keys: list[bytes |
     assert got == expected
     again = score_records(records_of(rows[::-1], keys[::-1]), catalog, fake_infer)
     assert [int(json.loads(b + b"}")["version"]) for b in again.bodies][::-1] == got  # type: ignore[operator]
+
+
+def test_a_challenger_that_cannot_score_a_row_is_counted_and_changes_nothing() -> None:
+    """The challenger reads a feature the requests lack: its rows fail in the shadow pass only, counted as
+    ``failed``; the champion's outputs and dead letters are exactly those without a shadow."""
+    wider = replace(CARD, version=3, features=("a", "b", "c"))
+    cards = {"fraud": {1: CARD, 3: wider}}
+    rows = [{"id": f"r{i}", "features": {"a": 0.1 * i, "b": 1.0}} for i in range(10)]
+    rows[4]["features"]["c"] = 2.0  # the one row the challenger can score
+    rows[7]["features"]["b"] = "x"  # a bad row for both
+    records = records_of(rows, [b"k"] * len(rows))
+    plain = score_records(records, Catalog(cards, serving={"fraud": Serving(pin=1)}), fake_infer)
+    shadowed = score_records(records, Catalog(cards, serving={"fraud": Serving(pin=1, shadow=3)}), fake_infer)
+    assert shadowed.bodies == plain.bodies and shadowed.errors == plain.errors
+    assert shadowed.shadow is not None
+    assert [r for r, b in enumerate(shadowed.shadow.bodies) if b is not None] == [4]
+    assert sorted(shadowed.shadow.errors) == [0, 1, 2, 3, 5, 6, 8, 9]
+    metrics = WorkerMetrics()
+    release = Release(Batch(0, 0, records, 0.0, 0.0), shadowed, None, 0)
+    metrics.on_released(release, output_records(shadowed, None, 0.0, 1 << 20))
+    exported = metrics.exposition().decode()
+    assert 'streamer_shadow_predictions_total{model="fraud",outcome="prediction",version="3"} 1.0' in exported
+    assert 'streamer_shadow_predictions_total{model="fraud",outcome="failed",version="3"} 8.0' in exported
+    assert 'streamer_requests_total{model="fraud",outcome="prediction",version="1"} 9.0' in exported
