@@ -40,9 +40,10 @@ bench: venv
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/latency.py
 
-# Rebuild the shipped demo model from its seeded training script (reproducible; not needed for tests).
+# Rebuild the shipped demo models from their seeded training script (reproducible; not needed for tests).
 model: venv
-	$(BIN)/python scripts/train_fraud_model.py --out models/fraud/1 --online-out examples/models/fraud-online/1
+	$(BIN)/python scripts/train_fraud_model.py --out models/fraud/1 --online-out examples/models/fraud-online/1 \
+	  --forest-out examples/models/fraud-forest/1
 
 clean:
 	rm -rf $(VENV) .streamer .pytest_cache .ruff_cache .hypothesis streamer-data

@@ -1,6 +1,7 @@
-"""Train the shipped demo models, `models/fraud/1` and `examples/models/fraud-online/1`, reproducibly.
+"""Train the shipped demo models -- `models/fraud/1`, `examples/models/fraud-{online,forest}/1` -- reproducibly.
 
-    .venv/bin/python scripts/train_fraud_model.py --out models/fraud/1 --online-out examples/models/fraud-online/1
+    .venv/bin/python scripts/train_fraud_model.py --out models/fraud/1 --online-out examples/models/fraud-online/1 \
+        --forest-out examples/models/fraud-forest/1
 
 The data are synthetic card transactions (numpy, seed 7); fraud is a noisy logistic rule of the features
 (``streamer.synthetic.fraud_logit``, also behind the synthetic traffic of `streamer produce`). A gradient-boosted tree
@@ -13,7 +14,11 @@ The online model is a standardised logistic regression (skl2onnx: Scaler + Linea
 an ``[online]`` table: served, it starts from these weights and learns from the labels (FTRL-Proximal, weights
 in Redis). It lives outside ``models/`` so that ``fraud`` stays the only -- hence default -- model there.
 
-The same seed gives the same data; scikit-learn's trees are deterministic given
+The forest model is a small random forest (few shallow trees, at least a few dozen rows per leaf, so the file stays
+near 100 kB): the third member, with the trees and the logistic model, of the shipped ensemble example. It too
+lives outside ``models/``; its card has the same contract, metrics on the same held-out split and ``[reference]``.
+
+The same seed gives the same data; scikit-learn's trees (and the forest, fitted on one core) are deterministic given
 ``random_state``; the ONNX bytes may differ across skl2onnx versions, which is why the card carries the hash.
 """
 
@@ -85,6 +90,21 @@ limitations = "Linear in the raw features: it cannot represent the night-time in
 )
 
 
+FOREST_CARD = (
+    HEAD.format(name="fraud-forest")
+    + """
+[card]
+description = "Random forest (scikit-learn, {forest_trees} trees of depth at most {forest_depth}, at least {forest_leaf} rows per leaf) scoring card transactions for fraud; a member of the three-model ensemble example."
+intended_use = "Demonstration of ensembles in scoring graphs. Not for real fraud decisions: it has never seen a real transaction."
+"""
+    + TRAINING
+    + """\
+limitations = "Synthetic data from one hidden logistic rule; no missing values; few shallow trees, so its probabilities are averages of leaf frequencies and coarse; calibration unchecked beyond log loss."
+"""
+    + METRICS
+)
+
+
 def reference_table(x: np.ndarray) -> str:
     """The ``[reference]`` table: decile bins of each training column."""
     from streamer.core.drift import reference_of
@@ -122,7 +142,7 @@ def export(model: object, x_train: np.ndarray) -> bytes:
 
 
 def main() -> int:
-    from sklearn.ensemble import GradientBoostingClassifier
+    from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import accuracy_score, log_loss, roc_auc_score
     from sklearn.model_selection import train_test_split
@@ -132,6 +152,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("models/fraud/1"))
     parser.add_argument("--online-out", type=Path, default=Path("examples/models/fraud-online/1"))
+    parser.add_argument("--forest-out", type=Path, default=Path("examples/models/fraud-forest/1"))
     parser.add_argument("--rows", type=int, default=40_000)
     args = parser.parse_args()
 
@@ -140,9 +161,18 @@ def main() -> int:
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED, stratify=y)
     reference = reference_table(x_train)
     trees, depth = 60, 3
+    forest_trees, forest_depth, forest_leaf = 16, 7, 40
+    forest = RandomForestClassifier(
+        n_estimators=forest_trees,
+        max_depth=forest_depth,
+        min_samples_leaf=forest_leaf,
+        n_jobs=1,
+        random_state=SEED,
+    )
     models = (
         (args.out, CARD, GradientBoostingClassifier(n_estimators=trees, max_depth=depth, random_state=SEED)),
         (args.online_out, ONLINE_CARD, make_pipeline(StandardScaler(), LogisticRegression())),
+        (args.forest_out, FOREST_CARD, forest),
     )
     for out, template, model in models:
         model.fit(x_train, y_train)
@@ -155,6 +185,9 @@ def main() -> int:
             sha256=hashlib.sha256(data).hexdigest(),
             trees=trees,
             depth=depth,
+            forest_trees=forest_trees,
+            forest_depth=forest_depth,
+            forest_leaf=forest_leaf,
             rows=args.rows,
             seed=SEED,
             rate=y.mean(),

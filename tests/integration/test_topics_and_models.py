@@ -139,6 +139,8 @@ def test_the_demo_model_is_reproducible_from_its_script(tmp_path: Path) -> None:
             str(tmp_path / "fraud" / "1"),
             "--online-out",
             str(tmp_path / "fraud-online" / "1"),
+            "--forest-out",
+            str(tmp_path / "fraud-forest" / "1"),
         ],
         env={**os.environ, "PYTHONHASHSEED": "12345"},
         capture_output=True,
@@ -147,7 +149,12 @@ def test_the_demo_model_is_reproducible_from_its_script(tmp_path: Path) -> None:
         cwd=REPO,
     )
     assert result.returncode == 0, result.stderr
-    for shipped_dir, name in ((REPO / "models" / "fraud" / "1", "fraud"), (ONLINE_MODEL, "fraud-online")):
+    shipped = (
+        (REPO / "models" / "fraud" / "1", "fraud"),
+        (ONLINE_MODEL, "fraud-online"),
+        (REPO / "examples" / "models" / "fraud-forest" / "1", "fraud-forest"),
+    )
+    for shipped_dir, name in shipped:
         assert (tmp_path / name / "1" / "card.toml").read_text() == (shipped_dir / "card.toml").read_text()
         assert (tmp_path / name / "1" / "model.onnx").read_bytes() == (shipped_dir / "model.onnx").read_bytes()
 
