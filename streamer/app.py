@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from streamer.adapters import model_repository
+from streamer.adapters import graph_repository, model_repository
 from streamer.adapters.devstack import free_port
 from streamer.adapters.kafka_admin import KafkaAdmin, client_config
 from streamer.adapters.kafka_producer import KafkaOutputSink
@@ -38,6 +38,7 @@ from streamer.core.batching import BatchPolicy
 from streamer.core.cards import ModelCard
 from streamer.core.errors import ConfigError, FatalError, ModelError
 from streamer.core.evaluation import parse_windows
+from streamer.core.graph_exec import Enrichment, Lookup, no_lookup
 from streamer.core.routing import Catalog, Serving
 from streamer.core.scoring import Limits, ScoredBatch, score_records
 from streamer.core.types import Records
@@ -115,9 +116,35 @@ def load_catalog(settings: Settings) -> tuple[Catalog, OnnxScorer, model_reposit
         raise ConfigError(f"no servable model in {settings.models.dir}: {refused}")
     cards = {name: {v: m.card for v, m in versions.items()} for name, versions in scan.loaded.items()}
     catalog = Catalog(cards, settings.models.default, dict(settings.models.pins), configured_serving(settings))
-    if catalog.default is not None and catalog.default not in cards:
-        raise ConfigError(f"models.default: {catalog.default!r} is not a loaded model ({', '.join(sorted(cards))})")
+    directory = graph_repository.graphs_dir(settings.require_models_dir(), settings.models.graphs_dir)
+    if directory is not None:
+        catalog = graph_repository.with_graphs(catalog, graph_repository.read_graphs(directory))
+    if catalog.default is not None and catalog.default not in catalog.cards:
+        known = ", ".join(sorted(catalog.cards))
+        raise ConfigError(f"models.default: {catalog.default!r} is not a loaded model or graph ({known})")
     return catalog, OnnxScorer(scan.loaded), scan
+
+
+def entity_lookup(settings: Settings, catalog: Catalog) -> Lookup:
+    """The feature store of the graphs' enrichment stages: Redis when configured, else defaults (said once)."""
+    stages = [s for spec in catalog.graphs.values() for s in spec.stages.values() if s.kind == "enrich"]
+    if not stages:
+        return no_lookup
+    if not settings.redis.url:
+        log.warning("no Redis configured: enrichment stages %s serve their defaults", ", ".join(s.name for s in stages))
+        return no_lookup
+    from streamer.adapters.entity_features import EntityFeatureStore
+    from streamer.adapters.entity_features import Lookup as EntityLookup
+
+    store = EntityFeatureStore.from_settings(settings.redis)
+
+    def lookup(stage: Any, keys: Any) -> Enrichment:
+        names = tuple(name for name, _ in stage.defaults)
+        defaults = tuple(default for _, default in stage.defaults)
+        found = store.lookup(EntityLookup(stage.entity, keys, names, defaults))
+        return Enrichment(found.values, found.found, found.error)
+
+    return lookup
 
 
 @dataclass(slots=True)
@@ -177,6 +204,7 @@ def run(settings: Settings) -> None:
     worker, topics, kafka = settings.worker, settings.topics, settings.kafka
     limits = Limits(worker.max_message_bytes, worker.max_rows_per_request, limits_out.predictions)
     quality = _Quality(settings, bootstrap, serving, scan, metrics)
+    lookup = entity_lookup(settings, catalog)
 
     def score(records: Records) -> ScoredBatch:
         """One batch, one model set: read once, so a swap between batches never splits a batch."""
@@ -189,7 +217,15 @@ def run(settings: Settings) -> None:
             finally:
                 metrics.on_inference(card.name, str(card.version), time.perf_counter() - started)
 
-        return score_records(records, models.catalog, infer, limits, observe_matrix=quality.observe_matrix)
+        return score_records(
+            records,
+            models.catalog,
+            infer,
+            limits,
+            observe_matrix=quality.observe_matrix,
+            lookup=lookup,
+            clock=time.perf_counter,
+        )
 
     shadow_partitions = admin.partition_counts([topics.shadow]).get(topics.shadow, 0)
     if not shadow_partitions:

@@ -139,6 +139,8 @@ class ModelSettings:
     settle_s: float = 1.0
     # How often a worker reads the shared serving state (promotions, rollbacks, pins) from Redis.
     control_interval_s: float = 1.0
+    # Declared scoring graphs (graphs/<name>.toml); empty: the "graphs" directory beside models.dir, if any.
+    graphs_dir: str = ""
 
 
 @dataclass(frozen=True, slots=True)

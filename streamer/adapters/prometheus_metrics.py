@@ -206,6 +206,31 @@ class WorkerMetrics:
             ["model", "change"],
             registry=r,
         )
+        self.stage_rows = Counter(
+            "streamer_graph_stage_rows_total",
+            "Rows each stage of a declared graph ran on (a cascade: <stage>/first and <stage>/then, whose ratio is "
+            "the share of rows reaching the second phase).",
+            ["graph", "stage"],
+            registry=r,
+        )
+        self.stage_seconds = Counter(
+            "streamer_graph_stage_seconds_total",
+            "Time spent in each stage of a declared graph (rate() / stage rows = seconds per row).",
+            ["graph", "stage"],
+            registry=r,
+        )
+        self.enrichment_misses = Counter(
+            "streamer_enrichment_misses_total",
+            "Rows an enrichment stage filled with its defaults: key absent, or the feature store unreachable.",
+            ["graph", "stage"],
+            registry=r,
+        )
+        self.enrichment_failures = Counter(
+            "streamer_enrichment_failures_total",
+            "Batches whose enrichment lookup failed (store down or too slow): every row got the defaults.",
+            ["graph", "stage"],
+            registry=r,
+        )
         self.shadow_predictions = Counter(
             "streamer_shadow_predictions_total",
             "Challengers' passes over the champion's requests: outcome=prediction (written to the shadow topic and "
@@ -236,6 +261,14 @@ class WorkerMetrics:
         observe_many(self.batch_size, np.array([len(b.records) for b in batches], dtype=np.float64))
         observe_many(self.batch_wait, np.array([b.wait_s for b in batches], dtype=np.float64))
         self.batch_scoring.observe(scoring_s)
+        for batch in scored:
+            for stats in batch.stages:
+                self.stage_rows.labels(stats.graph, stats.stage).inc(stats.rows)
+                self.stage_seconds.labels(stats.graph, stats.stage).inc(stats.seconds)
+                if stats.misses:
+                    self.enrichment_misses.labels(stats.graph, stats.stage).inc(stats.misses)
+                if stats.failed:
+                    self.enrichment_failures.labels(stats.graph, stats.stage).inc()
 
     def on_released(self, release: Release[ScoredBatch], out: OutputRecords) -> None:
         scored, sent = release.result, release.send

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamer.core.cards import ModelCard
-from streamer.core.errors import NON_FINITE, SCHEMA, SCORING_FAILED, DecodeError, ScoringError
+from streamer.core.errors import NON_FINITE, SCHEMA, SCORING_FAILED, UNKNOWN_MODEL, DecodeError, ScoringError
 from streamer.core.graph import GraphResult, Infer, ScoringGraph
 from streamer.core.routing import Catalog
 
@@ -221,6 +221,10 @@ def score_columns(
             route = catalog.route(name)
         except DecodeError as exc:
             _assign(scored.errors, rows, exc)
+            continue
+        if isinstance(route, ModelCard) and route.ref in catalog.graphs:
+            detail = f"{route.ref} is a scoring graph: graphs score JSONL requests (a table row has no request key)"
+            _assign(scored.errors, rows, DecodeError(UNKNOWN_MODEL, detail))
             continue
         if isinstance(route, ModelCard):
             by_version.setdefault(route.ref, (route, []))[1].append(rows)

@@ -370,8 +370,11 @@ def encode_single_predictions(
     topic: str,
     partition: int,
     offsets: Sequence[int],
+    decisions: Sequence[str] | None = None,
+    reasons: Sequence[Sequence[str]] | None = None,
 ) -> list[bytes]:
-    """The open bodies of one-row predictions of one model version, a column at a time.
+    """The open bodies of one-row predictions of one model version, a column at a time; ``decisions`` and
+    ``reasons`` (a graph's rules) follow ``outputs``.
 
     Same JSON as ``encode_prediction_bodies`` gives for the same objects (a test holds them equal), built with
     one encoder call per column and one bytes format per row instead of a dict per row.
@@ -383,7 +386,8 @@ def encode_single_predictions(
         b'{"id":%s,"model":' + _constant(model) + b',"version":' + _constant(version) + b',"score":%s,"label":%s'
         b',"outputs":{'
         + b",".join(_constant(name) + b":%s" for name in names)
-        + b'},"source":{"topic":'
+        + (b'},"decision":%s,"reasons":%s' if decisions is not None else b"}")
+        + b',"source":{"topic":'
         + _constant(topic)
         + b',"partition":'
         + b"%d" % partition
@@ -393,6 +397,8 @@ def encode_single_predictions(
     if columns[2] is None:
         columns[2] = [b"null"] * len(ids)
     columns += [_json_lines(outputs[name]) for name in names]
+    if decisions is not None:
+        columns += [_json_lines(decisions), _json_lines(reasons if reasons is not None else [[]] * len(ids))]
     columns.append(offsets)  # type: ignore[arg-type]
     return [template % row for row in zip(*columns, strict=True)]  # type: ignore[arg-type]
 

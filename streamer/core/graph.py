@@ -27,11 +27,14 @@ Infer = Callable[[ModelCard, np.ndarray], Mapping[str, np.ndarray]]
 
 @dataclass(frozen=True, slots=True)
 class GraphResult:
-    """Per-row results of a batch: ``score`` [rows] float64, ``label`` [rows] int64 or None, raw outputs."""
+    """Per-row results of a batch: ``score`` [rows] float64, ``label`` [rows] int64 or None, raw outputs; a
+    declared graph with rules adds each row's ``decision`` and ``reasons``."""
 
     score: np.ndarray
     label: np.ndarray | None
     outputs: dict[str, np.ndarray]
+    decision: list[str] | None = None
+    reasons: list[list[str]] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,8 @@ class Catalog:
     default: str | None = None
     pins: Mapping[str, int] = field(default_factory=dict)
     serving: Mapping[str, Serving] = field(default_factory=dict)
+    # Declared scoring graphs by ``name@version``; their cards (``graph_card``) sit in ``cards`` like models'.
+    graphs: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def default_name(self) -> str | None:
@@ -162,7 +165,9 @@ class Catalog:
         return versions[int(version_text)]
 
     def with_cards(self, cards: Mapping[str, Mapping[int, ModelCard]]) -> Catalog:
-        return Catalog(cards, self.default, self.pins, self.serving)
+        """The same policy over other model cards (hot reload); the graphs' cards stay."""
+        graph_cards = {ref.partition("@")[0]: self.cards[ref.partition("@")[0]] for ref in self.graphs}
+        return Catalog({**cards, **graph_cards}, self.default, self.pins, self.serving, self.graphs)
 
     def with_serving(self, serving: Mapping[str, Serving]) -> Catalog:
-        return Catalog(self.cards, self.default, self.pins, serving)
+        return Catalog(self.cards, self.default, self.pins, serving, self.graphs)

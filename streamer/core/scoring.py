@@ -26,6 +26,8 @@ from streamer.core.cards import ModelCard
 from streamer.core.errors import SCORING_FAILED, TOO_LARGE, DecodeError, ScoringError
 from streamer.core.features import FeatureBatch, build_matrix
 from streamer.core.graph import GraphResult, Infer, ScoringGraph
+from streamer.core.graph_exec import Lookup, StageStats, no_lookup, run_graph
+from streamer.core.graph_spec import GraphSpec
 from streamer.core.routing import Catalog
 from streamer.core.types import Records
 
@@ -70,9 +72,21 @@ class ScoredBatch:
     errors: dict[int, DecodeError]
     error_models: dict[int, str] = field(default_factory=dict)
     models: list[ModelSummary] = field(default_factory=list)
+    # Declared graphs: rows and seconds per stage, enrichment misses (for the metrics).
+    stages: list[StageStats] = field(default_factory=list)
     # The challengers' pass over the same rows (``Catalog.shadow_of``): bodies for the shadow topic, and rows a
     # challenger failed on in ``errors`` (counted, never dead-lettered: a shadow never changes what leaves).
     shadow: ScoredBatch | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GraphContext:
+    """What a declared graph needs beyond a model's: routing of its model stages, the entity lookup of its
+    enrichment stages, and a clock for per-stage seconds (all injected: the core reads no store and no clock)."""
+
+    catalog: Catalog
+    lookup: Lookup = no_lookup
+    clock: Callable[[], float] = lambda: 0.0
 
 
 def score_records(
@@ -82,22 +96,35 @@ def score_records(
     limits: Limits = Limits(),
     graph_for: Callable[[ModelCard], ScoringGraph] = ScoringGraph.single,
     observe_matrix: Callable[[ModelCard, np.ndarray], None] | None = None,
+    lookup: Lookup = no_lookup,
+    clock: Callable[[], float] = lambda: 0.0,
 ) -> ScoredBatch:
     """Score every row of ``records``; ``observe_matrix`` sees each model's accepted matrix (drift counts)."""
     decoded = envelope.decode_requests(records.values, max_bytes=limits.max_message_bytes, max_rows=limits.max_rows)
     scored = ScoredBatch(records, [None] * len(records), dict(decoded.errors))
+    context = GraphContext(catalog, lookup, clock) if catalog.graphs else None
     for card, members in _route(records, decoded, catalog, scored).values():
-        _score_model(records, decoded, card, members, scored, infer, graph_for(card), limits, observe_matrix)
+        run = _Run(records, decoded, infer, limits, context)
+        _score_model(run, card, members, scored, graph_for(card), observe_matrix)
         challenger = catalog.shadow_of(card)
         if challenger is not None:
             if scored.shadow is None:
                 scored.shadow = ScoredBatch(records, [None] * len(records), {})
             served = [i for i in members if scored.bodies[decoded.rows[i]] is not None]
             if served:
-                _score_model(
-                    records, decoded, challenger, served, scored.shadow, infer, graph_for(challenger), limits, None
-                )
+                _score_model(run, challenger, served, scored.shadow, graph_for(challenger), None)
     return scored
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """The batch-wide inputs of scoring one model's (or graph's) rows."""
+
+    records: Records
+    decoded: envelope.DecodedRequests
+    infer: Infer
+    limits: Limits
+    graphs: GraphContext | None
 
 
 _model_of = operator.attrgetter("model")
@@ -146,16 +173,14 @@ def _route(
 
 
 def _score_model(
-    records: Records,
-    decoded: envelope.DecodedRequests,
+    run: _Run,
     card: ModelCard,
     members: list[int],
     scored: ScoredBatch,
-    infer: Infer,
     graph: ScoringGraph,
-    limits: Limits,
     observe_matrix: Callable[[ModelCard, np.ndarray], None] | None,
 ) -> None:
+    records, decoded, infer, limits = run.records, run.decoded, run.infer, run.limits
     wires, rows, tensors = decoded.wires, decoded.rows, decoded.tensors
     if tensors:
         features = [None if i in tensors else wires[i].features for i in members]
@@ -173,7 +198,12 @@ def _score_model(
     if observe_matrix is not None:
         observe_matrix(card, batch.matrix)
     try:
-        result = graph.run(batch.matrix, infer)
+        declared = run.graphs.catalog.graphs.get(card.ref) if run.graphs is not None else None
+        if declared is None:
+            result = graph.run(batch.matrix, infer)
+        else:
+            assert run.graphs is not None
+            result = _run_declared(run, run.graphs, declared, members, batch, scored)
     except ScoringError as exc:
         for j in batch.accepted:
             errors[rows[members[j]]] = DecodeError(SCORING_FAILED, exc.detail)
@@ -182,6 +212,26 @@ def _score_model(
     summary = ModelSummary(card)
     _predictions(records, decoded, card, members, batch, result, scored, summary, limits)
     scored.models.append(summary)
+
+
+def _run_declared(
+    run: _Run, context: GraphContext, spec: GraphSpec, members: list[int], batch: FeatureBatch, scored: ScoredBatch
+) -> GraphResult:
+    """A declared graph over the accepted rows: each matrix row with its request's key and id."""
+    records, decoded = run.records, run.decoded
+    accepted = [members[j] for j in batch.accepted]
+    keys = [records.keys[decoded.rows[i]] for i in accepted]
+    ids = [
+        decoded.wires[i].id or f"{records.topic}:{records.partition}:{records.offsets[decoded.rows[i]]}"
+        for i in accepted
+    ]
+    if batch.starts is not None:  # OIP requests own several rows: their key and id repeat
+        counts = np.diff(batch.starts).tolist()
+        keys = [k for k, c in zip(keys, counts, strict=True) for _ in range(c)]
+        ids = [i for i, c in zip(ids, counts, strict=True) for _ in range(c)]
+    done = run_graph(spec, batch.matrix, keys, ids, context.catalog.route, run.infer, context.lookup, context.clock)
+    scored.stages.extend(done.stats)
+    return done.result
 
 
 @dataclass(slots=True)
@@ -236,6 +286,8 @@ def _predictions(
             topic,
             partition,
             [offsets[row] for row in request_rows],
+            result.decision,
+            result.reasons,
         )
     else:
         open_bodies = _general_bodies(run)
@@ -288,7 +340,13 @@ def _general_bodies(run: _ModelRun) -> list[bytes]:
         row = run.request_rows[j]
         source = {"topic": records.topic, "partition": records.partition, "offset": records.offsets[row]}
         body = {"id": run.ids[j], "model": card.name, "version": str(card.version), "score": score, "label": label}
-        bodies.append({**body, "outputs": row_outputs, "source": source})
+        body["outputs"] = row_outputs
+        decision, reasons = run.result.decision, run.result.reasons
+        if decision is not None and reasons is not None:
+            single = stop - start == 1 and i not in run.tensors
+            body["decision"] = decision[start] if single else decision[start:stop]
+            body["reasons"] = reasons[start] if single else reasons[start:stop]
+        bodies.append({**body, "source": source})
     return envelope.encode_prediction_bodies(bodies)
 
 

@@ -51,6 +51,7 @@ from streamer.adapters.batch_topic import TopicWriter
 from streamer.core import envelope
 from streamer.core.columns import ScoredColumns, score_columns
 from streamer.core.graph import Infer
+from streamer.core.graph_exec import Lookup, no_lookup
 from streamer.core.routing import Catalog
 from streamer.core.scoring import Limits, ScoredBatch, score_records
 
@@ -305,10 +306,12 @@ class ChunkScorer:
     catalog: Catalog
     infer: Infer
     limits: Limits = field(default_factory=Limits)
+    lookup: Lookup = no_lookup  # a graph's enrichment: the worker's feature store, so offline equals online
 
     def __call__(self, chunk: LinesChunk | TableChunk) -> ScoredChunk:
         if isinstance(chunk, LinesChunk):
-            return ScoredLines(chunk, score_records(chunk.records, self.catalog, self.infer, self.limits))
+            scored = score_records(chunk.records, self.catalog, self.infer, self.limits, lookup=self.lookup)
+            return ScoredLines(chunk, scored)
         scored = score_columns(
             chunk.columns, chunk.order, len(chunk), chunk.requested, self.catalog, self.infer, chunk.ids_of
         )

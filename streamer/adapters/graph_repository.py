@@ -1,0 +1,53 @@
+"""Scoring graphs on disk: ``graphs/<name>.toml`` beside the model repository (``core.graph_spec``).
+
+``load_graphs`` parses every file and checks every graph against the models the worker serves, so that a graph
+naming a missing model, reading a feature nobody provides or forming a cycle stops the start with one line
+naming the graph and the stage. The graphs join the catalog under their own cards: a request names a graph
+exactly as it names a model.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+from streamer.core.errors import ConfigError
+from streamer.core.graph_spec import BINARY, GraphSpec, card_of, check, parse_graph
+from streamer.core.routing import Catalog
+
+
+def graphs_dir(models_dir: Path, configured: str) -> Path | None:
+    """The configured directory, else ``graphs/`` beside ``models_dir`` when it exists."""
+    if configured:
+        path = Path(configured)
+        if not path.is_dir():
+            raise ConfigError(f"models.graphs_dir: {path} is not a directory")
+        return path
+    beside = models_dir.resolve().parent / "graphs"
+    return beside if beside.is_dir() else None
+
+
+def read_graphs(directory: Path) -> list[GraphSpec]:
+    graphs = []
+    for path in sorted(directory.glob("*.toml")):
+        try:
+            table = tomllib.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        graphs.append(parse_graph(table, str(path)))
+    return graphs
+
+
+def with_graphs(catalog: Catalog, graphs: list[GraphSpec]) -> Catalog:
+    """``catalog`` serving ``graphs`` too, each checked against the catalog's models (ConfigError otherwise)."""
+    cards = {name: dict(versions) for name, versions in catalog.cards.items()}
+    by_ref = dict(catalog.graphs)
+    for spec in graphs:
+        if spec.name in catalog.cards:
+            raise ConfigError(f"{spec.source}: a model is already named {spec.name!r}")
+        check(spec, catalog.resolve)
+        output = spec.stages[spec.output]
+        task = catalog.resolve(output.model).task if output.kind == "model" and output.model else BINARY
+        cards.setdefault(spec.name, {})[spec.version] = card_of(spec, task)
+        by_ref[spec.ref] = spec
+    return Catalog(cards, catalog.default, catalog.pins, catalog.serving, by_ref)
