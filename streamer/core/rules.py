@@ -388,11 +388,14 @@ def evaluate(rules: RuleSet, columns: Mapping[str, np.ndarray], rows: int) -> Ru
         reasons = [list(table[i]) for i in rule.tolist()]
     else:
         # rows with the same set of matching rules share their reasons: one list per pattern, copied per row
-        patterns, inverse = np.unique(np.packbits(ordered.T, axis=1), axis=0, return_inverse=True)
         sorted_reasons = [rules.rules[i].reason for i in order.tolist()]
-        lists: list[list[str]] = []
-        for pattern in patterns:
-            matched = np.flatnonzero(np.unpackbits(pattern, count=count))
-            lists.append([sorted_reasons[j] for j in matched.tolist()] if len(matched) else default_reasons)
+        if count <= 63:  # the pattern as one integer: bit j set when the j-th rule in priority order holds
+            codes = (ordered.T.astype(np.int64) << np.arange(count, dtype=np.int64)).sum(axis=1)
+            patterns, inverse = np.unique(codes, return_inverse=True)
+            matches = [[j for j in range(count) if code >> j & 1] for code in patterns.tolist()]
+        else:
+            packed, inverse = np.unique(np.packbits(ordered.T, axis=1), axis=0, return_inverse=True)
+            matches = [np.flatnonzero(np.unpackbits(p, count=count)).tolist() for p in packed]
+        lists = [[sorted_reasons[j] for j in matched] if matched else default_reasons for matched in matches]
         reasons = [list(lists[i]) for i in inverse.reshape(-1).tolist()]
     return RulesResult(decisions, decision, reasons, rule)
