@@ -69,13 +69,18 @@ def wait_for(pattern: str, log_path: Path, process: subprocess.Popen, timeout_s:
 
 
 def demo_models(state_dir: Path) -> Path:
-    """The shipped ``fraud`` model plus the online example, ``fraud`` staying the default."""
+    """The shipped ``fraud`` model plus the examples (online, forest) and the example graphs; ``fraud`` stays
+    the default."""
     import shutil
 
     models = state_dir / "models"
     shutil.rmtree(models, ignore_errors=True)
     shutil.copytree(ROOT / "models" / "fraud", models / "fraud")
-    shutil.copytree(ROOT / "examples" / "models" / "fraud-online", models / "fraud-online")
+    for name in ("fraud-online", "fraud-forest"):
+        shutil.copytree(ROOT / "examples" / "models" / name, models / name)
+    graphs = state_dir / "graphs"  # beside models/: the worker serves the example graphs too
+    shutil.rmtree(graphs, ignore_errors=True)
+    shutil.copytree(ROOT / "examples" / "graphs", graphs)
     return models
 
 
@@ -87,6 +92,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--engine", default=os.environ.get("STREAMER_ENGINE", "faust"), choices=("faust", "batch"))
     parser.add_argument("--no-drift", action="store_true", help="Skip the concept-drift act.")
+    parser.add_argument("--no-graph", action="store_true", help="Skip the scoring-graph act.")
     args = parser.parse_args()
 
     state_dir = ROOT / ".streamer" / "demo"
@@ -199,6 +205,13 @@ def main() -> int:
                 f"after the drift (last {half - 2} chunks): frozen {np.mean(accuracy['fraud'][half + 2 :]):.3f}, "
                 f"online {np.mean(accuracy['fraud-online'][half + 2 :]):.3f}; plot saved to [cyan]{png}[/]"
             )
+        if not args.no_graph:
+            import demo_graph
+
+            console.rule("[bold]act 3: a scoring graph (enrichment, two phases, business rules)")
+            graph = demo_graph.run(console, state.kafka_bootstrap, state.redis_url)
+            if graph["answered"] == 0:
+                return 1
         return 0
     finally:
         if worker is not None and worker.poll() is None:
