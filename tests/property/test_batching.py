@@ -1,4 +1,4 @@
-"""Batching invariants (ARCHITECTURE.md) with a fake clock: size, order, deadlines, drained polls."""
+"""Batching invariants with a fake clock: size, order, deadlines, drained polls."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The partition ledger against a naive model of Kafka, driven through crashes (ARCHITECTURE.md).
+"""The partition ledger against a naive model of Kafka, driven through crashes.
 
 The machine owns a source partition (offsets with gaps), a committed group offset, and two output logs
 (predictions, dead letters) fed by FIFO send queues -- an idempotent producer: each log holds a prefix of what
