@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from streamer.adapters import graph_repository, model_repository
 from streamer.adapters.devstack import free_port
-from streamer.adapters.kafka_admin import KafkaAdmin, client_config
+from streamer.adapters.kafka_admin import KafkaAdmin, KafkaAdminError, client_config
 from streamer.adapters.kafka_producer import KafkaOutputSink
 from streamer.adapters.kafka_readback import emitted_offsets
 from streamer.adapters.onnx_scorer import OnnxScorer
@@ -36,7 +36,7 @@ from streamer.adapters.serving_models import ModelSet, ServingModels
 from streamer.config import Settings
 from streamer.core.batching import BatchPolicy
 from streamer.core.cards import ModelCard
-from streamer.core.errors import ConfigError, FatalError, ModelError
+from streamer.core.errors import BrokerUnreachable, ConfigError, FatalError, ModelError
 from streamer.core.evaluation import parse_windows
 from streamer.core.graph_exec import Enrichment, Lookup, no_lookup
 from streamer.core.routing import Catalog, Serving
@@ -184,8 +184,44 @@ class WorkerContext:
         os._exit(code)
 
 
+def wait_for_broker(
+    admin: KafkaAdmin, bootstrap: str, timeout_s: float, retry_s: float, sleep: Callable[[float], None] = time.sleep
+) -> None:
+    """Return once the broker answers a metadata request; log each failed attempt; ``BrokerUnreachable`` (exit 6)
+    after ``timeout_s``. Every attempt is itself bounded by the admin client's timeout."""
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            admin.partition_counts([])
+            return
+        except KafkaAdminError as exc:
+            waited = time.monotonic() - started
+            if waited + retry_s > timeout_s:
+                raise BrokerUnreachable(
+                    f"the Kafka broker at {bootstrap} did not answer within kafka.startup_timeout_s={timeout_s:g} "
+                    f"({attempt} attempts): {exc}"
+                ) from None
+            log.warning(
+                "broker %s not reachable (attempt %s, %.0f s of %g): %s; retrying in %g s",
+                bootstrap,
+                attempt,
+                waited,
+                timeout_s,
+                exc,
+                retry_s,
+            )
+            sleep(retry_s)
+            attempt += 1
+
+
 def run(settings: Settings) -> None:
     bootstrap = settings.require_bootstrap()
+    # librdkafka's own connection-failure lines are silenced for the probe: one line per attempt is ours
+    probe = KafkaAdmin(
+        bootstrap, settings.kafka.client, timeout_s=min(10.0, max(settings.kafka.startup_retry_s, 1.0)), log_level=0
+    )
+    wait_for_broker(probe, bootstrap, settings.kafka.startup_timeout_s, settings.kafka.startup_retry_s)
     admin = KafkaAdmin(bootstrap, settings.kafka.client)
     partitions = check_topics(settings, admin)
     limits_out = output_limits(settings, admin)

@@ -21,7 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamer import config, logs
-from streamer.core.errors import ConfigError, StreamerError
+from streamer.core.errors import ConfigError, FatalError, StreamerError
 
 app = typer.Typer(
     help="Near-real-time ML scoring for Kafka: keyed predictions from ONNX models.",
@@ -687,7 +687,7 @@ def main() -> None:
         app()
     except StreamerError as exc:
         err.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        sys.exit(exc.exit_code if isinstance(exc, FatalError) else 2)
 
 
 if __name__ == "__main__":

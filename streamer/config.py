@@ -44,6 +44,10 @@ class KafkaSettings:
     # Short group timeouts keep joins to a few seconds on the embedded broker (a first join there takes about
     # half of session_timeout_ms). On a production Kafka cluster 10-45 s sessions are usual: raise them there.
     session_timeout_ms: int = 6000
+    # At start the worker waits this long for the broker (a log line per attempt, every startup_retry_s) before
+    # it exits 6; a broker that restarts with the worker's pod is then not a crash loop. 0: try once.
+    startup_timeout_s: float = 300.0
+    startup_retry_s: float = 5.0
     heartbeat_interval_ms: int = 1000
     rebalance_timeout_ms: int = 6000
     # The broker answers a fetch only after this wait even when data is there (measured on Tansu): keep it low.
@@ -316,6 +320,8 @@ def _validate(settings: Settings) -> None:
         raise ConfigError(f"worker.scoring_threads: must not be negative, got {worker.scoring_threads}")
     if worker.stall_timeout_s <= 0 or worker.topic_check_interval_s <= 0:
         raise ConfigError("worker.stall_timeout_s and worker.topic_check_interval_s must be positive")
+    if settings.kafka.startup_timeout_s < 0 or settings.kafka.startup_retry_s <= 0:
+        raise ConfigError("kafka.startup_timeout_s must not be negative and kafka.startup_retry_s must be positive")
     if settings.kafka.max_output_bytes < 0:
         raise ConfigError(f"kafka.max_output_bytes: must not be negative, got {settings.kafka.max_output_bytes}")
     if worker.batch_max_wait_ms < 0:

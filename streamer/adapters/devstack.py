@@ -142,9 +142,11 @@ def redis_probe(url: str) -> Callable[[], None]:
     return probe
 
 
-def start_broker(log_dir: Path, *, die_with_parent: bool = False, timeout_s: float = 20.0) -> ServerInfo:
+def start_broker(
+    log_dir: Path, *, die_with_parent: bool = False, timeout_s: float = 20.0, port: int | None = None
+) -> ServerInfo:
     binary = broker_binary()
-    port = free_port()
+    port = port or free_port()
     url = f"tcp://127.0.0.1:{port}"
     log_path = log_dir / "broker.log"
     argv = [binary, "broker", "--listener-url", url, "--advertised-listener-url", url]

@@ -44,8 +44,10 @@ def client_config(bootstrap: str, client: dict[str, Any], **overrides: Any) -> d
 
 
 class KafkaAdmin:
-    def __init__(self, bootstrap: str, client: dict[str, Any] | None = None, timeout_s: float = 10.0) -> None:
-        self._admin = AdminClient(client_config(bootstrap, client or {}))
+    def __init__(
+        self, bootstrap: str, client: dict[str, Any] | None = None, timeout_s: float = 10.0, **overrides: Any
+    ) -> None:
+        self._admin = AdminClient(client_config(bootstrap, client or {}, **overrides))
         self._timeout_s = timeout_s
 
     def partition_counts(self, topics: Iterable[str] | None = None) -> dict[str, int]:

@@ -88,6 +88,12 @@ class TopicsChanged(FatalError):
     exit_code = 4
 
 
+class BrokerUnreachable(FatalError):
+    """The broker did not answer within ``kafka.startup_timeout_s`` of the worker's start (each attempt logged)."""
+
+    exit_code = 6
+
+
 class Stalled(FatalError):
     """A partition held work without progress for longer than the bound (a wedged callback, a lost report)."""
 
