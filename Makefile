@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv tools demo test lint format bench model clean
+.PHONY: venv tools demo test chaos lint format bench model clean
 
 venv: $(STAMP)
 
@@ -32,6 +32,10 @@ tools:
 
 test: venv tools lint
 	$(BIN)/python -m pytest -q -n 2 tests
+
+# The fault suite's long form: 10 kills, a 30 s broker pause, more load (the short form runs in `make test`).
+chaos: venv
+	STREAMER_CHAOS_LONG=1 $(BIN)/python -m pytest -q -s tests/chaos
 
 demo: venv
 	$(BIN)/python scripts/demo.py

@@ -1,0 +1,119 @@
+"""Faults under load, both engines, with the invariants every run must keep: exactly one output per request,
+per-key order, the workers alive at the end (or replaced), memory bounded, every request answered once the fault
+is over (lag back to zero).
+
+Short form in ``make test``; ``make chaos`` sets ``STREAMER_CHAOS_LONG=1`` for the long form (10 kills, a 30 s
+broker pause, more requests). Every wait has a bound.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from streamer.adapters import devstack
+from tests.e2e.conftest import Topics, WorkerProcess, produce, read_all
+from tests.e2e.test_scoring_path import check_exactly_once_in_order, make_requests
+
+LONG = os.environ.get("STREAMER_CHAOS_LONG") == "1"
+RSS_BOUND_MB = 600  # per worker; measured peaks are in the test output
+
+
+def rss_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssSampler:
+    """The largest resident set of any live worker, sampled every 0.25 s."""
+
+    def __init__(self, workers: list[WorkerProcess]) -> None:
+        self.workers, self.peak = workers, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.25):
+            for worker in list(self.workers):
+                if worker.process.poll() is None:
+                    self.peak = max(self.peak, rss_mb(worker.process.pid))
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(2)
+
+
+def test_workers_killed_at_random_moments_under_load_lose_and_duplicate_nothing(
+    kafka_broker: devstack.ServerInfo, topics: Callable[..., Topics], worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    kills, count, rate = (10, 12_000, 400.0) if LONG else (3, 3_000, 300.0)
+    t = topics(8)
+    messages, _ = make_requests(count, keys=300, seed=21)
+    workers = [worker_factory(t), worker_factory(t)]
+    for worker in workers:
+        worker.wait_assigned()
+    producer = threading.Thread(target=produce, args=(kafka_broker.address, t.requests, messages, rate))
+    rng = random.Random(21)
+    with RssSampler(workers) as rss:
+        producer.start()
+        span = count / rate
+        moments = sorted(rng.uniform(0.1 * span, 0.9 * span) for _ in range(kills))
+        started = time.monotonic()
+        for moment in moments:
+            time.sleep(max(0.0, started + moment - time.monotonic()))
+            live = [w for w in workers if w.process.poll() is None]
+            victim = rng.choice(live)
+            victim.kill()
+            workers.append(worker_factory(t))  # its replacement joins the group
+        producer.join()
+        outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], count, timeout_s=120)
+    predictions = check_exactly_once_in_order(t, kafka_broker.address, messages, outputs)
+    assert len(predictions) == count
+    alive = [w for w in workers if w.process.poll() is None]
+    assert len(alive) == 2, "every killed worker was replaced and the survivors are still running"
+    print(f"{kills} kill -9 under {rate:.0f} req/s: {count} answered once each; peak worker RSS {rss.peak:.0f} MB")
+    assert 0 < rss.peak < RSS_BOUND_MB
+    for worker in alive:
+        assert worker.terminate() == 0
+
+
+def test_a_broker_paused_under_load_is_waited_out_without_a_crash_loss_or_duplicate(
+    kafka_broker: devstack.ServerInfo, topics: Callable[..., Topics], worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """SIGSTOP for less than ``worker.stall_timeout_s`` (60 s): the worker holds its work, resumes when the broker
+    does, and answers everything once; nothing restarts."""
+    pause_s, count = (30.0, 6_000) if LONG else (8.0, 2_000)
+    t = topics(4)
+    messages, _ = make_requests(count, keys=100, seed=22)
+    worker = worker_factory(t)
+    worker.wait_assigned()
+    produce(kafka_broker.address, t.requests, messages[: count // 2], rate=500)
+    with RssSampler([worker]) as rss:
+        os.kill(kafka_broker.pid, signal.SIGSTOP)
+        try:
+            time.sleep(pause_s)
+            assert worker.process.poll() is None, "the worker outlived the pause"
+        finally:
+            os.kill(kafka_broker.pid, signal.SIGCONT)
+        produce(kafka_broker.address, t.requests, messages[count // 2 :], rate=500)
+        outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], count, timeout_s=120)
+    predictions = check_exactly_once_in_order(t, kafka_broker.address, messages, outputs)
+    assert len(predictions) == count
+    assert worker.process.poll() is None and "fatal" not in worker.log()
+    print(f"broker paused {pause_s:.0f} s: {count} answered once each; peak worker RSS {rss.peak:.0f} MB")
+    assert rss.peak < RSS_BOUND_MB
+    assert worker.terminate() == 0
