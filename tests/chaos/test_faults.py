@@ -117,3 +117,54 @@ def test_a_broker_paused_under_load_is_waited_out_without_a_crash_loss_or_duplic
     print(f"broker paused {pause_s:.0f} s: {count} answered once each; peak worker RSS {rss.peak:.0f} MB")
     assert rss.peak < RSS_BOUND_MB
     assert worker.terminate() == 0
+
+
+def test_an_overload_burst_through_a_small_producer_queue_is_absorbed_with_bounded_memory(
+    kafka_broker: devstack.ServerInfo, topics: Callable[..., Topics], worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """A backlog far above the sustainable rate lands at once, and the output producer's queue is kept small
+    (``queue.buffering.max.messages`` = 2,000, under the burst), so that the sink's backlog path can be met:
+    everything is answered once, memory stays bounded, and the latency of requests sent after the burst is back
+    to normal."""
+    burst = 60_000 if LONG else 15_000
+    t = topics(4)
+    messages, _ = make_requests(burst + 400, keys=200, seed=23)
+    config = '[kafka.client]\n"queue.buffering.max.messages" = 2000\n'
+    worker = worker_factory(t, config)
+    worker.wait_assigned()
+    with RssSampler([worker]) as rss:
+        produce(kafka_broker.address, t.requests, messages[:burst])  # as fast as the producer goes
+        outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], burst, timeout_s=180, settle_s=0.2)
+        assert len(outputs) == burst
+        produce(kafka_broker.address, t.requests, messages[burst:], rate=200)  # back to a normal rate
+        outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], burst + 400, timeout_s=60)
+    predictions = check_exactly_once_in_order(t, kafka_broker.address, messages, outputs)
+    assert len(predictions) == burst + 400
+    after = sorted(p["latency_ms"] for pid, p in predictions.items() if int(pid.split("-")[1]) >= burst)
+    p50 = after[len(after) // 2]
+    print(f"burst of {burst}: peak worker RSS {rss.peak:.0f} MB; p50 latency after it {p50:.1f} ms")
+    assert rss.peak < RSS_BOUND_MB
+    assert p50 < 250, "latency is back to normal once the backlog is gone"
+    assert worker.process.poll() is None and worker.terminate() == 0
+
+
+def test_a_rebalance_storm_of_workers_joining_and_leaving_answers_every_request_once(
+    kafka_broker: devstack.ServerInfo, topics: Callable[..., Topics], worker_factory: Callable[..., WorkerProcess]
+) -> None:
+    """Workers join and leave (SIGTERM) every few seconds while requests flow; one of them stays throughout."""
+    rounds, count, rate = (10, 8_000, 250.0) if LONG else (4, 2_400, 200.0)
+    t = topics(8)
+    messages, _ = make_requests(count, keys=200, seed=24)
+    steady = worker_factory(t)
+    steady.wait_assigned()
+    producer = threading.Thread(target=produce, args=(kafka_broker.address, t.requests, messages, rate))
+    producer.start()
+    for _ in range(rounds):
+        guest = worker_factory(t)
+        time.sleep(2.5)  # joins: a rebalance
+        assert guest.terminate() == 0  # leaves: another rebalance, its partitions drained and committed first
+    producer.join()
+    outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], count, timeout_s=120)
+    predictions = check_exactly_once_in_order(t, kafka_broker.address, messages, outputs)
+    assert len(predictions) == count
+    assert steady.process.poll() is None and steady.terminate() == 0
