@@ -68,10 +68,44 @@ def session_options(intra_op_num_threads: int) -> ort.SessionOptions:
     return options
 
 
+def allowed_roots(models_dir: Path) -> list[Path]:
+    """Where the files of a models directory may really live (symlinks resolved).
+
+    The rule: under the models directory itself, or inside the git work tree that holds it (the nearest parent
+    with a ``.git``). A repository may link a model from elsewhere in itself (``examples/models/fraud`` is
+    ``../../models/fraud``); a container's ``/app/models`` has no git tree, so there only the directory counts.
+    Anything else (a link to ``/etc``, to a home directory, to another checkout) is refused: whoever may write
+    a symlink into ``models/`` must not make the worker read files from anywhere.
+    """
+    resolved = models_dir.resolve()
+    roots = [resolved]
+    for parent in (resolved, *resolved.parents):
+        if (parent / ".git").exists():
+            roots.append(parent)
+            break
+    return roots
+
+
+def check_confined(version_dir: Path) -> None:
+    """Raise ``ModelError`` if the version directory, its card or its model file resolves outside the
+    repository's ``allowed_roots`` (the models directory is the version's grandparent)."""
+    roots = allowed_roots(version_dir.parent.parent)
+    for path in (version_dir, version_dir / CARD_FILE, version_dir / MODEL_FILE):
+        real = path.resolve()
+        if not any(real.is_relative_to(root) for root in roots):
+            raise ModelError(str(path), f"resolves to {real}, outside the model repository: refusing to load")
+
+
 def load_version(version_dir: Path, intra_op_num_threads: int = 1) -> LoadedModel:
-    """Load and validate one ``<name>/<version>`` directory, or raise ``ModelError`` naming the file."""
+    """Load and validate one ``<name>/<version>`` directory, or raise ``ModelError`` naming the file.
+
+    Order matters: the paths are confined first, then the bytes are hashed and compared with the card, and
+    only then does ONNX Runtime (a large C++ parser) see the file, so a tampered or swapped file never reaches
+    it. Models are ONNX only: nothing here (or anywhere in streamer) unpickles.
+    """
     card_path = version_dir / CARD_FILE
     model_path = version_dir / MODEL_FILE
+    check_confined(version_dir)
     try:
         table = tomllib.loads(card_path.read_text())
     except FileNotFoundError:
