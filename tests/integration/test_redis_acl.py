@@ -1,0 +1,104 @@
+"""Redis with an ACL user (not only ``requirepass``): Debian's redis-server 7 with a ``streamer`` user limited
+to the ``streamer:*`` keys and the default user switched off, as a managed Redis is set up. The URL carries
+user and password (``redis://streamer:pw@host:port``); a wrong password fails in one line that does not
+contain it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from streamer.adapters import devstack
+from streamer.adapters.redis_state import JOINED, LoggedPrediction, RedisStateStore
+from streamer.config import RedisSettings
+
+SYSTEM_REDIS = Path("/usr/bin/redis-server")
+PASSWORD = "acl-Redis-pw-93ad"  # a test secret that must never be printed
+WRONG = "wrong-Redis-pw-5be0"
+
+
+@pytest.fixture
+def acl_redis(tmp_path: Path) -> Iterator[int]:
+    """The port of a redis-server whose only enabled user is ``streamer`` (keys ``streamer:*``)."""
+    assert SYSTEM_REDIS.exists(), "Debian's redis-server is missing: `make tools` installs it"
+    port = devstack.free_port()
+    (tmp_path / "redis.conf").write_text(
+        f'port {port}\nbind 127.0.0.1\nsave ""\nappendonly no\ndir {tmp_path}\n'
+        f"user default off\nuser streamer on >{PASSWORD} ~streamer:* +@all\n"
+    )
+    with open(tmp_path / "redis.log", "wb") as log:
+        server = subprocess.Popen(
+            [str(SYSTEM_REDIS), str(tmp_path / "redis.conf")],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=devstack._die_with_parent,
+        )
+    client = redis.Redis(host="127.0.0.1", port=port, username="streamer", password=PASSWORD)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise AssertionError((tmp_path / "redis.log").read_text()) from None
+            time.sleep(0.05)
+    yield port
+    server.terminate()
+    server.wait(10)
+
+
+def test_the_acl_user_logs_predictions_and_joins_labels(acl_redis: int) -> None:
+    url = f"redis://streamer:{PASSWORD}@127.0.0.1:{acl_redis}/0"
+    store = RedisStateStore.from_settings(RedisSettings(url=url))
+    store.log_predictions([LoggedPrediction("r-1", "fraud", "1", 0.9, 0.5, time.time())])
+    assert store.apply_labels([("r-1", 1)], time.time()) == [JOINED]
+
+
+def test_the_acl_confines_the_user_to_its_prefix(acl_redis: int) -> None:
+    """The ACL is really in force: the same user cannot touch keys outside ``streamer:*``."""
+    url = f"redis://streamer:{PASSWORD}@127.0.0.1:{acl_redis}/0"
+    store = RedisStateStore.from_settings(RedisSettings(url=url, key_prefix="other"))
+    with pytest.raises(redis.ResponseError, match="can't access"):
+        store.log_predictions([LoggedPrediction("r-1", "fraud", "1", 0.9, 0.5, time.time())])
+
+
+def test_the_default_user_is_refused(acl_redis: int) -> None:
+    store = RedisStateStore.from_settings(RedisSettings(url=f"redis://127.0.0.1:{acl_redis}/0"))
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        store.log_predictions([LoggedPrediction("r-1", "fraud", "1", 0.9, 0.5, time.time())])
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"STREAMER_REDIS_URL": "redis://streamer:{wrong}@127.0.0.1:{port}/0"},
+        {"STREAMER_REDIS_URL": "redis://streamer@127.0.0.1:{port}/0", "STREAMER_REDIS_PASSWORD": "{wrong}"},
+    ],
+    ids=["password-in-url", "password-setting"],
+)
+def test_a_wrong_acl_password_fails_in_one_line_without_the_password(
+    acl_redis: int, tmp_path: Path, env: dict[str, str]
+) -> None:
+    settings = {k: v.format(wrong=WRONG, port=acl_redis) for k, v in env.items()}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")} | settings
+    environ["STREAMER_STATE_DIR"] = str(tmp_path / "state")
+    result = subprocess.run(
+        [sys.executable, "-m", "streamer.cli", "features", "get", "account", "a-1"],
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert WRONG not in result.stdout + result.stderr
+    assert PASSWORD not in result.stdout + result.stderr
