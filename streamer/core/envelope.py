@@ -93,8 +93,15 @@ _label_decoder = msgspec.json.Decoder(_WireLabel)
 _encoder = msgspec.json.Encoder()
 
 
-def _translate(error: msgspec.DecodeError) -> DecodeError:
+# msgspec decodes nested JSON recursively, also where it skips a value (an unknown field, an ``Any``): a value
+# nested about a thousand deep raises ``RecursionError``, not ``msgspec.DecodeError``. Both mean bad input.
+_DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
+
+
+def _translate(error: msgspec.DecodeError | RecursionError) -> DecodeError:
     message = str(error)
+    if isinstance(error, RecursionError):
+        return DecodeError(INVALID_JSON, f"nested too deeply ({message})")
     if isinstance(error, msgspec.ValidationError):
         if message.startswith("Number out of range"):
             return DecodeError(NON_FINITE, f"a number is out of float64 range ({message})")
@@ -152,7 +159,7 @@ def _decode_one(value: bytes | None, max_bytes: int, max_rows: int) -> tuple[Wir
     raw = _checked(value, max_bytes)
     try:
         wire = _request_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise _translate(exc) from None
     has_features = wire.features is not msgspec.UNSET
     has_inputs = wire.inputs is not msgspec.UNSET
@@ -185,7 +192,7 @@ def decode_request(
     """Decode one request value (contract section 2) or raise ``DecodeError``."""
     try:
         wire, tensors = _decode_one(value, max_bytes, max_rows)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise _translate(exc) from None
     features = None if tensors is not None else wire.features
     return RequestBody(wire.id, wire.model, features, tensors)  # type: ignore[arg-type]
@@ -224,7 +231,7 @@ def decode_requests(
         # The common batch -- ASCII JSON requests with numeric "features", within the limit -- in C-level passes.
         try:
             plain = list(map(_plain_decoder.decode, values))
-        except msgspec.DecodeError:
+        except _DECODE_ERRORS:
             plain = None
         if plain is not None and list(map(_inputs_of, plain)).count(unset) == len(plain):
             return DecodedRequests(list(range(len(values))), plain, plain=True)
@@ -240,7 +247,7 @@ def decode_requests(
                     wires.append(wire)
                     continue
             wire, inputs = _decode_one(value, max_bytes, max_rows)
-        except msgspec.DecodeError as exc:
+        except _DECODE_ERRORS as exc:
             errors[row] = _translate(exc)
             continue
         except DecodeError as exc:
@@ -258,7 +265,7 @@ def decode_label(value: bytes | None, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BY
     raw = _checked(value, max_bytes)
     try:
         wire = _label_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise _translate(exc) from None
     if not math.isfinite(wire.label):
         raise DecodeError(NON_FINITE, "the label is not a finite number")
@@ -465,7 +472,7 @@ def decode_prediction(value: bytes) -> Prediction:
             latency_ms=body["latency_ms"],
             decision=body.get("decision"),
         )
-    except msgspec.DecodeError as exc:
+    except _DECODE_ERRORS as exc:
         raise _translate(exc) from None
     except (KeyError, TypeError) as exc:
         raise DecodeError(SCHEMA, f"not a prediction: {exc!r}") from None

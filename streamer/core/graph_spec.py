@@ -260,7 +260,7 @@ def parse_graph(table: Mapping[str, Any], where: str) -> GraphSpec:
             raise ConfigError(f"{where} stage {stage.name!r}: no stage named {missing[0]!r}")
     scoring = [s.name for s in stages.values() if s.kind in SCORING_KINDS]
     output = table.get("output", scoring[0] if len(scoring) == 1 else None)
-    if output not in stages or stages[output].kind not in SCORING_KINDS:
+    if not isinstance(output, str) or output not in stages or stages[output].kind not in SCORING_KINDS:
         choices = ", ".join(scoring)
         raise ConfigError(f"{where}: output must name a model, ensemble or cascade stage (one of: {choices})")
     if sum(1 for s in stages.values() if s.kind == "rules") > 1:

@@ -114,7 +114,7 @@ def _op(raw: Any, index: int, where: str) -> Op:
     if isinstance(output, str) and output:
         label = f"{label} ({output!r})"
     kind = raw.get("op")
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         raise ConfigError(f"{label}: op {kind!r} is not one of {', '.join(KINDS)}")
     if not isinstance(output, str) or not output:
         raise ConfigError(f"{label}: output must be a non-empty column name")
