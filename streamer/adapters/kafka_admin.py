@@ -9,6 +9,7 @@ topics to have as many partitions as the request topic; ``create_topics`` report
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -38,9 +39,43 @@ class TopicStatus:
         return self.partitions != self.expected_partitions
 
 
+_librdkafka = logging.getLogger("streamer.librdkafka")
+_RETRY_NOISE = re.compile(
+    r"^\[thrd:[^\]]*\]: |\s*\(after \d+ms in state \w+(, \d+ identical error\(s\) suppressed)?\)$"
+)
+
+
+class LibrdkafkaLog:
+    """librdkafka's log lines, through Python logging (the ``logger`` of every client).
+
+    Why not straight through: a connection failure (an untrusted CA, refused SASL credentials, a broker that is
+    down) is logged as ``FAIL`` at every retry, tens of lines a second, on stderr, while the command itself ends
+    with its own error. Those lines go to DEBUG, and the last one is kept so that the one line a command fails
+    with can name the cause (``SSL handshake failed: certificate verify failed``). Everything else keeps its
+    level. librdkafka never prints ``sasl.password``; the cause is its own text, not the settings.
+    """
+
+    def __init__(self) -> None:
+        self.last_failure: str | None = None
+
+    def log(self, level: int, fmt: str, *args: Any) -> None:
+        if len(args) == 3 and args[0] == "FAIL":
+            self.last_failure = _RETRY_NOISE.sub("", str(args[2]))
+            _librdkafka.debug(fmt, *args)
+            return
+        _librdkafka.log(level, fmt, *args)
+
+    def cause(self) -> str:
+        """`` (the last connection failure)``, or nothing: to append to an error message."""
+        return f" ({self.last_failure})" if self.last_failure else ""
+
+
+LIBRDKAFKA_LOG = LibrdkafkaLog()
+
+
 def client_config(bootstrap: str, client: dict[str, Any], **overrides: Any) -> dict[str, Any]:
     """The base config of every confluent-kafka client: bootstrap, then the user's passthrough, then ours."""
-    return {"bootstrap.servers": bootstrap, **client, **overrides}
+    return {"bootstrap.servers": bootstrap, "logger": LIBRDKAFKA_LOG, **client, **overrides}
 
 
 class KafkaAdmin:
@@ -55,7 +90,8 @@ class KafkaAdmin:
         try:
             metadata = self._admin.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
-            raise KafkaAdminError(f"cannot read cluster metadata: {exc}") from None
+            self._admin.poll(0)  # delivers the queued log lines: the cause of a connection failure
+            raise KafkaAdminError(f"cannot read cluster metadata: {exc}{LIBRDKAFKA_LOG.cause()}") from None
         wanted = set(topics) if topics is not None else None
         return {
             name: len(topic.partitions)

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
 from streamer import synthetic
-from streamer.adapters.kafka_admin import client_config
+from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config
 from streamer.core.errors import StreamerError
 
 
@@ -156,7 +156,12 @@ def consume_lines(
         )
     )
     # Assign every partition instead of joining a group: no rebalance wait, and nothing committed.
-    metadata = consumer.list_topics(topic, timeout=10)
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+    except KafkaException as exc:  # unreachable, untrusted or refused: one line naming the cause, no traceback
+        consumer.poll(0)  # delivers the queued log lines: the cause of a connection failure
+        consumer.close()
+        raise StreamerError(f"cannot read cluster metadata: {exc}{LIBRDKAFKA_LOG.cause()}") from None
     if topic not in metadata.topics or metadata.topics[topic].error is not None:
         consumer.close()
         raise StreamerError(f"topic {topic} does not exist")

