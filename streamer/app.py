@@ -340,7 +340,8 @@ def run(settings: Settings) -> None:
         limits_out,
         port,
     )
-    print(f"metrics: http://127.0.0.1:{port}/metrics", flush=True)  # stdout: stderr carries the (JSON) logs
+    shown = "127.0.0.1" if worker.metrics_host in ("0.0.0.0", "") else worker.metrics_host
+    print(f"metrics: http://{shown}:{port}/metrics", flush=True)  # stdout: stderr carries the (JSON) logs
     Path(settings.dev.state_dir).mkdir(parents=True, exist_ok=True)
     try:
         if worker.engine == "batch":

@@ -152,6 +152,10 @@ class WorkerSettings:
     engine: str = "faust"
     group_id: str = "streamer"
     metrics_port: int = 9464
+    # Where /metrics, /health and /ready listen. Loopback by default: the dev stack and tests need nothing
+    # else, and a laptop's worker should not serve its metrics to the network. The container image and
+    # docker-compose set STREAMER_METRICS_HOST=0.0.0.0 so that Prometheus and the orchestrator's probes reach it.
+    metrics_host: str = "127.0.0.1"
     batch_max_size: int = 256
     batch_max_wait_ms: float = 5.0
     max_message_bytes: int = 1_048_576
@@ -229,6 +233,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "STREAMER_ENGINE": ("worker", "engine"),
     "STREAMER_GROUP_ID": ("worker", "group_id"),
     "STREAMER_METRICS_PORT": ("worker", "metrics_port"),
+    "STREAMER_METRICS_HOST": ("worker", "metrics_host"),
     "STREAMER_BATCH_MAX_SIZE": ("worker", "batch_max_size"),
     "STREAMER_BATCH_MAX_WAIT_MS": ("worker", "batch_max_wait_ms"),
     "STREAMER_STATE_DIR": ("dev", "state_dir"),

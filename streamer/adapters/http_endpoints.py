@@ -24,7 +24,7 @@ class Endpoints:
         metrics_page: Callable[[], bytes],
         metrics_content_type: str,
         readiness: Callable[[], dict[str, Any] | None],
-        host: str = "0.0.0.0",
+        host: str = "127.0.0.1",  # worker.metrics_host; all interfaces only where configured (the container)
     ) -> None:
         def respond(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:
             handler.send_response(status)

@@ -276,7 +276,13 @@ async def _serve(context: Any) -> None:
         context.health.assigned = batch_loop.assigned.is_set()
         return context.health.readiness()
 
-    endpoints = Endpoints(context.port, context.metrics.exposition, context.metrics_content_type, readiness)
+    endpoints = Endpoints(
+        context.port,
+        context.metrics.exposition,
+        context.metrics_content_type,
+        readiness,
+        host=context.settings.worker.metrics_host,
+    )
     endpoints.start()
     pipeline.start()
     batch_loop.start(pipeline, loop, pipeline.fail)

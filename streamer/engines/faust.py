@@ -135,7 +135,7 @@ def build_app(context: Any) -> faust.App:
         topic_disable_leader=True,
         web_enabled=True,
         web_port=context.port,
-        web_bind="0.0.0.0",
+        web_bind=worker.metrics_host,
         web_host="127.0.0.1",
         datadir=str(Path(settings.dev.state_dir) / "faust-data"),
         stream_buffer_maxsize=max(4096, worker.batch_max_size * 8),

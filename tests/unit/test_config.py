@@ -48,6 +48,7 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
         "STREAMER_ACCURACY_FLOOR": "0.8",
         "STREAMER_ONLINE_REFRESH_MS": "250",
         "STREAMER_SHADOW_TOPIC": "challengers",
+        "STREAMER_METRICS_HOST": "0.0.0.0",
     }
     s = config.load(environ=environ)
     assert s.kafka.bootstrap == "k1:9092,k2:9092" and s.redis.url == "redis://r:6379/1"
@@ -56,6 +57,7 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
     assert (s.models.dir, s.models.default) == ("m", "fraud")
     assert (s.worker.engine, s.worker.group_id, s.worker.metrics_port) == ("batch", "g", 0)
     assert (s.worker.batch_max_size, s.worker.batch_max_wait_ms) == (64, 2.5)
+    assert s.worker.metrics_host == "0.0.0.0"
     assert set(environ) == set(config.ENVIRONMENT) - {"STREAMER_STATE_DIR"}
 
 
