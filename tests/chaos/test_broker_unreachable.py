@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from streamer import synthetic
 from streamer.adapters import devstack
 from streamer.adapters.devstack import free_port
@@ -17,6 +19,7 @@ from tests.e2e.conftest import Topics, WorkerProcess, produce, read_all
 WAIT = "[kafka]\nstartup_timeout_s = {timeout}\nstartup_retry_s = 0.5\n"
 
 
+@pytest.mark.parametrize("engine", ["faust"])  # the wait is before either engine starts: one engine serves after it
 def test_a_worker_waits_for_a_broker_that_comes_up_after_it_and_then_serves(
     worker_factory: Callable[..., WorkerProcess], tmp_path: Path
 ) -> None:
@@ -47,6 +50,7 @@ def test_a_worker_waits_for_a_broker_that_comes_up_after_it_and_then_serves(
         devstack.stop_server(broker)
 
 
+@pytest.mark.parametrize("engine", ["batch"])  # exits before any engine starts
 def test_a_broker_that_never_answers_is_exit_6_after_the_bound_in_one_line(
     worker_factory: Callable[..., WorkerProcess], topics: Callable[..., Topics]
 ) -> None:
