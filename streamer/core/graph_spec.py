@@ -366,7 +366,7 @@ def to_dot(spec: GraphSpec) -> str:
     lines = [f'digraph "{spec.ref}" {{', "  rankdir=LR;", '  input [shape=plaintext, label="request"];']
     for name in spec.order:
         stage = spec.stages[name]
-        label = describe_stage(stage).replace('"', "'")
+        label = _what(stage).replace('"', "'")
         lines.append(f'  "{name}" [shape={shapes[stage.kind]}, label="{name}\\n{label}"];')
     for name in spec.order:
         deps = _depends(spec, spec.stages[name])
@@ -393,16 +393,6 @@ def _what(stage: Stage) -> str:
         return f"cascade {stage.first} -> {stage.then} when {stage.low} <= score <= {stage.high}"
     assert stage.rules is not None
     return f"rules ({stage.rules.mode}, {len(stage.rules.rules)} rules, default {stage.rules.default})"
-
-
-def describe_stage(stage: Stage) -> str:
-    if stage.kind == "model":
-        return f"model {stage.model}"
-    if stage.kind == "cascade":
-        return f"{stage.first} then {stage.then}"
-    if stage.kind == "ensemble":
-        return f"{stage.method}"
-    return stage.kind
 
 
 def member_weights(stage: Stage) -> Sequence[float]:
