@@ -10,7 +10,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STREAMER_STATE_DIR=/app/state
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY streamer ./streamer
 RUN pip install . && useradd --system --uid 10001 --home /app streamer
 COPY --chown=streamer:streamer models ./models

@@ -52,6 +52,15 @@ def settings() -> config.Settings:
     return loaded
 
 
+def _print_version(wanted: bool) -> None:
+    """``streamer --version``: the installed distribution's version (what pip installed, not a constant)."""
+    if wanted:
+        from importlib.metadata import version
+
+        typer.echo(f"streamer {version('streamer')}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     config_path: Annotated[
@@ -60,6 +69,10 @@ def main_options(
             "--config", help="TOML settings file (default: streamer.toml if present).", envvar="STREAMER_CONFIG"
         ),
     ] = None,
+    show_version: Annotated[
+        bool,
+        typer.Option("--version", help="Print the version and exit.", callback=_print_version, is_eager=True),
+    ] = False,
 ) -> None:
     _State.config_path = config_path
 
