@@ -26,7 +26,7 @@ from typing import Any, NoReturn
 
 from streamer.adapters import graph_repository, model_repository
 from streamer.adapters.devstack import free_port
-from streamer.adapters.kafka_admin import KafkaAdmin, KafkaAdminError, client_config
+from streamer.adapters.kafka_admin import KafkaAdmin, client_config
 from streamer.adapters.kafka_producer import KafkaOutputSink
 from streamer.adapters.kafka_readback import emitted_offsets
 from streamer.adapters.onnx_scorer import OnnxScorer
@@ -36,7 +36,7 @@ from streamer.adapters.serving_models import ModelSet, ServingModels
 from streamer.config import Settings
 from streamer.core.batching import BatchPolicy
 from streamer.core.cards import ModelCard
-from streamer.core.errors import BrokerUnreachable, ConfigError, FatalError, ModelError
+from streamer.core.errors import BrokerError, BrokerUnreachable, ConfigError, FatalError, ModelError
 from streamer.core.evaluation import parse_windows
 from streamer.core.graph_exec import Enrichment, Lookup, no_lookup
 from streamer.core.routing import Catalog, Serving
@@ -195,7 +195,7 @@ def wait_for_broker(
         try:
             admin.partition_counts([])
             return
-        except KafkaAdminError as exc:
+        except BrokerError as exc:
             waited = time.monotonic() - started
             if waited + retry_s > timeout_s:
                 raise BrokerUnreachable(
@@ -217,10 +217,9 @@ def wait_for_broker(
 
 def run(settings: Settings) -> None:
     bootstrap = settings.require_bootstrap()
-    # librdkafka's own connection-failure lines are silenced for the probe: one line per attempt is ours
-    probe = KafkaAdmin(
-        bootstrap, settings.kafka.client, timeout_s=min(10.0, max(settings.kafka.startup_retry_s, 1.0)), log_level=0
-    )
+    # librdkafka's connection-failure lines go to DEBUG (LibrdkafkaLog): one line per attempt is ours, naming
+    # the last cause (refused credentials, an untrusted CA, nobody listening)
+    probe = KafkaAdmin(bootstrap, settings.kafka.client, timeout_s=min(10.0, max(settings.kafka.startup_retry_s, 1.0)))
     wait_for_broker(probe, bootstrap, settings.kafka.startup_timeout_s, settings.kafka.startup_retry_s)
     admin = KafkaAdmin(bootstrap, settings.kafka.client)
     partitions = check_topics(settings, admin)

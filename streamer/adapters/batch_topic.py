@@ -24,14 +24,10 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streamer.adapters.batch_files import LinesChunk
-from streamer.adapters.kafka_admin import client_config
+from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config
 from streamer.core import envelope
-from streamer.core.errors import StreamerError
+from streamer.core.errors import TopicRangeError
 from streamer.core.types import Records
-
-
-class TopicRangeError(StreamerError):
-    """The topic, a partition or the range cannot be read, or predictions could not be delivered."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +57,8 @@ def _partitions(consumer: Consumer, topic: str) -> list[int]:
     try:
         metadata = consumer.list_topics(topic, timeout=10)
     except KafkaException as exc:
-        raise TopicRangeError(f"cannot read metadata of topic {topic}: {exc}") from None
+        consumer.poll(0)  # delivers the queued log lines: the cause of a connection failure
+        raise TopicRangeError(f"cannot read metadata of topic {topic}: {exc}{LIBRDKAFKA_LOG.cause()}") from None
     described = metadata.topics.get(topic)
     if described is None or described.error is not None or not described.partitions:
         raise TopicRangeError(f"topic {topic} does not exist")
@@ -221,6 +218,7 @@ class TopicWriter:
     def close(self) -> None:
         remaining = self._producer.flush(60)
         if self._failures or remaining:
+            why = "; ".join(map(str, self._failures[:3])) or f"still queued after 60 s{LIBRDKAFKA_LOG.cause()}"
             raise TopicRangeError(
-                f"{len(self._failures) + remaining} predictions not delivered to {self._topic}: {self._failures[:3]}"
+                f"{len(self._failures) + remaining} predictions not delivered to {self._topic}: {why}"
             )

@@ -126,7 +126,8 @@ def produce_requests(
         if bar is not None:
             bar.stop()
     if failures or remaining:
-        raise StreamerError(f"{len(failures) + remaining} of {count} messages not delivered: {failures[:3]}")
+        why = "; ".join(failures[:3]) or f"still queued after 30 s{LIBRDKAFKA_LOG.cause()}"
+        raise StreamerError(f"{len(failures) + remaining} of {count} messages not delivered: {why}")
     return SendReport(count, time.monotonic() - started)
 
 

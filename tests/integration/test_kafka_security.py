@@ -243,14 +243,23 @@ def test_an_untrusted_ca_fails_every_command_in_one_line(
     other.mkdir()
     untrusted_ca, _, _ = make_certificates(other)
     env = cli_env(broker, {"security.protocol": "SSL", "ssl.ca.location": str(untrusted_ca)})
-    commands = (["topics", "create"], ["produce", "--count", "1", "--quiet"], ["consume", "--timeout", "2"])
+    commands = (
+        ["topics", "create"],
+        ["produce", "--count", "1", "--quiet"],
+        ["consume", "--timeout", "2"],
+        ["batch", "--from-topic", "x", "-o", str(tmp_path / "p.jsonl")],
+        ["worker"],
+    )
     started = time.monotonic()
     with ThreadPoolExecutor(len(commands)) as pool:  # each waits out librdkafka's timeout: together, not in turn
-        results = list(pool.map(lambda args: run_cli(args, env), commands))
+        *results, worker = pool.map(lambda args: run_cli(args, env), commands)
     assert time.monotonic() - started < 90  # bounded: no command hangs
-    for result in results:
+    for result in results:  # each names the cause, not only librdkafka's "transport failure"
         line = assert_one_line_failure(result)
-        assert line.startswith("error: "), line
+        assert line.startswith("error: ") and "certificate verify failed" in line, line
+    assert worker.returncode == 6, worker.stderr[-3000:]  # BrokerUnreachable: its replacement retries
+    assert "Traceback" not in worker.stdout + worker.stderr
+    assert "certificate verify failed" in worker.stderr, worker.stderr[-3000:]
 
 
 def test_refused_sasl_credentials_fail_every_command_in_one_line_without_the_password(
