@@ -283,6 +283,7 @@ def run(settings: Settings) -> None:
         batch_bytes=limits_out.batch,
         linger_ms=kafka.linger_ms,
         transactional_id=transactional_id,
+        on_queue_full=metrics.output_queue_full.inc,
     )
     executor = (
         ThreadPoolExecutor(worker.scoring_threads, thread_name_prefix="streamer-score")
@@ -328,6 +329,13 @@ def run(settings: Settings) -> None:
         context.started += [watchdog, watch]
         return pipeline
 
+    if worker.oip_port:  # on-demand serving beside the stream: the same score, the same model set
+        from streamer.services.oip_serving import oip_server
+
+        oip = oip_server(settings, serving, score, metrics, lambda: health.fatal is None)
+        oip.start()
+        context.started.append(oip)
+        print(f"oip: {oip.url}/v2", flush=True)
     log.info(
         "worker starting: engine=%s group=%s requests=%s (%s partitions) models=%s output limits=%s "
         "metrics=http://127.0.0.1:%s/metrics",

@@ -89,21 +89,27 @@ class KafkaOutputSink:
         transactional_id: str | None = None,
         retry_s: float = 0.002,
         max_commit_backlog: int = 256,
+        on_queue_full: Callable[[], None] = lambda: None,
     ) -> None:
         self.predictions_topic = predictions_topic
         self.dlq_topic = dlq_topic
         # Without a shadow topic (it does not exist) challengers are still scored and evaluated, not written.
         self.shadow_topic = shadow_topic if shadow_partitions > 0 else None
         self._shadow_partitions = max(shadow_partitions, 1)
-        settings: dict[str, Any] = {
-            "enable.idempotence": True,
-            "acks": "all",
+        # Tuning: defaults that a [kafka.client] setting of the same name replaces (queue size, batching,
+        # compression). What the guarantees rest on (idempotence, acks, the size limit, gapless delivery,
+        # the callbacks) is not the user's to replace and is set over the passthrough.
+        tuning: dict[str, Any] = {
             "linger.ms": linger_ms,
             "batch.num.messages": 10_000,
             "batch.size": max(batch_bytes, 1),
-            "message.max.bytes": max(max_message_bytes, 1000),
             "queue.buffering.max.messages": 1_000_000,
             "compression.type": "none",
+        }
+        settings: dict[str, Any] = {
+            "enable.idempotence": True,
+            "acks": "all",
+            "message.max.bytes": max(max_message_bytes, 1000),
             "error_cb": self._on_error,
             "logger": librdkafka_log,
         }
@@ -113,7 +119,8 @@ class KafkaOutputSink:
             # Retry until delivered or fatal; transactions need a finite timeout (under transaction.timeout.ms).
             settings["enable.gapless.guarantee"] = True
             settings["message.timeout.ms"] = 0
-        self._producer = Producer(client_config(bootstrap, client, **settings))
+        self._producer = Producer(client_config(bootstrap, {**tuning, **client}, **settings))
+        self._on_queue_full = on_queue_full
         self.transactional = transactional_id is not None
         if self.transactional:
             # Fences an earlier producer with the same id and closes (aborts) the transaction it left open.
@@ -154,7 +161,11 @@ class KafkaOutputSink:
         if job.pending == 0:
             on_done(None)
             return
-        if self._backlog or self._committing or not self._produce(job):
+        if self._backlog or self._committing:
+            self._backlog.append(job)
+            self._schedule_retry()
+        elif not self._produce(job):
+            self._on_queue_full()  # counted once per output held back, not per retry
             self._backlog.append(job)
             self._schedule_retry()
 
@@ -182,12 +193,14 @@ class KafkaOutputSink:
                         topic, values[i], keys[i], partition, headers=headers[i], on_delivery=partial(self._report, job)
                     )
                     i += 1
-            except BufferError:
+            except BufferError:  # the local queue is full: the rest waits in the backlog (backpressure)
                 job.cursor = i
                 return False
             except KafkaException as exc:
                 raise OutputError(
-                    f"cannot write to {topic}[{partition}] ({len(values[i] or b'')} bytes): {exc.args[0]}"
+                    f"cannot write to {topic}[{partition}] ({len(values[i] or b'')} bytes): {exc.args[0]}",
+                    topic=topic,
+                    partition=partition,
                 ) from None
             job.group += 1
             job.cursor = 0
@@ -234,7 +247,11 @@ class KafkaOutputSink:
             if error is not None:
                 job.finished = True
                 job.on_done(
-                    OutputError(f"cannot deliver an output to {message.topic()}[{message.partition()}]: {error}")
+                    OutputError(
+                        f"cannot deliver an output to {message.topic()}[{message.partition()}]: {error}",
+                        topic=message.topic(),
+                        partition=message.partition(),
+                    )
                 )
                 continue
             job.pending -= 1

@@ -7,8 +7,13 @@ has its own ``CollectorRegistry`` so tests and several pipelines in one process 
 
 The hooks take whole batches: counts are summed per call, and histograms are filled with ``observe_many``
 (one ``searchsorted`` + ``bincount`` per batch instead of one locked ``observe`` per value). Counters whose
-label values are known in advance (outcomes, dead-letter reasons, label outcomes) start at 0, so a rate or an
-alert never meets an absent series.
+label values are known in advance start at 0, so a rate or an alert never meets an absent series: at start
+the dead-letter reasons, label outcomes, model-event types, Redis operations and the dead letters of requests
+no model was chosen for; per model when a version is loaded (its request outcomes and hot-reload changes, a
+challenger's shadow outcomes, an online model's learnt labels); per partition when it is first reported.
+
+The rolling evaluation is one gauge per quantity (``ROLLING``), so that a sum or an average over a metric's
+labels means something.
 """
 
 from __future__ import annotations
@@ -32,7 +37,46 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 # streamer_labels_total{outcome}: one per feedback record (services.label_consumer).
 # streamer_shadow_predictions_total{outcome}, from the request outcomes of the challenger's pass.
 SHADOW_OUTCOMES = {"prediction": "prediction", "dead_letter": "failed"}
+# streamer_oip_requests_total{status}: the statuses of an answered inference request start at 0 per version.
+OIP_STATUSES = ("200", "400")
 LABEL_OUTCOMES = ("joined", "unknown", "duplicate", "reread", "dead_letter")
+REQUEST_OUTCOMES = ("prediction", "dead_letter")
+MODEL_CHANGES = ("loaded", "refused", "removed")
+# streamer_model_events_total{type}: what the worker writes to the model-events topic (services.quality_monitor,
+# services.rollout, app: hot reload). A test checks this list against the emitting code.
+MODEL_EVENT_TYPES = (
+    "model-loaded",
+    "model-refused",
+    "model-removed",
+    "accuracy-below-floor",
+    "accuracy-recovered",
+    "feature-drift",
+    "rollout-champion",
+    "rollout-started",
+    "model-promoted",
+    "model-rolled-back",
+)
+# streamer_redis_errors_total{operation}: every ``on_redis_error`` call site (a test checks the list).
+REDIS_OPERATIONS = (
+    "log_predictions",
+    "apply_labels",
+    "control_read",
+    "online_register",
+    "online_refresh",
+    "claim_event",
+    "rolling_metrics",
+    "rollout",
+)
+# The rolling evaluation (``core.evaluation.Metrics``), one gauge per quantity: field -> (name, help).
+ROLLING = {
+    "count": ("streamer_rolling_labels", "Labels joined in the window."),
+    "accuracy": ("streamer_rolling_accuracy", "Accuracy at the card's threshold (0-1)."),
+    "log_loss": ("streamer_rolling_log_loss", "Mean log loss (nats per label)."),
+    "precision": ("streamer_rolling_precision", "Precision at the card's threshold (0-1)."),
+    "recall": ("streamer_rolling_recall", "Recall at the card's threshold (0-1)."),
+    "auc": ("streamer_rolling_auc", "ROC AUC estimated from score histograms (0-1)."),
+    "rmse": ("streamer_rolling_rmse", "Root mean squared error of the score against the label."),
+}
 
 
 def observe_many(histogram: Histogram, values: np.ndarray) -> None:
@@ -61,7 +105,10 @@ class WorkerMetrics:
             registry=r,
         )
         self.dead_letters = Counter(
-            "streamer_dead_letters_total", "Dead letters by reason (contract section 5).", ["reason"], registry=r
+            "streamer_dead_letters_total",
+            "Requests written to the dead-letter topic, by reason.",
+            ["reason"],
+            registry=r,
         )
         self.batch_size = Histogram(
             "streamer_batch_size_messages", "Messages per scored micro-batch.", buckets=BATCH_BUCKETS, registry=r
@@ -132,12 +179,16 @@ class WorkerMetrics:
             ["outcome"],
             registry=r,
         )
-        self.rolling = Gauge(
-            "streamer_rolling_metric",
-            "Rolling evaluation from joined labels, shared by all workers (Redis), per model version and window.",
-            ["model", "version", "window", "metric"],
-            registry=r,
-        )
+        self.rolling = {
+            quantity: Gauge(
+                name,
+                f"{text} Rolling evaluation from joined labels, shared by all workers (Redis), per model version "
+                "and window; a window without labels, or a quantity it cannot define, keeps its last value.",
+                ["model", "version", "window"],
+                registry=r,
+            )
+            for quantity, (name, text) in ROLLING.items()
+        }
         self.online_updates = Counter(
             "streamer_online_updates_total",
             "Labels learnt by online models through this worker's feedback consumer (each label once).",
@@ -238,11 +289,43 @@ class WorkerMetrics:
             ["model", "version", "outcome"],
             registry=r,
         )
+        # On-demand serving (Open Inference Protocol v2 over HTTP: adapters.oip_http, services.on_demand).
+        self.oip_requests = Counter(
+            "streamer_oip_requests_total",
+            "Open Inference Protocol v2 HTTP requests by model, version served and HTTP status.",
+            ["model", "version", "status"],
+            registry=r,
+        )
+        self.oip_latency = Histogram(
+            "streamer_oip_request_seconds",
+            "Open Inference Protocol v2 HTTP request time, from the request read to the answer written.",
+            ["model"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.oip_batch_size = Histogram(
+            "streamer_oip_batch_size_requests",
+            "On-demand requests scored together in one micro-batch (one ONNX call per model version).",
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
 
         for reason in sorted(DEAD_LETTER_REASONS):
             self.dead_letters.labels(reason)
         for outcome in LABEL_OUTCOMES:
             self.labels.labels(outcome)
+        for kind in MODEL_EVENT_TYPES:
+            self.model_events.labels(kind)
+        for operation in REDIS_OPERATIONS:
+            self.redis_errors.labels(operation)
+        self.requests.labels("", "", "dead_letter")  # rows no model was chosen for (undecodable, unknown model)
+        self._partitions: set[int] = set()
+        self.output_queue_full = Counter(
+            "streamer_output_queue_full_total",
+            "Times an output found the producer's local queue full (queue.buffering.max.messages) and waited in "
+            "the backlog: backpressure from a slow or absent broker; scoring pauses instead of growing memory.",
+            registry=r,
+        )
         self.stalls = Counter(
             "streamer_stalled_partitions_total",
             "Partitions found holding work without progress past worker.stall_timeout_s (the worker then exits).",
@@ -296,13 +379,22 @@ class WorkerMetrics:
     def on_skipped(self, partition: int, count: int) -> None:
         self.skipped.labels(str(partition)).inc(count)
 
+    def _partition(self, partition: int) -> None:
+        """A partition's counters start at 0 the first time it is reported."""
+        if partition not in self._partitions:
+            self._partitions.add(partition)
+            self.skipped.labels(str(partition))
+            self.stalls.labels(str(partition))
+
     def on_depth(self, partition: int, rows: int) -> None:
+        self._partition(partition)
         self.reorder_depth.labels(str(partition)).set(rows)
 
     def on_inflight(self, jobs: int) -> None:
         self.inflight.set(jobs)
 
     def on_lag(self, partition: int, messages: int) -> None:
+        self._partition(partition)
         self.lag.labels(str(partition)).set(messages)
 
     def on_stalled(self, partition: int, seconds: float) -> None:
@@ -317,13 +409,24 @@ class WorkerMetrics:
         self, versions: Sequence[tuple[str, int, bool]], shares: Sequence[tuple[str, int, str, float]] = ()
     ) -> None:
         """(name, version, serving) of every loaded version, and (name, version, role, share) of what serves
-        traffic; replaces what was exported before (hot reload removes versions)."""
+        traffic; replaces what was exported before (hot reload removes versions). The counters of a loaded
+        version (request outcomes, hot-reload changes, a challenger's shadow outcomes) start at 0; they are
+        never removed (a counter that vanished and came back would read as a reset)."""
         self.model_info.clear()
         for name, version, serving in versions:
             self.model_info.labels(name, str(version), "1" if serving else "0").set(1)
+            for outcome in REQUEST_OUTCOMES:
+                self.requests.labels(name, str(version), outcome)
+            for change in MODEL_CHANGES:
+                self.model_changes.labels(name, change)
+            for status in OIP_STATUSES:
+                self.oip_requests.labels(name, str(version), status)
         self.model_share.clear()
         for name, version, role, share in shares:
             self.model_share.labels(name, str(version), role).set(share)
+            if role == "shadow":
+                for outcome in SHADOW_OUTCOMES.values():
+                    self.shadow_predictions.labels(name, str(version), outcome)
 
     def on_model_change(self, model: str, change: str) -> None:
         self.model_changes.labels(model, change).inc()
@@ -343,15 +446,19 @@ class WorkerMetrics:
         self.prediction_log_dropped.inc(count)
 
     def on_online_weights(self, model: str, version: str, updates: int | None, age_s: float) -> None:
-        """The weights an online model serves: shared update count (None: unchanged) and their age."""
+        """The weights an online model serves: shared update count (None: unchanged) and their age; the labels
+        this worker learns for it start at 0."""
+        self.online_updates.labels(model, version)
         if updates is not None:
             self.online_shared_updates.labels(model, version).set(updates)
         self.online_age.labels(model, version).set(age_s)
 
     def on_rolling(self, model: str, version: str, window: str, values: dict[str, float]) -> None:
-        for metric, value in values.items():
-            if value == value:  # not NaN: a window without labels keeps the gauge's last value
-                self.rolling.labels(model, version, window, metric).set(value)
+        """``values``: quantity (a ``ROLLING`` key) -> value; unknown quantities are not exported."""
+        for quantity, value in values.items():
+            gauge = self.rolling.get(quantity)
+            if gauge is not None and value == value:  # not NaN: an undefined value keeps the gauge's last one
+                gauge.labels(model, version, window).set(value)
 
     def on_accuracy_floor(self, floor: float) -> None:
         self.accuracy_floor.set(floor)
@@ -365,6 +472,13 @@ class WorkerMetrics:
 
     def on_model_event(self, kind: str) -> None:
         self.model_events.labels(kind).inc()
+
+    def on_oip_request(self, model: str, version: str, status: int, seconds: float) -> None:
+        self.oip_requests.labels(model, version, str(status)).inc()
+        self.oip_latency.labels(model).observe(seconds)
+
+    def on_oip_batch(self, requests: int, seconds: float) -> None:
+        self.oip_batch_size.observe(requests)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

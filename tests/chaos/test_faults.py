@@ -151,11 +151,13 @@ def test_an_overload_burst_through_a_small_producer_queue_is_absorbed_with_bound
         assert len(outputs) == burst
         produce(kafka_broker.address, t.requests, messages[burst:], rate=200)  # back to a normal rate
         outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], burst + 400, timeout_s=60)
+    queue_full = worker.metrics().get("streamer_output_queue_full_total", 0.0)
+    assert queue_full > 0, "the burst did not fill the small producer queue: the backlog path was not met"
     predictions = check_exactly_once_in_order(t, kafka_broker.address, messages, outputs)
     assert len(predictions) == burst + 400
     after = sorted(p["latency_ms"] for pid, p in predictions.items() if int(pid.split("-")[1]) >= burst)
     p50 = after[len(after) // 2]
-    print(f"burst of {burst}: peak worker RSS {rss.peak:.0f} MB; p50 latency after it {p50:.1f} ms")
+    print(f"burst of {burst}: queue full {queue_full:.0f} times; peak RSS {rss.peak:.0f} MB; p50 after {p50:.1f} ms")
     assert rss.peak < RSS_BOUND_MB
     assert p50 < 250, "latency is back to normal once the backlog is gone"
     assert worker.process.poll() is None and worker.terminate() == 0
