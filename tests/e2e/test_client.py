@@ -44,7 +44,8 @@ class Served:
 def served(kafka_broker: devstack.ServerInfo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     token = uuid.uuid4().hex[:8]
     topics = Topics(*(f"client-{kind}-{token}" for kind in ("req", "pred", "fb", "dlq", "grp")))
-    KafkaAdmin(kafka_broker.address).create_topics([topics.requests, topics.predictions, topics.feedback, topics.dlq], 4)
+    names = [topics.requests, topics.predictions, topics.feedback, topics.dlq]
+    KafkaAdmin(kafka_broker.address).create_topics(names, 4)
     workdir = tmp_path_factory.mktemp("client-worker")
     settings = {
         "STREAMER_KAFKA_BOOTSTRAP": kafka_broker.address,
