@@ -1,0 +1,162 @@
+"""The id matching of ``streamer.client`` without Kafka: ``Router`` and ``Waiter`` as plain values, plus the
+client's wake-up of blocking and asyncio calls."""
+
+from __future__ import annotations
+
+import asyncio
+import pickle
+from concurrent.futures import Future
+
+import pytest
+
+from streamer.client import DeadLetter, Prediction, ScoreTimeout, Source
+from streamer.client.kafka_client import ScoringClient, _read_id, _read_prediction, _source_of, _wake
+from streamer.client.router import Router, Waiter
+
+
+def test_answers_fill_their_slots_in_request_order_whatever_order_they_come_in() -> None:
+    router = Router()
+    waiter = Waiter(["a", "b", "c"])
+    router.add(waiter)
+    assert len(router) == 3 and "b" in router
+    completions = []
+    for ident in ("c", "a", "b"):
+        entry = router.claim(ident, None)
+        assert entry is not None and entry[0] is waiter
+        completions.append(router.fill(*entry, f"answer-{ident}"))
+    assert completions == [False, False, True]
+    assert waiter.results == ["answer-a", "answer-b", "answer-c"] and waiter.done and len(router) == 0
+
+
+def test_a_stranger_or_a_second_answer_is_not_routed() -> None:
+    router = Router()
+    waiter = Waiter(["a"])
+    router.add(waiter)
+    assert router.claim("someone-else", None) is None
+    assert router.claim(None, None) is None
+    entry = router.claim("a", None)
+    assert entry is not None and router.fill(*entry, "first")
+    assert router.claim("a", None) is None  # a duplicate answer finds nothing in flight
+    assert waiter.results == ["first"]
+
+
+def test_an_id_in_flight_twice_is_refused_and_nothing_registered() -> None:
+    router = Router()
+    router.add(Waiter(["a"]))
+    with pytest.raises(ValueError, match="a"):
+        router.add(Waiter(["b", "a"]))
+    with pytest.raises(ValueError, match="c"):
+        router.add(Waiter(["c", "c"]))
+    assert "b" not in router and "c" not in router and len(router) == 1
+
+
+def test_once_delivered_an_answer_from_another_place_with_the_same_id_is_someone_elses() -> None:
+    router = Router()
+    waiter = Waiter(["r-1"])
+    router.add(waiter)
+    router.delivered(waiter, 0, ("requests", 2, 40))
+    assert router.claim("r-1", ("requests", 5, 7)) is None  # another producer's request r-1
+    assert router.claim("r-1", ("requests", 2, 40)) == (waiter, 0)
+
+
+def test_before_the_delivery_report_the_id_alone_decides() -> None:
+    router = Router()
+    waiter = Waiter(["r-1"])
+    router.add(waiter)
+    assert router.claim("r-1", ("requests", 5, 7)) == (waiter, 0)
+
+
+def test_an_answer_without_a_readable_id_is_matched_by_its_source() -> None:
+    router = Router()
+    waiter = Waiter(["x", "y"])
+    router.add(waiter)
+    router.delivered(waiter, 1, ("requests", 0, 9))
+    assert router.claim(None, ("requests", 0, 8)) is None
+    assert router.claim(None, ("requests", 0, 9)) == (waiter, 1)
+    assert router.claim(None, ("requests", 0, 9)) is None
+
+
+def test_drop_forgets_the_missing_ids_and_keeps_what_arrived() -> None:
+    router = Router()
+    waiter = Waiter(["a", "b"])
+    other = Waiter(["c"])
+    router.add(waiter)
+    router.add(other)
+    router.delivered(waiter, 1, ("requests", 0, 1))
+    router.fill(*router.claim("a", None), "answer-a")  # type: ignore[misc]
+    router.drop(waiter)
+    assert waiter.missing() == ["b"] and waiter.results == ["answer-a", None]
+    assert router.claim("b", None) is None and router.claim(None, ("requests", 0, 1)) is None
+    assert "c" in router and len(router) == 1
+
+
+def test_a_failed_delivery_settles_its_slot_and_a_late_answer_is_ignored() -> None:
+    router = Router()
+    waiter = Waiter(["a"])
+    router.add(waiter)
+    assert router.settle(waiter, 0, "not delivered")
+    assert waiter.results == ["not delivered"] and router.claim("a", None) is None
+    assert not router.settle(waiter, 0, "twice")
+
+
+def test_closing_fails_every_waiter_once() -> None:
+    router = Router()
+    first, second = Waiter(["a", "b"]), Waiter(["c"])
+    router.add(first)
+    router.add(second)
+    error = RuntimeError("closed")
+    failed = router.fail_all(error)
+    assert {id(w) for w in failed} == {id(first), id(second)}
+    assert first.error is error and first.done and len(router) == 0
+    assert not router.fill(first, 0, "late")
+
+
+def test_wake_ups_reach_blocking_and_asyncio_callers() -> None:
+    blocking = Waiter(["a"], Future())
+    ScoringClient._finish([blocking])
+    assert blocking.context.done()
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        waiters = [Waiter([str(i)], loop.create_future()) for i in range(3)]
+        calls: list[object] = []
+        original = loop.call_soon_threadsafe
+
+        def counted(*args: object) -> object:
+            calls.append(args)
+            return original(*args)  # type: ignore[arg-type]
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        await loop.run_in_executor(None, ScoringClient._finish, waiters)
+        await asyncio.wait_for(asyncio.gather(*(w.context for w in waiters)), 5)
+        wakes = [call for call in calls if call[0] is _wake]
+        assert len(wakes) == 1  # one wake-up of the loop for the whole batch of answers
+
+    asyncio.run(main())
+
+
+def test_what_the_thread_reads_of_an_answer() -> None:
+    assert _read_id(b'{"id": "r-1", "model": "fraud", "score": 0.5}').id == "r-1"
+    assert _read_id(b'{"features": {"a": 1}}').id is None
+    for bad in (b"not json", b"[1, 2]", b'{"id": 7}'):
+        with pytest.raises(Exception):  # noqa: B017 -- the client treats any of msgspec's errors as "no id"
+            _read_id(bad)
+    value = (
+        b'{"id":"r-1","model":"fraud","version":"1","score":0.93,"label":1,"outputs":{"p":[0.07,0.93]},'
+        b'"decision":"review","source":{"topic":"requests","partition":3,"offset":1042},"latency_ms":4.1}'
+    )
+    prediction = _read_prediction(value)
+    assert isinstance(prediction, Prediction)
+    assert (prediction.id, prediction.version, prediction.score, prediction.decision) == ("r-1", "1", 0.93, "review")
+    assert prediction.source == Source("requests", 3, 1042)
+    headers = [("streamer-source-topic", b"requests"), ("streamer-source-partition", b"3")]
+    assert _source_of(headers) is None
+    assert _source_of([*headers, ("streamer-source-offset", b"1042")]) == ("requests", 3, 1042)
+
+
+def test_errors_say_what_happened_and_survive_pickling() -> None:
+    dead = DeadLetter("r-1", "schema", "feature 'amount' is a string", Source("requests", 0, 5), b"k", b"{}")
+    assert isinstance(dead, Exception) and dead.offset == 5 and "schema" in str(dead)
+    assert pickle.loads(pickle.dumps(dead)).reason == "schema"
+    timeout = ScoreTimeout(["a", "b", "c", "d"], [1, None, None, None, None], 2.0)
+    assert isinstance(timeout, TimeoutError) and "4 of 5" in str(timeout)
