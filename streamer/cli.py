@@ -219,6 +219,21 @@ def worker_command() -> None:
     worker_app.run(settings())
 
 
+@app.command("serve")
+def serve_command(
+    port: Annotated[
+        int | None,
+        typer.Option(help="HTTP port (default: worker.oip_port, else 8080; 0 = a free port, printed at start)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: worker.oip_host, loopback).")] = None,
+) -> None:
+    """Serve the models over Open Inference Protocol v2 HTTP (KServe v2, Triton clients), without Kafka."""
+    from streamer.services.oip_serving import run_serve
+
+    s = settings()
+    run_serve(s, port if port is not None else (s.worker.oip_port or 8080), host)
+
+
 @app.command("produce")
 def produce_command(
     count: Annotated[int, typer.Option(help="Messages to send (with --file: at most this many; 0 = all).")] = 1000,

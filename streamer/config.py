@@ -170,6 +170,11 @@ class WorkerSettings:
     stall_timeout_s: float = 60.0
     # How often the output topics are checked (exist, same partition count as the request topic).
     topic_check_interval_s: float = 10.0
+    # Open Inference Protocol v2 (KServe v2) over HTTP beside the stream (``streamer serve`` serves it alone):
+    # 0 (the default) = off for the worker, so that several workers on one host never fight over a port.
+    # Loopback unless configured, like the metrics (in a container: STREAMER_OIP_HOST=0.0.0.0).
+    oip_port: int = 0
+    oip_host: str = "127.0.0.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +239,8 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "STREAMER_GROUP_ID": ("worker", "group_id"),
     "STREAMER_METRICS_PORT": ("worker", "metrics_port"),
     "STREAMER_METRICS_HOST": ("worker", "metrics_host"),
+    "STREAMER_OIP_PORT": ("worker", "oip_port"),
+    "STREAMER_OIP_HOST": ("worker", "oip_host"),
     "STREAMER_BATCH_MAX_SIZE": ("worker", "batch_max_size"),
     "STREAMER_BATCH_MAX_WAIT_MS": ("worker", "batch_max_wait_ms"),
     "STREAMER_STATE_DIR": ("dev", "state_dir"),

@@ -49,6 +49,8 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
         "STREAMER_ONLINE_REFRESH_MS": "250",
         "STREAMER_SHADOW_TOPIC": "challengers",
         "STREAMER_METRICS_HOST": "0.0.0.0",
+        "STREAMER_OIP_PORT": "8080",
+        "STREAMER_OIP_HOST": "0.0.0.0",
     }
     s = config.load(environ=environ)
     assert s.kafka.bootstrap == "k1:9092,k2:9092" and s.redis.url == "redis://r:6379/1"
@@ -58,6 +60,7 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
     assert (s.worker.engine, s.worker.group_id, s.worker.metrics_port) == ("batch", "g", 0)
     assert (s.worker.batch_max_size, s.worker.batch_max_wait_ms) == (64, 2.5)
     assert s.worker.metrics_host == "0.0.0.0"
+    assert (s.worker.oip_port, s.worker.oip_host) == (8080, "0.0.0.0")
     assert set(environ) == set(config.ENVIRONMENT) - {"STREAMER_STATE_DIR"}
 
 

@@ -1,0 +1,151 @@
+"""On-demand requests scored by the stream's path, concurrent ones together in one micro-batch.
+
+Each HTTP request body becomes one request record (its model string in the ``streamer-model`` header, as a
+Kafka producer would set it; the routing key from the request's ``parameters.key``) and is scored by the same
+``score(records) -> ScoredBatch`` the worker runs on a consumed batch: the same decode, features, graphs,
+routing (pins, canary, shadow) and model set. What comes back for the row is its prediction body or its
+dead-letter reason.
+
+Batching: request threads hand their record to one batching thread and wait on a future. The thread feeds a
+``core.batching.Batcher`` with the worker's policy (``batch_max_size``, ``batch_max_wait_ms``,
+``batch_close_when_drained``): while a batch is being scored, the requests that arrive queue up, and the next
+batch takes all of them (up to ``batch_max_size``) in one scoring call, one ONNX call per model version. With
+``batch_close_when_drained`` (the default) a lone request never waits for batch-mates that are not coming;
+``batch_max_wait_ms`` bounds the wait otherwise. ``batch_max_size = 1`` turns batching off: each request is
+scored on its own thread (ONNX Runtime runs concurrent calls in parallel).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from streamer.core import envelope
+from streamer.core.batching import Batcher, BatchPolicy
+from streamer.core.errors import SCORING_FAILED, DecodeError
+from streamer.core.scoring import ScoredBatch
+from streamer.core.types import Records
+
+log = logging.getLogger(__name__)
+
+# The topic and partition of on-demand requests in their records (a prediction without a request id is
+# ``oip:0:<n>``, n counting the server's requests).
+TOPIC = "oip"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A request's prediction (its JSON body, closed) or its dead-letter reason."""
+
+    body: bytes | None
+    error: DecodeError | None
+
+
+Score = Callable[[Records], ScoredBatch]
+BatchObserver = Callable[[int, float], None]  # (requests in the batch, seconds to score it)
+
+
+class OnDemandScorer:
+    def __init__(self, score: Score, policy: BatchPolicy, on_batch: BatchObserver | None = None) -> None:
+        self._score, self.policy, self._on_batch = score, policy, on_batch
+        self._queue: queue.SimpleQueue[tuple[bytes, str, bytes | None, Future[Answer]] | None] = queue.SimpleQueue()
+        self._offset = 0
+        self._offset_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    @property
+    def batching(self) -> bool:
+        return self.policy.max_size > 1
+
+    def start(self) -> None:
+        if self.batching:
+            self._thread = threading.Thread(target=self._run, name="streamer-oip-batch", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(5)
+
+    def score(self, body: bytes, model: str, key: bytes | None = None, timeout_s: float = 60.0) -> Answer:
+        """Score one request body for ``model`` (a model string); blocks until its batch is scored."""
+        if not self.batching:
+            with self._offset_lock:
+                offset = self._next_offset()
+            records = _records([(offset, body, model, key)])
+            return self._answers(records)[0]
+        future: Future[Answer] = Future()
+        self._queue.put((body, model, key, future))
+        return future.result(timeout_s)
+
+    def _next_offset(self) -> int:
+        self._offset += 1
+        return self._offset - 1
+
+    def _run(self) -> None:
+        batcher = Batcher(self.policy)
+        waiting: list[Future[Answer]] = []
+        while not self._stopped.is_set():
+            deadline = batcher.next_deadline()
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            try:
+                item = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                item = None
+            closed: list[Records] = []
+            while item is not None:
+                body, model, key, future = item
+                offset = self._next_offset()
+                waiting.append(future)
+                closed += batcher.add(_records([(offset, body, model, key)]), time.monotonic())
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+            drained = self._queue.empty()
+            last = batcher.poll(time.monotonic(), drained=drained)
+            if last is not None:
+                closed.append(last)
+            for batch in closed:
+                futures, waiting = waiting[: len(batch)], waiting[len(batch) :]
+                try:
+                    answers = self._answers(batch)
+                except Exception as exc:  # a bug, not bad input: every request of the batch learns it
+                    log.exception("on-demand batch failed")
+                    answers = [Answer(None, DecodeError(SCORING_FAILED, repr(exc)))] * len(batch)
+                for future, answer in zip(futures, answers, strict=True):
+                    future.set_result(answer)
+
+    def _answers(self, records: Records) -> list[Answer]:
+        started = time.perf_counter()
+        scored = self._score(records)
+        if self._on_batch is not None:
+            self._on_batch(len(records), time.perf_counter() - started)
+        answers = []
+        for row, body in enumerate(scored.bodies):
+            if body is not None:
+                answers.append(Answer(body + b"}", None))
+            else:
+                error = scored.errors.get(row) or DecodeError(SCORING_FAILED, "no prediction was produced")
+                answers.append(Answer(None, error))
+        return answers
+
+
+def _records(requests: list[tuple[int, bytes, str, bytes | None]]) -> Records:
+    now_ms = int(time.time() * 1000)
+    return Records(
+        TOPIC,
+        0,
+        [offset for offset, _, _, _ in requests],
+        [key for _, _, _, key in requests],
+        [body for _, body, _, _ in requests],
+        [now_ms] * len(requests),
+        [envelope.model_header(model) for _, _, model, _ in requests],
+    )

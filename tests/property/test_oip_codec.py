@@ -1,0 +1,236 @@
+"""The Open Inference Protocol v2 codec (``core.oip``): requests and responses round-trip, and no body makes the
+server answer 500 -- arbitrary bytes and arbitrary JSON get a protocol error (400) or a prediction.
+
+The bodies go through a real HTTP server in this process (``adapters.oip_http`` over the shipped model, scored
+by the stream's path), started once for the module.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamer import config
+from streamer.core import oip
+from streamer.core.types import Tensor
+from streamer.services.oip_serving import oip_server, standalone
+from tests.conftest import REPO
+
+names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def tensors(draw: Any) -> Tensor:
+    rank = draw(st.integers(1, 2))
+    shape = tuple(draw(st.lists(st.integers(0, 6), min_size=rank, max_size=rank)))
+    data = np.asarray(draw(st.lists(finite, min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))))
+    return Tensor(draw(names), shape, data.astype(np.float64).reshape(-1))
+
+
+parameters = st.dictionaries(
+    names.filter(lambda n: n != "key"), st.one_of(st.text(max_size=8), st.integers(-(2**53), 2**53), st.booleans())
+)
+
+
+@given(
+    st.lists(tensors(), min_size=1, max_size=4),
+    st.none() | st.text(max_size=16),
+    parameters,
+    st.none() | st.lists(names, min_size=1, max_size=3).map(tuple),
+)
+def test_requests_round_trip(inputs: list[Tensor], request_id: str | None, params: dict, outputs: Any) -> None:
+    request = oip.InferRequest(tuple(inputs), request_id, params, outputs)
+    back = oip.decode_infer_request(oip.encode_infer_request(request))
+    assert (back.id, back.parameters, back.outputs) == (request_id, params, outputs)
+    assert [(t.name, t.shape) for t in back.inputs] == [(t.name, t.shape) for t in inputs]
+    for got, sent in zip(back.inputs, inputs, strict=True):
+        assert got.data.tobytes() == sent.data.tobytes()  # bit for bit, -0.0 included
+
+
+def _values(datatype: str, count: int) -> st.SearchStrategy[list[Any]]:
+    element: st.SearchStrategy[Any] = {
+        "FP64": finite,
+        "FP32": st.floats(width=32, allow_nan=False, allow_infinity=False),
+        "INT64": st.integers(-(2**63), 2**63 - 1),
+        "BOOL": st.booleans(),
+        "BYTES": st.text(max_size=10),
+    }[datatype]
+    return st.lists(element, min_size=count, max_size=count)
+
+
+@st.composite
+def output_tensors(draw: Any) -> oip.OutputTensor:
+    datatype = draw(st.sampled_from(["FP64", "FP32", "INT64", "BOOL", "BYTES"]))
+    shape = tuple(draw(st.lists(st.integers(0, 5), min_size=1, max_size=2)))
+    return oip.OutputTensor(draw(names), datatype, shape, draw(_values(datatype, int(np.prod(shape)))))
+
+
+@given(
+    names,
+    st.text(max_size=5),
+    st.lists(output_tensors(), max_size=5).map(tuple),
+    st.none() | st.text(max_size=16),
+    parameters,
+)
+def test_responses_round_trip(model: str, version: str, outputs: Any, response_id: Any, params: dict) -> None:
+    response = oip.InferResponse(model, version, outputs, response_id, params)
+    back = oip.decode_infer_response(oip.encode_infer_response(response))
+    assert back == response
+    for tensor in back.outputs:
+        assert tensor.array().shape == tensor.shape
+
+
+def test_a_prediction_becomes_every_output_plus_score_and_label() -> None:
+    prediction = {
+        "id": "r1",
+        "model": "fraud",
+        "version": "1",
+        "score": [0.25, 0.75],
+        "label": [0, 1],
+        "outputs": {"label": [0, 1], "probabilities": [[0.75, 0.25], [0.25, 0.75]]},
+    }
+    response = oip.response_of(prediction, "r1", None, {"label": "INT64", "probabilities": "FP32"})
+    assert [(t.name, t.datatype, t.shape) for t in response.outputs] == [
+        ("outputs.label", "INT64", (2,)),
+        ("probabilities", "FP32", (2, 2)),
+        ("score", "FP64", (2,)),
+        ("label", "INT64", (2,)),
+    ]
+    assert response.parameters == {"id": "r1", "model": "fraud", "version": "1"}
+    assert oip.response_of(prediction, None, ["score"]).outputs[0].data == [0.25, 0.75]
+    with pytest.raises(oip.OipError) as raised:
+        oip.response_of(prediction, None, ["nope"])
+    assert raised.value.status == 400 and raised.value.message.startswith("schema: no output named 'nope'")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "expected"),
+    [
+        ("GET", "/v2/health/live", oip.Route("live")),
+        ("GET", "/v2/health/ready/", oip.Route("ready")),
+        ("GET", "/v2", oip.Route("server")),
+        ("GET", "/v2/models/fraud", oip.Route("model", "fraud")),
+        ("GET", "/v2/models/fraud/versions/2", oip.Route("model", "fraud", 2)),
+        ("GET", "/v2/models/fraud/versions/2/ready", oip.Route("model_ready", "fraud", 2)),
+        ("POST", "/v2/models/fraud/infer?x=1", oip.Route("infer", "fraud")),
+        ("POST", "/v2/models/fraud/versions/1/infer", oip.Route("infer", "fraud", 1)),
+    ],
+)
+def test_routes(method: str, path: str, expected: oip.Route) -> None:
+    assert oip.route(method, path) == expected
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v1/models/fraud", 404),
+        ("GET", "/v2/models/fraud/infer", 405),
+        ("POST", "/v2/models/fraud", 405),
+        ("GET", "/v2/models/fraud/versions/x", 404),
+        ("GET", "/v2/models/fraud/explain", 404),
+    ],
+)
+def test_bad_routes(method: str, path: str, status: int) -> None:
+    with pytest.raises(oip.OipError) as raised:
+        oip.route(method, path)
+    assert raised.value.status == status
+
+
+# ------------------------------------------------------------------------------------------- through HTTP
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[Any]:
+    settings_ = config.load(None, environ={"STREAMER_MODELS_DIR": str(REPO / "models")})
+    built = standalone(settings_)
+    running = oip_server(settings_, built.serving, built.score, built.metrics, lambda: True, port=0)
+    running.start()
+    yield running
+    running.stop()
+
+
+def post(server: Any, body: bytes, path: str = "/v2/models/fraud/infer") -> tuple[int, dict]:
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        connection.request("POST", path, body, {"Content-Type": "application/json"})
+        response = connection.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        connection.close()
+
+
+REASONS = ("invalid-json", "schema", "non-finite", "too-large", "unknown-model")
+
+no_deadline = settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@no_deadline
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_are_a_400_never_a_500(server: Any, body: bytes) -> None:
+    status, answer = post(server, body)
+    assert status == 400, answer
+    assert answer["error"].split(":", 1)[0] in REASONS  # the stream's dead-letter reason words
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | finite | st.integers() | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+tensor_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "name": st.sampled_from(["float_input", "amount", "x"]) | json_values,
+        "shape": st.lists(st.integers(-2, 8), max_size=3) | json_values,
+        "datatype": st.sampled_from(["FP32", "FP64", "INT64", "BYTES", "BOOL"]) | json_values,
+        "data": st.lists(finite | st.integers() | st.lists(finite, max_size=7), max_size=12) | json_values,
+        "parameters": json_values,
+    },
+)
+request_like = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": json_values,
+        "inputs": st.lists(tensor_like, max_size=3) | json_values,
+        "parameters": st.dictionaries(st.sampled_from(["key", "x"]), json_values) | json_values,
+        "outputs": st.lists(st.fixed_dictionaries({"name": st.sampled_from(["score", "y"]) | json_values})),
+    },
+)
+
+
+@no_deadline
+@given(request_like)
+def test_request_shaped_json_gets_a_prediction_or_a_400(server: Any, body: dict) -> None:
+    status, answer = post(server, msgspec.json.encode(body))
+    assert status in (200, 400), answer
+    if status == 400:
+        assert answer["error"].split(":", 1)[0] in REASONS
+
+
+def test_binary_tensor_data_is_read_like_json(server: Any) -> None:
+    rows = np.arange(12, dtype=np.float32).reshape(2, 6)
+    head = msgspec.json.encode(
+        {
+            "inputs": [
+                {"name": "float_input", "shape": [2, 6], "datatype": "FP32", "parameters": {"binary_data_size": 48}}
+            ]
+        }
+    )
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    connection.request(
+        "POST", "/v2/models/fraud/infer", head + rows.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
+    )
+    binary = oip.decode_infer_response(connection.getresponse().read())
+    plain = oip.InferRequest((Tensor("float_input", (2, 6), rows.astype(np.float64).reshape(-1)),))
+    status, answer = post(server, oip.encode_infer_request(plain))
+    assert status == 200
+    assert binary.output("score").data == answer["outputs"][2]["data"]
