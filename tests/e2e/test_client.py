@@ -8,6 +8,7 @@ write the same records (tests/e2e/test_scoring_path.py holds them to one contrac
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -15,11 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from streamer import synthetic
 from streamer.adapters import devstack
 from streamer.adapters.kafka_admin import KafkaAdmin
+from streamer.cli import app
 from streamer.client import DeadLetter, Prediction, Request, ScoreTimeout, ScoringClient
+from streamer.core.metrics_view import build_view
+from streamer.top import scrape
 from tests.conftest import REPO
 from tests.e2e.conftest import Topics, WorkerProcess
 
@@ -155,3 +160,30 @@ def test_no_worker_on_the_topic_times_out(served: Served, tmp_path: Path) -> Non
         with pytest.raises(ScoreTimeout) as many:
             asyncio.run(late())
         assert len(many.value.missing) == 2 and many.value.results == [None, None]
+
+
+def test_top_shows_the_clients_traffic_on_the_live_worker(served: Served) -> None:
+    """``streamer top --once`` on the worker's real /metrics: its requests, dead letters and latency."""
+    outcomes = served.client.score_many([features(i) for i in range(20)] + [{"amount": "x"}])
+    assert isinstance(outcomes[-1], DeadLetter)
+    match = re.search(r"metrics: (http://\S+/metrics)", served.worker.log())
+    assert match, "the worker did not print its metrics address"
+    url = match.group(1)
+    deadline = time.monotonic() + 10
+    while True:  # the worker counts a batch once its outputs are delivered: shortly after the client has them
+        view = build_view(None, [scrape(url)])
+        fraud = next((r for r in view.requests if (r.model, r.version) == ("fraud", "1")), None)
+        reasons = {d.reason: d.total for d in view.dead_letters}
+        if (fraud is not None and fraud.predictions_total >= 20 and reasons.get("schema", 0) >= 1) or (
+            time.monotonic() > deadline
+        ):
+            break
+        time.sleep(0.1)
+    assert fraud is not None and fraud.predictions_total >= 20 and reasons["schema"] >= 1
+    end_to_end = next(row for row in view.latencies if row.name == "end to end")
+    assert end_to_end.count >= 20 and end_to_end.quantiles[0] is not None
+    assert view.workers[0].up and view.workers[0].partitions == 4
+
+    result = CliRunner().invoke(app, ["top", "--once", "--interval", "0.2", url])
+    assert result.exit_code == 0, result.output
+    assert "1/1 worker(s) up" in result.output and "schema" in result.output and "end to end" in result.output
