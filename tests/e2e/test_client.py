@@ -187,3 +187,22 @@ def test_top_shows_the_clients_traffic_on_the_live_worker(served: Served) -> Non
     result = CliRunner().invoke(app, ["top", "--once", "--interval", "0.2", url])
     assert result.exit_code == 0, result.output
     assert "1/1 worker(s) up" in result.output and "schema" in result.output and "end to end" in result.output
+
+
+def test_the_readme_example_runs(
+    served: Served, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's example, as written, against this module's worker (settings from STREAMER_*)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## From Python: `streamer.client`") :]
+    code = section[section.index("```python\n") + len("```python\n") : section.index("```\n", 10)]
+    monkeypatch.chdir(REPO / "tests")  # no streamer.toml here: the environment alone
+    monkeypatch.setenv("STREAMER_KAFKA_BOOTSTRAP", served.bootstrap)
+    for variable, value in served.topics.env().items():
+        monkeypatch.setenv(variable, value)
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[0].split()[1:3] == ["fraud", "1"]
+    assert printed[1].startswith("schema ")
+    assert [type(a).__name__ for a in namespace["answers"]] == ["Prediction", "Prediction"]
