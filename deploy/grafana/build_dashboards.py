@@ -59,6 +59,30 @@ OVERVIEW = [
         "sum(increase(streamer_recovered_skipped_total[5m])) or vector(0)",
         "short",
     ),
+    (
+        "On-demand (OIP v2 HTTP) requests per second by model, version and status",
+        "sum by (model, version, status) (rate(streamer_oip_requests_total[1m]))",
+        "reqps",
+    ),
+    (
+        "On-demand request latency p50 / p99 by model",
+        [
+            (
+                "p50 {{model}}",
+                "histogram_quantile(0.5, sum by (le, model) (rate(streamer_oip_request_seconds_bucket[1m])))",
+            ),
+            (
+                "p99 {{model}}",
+                "histogram_quantile(0.99, sum by (le, model) (rate(streamer_oip_request_seconds_bucket[1m])))",
+            ),
+        ],
+        "s",
+    ),
+    (
+        "On-demand requests per ONNX call (mean micro-batch: the batching gain)",
+        "sum(rate(streamer_oip_batch_size_requests_sum[1m])) / sum(rate(streamer_oip_batch_size_requests_count[1m]))",
+        "short",
+    ),
 ]
 
 MODEL_QUALITY = [

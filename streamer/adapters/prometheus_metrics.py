@@ -421,6 +421,7 @@ class WorkerMetrics:
                 self.model_changes.labels(name, change)
             for status in OIP_STATUSES:
                 self.oip_requests.labels(name, str(version), status)
+            self.oip_latency.labels(name)
         self.model_share.clear()
         for name, version, role, share in shares:
             self.model_share.labels(name, str(version), role).set(share)

@@ -25,11 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adapters.redis_state import RedisStateStore
 from streamer.config import EvaluationSettings
 from streamer.core.cards import ModelCard
 from streamer.core.drift import FeatureCounts
+from streamer.core.errors import StateStoreError
 from streamer.core.routing import Catalog
+from streamer.core.state import StateStore
 from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class DriftCounts:
 
 
 class ModelEvents:
-    def __init__(self, producer: Any, topic: str, store: RedisStateStore | None, observer: Any) -> None:
+    def __init__(self, producer: Any, topic: str, store: StateStore | None, observer: Any) -> None:
         self._producer, self._topic, self._store, self._observer = producer, topic, store, observer
         self._worker = socket.gethostname()
 
@@ -91,7 +92,7 @@ class ModelEvents:
             try:
                 if not self._store.claim_event(kind, model, version, EVENT_QUIET_S):
                     return False
-            except Exception:  # Redis down: better a duplicate event than none
+            except StateStoreError:  # Redis down: better a duplicate event than none
                 self._observer.on_redis_error("claim_event")
         event = {"type": kind, "model": model, "version": version, "time": time.time(), "worker": self._worker}
         event.update(fields)
@@ -107,7 +108,7 @@ class QualityMonitor(Background):
         self,
         settings: EvaluationSettings,
         catalog: Callable[[], Catalog],
-        store: RedisStateStore | None,
+        store: StateStore | None,
         drift: DriftCounts,
         events: ModelEvents,
         observer: Any,
@@ -132,7 +133,7 @@ class QualityMonitor(Background):
             self._next_drift = time.monotonic() + self._settings.drift_interval_s
             self.check_drift()
 
-    def _rolling(self, store: RedisStateStore, catalog: Catalog, now: float) -> None:
+    def _rolling(self, store: StateStore, catalog: Catalog, now: float) -> None:
         floor = self._settings
         for name, versions in catalog.cards.items():
             serving = catalog.serving_version(name)
@@ -140,7 +141,7 @@ class QualityMonitor(Background):
                 for window in store.windows:
                     try:
                         m = store.metrics(name, str(version), window, now)
-                    except Exception:  # Redis down: the gauges keep their last values
+                    except StateStoreError:  # Redis down: the gauges keep their last values
                         self._observer.on_redis_error("rolling_metrics")
                         return
                     values = {metric: float(getattr(m, metric)) for metric in ("count", "accuracy", "log_loss", "auc")}
