@@ -39,7 +39,7 @@ import numpy as np
 
 from streamer.core.columns import MISSING, NUMBER, TEXT, WRONG, Column
 from streamer.core.envelope import model_header
-from streamer.core.errors import StreamerError
+from streamer.core.errors import BatchFileError
 from streamer.core.types import Records
 
 if TYPE_CHECKING:
@@ -51,10 +51,6 @@ _EXTENSIONS |= {".pq": "parquet"}
 BLOCK_BYTES = 4 << 20
 # A CSV cell is a number when it matches this (RE2, case-insensitive): what Arrow's float parser reads.
 NUMBER_PATTERN = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
-
-
-class BatchFileError(StreamerError):
-    """A file cannot be read or written as asked (unknown format, unreadable, not a table)."""
 
 
 def format_of(path: Path | None, given: str | None, default: str = "jsonl") -> str:

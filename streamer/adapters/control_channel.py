@@ -8,7 +8,7 @@ call) makes two workers that decide at once make one decision.
 
 Key: ``{prefix}:control``, field = model name, value = ``core.rollout.ControlState`` as JSON. Workers poll it
 every ``models.control_interval_s`` (one round trip for all models), so a change reaches all of them within
-that interval.
+that interval. Every call raises ``StateStoreError`` when Redis fails it (``redis_state.translated``).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from collections.abc import Callable
 
 import redis
 
+from streamer.adapters.redis_state import translated
+from streamer.core.errors import StateStoreError
 from streamer.core.rollout import ControlState
 
 # KEYS[1] the hash; ARGV: model, expected generation, new state JSON. 1 if written, 0 if someone else won.
@@ -30,6 +32,13 @@ return 1
 """
 
 
+def _state_of(model: str, value: bytes) -> ControlState:
+    try:
+        return ControlState.from_json(value)
+    except (ValueError, TypeError, AttributeError) as exc:  # not JSON, not an object, a field of the wrong type
+        raise StateStoreError(f"the control state of {model!r} is not readable: {exc}", retriable=False) from None
+
+
 class ControlChannel:
     def __init__(self, client: redis.Redis, prefix: str = "streamer") -> None:
         self._redis = client
@@ -37,15 +46,19 @@ class ControlChannel:
         self._cas = client.register_script(_COMPARE_AND_SET)
 
     def read(self) -> dict[str, ControlState]:
-        return {name.decode(): ControlState.from_json(value) for name, value in self._redis.hgetall(self.key).items()}
+        with translated("control read"):
+            stored = self._redis.hgetall(self.key)
+        return {name.decode(): _state_of(name.decode(), value) for name, value in stored.items()}
 
     def state(self, model: str) -> ControlState:
-        value = self._redis.hget(self.key, model)
-        return ControlState() if value is None else ControlState.from_json(value)
+        with translated("control state"):
+            value = self._redis.hget(self.key, model)
+        return ControlState() if value is None else _state_of(model, value)
 
     def replace(self, model: str, expected: ControlState, new: ControlState) -> bool:
         """Write ``new`` if the stored state is still at ``expected.generation``."""
-        return bool(self._cas(keys=[self.key], args=[model, expected.generation, new.to_json()]))
+        with translated("control write"):
+            return bool(self._cas(keys=[self.key], args=[model, expected.generation, new.to_json()]))
 
     def update(
         self, model: str, change: Callable[[ControlState], ControlState | None], attempts: int = 10
@@ -59,4 +72,4 @@ class ControlChannel:
                 return None
             if self.replace(model, before, after):
                 return before, after
-        raise RuntimeError(f"control state of {model!r} kept changing under {attempts} attempts")
+        raise StateStoreError(f"control state of {model!r} kept changing under {attempts} attempts", retriable=True)

@@ -27,16 +27,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streamer.core.errors import StreamerError
+from streamer.core.errors import DevStackError
 
 log = logging.getLogger(__name__)
 
 STATE_FILE = "dev.json"
 _PR_SET_PDEATHSIG = 1
-
-
-class DevStackError(StreamerError):
-    """A server of the embedded stack could not be started or reached; the message carries its log tail."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,13 +18,9 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
-from streamer.core.errors import StreamerError
+from streamer.core.errors import BrokerError
 
 log = logging.getLogger(__name__)
-
-
-class KafkaAdminError(StreamerError):
-    """The cluster refused or did not answer an admin request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,7 +87,7 @@ class KafkaAdmin:
             metadata = self._admin.list_topics(timeout=self._timeout_s)
         except KafkaException as exc:
             self._admin.poll(0)  # delivers the queued log lines: the cause of a connection failure
-            raise KafkaAdminError(f"cannot read cluster metadata: {exc}{LIBRDKAFKA_LOG.cause()}") from None
+            raise BrokerError(f"cannot read cluster metadata: {exc}{LIBRDKAFKA_LOG.cause()}") from None
         wanted = set(topics) if topics is not None else None
         return {
             name: len(topic.partitions)
@@ -136,7 +132,8 @@ class KafkaAdmin:
                     error = exc.args[0] if exc.args else None
                     if isinstance(error, KafkaError) and error.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                         continue  # another process created it in between: fine, it is idempotent
-                    raise KafkaAdminError(f"cannot create topic {name}: {exc}") from None
+                    retriable = isinstance(error, KafkaError) and error.retriable()
+                    raise BrokerError(f"cannot create topic {name}: {exc}", retriable=retriable) from None
         counts = self._wait_for_topics(names)
         return [TopicStatus(n, counts[n], n in created, partitions) for n in names]
 
@@ -149,5 +146,5 @@ class KafkaAdmin:
             time.sleep(0.05)
         absent = [n for n in names if n not in counts]
         if absent:
-            raise KafkaAdminError(f"topic(s) {', '.join(absent)} did not appear in metadata")
+            raise BrokerError(f"topic(s) {', '.join(absent)} did not appear in metadata")
         return counts

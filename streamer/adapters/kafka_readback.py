@@ -117,7 +117,11 @@ def _read_from(
             if message.error():
                 if message.error().code() == KafkaError._PARTITION_EOF:
                     continue
-                raise OutputError(f"reading back {message.topic()}[{message.partition()}]: {message.error()}")
+                raise OutputError(
+                    f"reading back {message.topic()}[{message.partition()}]: {message.error()}",
+                    topic=message.topic(),
+                    partition=message.partition(),
+                )
             source = _source_of(message)
             if source is None or source[0] != source_topic or source[1] != message.partition():
                 continue

@@ -5,7 +5,7 @@ Lifecycle of a version whose card has ``[online]``:
 1. validation (``check_online``, called where a version is validated, at start or when it is dropped in): its
    graph must be the accepted logistic form (``adapters.onnx_logistic``) and the rebuilt graph must score like
    the shipped one, or that version alone is refused with a ``ModelError``. After it passed, ``spec_of`` and
-   ``register`` never raise for it (``register`` only raises Redis errors);
+   ``register`` never raise for it (``register`` only raises ``StateStoreError``);
 2. registration (``register``, at start or later for a version loaded while the worker runs; idempotent): the
    shipped ONNX logistic weights become the shared FTRL state unless that state already exists (another worker,
    or an earlier run, learnt it), and the store learns for it from the next label batch on. Labels then update
@@ -33,10 +33,10 @@ import onnxruntime as ort
 
 from streamer.adapters.model_repository import CARD_FILE, MODEL_FILE, LoadedModel, session_options
 from streamer.adapters.onnx_logistic import GraphForm, LogisticWeights, build_logistic, read_logistic_file
-from streamer.adapters.redis_state import OnlineSpec, OnlineWeights, RedisStateStore
 from streamer.core import learner
 from streamer.core.cards import GraphSignature, ModelCard, TensorInfo, check_signature
 from streamer.core.errors import ModelError
+from streamer.core.state import OnlineSpec, OnlineWeights, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -158,15 +158,15 @@ def check_online(model: LoadedModel) -> None:
             raise ModelError(where, f"the rebuilt logistic graph does not reproduce the shipped {name}")
 
 
-def register(store: RedisStateStore, models: list[LoadedModel]) -> list[OnlineModel]:
+def register(store: StateStore, models: list[LoadedModel]) -> list[OnlineModel]:
     """Learn for ``models`` (online versions that passed ``check_online``) through ``store`` from now on.
 
     Per model, one script call seeds the shared state with the shipped weights unless it exists (init if absent),
     and ``store.online`` gains the model's spec: the next ``apply_labels`` learns for it. Idempotent and safe at
     any time, from any thread: at start for every online version, and later for one version loaded while the
     worker runs (the same call; ``store.online`` only grows, so the ``LEARNED + k`` codes of earlier models keep
-    their meaning). Raises only Redis errors (``redis.RedisError``: unreachable); calling it again once Redis
-    answers seeds what was not seeded. Returns one ``OnlineModel`` per model, to hand to the refresher.
+    their meaning). Raises only ``StateStoreError`` (Redis unreachable); calling it again once Redis answers seeds
+    what was not seeded. Returns one ``OnlineModel`` per model, to hand to the refresher.
     """
     online = []
     for model in models:
@@ -193,7 +193,18 @@ def register(store: RedisStateStore, models: list[LoadedModel]) -> list[OnlineMo
     return online
 
 
-def freeze(store: RedisStateStore, model: LoadedModel, models_dir: Path) -> Path:
+def with_weights(model: LoadedModel, spec: OnlineSpec, shared: OnlineWeights, threads: int) -> LoadedModel:
+    """``model`` serving the shared weights ``shared``: the logistic graph rebuilt from them (the shipped graph's
+    layout) in a new ONNX Runtime session, or ``ModelError`` naming the file when that graph cannot be served."""
+    try:
+        data = build_logistic(model.card, weights_of(spec, shared))
+        session = ort.InferenceSession(data, sess_options=session_options(threads), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # build_logistic's ValueError, onnx.checker's and ONNX Runtime's own errors
+        raise ModelError(str(model.path), f"cannot serve the learnt weights: {_first_line(exc)}") from None
+    return LoadedModel(model.card, model.path, session, model.output_names)
+
+
+def freeze(store: StateStore, model: LoadedModel, models_dir: Path) -> Path:
     """Write the current shared weights of an online model as the next version of the same name, not online."""
     spec, _ = spec_of(model)
     card = model.card

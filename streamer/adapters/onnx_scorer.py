@@ -18,6 +18,7 @@ import numpy as np
 from streamer.adapters.model_repository import LoadedModel
 from streamer.core.cards import ModelCard
 from streamer.core.errors import ScoringError
+from streamer.core.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +29,7 @@ def warm_up(model: LoadedModel) -> None:
     model.session.run(None, {model.card.input: warm})
 
 
-class OnnxScorer:
+class OnnxScorer(Scorer):
     def __init__(self, models: Mapping[str, Mapping[int, LoadedModel]] | None = None) -> None:
         self._models: dict[str, LoadedModel] = {}
         for versions in (models or {}).values():

@@ -33,29 +33,30 @@ faster, and the deltas of two workers computed from the same stale weights are n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import numpy as np
 import redis
 
 from streamer.core import evaluation
-from streamer.core.errors import ConfigError
+from streamer.core.errors import ConfigError, StateStoreError
 from streamer.core.evaluation import STATS_SIZE, WindowSpec
-from streamer.core.learner import FtrlParams
+from streamer.core.state import DUPLICATE as DUPLICATE
+from streamer.core.state import JOINED as JOINED
+from streamer.core.state import LEARNED as LEARNED
+from streamer.core.state import REREAD as REREAD
+from streamer.core.state import UNKNOWN as UNKNOWN
+from streamer.core.state import Label, OnlineSpec, OnlineWeights, StateStore
+from streamer.core.state import LoggedBatch as LoggedBatch
+from streamer.core.state import LoggedPrediction as LoggedPrediction
 
 if TYPE_CHECKING:
     from streamer.config import RedisSettings
 
-_pack = msgspec.msgpack.Encoder().encode
-
-# Per label: joined (evaluated), unknown or expired, duplicate (the same id from another label record: sent
-# twice), reread (the same label record applied before: the consumer read it again), or joined and learnt by an
-# online model -- ``LEARNED + k`` for the k-th registered online model (``learner_of``). The Lua below returns
+# The label codes of ``core.state`` (JOINED, UNKNOWN, DUPLICATE, REREAD, LEARNED + k): the Lua below returns
 # these numbers literally.
-JOINED, UNKNOWN, DUPLICATE, REREAD, LEARNED = 0, 1, 2, 3, 4
 
 # Where a logged prediction lives: field ``id`` of the hash ``{prefix}:predlog:{day}:{shard}``, the day of its
 # logging time and a shard from the id's last four bytes (the same function in both scripts below). One hash
@@ -290,60 +291,24 @@ return result
 )
 
 
-@dataclass(frozen=True, slots=True)
-class LoggedPrediction:
-    """One prediction to log (tests, benches); the worker logs whole batches (``LoggedBatch``)."""
-
-    id: str
-    model: str
-    version: str
-    score: float
-    threshold: float
-    time: float
-    features: list[float] | None = None  # raw features, kept for online models only
-
-
-@dataclass(frozen=True, slots=True)
-class LoggedBatch:
-    """The single-row predictions of one model version in one released batch, as columns."""
-
-    model: str
-    version: str
-    threshold: float
-    time: float
-    ids: list[str]
-    scores: list[float]
-    features: np.ndarray | None = None  # [rows, n_features] for an online model
-    shadow: bool = False  # a challenger's predictions: joined to the same labels, beside the champion's
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def pack(self) -> bytes:
-        """The batch as the one MessagePack argument the logging script takes (a C-level encode)."""
-        features = None if self.features is None else self.features.astype(np.float64).tolist()
-        return _pack(
-            (self.model, self.version, self.threshold, self.time, self.ids, self.scores, features, self.shadow)
-        )
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """The client library's errors as ``StateStoreError``: retriable when Redis did not answer (refused, timed
+    out, loading), not when it refused the call (authentication, permissions, a script or command error)."""
+    try:
+        yield
+    except (redis.AuthenticationError, redis.exceptions.AuthorizationError, redis.exceptions.NoPermissionError) as exc:
+        raise StateStoreError(f"redis {what}: {exc}", retriable=False) from exc
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+        raise StateStoreError(f"redis {what}: {exc}", retriable=True) from exc
+    except redis.RedisError as exc:
+        raise StateStoreError(f"redis {what}: {exc}", retriable=False) from exc
 
 
-@dataclass(frozen=True, slots=True)
-class OnlineSpec:
-    """What the Lua step needs of an online model: learner parameters and the standardisation."""
+class RedisStateStore(StateStore):
+    """``core.state.StateStore`` in Redis (module docstring); every call raises ``StateStoreError`` when Redis
+    fails it, never the client library's exceptions."""
 
-    params: FtrlParams
-    mean: np.ndarray
-    scale: np.ndarray
-
-
-@dataclass(frozen=True, slots=True)
-class OnlineWeights:
-    z: np.ndarray
-    n: np.ndarray
-    updates: int
-
-
-class RedisStateStore:
     def __init__(
         self,
         client: redis.Redis,
@@ -395,34 +360,14 @@ class RedisStateStore:
         kwargs.setdefault("prefix", settings.key_prefix)
         return cls(client, **kwargs)  # type: ignore[arg-type]
 
-    def log_predictions(self, predictions: Iterable[LoggedPrediction]) -> int:
-        """Log single predictions (tests, benches: one batch per prediction); returns how many were logged."""
-        return self.log_batches(
-            [
-                LoggedBatch(
-                    p.model,
-                    p.version,
-                    p.threshold,
-                    p.time,
-                    [p.id],
-                    [p.score],
-                    None if p.features is None else np.asarray([p.features]),
-                )
-                for p in predictions
-            ]
-        )
-
-    def log_batches(self, batches: Sequence[LoggedBatch]) -> int:
-        """Log columnar batches of predictions with one script call (one round trip); returns the count."""
-        return self.log_packed([b.pack() for b in batches if len(b)])
-
     def log_packed(self, blobs: Sequence[bytes]) -> int:
         """Log batches already packed (``LoggedBatch.pack``) with one script call; returns the count."""
         if not blobs:
             return 0
-        return int(self._log(args=[self.prefix, self.prediction_ttl_s, *blobs]))
+        with translated("log_predictions"):
+            return int(self._log(args=[self.prefix, self.prediction_ttl_s, *blobs]))
 
-    def apply_labels(self, labels: Sequence[tuple[str, float] | tuple[str, float, str]], now: float) -> list[int]:
+    def apply_labels(self, labels: Sequence[Label], now: float) -> list[int]:
         """Join and apply labels, once each: ``(id, label)`` or ``(id, label, source)``, where ``source`` names the
         label record (``topic:partition:offset``) so that reading the same record again is told
         apart from a label sent twice. Returns per label JOINED, UNKNOWN (or expired), DUPLICATE, REREAD, or
@@ -449,7 +394,8 @@ class RedisStateStore:
             argv += [repr(float(v)) for v in spec.mean] + [repr(float(v)) for v in spec.scale]
         for entry in labels:
             argv += [entry[0], repr(float(entry[1])), entry[2] if len(entry) > 2 else ""]
-        return [int(code) for code in self._apply(args=argv)]
+        with translated("apply_labels"):
+            return [int(code) for code in self._apply(args=argv)]
 
     def register_online(self, model: str, version: str, spec: OnlineSpec, z: np.ndarray, n: np.ndarray) -> bool:
         """Learn for ``model@version`` from now on; the shared state starts at ``z``/``n`` unless it exists
@@ -459,16 +405,13 @@ class RedisStateStore:
         for k, (zk, nk) in enumerate(zip(z, n, strict=True), start=1):
             fields += [f"z{k}", f"{zk:.17g}", f"n{k}", f"{nk:.17g}"]
         fields += ["updates", "0"]
-        return bool(self._init_online(keys=[f"{self.prefix}:online:{model}:{version}"], args=fields))
-
-    def learner_of(self, code: int) -> tuple[str, str]:
-        """(model, version) of the online model a ``LEARNED + k`` code names."""
-        model, _, version = list(self.online)[code - LEARNED].rpartition(":")
-        return model, version
+        with translated("register_online"):
+            return bool(self._init_online(keys=[f"{self.prefix}:online:{model}:{version}"], args=fields))
 
     def online_weights(self, model: str, version: str) -> OnlineWeights | None:
         """The shared FTRL state of an online model (one round trip), or None if it was never registered."""
-        fields = self._redis.hgetall(f"{self.prefix}:online:{model}:{version}")
+        with translated("online_weights"):
+            fields = self._redis.hgetall(f"{self.prefix}:online:{model}:{version}")
         if not fields:
             return None
         values = {k.decode(): v for k, v in fields.items()}
@@ -479,7 +422,8 @@ class RedisStateStore:
 
     def claim_event(self, kind: str, model: str, version: str, quiet_s: int) -> bool:
         """True for the first caller in ``quiet_s`` seconds: one event per condition across all workers."""
-        return bool(self._redis.set(f"{self.prefix}:event:{kind}:{model}:{version}", "1", nx=True, ex=quiet_s))
+        with translated("claim_event"):
+            return bool(self._redis.set(f"{self.prefix}:event:{kind}:{model}:{version}", "1", nx=True, ex=quiet_s))
 
     def window_stats(self, model: str, version: str, window: WindowSpec, now: float) -> np.ndarray:
         """The summed statistics vector of ``window`` ending at ``now`` (all workers' updates)."""
@@ -487,10 +431,9 @@ class RedisStateStore:
         for bucket in window.live_buckets(now):
             pipe.hgetall(f"{self.prefix}:eval:{model}:{version}:{window.name}:{bucket}")
         total = np.zeros(STATS_SIZE)
-        for fields in pipe.execute():
+        with translated("window_stats"):
+            found = pipe.execute()
+        for fields in found:
             for field, value in fields.items():
                 total[int(field)] += float(value)
         return total
-
-    def metrics(self, model: str, version: str, window: WindowSpec, now: float) -> evaluation.Metrics:
-        return evaluation.metrics_of(self.window_stats(model, version, window, now))

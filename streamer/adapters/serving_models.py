@@ -21,12 +21,13 @@ from streamer.adapters.model_repository import LoadedModel
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.core.cards import ModelCard
 from streamer.core.routing import Catalog, Serving
+from streamer.core.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
-class ModelSet:
+class ModelSet(Scorer):
     catalog: Catalog
     scorer: OnnxScorer
 

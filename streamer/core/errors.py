@@ -1,15 +1,35 @@
 """One exception tree for the whole worker; every exception says what to do about it.
 
-- ``DecodeError``: the input itself is bad. Never retried; its ``reason`` is the dead-letter reason
-  (contract section 5, header ``streamer-error``) and ``detail`` the human sentence.
+Every class carries the same policy attributes (class defaults on ``StreamerError``; a unit test pins them):
+
+- ``reason``: the dead-letter reason (contract: header ``streamer-error``, README "Dead-letter reasons") when the
+  error turns a request into a dead letter, else None;
+- ``retriable``: whether doing the same thing again can succeed (a server that may come back), so the caller
+  holds its work and retries instead of giving up;
+- ``exit_code``: the process's exit status for an error that stops the worker (``FatalError``; README "Exit
+  codes"), else None (the CLI exits 2 for any other ``StreamerError``: an operator error);
+- ``topic``, ``partition``, ``offset``: where it happened, when the raiser knows (None otherwise).
+
+The kinds:
+
+- ``DecodeError``: the input itself is bad. Never retried; its ``reason`` is the dead-letter reason and
+  ``detail`` the human sentence.
+- ``ScoringError``: the runtime failed on a batch (``reason`` ``scoring-failed``: the rows of that batch and
+  model become dead letters). Adapters translate the inference library's errors into it.
 - ``ModelError``: a model on disk is unusable (corrupt file, card that disagrees with the graph, checksum
   mismatch). The model is refused; other models keep serving.
-- ``ScoringError``: the runtime failed on a batch; ``retriable`` says whether trying again can help.
 - ``ConfigError``: a setting is wrong; raised once at start, before anything connects.
+- ``StateStoreError``: the shared state store (Redis) failed a call; ``retriable`` when it did not answer
+  (connection refused, timeout, loading), not when it refused the call (authentication, a script error).
+  Adapters translate the client library's errors into it; services hold their work and retry.
+- ``BrokerError``: the Kafka cluster refused or did not answer a request outside the data path (admin,
+  metadata); retriable.
+- ``TopicRangeError``, ``BatchFileError``: what ``streamer batch`` was asked to read or write cannot be.
+- ``DevStackError``: a server of the embedded development stack did not come up.
 - ``FatalError`` and its kinds: the worker cannot make progress and must exit, non-zero, for its replacement
-  to recover by read-back. ``exit_code`` is the process's exit status (documented in the README):
-  ``OutputError`` (3: an output could not be delivered), ``TopicsChanged`` (4: an output topic was deleted or
-  resized under the worker), ``Stalled`` (5: a partition held work without progress past the bound).
+  to recover by read-back: ``OutputError`` (3: an output could not be delivered), ``TopicsChanged`` (4: an
+  output topic was deleted or resized under the worker), ``Stalled`` (5: a partition held work without
+  progress past the bound), ``BrokerUnreachable`` (6: no broker answered at start).
 """
 
 from __future__ import annotations
@@ -26,7 +46,33 @@ DEAD_LETTER_REASONS = frozenset({INVALID_JSON, SCHEMA, UNKNOWN_MODEL, TOO_LARGE,
 
 
 class StreamerError(Exception):
-    """Root of every error streamer raises on purpose."""
+    """Root of every error streamer raises on purpose; the class attributes are the policy defaults."""
+
+    reason: str | None = None
+    retriable: bool = False
+    exit_code: int | None = None
+    topic: str | None = None
+    partition: int | None = None
+    offset: int | None = None
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retriable: bool | None = None,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        if retriable is not None:
+            self.retriable = retriable
+        if topic is not None:
+            self.topic = topic
+        if partition is not None:
+            self.partition = partition
+        if offset is not None:
+            self.offset = offset
 
 
 class ConfigError(StreamerError):
@@ -36,7 +82,7 @@ class ConfigError(StreamerError):
 class DecodeError(StreamerError):
     """A message cannot be scored as it is. ``reason`` is one of ``DEAD_LETTER_REASONS``."""
 
-    retriable = False
+    reason: str
 
     def __init__(self, reason: str, detail: str) -> None:
         if reason not in DEAD_LETTER_REASONS:
@@ -62,18 +108,43 @@ class ModelError(StreamerError):
 
 
 class ScoringError(StreamerError):
-    """Inference failed for a whole batch. Not retriable means: dead-letter the rows as ``scoring-failed``."""
+    """Inference failed for a whole batch: its rows of that model are dead-lettered as ``scoring-failed``."""
 
-    def __init__(self, detail: str, *, retriable: bool = False) -> None:
+    reason = SCORING_FAILED
+
+    def __init__(self, detail: str) -> None:
         super().__init__(detail)
         self.detail = detail
-        self.retriable = retriable
+
+
+class StateStoreError(StreamerError):
+    """The shared state store failed a call. Retriable unless the store refused it (auth, a script error)."""
+
+    retriable = True
+
+
+class BrokerError(StreamerError):
+    """The cluster refused or did not answer a request outside the data path (admin, metadata)."""
+
+    retriable = True
+
+
+class TopicRangeError(StreamerError):
+    """The topic, a partition or the range cannot be read, or predictions could not be delivered."""
+
+
+class BatchFileError(StreamerError):
+    """A file cannot be read or written as asked (unknown format, unreadable, not a table)."""
+
+
+class DevStackError(StreamerError):
+    """A server of the embedded stack could not be started or reached; the message carries its log tail."""
 
 
 class FatalError(StreamerError):
     """The worker must stop: it exits with ``exit_code`` and the next owner of its partitions recovers."""
 
-    exit_code = 1
+    exit_code: int = 1
 
 
 class OutputError(FatalError):
@@ -88,13 +159,13 @@ class TopicsChanged(FatalError):
     exit_code = 4
 
 
-class BrokerUnreachable(FatalError):
-    """The broker did not answer within ``kafka.startup_timeout_s`` of the worker's start (each attempt logged)."""
-
-    exit_code = 6
-
-
 class Stalled(FatalError):
     """A partition held work without progress for longer than the bound (a wedged callback, a lost report)."""
 
     exit_code = 5
+
+
+class BrokerUnreachable(FatalError):
+    """The broker did not answer within ``kafka.startup_timeout_s`` of the worker's start (each attempt logged)."""
+
+    exit_code = 6

@@ -25,9 +25,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamer.adapters.kafka_admin import client_config
-from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, REREAD, UNKNOWN, RedisStateStore
 from streamer.core.envelope import dead_letter_headers, decode_label
-from streamer.core.errors import DecodeError
+from streamer.core.errors import DecodeError, StateStoreError
+from streamer.core.state import DUPLICATE, JOINED, LEARNED, REREAD, UNKNOWN, StateStore
 from streamer.core.types import SourceRef
 from streamer.services.prediction_log import PredictionLog
 from streamer.services.runner import Background, Service
@@ -46,7 +46,7 @@ class LabelConsumer(Background):
         group_id: str,
         feedback_topic: str,
         dlq_topic: str,
-        store: RedisStateStore,
+        store: StateStore,
         observer: Any,
         prediction_log: PredictionLog | None = None,
         *,
@@ -127,7 +127,7 @@ class LabelConsumer(Background):
             try:
                 codes = self._store.apply_labels(labels, time.time())
                 break
-            except Exception as exc:  # Redis down: hold the batch (offsets stay uncommitted) and retry
+            except StateStoreError as exc:  # Redis down: hold the batch (offsets stay uncommitted) and retry
                 self._observer.on_redis_error("apply_labels")
                 log.warning("cannot apply %s labels (%s); retrying", len(labels), exc)
                 if self.service.wait(1.0):

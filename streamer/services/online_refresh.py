@@ -17,14 +17,12 @@ import threading
 import time
 from typing import Any
 
-import onnxruntime as ort
-
 from streamer.adapters import online as online_models
-from streamer.adapters.model_repository import LoadedModel, session_options
-from streamer.adapters.online import OnlineModel, weights_of
-from streamer.adapters.onnx_logistic import build_logistic
-from streamer.adapters.redis_state import RedisStateStore
+from streamer.adapters.model_repository import LoadedModel
+from streamer.adapters.online import OnlineModel
 from streamer.adapters.serving_models import ServingModels
+from streamer.core.errors import StateStoreError
+from streamer.core.state import StateStore
 from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
@@ -33,7 +31,7 @@ log = logging.getLogger(__name__)
 class OnlineRefresher(Background):
     def __init__(
         self,
-        store: RedisStateStore,
+        store: StateStore,
         serving: ServingModels,
         observer: Any,
         refresh_s: float,
@@ -58,7 +56,7 @@ class OnlineRefresher(Background):
         for model in waiting:
             try:
                 [registered] = online_models.register(self._store, [model])
-            except Exception as exc:  # Redis down: serve the shipped weights, register at a later refresh
+            except StateStoreError as exc:  # Redis down: serve the shipped weights, register at a later refresh
                 self._observer.on_redis_error("online_register")
                 log.warning("cannot register online model %s in Redis yet (%s)", model.card.ref, exc)
                 with self._lock:
@@ -87,19 +85,16 @@ class OnlineRefresher(Background):
             name, version = online.card.name, str(online.card.version)
             try:
                 shared = self._store.online_weights(name, version)
-            except Exception as exc:  # Redis down: keep serving the last weights; the age gauge grows
+            except StateStoreError as exc:  # Redis down: keep serving the last weights; the age gauge grows
                 self._observer.on_redis_error("online_refresh")
                 log.debug("cannot refresh %s (%s)", online.card.ref, exc)
                 shared = None
             else:
                 online.refreshed = now
             if shared is not None and shared.updates != online.updates:
-                data = build_logistic(online.card, weights_of(online.spec, shared))
-                session = ort.InferenceSession(
-                    data, sess_options=session_options(self._threads), providers=["CPUExecutionProvider"]
+                self._serving.replace_session(
+                    online_models.with_weights(online.model, online.spec, shared, self._threads)
                 )
-                model = online.model
-                self._serving.replace_session(LoadedModel(model.card, model.path, session, model.output_names))
                 online.updates = shared.updates
                 self._observer.on_online_weights(name, version, shared.updates, now - online.refreshed)
             else:

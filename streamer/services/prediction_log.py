@@ -19,10 +19,11 @@ import threading
 import time
 from typing import Any
 
-from streamer.adapters.redis_state import LoggedBatch, RedisStateStore
+from streamer.core.errors import StateStoreError
 from streamer.core.ledger import Release
 from streamer.core.outputs import OutputRecords
 from streamer.core.scoring import ScoredBatch
+from streamer.core.state import LoggedBatch, StateStore
 from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 class PredictionLog(Background):
     def __init__(
         self,
-        store: RedisStateStore,
+        store: StateStore,
         observer: Any,
         max_queued: int = 200_000,
         flush_every_s: float = 0.05,
@@ -114,7 +115,7 @@ class PredictionLog(Background):
             return False
         try:
             self.logged += self._store.log_packed([blob for blob, _ in taken])
-        except Exception as exc:  # Redis down: put the rows back (bounded by max_queued) and retry later
+        except StateStoreError as exc:  # Redis down: put the rows back (bounded by max_queued) and retry later
             self._observer.on_redis_error("log_predictions")
             if not self._failing:
                 log.warning("cannot log %s predictions to Redis (%s); retrying", rows, exc)
@@ -135,7 +136,7 @@ class PredictionLog(Background):
         if taken:
             try:
                 self.logged += self._store.log_packed([blob for blob, _ in taken])
-            except Exception as exc:
+            except StateStoreError as exc:
                 log.warning("%s predictions not logged at stop (%s)", rows, exc)
 
     def wait_logged(self, timeout_s: float) -> bool:

@@ -23,10 +23,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from streamer.adapters.control_channel import ControlChannel
-from streamer.adapters.redis_state import RedisStateStore
 from streamer.adapters.serving_models import ServingModels
 from streamer.core import rollout
+from streamer.core.errors import StateStoreError
 from streamer.core.rollout import ControlState, RolloutPolicy
+from streamer.core.state import StateStore
 from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,7 @@ class Rollouts(Background):
     def __init__(
         self,
         channel: ControlChannel,
-        store: RedisStateStore,
+        store: StateStore,
         serving: ServingModels,
         policies: Mapping[str, RolloutPolicy],
         emit: Callable[..., Any],
@@ -58,7 +59,7 @@ class Rollouts(Background):
         for name, policy in self._policies.items():
             try:
                 self.check(name, policy)
-            except Exception as exc:  # Redis down: decide later
+            except StateStoreError as exc:  # Redis down: decide later
                 self._observer.on_redis_error("rollout")
                 log.debug("rollout check of %s failed: %s", name, exc)
         return False

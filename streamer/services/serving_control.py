@@ -15,6 +15,7 @@ from typing import Any
 
 from streamer.adapters.control_channel import ControlChannel
 from streamer.adapters.serving_models import ServingModels
+from streamer.core.errors import StateStoreError
 from streamer.core.rollout import ControlState
 from streamer.core.routing import Serving
 from streamer.services.runner import Background, Service
@@ -45,7 +46,7 @@ class ServingControl(Background):
     def start(self) -> None:
         try:
             self.apply_once()
-        except Exception as exc:  # Redis down at start: serve the configuration until it answers
+        except StateStoreError as exc:  # Redis down at start: serve the configuration until it answers
             self._observer.on_redis_error("control_read")
             log.warning("cannot read the serving state from Redis (%s): serving the configured policy", exc)
         super().start()
@@ -53,7 +54,7 @@ class ServingControl(Background):
     def _step(self) -> bool:
         try:
             self.apply_once()
-        except Exception:
+        except StateStoreError:
             self._observer.on_redis_error("control_read")
         return False
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 
-from streamer.core.errors import TopicsChanged
+from streamer.core.errors import BrokerError, TopicsChanged
 from streamer.services.runner import Background, Service
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ class TopicWatch(Background):
     def check(self) -> bool:
         try:
             counts = self._counts(self._topics)
-        except Exception as exc:  # broker unreachable: not a change; the data path has its own bounds
+        except BrokerError as exc:  # broker unreachable: not a change; the data path has its own bounds
             log.warning("cannot read topic metadata (%s); retrying", exc)
             return False
         problems = topic_changes(counts, self._topics, self._partitions)

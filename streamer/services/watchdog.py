@@ -46,7 +46,8 @@ class Watchdog(Background):
             self._observer.on_stalled(partition, seconds)
             error = Stalled(
                 f"partition {partition} has held work for {seconds:.1f} s without progress "
-                f"(worker.stall_timeout_s = {self._bound_s:g}); exiting so that its next owner recovers it"
+                f"(worker.stall_timeout_s = {self._bound_s:g}); exiting so that its next owner recovers it",
+                partition=partition,
             )
             log.critical("%s", error)
             self._on_stall(error)

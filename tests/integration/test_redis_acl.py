@@ -18,6 +18,7 @@ import redis
 from streamer.adapters import devstack
 from streamer.adapters.redis_state import JOINED, LoggedPrediction, RedisStateStore
 from streamer.config import RedisSettings
+from streamer.core.errors import StateStoreError
 
 SYSTEM_REDIS = Path("/usr/bin/redis-server")
 PASSWORD = "acl-Redis-pw-93ad"  # a test secret that must never be printed
@@ -66,14 +67,16 @@ def test_the_acl_confines_the_user_to_its_prefix(acl_redis: int) -> None:
     """The ACL is really in force: the same user cannot touch keys outside ``streamer:*``."""
     url = f"redis://streamer:{PASSWORD}@127.0.0.1:{acl_redis}/0"
     store = RedisStateStore.from_settings(RedisSettings(url=url, key_prefix="other"))
-    with pytest.raises(redis.ResponseError, match="can't access"):
+    with pytest.raises(StateStoreError, match="can't access") as refused:
         store.log_predictions([LoggedPrediction("r-1", "fraud", "1", 0.9, 0.5, time.time())])
+    assert isinstance(refused.value.__cause__, redis.ResponseError) and not refused.value.retriable
 
 
 def test_the_default_user_is_refused(acl_redis: int) -> None:
     store = RedisStateStore.from_settings(RedisSettings(url=f"redis://127.0.0.1:{acl_redis}/0"))
-    with pytest.raises(redis.exceptions.AuthenticationError):
+    with pytest.raises(StateStoreError) as refused:
         store.log_predictions([LoggedPrediction("r-1", "fraud", "1", 0.9, 0.5, time.time())])
+    assert isinstance(refused.value.__cause__, redis.exceptions.AuthenticationError) and not refused.value.retriable
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import redis
 from streamer.adapters import devstack
 from streamer.adapters.redis_state import JOINED, LoggedPrediction, RedisStateStore
 from streamer.config import RedisSettings
-from streamer.core.errors import ConfigError
+from streamer.core.errors import ConfigError, StateStoreError
 
 SYSTEM_REDIS = Path("/usr/bin/redis-server")
 
@@ -70,20 +70,23 @@ def test_tls_and_auth_from_the_settings(tls_redis: tuple[int, Path]) -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "password", "ca", "error"),
+    ("url", "password", "ca", "error", "retriable"),
     [
-        ("rediss://127.0.0.1:{port}/0", "pw", None, redis.ConnectionError),  # the server's CA is not trusted
-        ("rediss://127.0.0.1:{port}/0", "wrong", "ca", redis.AuthenticationError),
-        ("redis://127.0.0.1:{port}/0", "pw", None, redis.ConnectionError),  # plain text to a TLS port
+        ("rediss://127.0.0.1:{port}/0", "pw", None, redis.ConnectionError, True),  # the server's CA is not trusted
+        ("rediss://127.0.0.1:{port}/0", "wrong", "ca", redis.AuthenticationError, False),
+        ("redis://127.0.0.1:{port}/0", "pw", None, redis.ConnectionError, True),  # plain text to a TLS port
     ],
 )
 def test_a_wrong_tls_or_auth_setting_fails_to_connect(
-    tls_redis: tuple[int, Path], url: str, password: str, ca: str | None, error: type[Exception]
+    tls_redis: tuple[int, Path], url: str, password: str, ca: str | None, error: type[Exception], retriable: bool
 ) -> None:
+    """As ``StateStoreError`` (the library's error its cause): not retriable when Redis refused the password; a
+    failed handshake looks like a server that did not answer, which may be retried."""
     port, ca_file = tls_redis
     settings = RedisSettings(url=url.format(port=port), password=password, ssl_ca_certs=str(ca_file) if ca else None)
-    with pytest.raises(error):
+    with pytest.raises(StateStoreError) as failed:
         RedisStateStore.from_settings(settings).log_predictions([LoggedPrediction("r", "m", "1", 0.5, 0.5, 1.0)])
+    assert isinstance(failed.value.__cause__, error) and failed.value.retriable is retriable
 
 
 def test_tls_files_without_a_rediss_url_are_a_config_error() -> None:

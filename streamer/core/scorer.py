@@ -1,0 +1,73 @@
+"""The scorer contract: what the scoring graph calls to run one model version over a feature matrix.
+
+``Scorer.infer(card, matrix)`` is the ``Infer`` of ``core.graph`` (pass ``scorer.infer``). Every implementation
+-- ``adapters.onnx_scorer.OnnxScorer`` (ONNX Runtime), ``adapters.serving_models.ModelSet`` (the set a batch is
+scored with), ``FunctionScorer`` below (pure, for tests and benches) -- passes one suite of checks,
+``tests/contract/scorer_checks.py``:
+
+- input: a float32 matrix ``[rows, len(card.features)]``, columns in the card's feature order;
+- rows out equal rows in: every output's first dimension is ``rows``, also for ``rows == 0``;
+- a matrix of another rank, width or dtype, or a version the scorer does not serve, raises ``ScoringError``
+  (never a library's exception): the rows of that batch and model become ``scoring-failed`` dead letters;
+- deterministic: the same matrix gives the same outputs, bit for bit;
+- safe to call from several threads at once, each call's outputs those of a call made alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from streamer.core.cards import ModelCard
+from streamer.core.errors import ScoringError
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    __slots__ = ()  # implementations may be slotted dataclasses (``ModelSet``)
+
+    def infer(self, card: ModelCard, matrix: np.ndarray) -> Mapping[str, np.ndarray]:
+        """The outputs of ``card``'s model over ``matrix`` (module docstring), or ``ScoringError``."""
+        ...
+
+
+def check_matrix(card: ModelCard, matrix: np.ndarray) -> None:
+    """``ScoringError`` unless ``matrix`` is what ``card``'s model takes: float32, ``[rows, features]``."""
+    width = len(card.features)
+    if not isinstance(matrix, np.ndarray) or matrix.ndim != 2 or matrix.shape[1] != width:
+        shape = getattr(matrix, "shape", type(matrix).__name__)
+        raise ScoringError(f"{card.ref}: input of shape {shape}, the model takes [rows, {width}]")
+    if matrix.dtype != np.float32:
+        raise ScoringError(f"{card.ref}: input of dtype {matrix.dtype}, the model takes float32")
+
+
+Model = Callable[[np.ndarray], Mapping[str, np.ndarray]]
+
+
+class FunctionScorer(Scorer):
+    """Models as plain functions of the matrix, by ``name@version``: the scorer of unit tests and benches.
+
+    Checks the input (``check_matrix``) and the row count of every output, as the contract asks; a function
+    that raises fails the call with ``ScoringError``. Immutable; as thread-safe as its functions."""
+
+    def __init__(self, models: Mapping[str, Model]) -> None:
+        self._models = dict(models)
+
+    def infer(self, card: ModelCard, matrix: np.ndarray) -> dict[str, np.ndarray]:
+        model = self._models.get(card.ref)
+        if model is None:
+            raise ScoringError(f"{card.ref} is not loaded")
+        check_matrix(card, matrix)
+        try:
+            outputs = {name: np.asarray(value) for name, value in model(matrix).items()}
+        except ScoringError:
+            raise
+        except Exception as exc:  # the function's own failure is the batch's, as an inference failure would be
+            raise ScoringError(f"{card.ref}: {type(exc).__name__}: {exc}") from None
+        rows = matrix.shape[0]
+        for name, value in outputs.items():
+            if value.shape[:1] != (rows,):
+                raise ScoringError(f"{card.ref}: output {name!r} has shape {value.shape} for {rows} rows")
+        return outputs
