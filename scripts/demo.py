@@ -3,9 +3,10 @@
 Starts the embedded broker and redis-server, creates the topics, starts one `streamer worker`, sends a few
 thousand synthetic card transactions over many keys (with a sprinkle of broken messages), consumes the
 predictions and dead letters with a progress bar, prints a summary (count, rate, p50/p99 latency, dead letters
-by reason). Then the concept-drift act (``demo_drift.py``): the rule changes halfway, labels flow back, and the
-frozen and online models' accuracy is shown live and saved as ``.streamer/demo/drift.png``. Everything is
-stopped at the end -- also on Ctrl-C or an error.
+by reason) and one frame of ``streamer top`` on the worker's metrics. Then the concept-drift act
+(``demo_drift.py``): the rule changes halfway, labels flow back, and the frozen and online models' accuracy is
+shown live and saved as ``.streamer/demo/drift.png``. Everything is stopped at the end -- also on Ctrl-C or an
+error.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def main() -> int:
     parser.add_argument("--engine", default=os.environ.get("STREAMER_ENGINE", "faust"), choices=("faust", "batch"))
     parser.add_argument("--no-drift", action="store_true", help="Skip the concept-drift act.")
     parser.add_argument("--no-graph", action="store_true", help="Skip the scoring-graph act.")
+    parser.add_argument("--no-top", action="store_true", help="Skip the `streamer top --once` frame.")
     args = parser.parse_args()
 
     state_dir = ROOT / ".streamer" / "demo"
@@ -194,6 +196,11 @@ def main() -> int:
         console.print(table)
         if seen != total:
             return 1
+        if not args.no_top:
+            from streamer import top
+
+            console.rule("[bold]streamer top --once: the worker's /metrics")
+            top.run([metrics_url], 1.0, True, console)
         if not args.no_drift:
             import demo_drift
 

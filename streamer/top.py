@@ -68,6 +68,12 @@ def scrape_all(urls: Sequence[str], timeout_s: float = 2.0) -> list[Scrape]:
 # ------------------------------------------------------------------------------------------------ rendering
 
 
+def _short(url: str) -> str:
+    """``http://host:port/metrics`` -> ``host:port`` (the other forms as given)."""
+    rest = url.split("://", 1)[-1]
+    return rest.removesuffix("/metrics")
+
+
 def _rate(value: float | None) -> str:
     return "-" if value is None else f"{value:,.1f}"
 
@@ -84,12 +90,12 @@ def render(view: View) -> RenderableType:
     over = f"rates over the last {view.interval_s:.1f} s" if view.interval_s else "totals only (one scrape)"
     header = Text.assemble(("streamer top", "bold"), f"  {view.up}/{len(view.workers)} worker(s) up  ", (over, "dim"))
 
-    workers = Table("worker", "state", "req/s", "lag (messages)", "partitions", "batches in flight", **_LEFT)
+    workers = Table("worker", "state", "req/s", "lag", "partitions", "in flight", **_LEFT)
     for w in view.workers:
         state = "[green]up[/]" if w.up else f"[red]down[/] {w.error or ''}"
         lag = f"{w.lag_messages:,.0f}" if w.up else "-"
         workers.add_row(
-            w.target,
+            _short(w.target),
             state,
             _rate(w.requests_per_s),
             lag,
@@ -97,7 +103,7 @@ def render(view: View) -> RenderableType:
             f"{w.inflight_batches:.0f}" if w.up else "-",
         )
 
-    requests = Table("model", "version", "predictions/s", "dead letters/s", "predictions", "dead letters", **_LEFT)
+    requests = Table("model", "version", "pred/s", "dead/s", "predictions", "dead letters", **_LEFT)
     for r in view.requests:
         requests.add_row(
             r.model,
@@ -121,6 +127,8 @@ def render(view: View) -> RenderableType:
     for d in view.dead_letters:
         if d.total > 0:
             reasons.add_row(d.reason, f"{d.total:,.0f}", _rate(d.per_s))
+    if not requests.rows:
+        requests.add_row("(no requests yet)", "", "", "", "", "")
     if not reasons.rows:
         reasons.add_row("(none)", "0", "-")
 

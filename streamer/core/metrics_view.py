@@ -259,8 +259,10 @@ def build_view(previous: Sequence[Scrape] | None, current: Sequence[Scrape]) -> 
             continue
         _, rates = _rates([(before_of.get(scrape.target), scrape)], "streamer_requests_total", ())
         lag = _series(scrape.samples, "streamer_consumer_lag_messages", ("partition",))
+        depth = _series(scrape.samples, "streamer_reorder_buffer_depth_messages", ("partition",))
         inflight = sum(v for _, v in scrape.samples.get("streamer_inflight_batches", ()))
-        workers.append(WorkerRow(scrape.target, True, None, rates.get(()), sum(lag.values()), len(lag), inflight))
+        partitions = len(lag.keys() | depth.keys())
+        workers.append(WorkerRow(scrape.target, True, None, rates.get(()), sum(lag.values()), partitions, inflight))
 
     with_rates = _has_rates(pairs)
     totals, rates = _rates(pairs, "streamer_requests_total", ("model", "version", "outcome"))
@@ -275,7 +277,8 @@ def build_view(previous: Sequence[Scrape] | None, current: Sequence[Scrape]) -> 
             rates.get((model, version, "dead_letter"), 0.0) if with_rates else None,
         )
         for model, version in models
-        if model or totals.get((model, version, "dead_letter"), 0.0) or totals.get((model, version, "prediction"), 0.0)
+        # a version that has answered nothing yet (its counters start at 0) is not a row
+        if totals.get((model, version, "dead_letter"), 0.0) or totals.get((model, version, "prediction"), 0.0)
     ]
 
     reason_totals, reason_rates = _rates(pairs, "streamer_dead_letters_total", ("reason",))
