@@ -10,9 +10,9 @@ Each client is a keep-alive connection sending one-row ``[1, 6]`` FP32 inference
 The first second of each point is warm-up and not counted. The server's ``streamer_oip_batch_size_requests``
 gives the mean requests per ONNX call.
 
-The gain at equal p99: for a p99 budget -- the p99 batching-off reaches at the highest client count -- the
-best throughput each mode sustains with its p99 within the budget (interpolated between measured points),
-and their ratio.
+The gain at equal p99: for a p99 budget -- each p99 batching-off reaches beyond one client, the last one at the
+highest client count -- the best throughput each mode sustains with its p99 within the budget (interpolated
+between measured points), and their ratio.
 """
 
 from __future__ import annotations
@@ -173,10 +173,18 @@ def main() -> None:
             finally:
                 process.terminate()
                 process.wait(10)
-    budget = max(results["off"], key=lambda p: p["clients"])["p99_ms"]
-    on, off = best_within(results["on"], budget), best_within(results["off"], budget)
-    gain = round(on / off, 2) if off else None
-    print(f"\nat p99 <= {budget:.2f} ms: batching on {on:,.0f} req/s, off {off:,.0f} req/s: gain x{gain}")
+    print()
+    gains = []
+    for point in sorted(results["off"], key=lambda p: p["clients"])[1:]:  # each p99 batching-off reaches
+        budget = point["p99_ms"]
+        on, off = best_within(results["on"], budget), best_within(results["off"], budget)
+        gains.append(
+            {"p99_ms": budget, "on": round(on), "off": round(off), "gain": round(on / off, 2) if off else None}
+        )
+        print(
+            f"at p99 <= {budget:.2f} ms: batching on {on:,.0f} req/s, off {off:,.0f} req/s: gain x{gains[-1]['gain']}"
+        )
+    budget, gain = gains[-1]["p99_ms"], gains[-1]["gain"]
     print("\n| clients | on req/s | on p50 ms | on p99 ms | on mean batch | off req/s | off p50 ms | off p99 ms |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for a, b in zip(results["on"], results["off"], strict=True):
@@ -186,7 +194,14 @@ def main() -> None:
         )
     record(
         "oip",
-        {"rows_per_request": args.rows, "seconds": args.seconds, **results, "p99_budget_ms": budget, "gain": gain},
+        {
+            "rows_per_request": args.rows,
+            "seconds": args.seconds,
+            **results,
+            "gains": gains,
+            "p99_budget_ms": budget,
+            "gain": gain,
+        },
     )
 
 
