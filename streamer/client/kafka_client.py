@@ -386,10 +386,14 @@ class ScoringClient:
     # ------------------------------------------------------------------------------------------ answers
 
     def _serve(self) -> None:
-        consume, poll = self._consumer.consume, self._producer.poll
+        # consume(n, timeout) waits until it has n records or the timeout is over: an answer would wait for
+        # the timeout. So: block for the first record only (poll returns as soon as one is there), then take
+        # what else is already fetched without waiting -- one wake-up per answer when idle, batches under load.
+        next_record, consume, poll = self._consumer.poll, self._consumer.consume, self._producer.poll
         while self._running:
             try:
-                messages = consume(num_messages=1024, timeout=0.05)
+                first = next_record(0.05)
+                messages = [] if first is None else [first, *consume(num_messages=1024, timeout=0)]
             except (KafkaException, RuntimeError) as exc:
                 log.warning("scoring client: consume failed: %s", exc)
                 messages = []
@@ -398,7 +402,7 @@ class ScoringClient:
                 self._route(messages)
 
     def _route(self, messages: list[Message]) -> None:
-        router, dlq = self._router, self.dlq_topic
+        router, dlq, requests_topic = self._router, self.dlq_topic, self.requests_topic
         complete: list[Waiter] = []
         with self._lock:
             for message in messages:
@@ -414,13 +418,16 @@ class ScoringClient:
                 if ident is not None and ident not in router:
                     continue  # someone else's answer: the common case on a shared topic
                 headers = message.headers()
-                entry = router.claim(ident, _source_of(headers))
+                source = _source_of(headers)
+                if source is not None and source[0] != requests_topic:
+                    continue  # the answer to another topic's record (a feedback dead letter has ids too)
+                entry = router.claim(ident, source)
                 if entry is None:
                     continue
                 waiter, slot = entry
                 result: Outcome
                 if message.topic() == dlq:
-                    source = waiter.sources[slot] or _source_of(headers)
+                    source = waiter.sources[slot] or source
                     result = DeadLetter(
                         waiter.ids[slot],
                         _header(headers, ERROR_HEADER),
