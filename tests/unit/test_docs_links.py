@@ -121,6 +121,14 @@ def test_github_heading_slugs() -> None:
     assert anchors("# A\n## A\n## A\n") == {"a", "a-1", "a-2"}
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: str(p.relative_to(REPO)))
+def test_no_table_cell_is_split_by_a_pipe_inside_code(page: Path) -> None:
+    """GitHub splits a table row at every unescaped ``|``, also inside a code span: the cell breaks."""
+    rows = [line for line in _FENCE.sub("", page.read_text(encoding="utf-8")).splitlines() if line.startswith("|")]
+    split = [span for row in rows for span in re.findall(r"`[^`]*`", row) if re.search(r"(?<!\\)\|", span)]
+    assert split == [], f"{page.relative_to(REPO)}: write these without a bare | (or as \\|): {split}"
+
+
 # ------------------------------------------------------------------------------------------------ runbook
 
 
