@@ -82,7 +82,7 @@ def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1000:,.1f}"
 
 
-_LEFT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "title_justify": "left", "pad_edge": False}
+_LEFT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "pad_edge": False}
 
 
 def render(view: View) -> RenderableType:
@@ -139,7 +139,10 @@ def render(view: View) -> RenderableType:
     if not accuracy.rows:
         accuracy.add_row("(no labels joined yet)", "", "", "", "")
 
-    return Group(header, workers, requests, latency, reasons, accuracy)
+    side_by_side = Table.grid(padding=(0, 4))
+    side_by_side.add_row(reasons, accuracy)
+    gap = Text("")
+    return Group(header, gap, workers, gap, requests, gap, latency, gap, side_by_side)
 
 
 # ------------------------------------------------------------------------------------------------ loop
