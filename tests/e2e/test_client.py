@@ -23,6 +23,7 @@ from streamer.adapters import devstack
 from streamer.adapters.kafka_admin import KafkaAdmin
 from streamer.cli import app
 from streamer.client import DeadLetter, Prediction, Request, ScoreTimeout, ScoringClient
+from streamer.core.errors import StreamerError
 from streamer.core.metrics_view import build_view
 from streamer.top import scrape
 from tests.conftest import REPO
@@ -206,3 +207,8 @@ def test_the_readme_example_runs(
     assert printed[0].split()[1:3] == ["fraud", "1"]
     assert printed[1].startswith("schema ")
     assert [type(a).__name__ for a in namespace["answers"]] == ["Prediction", "Prediction"]
+
+
+def test_a_missing_topic_fails_the_constructor_in_one_line(served: Served) -> None:
+    with pytest.raises(StreamerError, match=r"^topic client-absent-\w+ does not exist \(create it"):
+        ScoringClient(served.bootstrap, requests_topic=f"client-absent-{uuid.uuid4().hex[:6]}")
