@@ -160,3 +160,80 @@ def test_errors_say_what_happened_and_survive_pickling() -> None:
     assert pickle.loads(pickle.dumps(dead)).reason == "schema"
     timeout = ScoreTimeout(["a", "b", "c", "d"], [1, None, None, None, None], 2.0)
     assert isinstance(timeout, TimeoutError) and "4 of 5" in str(timeout)
+
+
+class FakeRecord:
+    """What the consumer thread reads of a record (confluent_kafka.Message's accessors)."""
+
+    def __init__(self, topic: str, value: bytes, headers: list | None = None, key: bytes | None = None) -> None:
+        self._topic, self._value, self._headers, self._key = topic, value, headers, key
+
+    def error(self) -> None:
+        return None
+
+    def topic(self) -> str:
+        return self._topic
+
+    def value(self) -> bytes:
+        return self._value
+
+    def headers(self) -> list | None:
+        return self._headers
+
+    def key(self) -> bytes | None:
+        return self._key
+
+
+def routing_client() -> ScoringClient:
+    """The client's routing half only: no producer, consumer or thread."""
+    import threading
+
+    client = ScoringClient.__new__(ScoringClient)
+    client._router, client._lock = Router(), threading.Lock()
+    client.requests_topic, client.predictions_topic, client.dlq_topic = "requests", "predictions", "requests.dlq"
+    return client
+
+
+def source(offset: int, topic: str = "requests") -> list[tuple[str, bytes]]:
+    return [
+        ("streamer-source-topic", topic.encode()),
+        ("streamer-source-partition", b"0"),
+        ("streamer-source-offset", str(offset).encode()),
+    ]
+
+
+def test_the_thread_routes_predictions_and_dead_letters_and_skips_the_rest() -> None:
+    client = routing_client()
+    waiter = Waiter(["a", "b", "c"], Future())
+    client._router.add(waiter)
+    client._router.delivered(waiter, 2, ("requests", 0, 12))
+    feedback_dead = [("streamer-error", b"schema"), *source(3, "feedback")]
+    client._route(
+        [
+            FakeRecord("predictions", b'{"id":"stranger","score":0.1}', source(1)),
+            FakeRecord("requests.dlq", b'{"id":"b","label":"x"}', feedback_dead),  # a label's dead letter
+            FakeRecord("predictions", b'{"id":"a","model":"fraud","version":"1","score":0.25}', source(10)),
+            FakeRecord("requests.dlq", b"not json", source(99)),  # someone else's unreadable request
+        ]
+    )
+    assert waiter.results[0].score == 0.25 and waiter.results[1] is None
+    client._route(
+        [
+            FakeRecord(
+                "requests.dlq",
+                b'{"id":"b","features":{"amount":"x"}}',
+                [("streamer-error", b"schema"), ("streamer-error-detail", b"amount is a string"), *source(11)],
+                key=b"k",
+            ),
+            FakeRecord("requests.dlq", b'{"id":"c","features":{"amo', [("streamer-error", b"too-large"), *source(12)]),
+        ]
+    )
+    assert waiter.done and waiter.context.done()
+    dead_b, dead_c = waiter.results[1], waiter.results[2]
+    assert isinstance(dead_b, DeadLetter) and (dead_b.reason, dead_b.detail, dead_b.key) == (
+        "schema",
+        "amount is a string",
+        b"k",
+    )
+    assert dead_b.source == Source("requests", 0, 11)
+    assert isinstance(dead_c, DeadLetter) and dead_c.id == "c" and dead_c.reason == "too-large"  # cut: by source
