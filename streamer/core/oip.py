@@ -442,7 +442,8 @@ def model_metadata(
     """``GET /v2/models/{name}[/versions/{v}]``: inputs, outputs, datatypes and shapes from the card.
 
     The input is the card's ``[rows, n_features]`` FP32 tensor (-1: any number of rows); one ``[rows]`` tensor
-    per feature (``parameters.features``, in column order) is the protocol's other accepted form."""
+    per feature (``parameters.features``, in column order) is the other accepted form, and a declared graph's
+    only one (it has no matrix input)."""
     card = cards[version if version is not None else serving]  # type: ignore[index]
     listed = [
         {"name": output_name(o.name), "datatype": o.datatype, "shape": [-1 if d < 0 else d for d in o.shape]}
@@ -458,7 +459,11 @@ def model_metadata(
         "name": name,
         "versions": [str(version)] if version is not None else [str(v) for v in sorted(cards)],
         "platform": PLATFORM,
-        "inputs": [{"name": card.input, "datatype": "FP32", "shape": [-1, len(card.features)]}],
+        "inputs": (
+            [{"name": card.input, "datatype": "FP32", "shape": [-1, len(card.features)]}]
+            if card.input  # a declared graph has no matrix input of its own: one tensor per feature
+            else [{"name": feature, "datatype": "FP32", "shape": [-1]} for feature in card.features]
+        ),
         "outputs": listed,
         "parameters": {
             "features": ",".join(card.features),

@@ -1,6 +1,7 @@
 """``streamer serve`` (no Kafka) checked with Triton's HTTP client: health, readiness, model metadata, inference
 of one row and of 1,000, the protocol's errors, version routing, batching of concurrent requests and the
-metrics. One server for the module, over a copy of the shipped model as versions 1 and 2 (pinned to 1).
+metrics. One server for the module, over a copy of the shipped model as versions 1 and 2 (pinned to 1), and
+the example fraud graph (two-phase scoring, then business rules: a ``decision`` per row).
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     shutil.copytree(REPO / "models" / "fraud" / "1", models / "fraud" / "2")
     card = models / "fraud" / "2" / "card.toml"
     card.write_text(card.read_text().replace("version = 1", "version = 2", 1))
+    shutil.copytree(REPO / "examples" / "models" / "fraud-online", models / "fraud-online")
+    (root / "graphs").mkdir()  # beside models/: read at start
+    shutil.copy(REPO / "examples" / "graphs" / "fraud-graph.toml", root / "graphs")
     (root / "streamer.toml").write_text("[models]\npins = { fraud = 1 }\n")
     environ = {
         "PATH": "/usr/bin:/bin",
@@ -166,6 +170,25 @@ def test_concurrent_requests_share_batches_and_are_counted(server: str) -> None:
     assert after['streamer_oip_requests_total{model="fraud",status="200",version="2"}'] >= 1
     assert 'streamer_oip_requests_total{model="fraud",status="400",version="2"}' in after  # starts at 0
     assert delta('streamer_oip_request_seconds_count{model="fraud"}') == 401
+
+
+def test_a_graph_with_rules_answers_its_decision_per_row(server: str) -> None:
+    client = triton.InferenceServerClient(server)
+    metadata = client.get_model_metadata("fraud-graph")
+    features = metadata["parameters"]["features"].split(",")
+    assert metadata["inputs"] == [{"name": f, "datatype": "FP32", "shape": [-1]} for f in features]
+    assert [o["name"] for o in metadata["outputs"]] == ["score", "label", "decision", "reasons"]
+    inputs = []
+    for k, name in enumerate(features):
+        tensor = triton.InferInput(name, [50], "FP32")
+        tensor.set_data_from_numpy(ROWS[:50, k].copy())
+        inputs.append(tensor)
+    result = client.infer("fraud-graph", inputs)
+    decisions = {str(d) for d in result.as_numpy("decision")}  # JSON BYTES come back as str
+    assert decisions and decisions <= {"allow", "review", "deny"}
+    reasons = [json.loads(r) for r in result.as_numpy("reasons")]
+    assert len(reasons) == 50 and all(isinstance(r, list) and r for r in reasons)
+    assert result.as_numpy("score").shape == (50,)
 
 
 def test_metrics_page_is_served_beside_the_protocol(server: str) -> None:
