@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Protocol
+from urllib.parse import unquote
 
 import msgspec
 
@@ -91,6 +92,21 @@ class OipServer:
             def log_message(self, format: str, *args: Any) -> None:  # no log line per request
                 pass
 
+            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+                """What http.server answers itself (a malformed request line or header) as the protocol's JSON."""
+                body = oip.error_body(message or self.responses.get(code, ("error",))[0])
+                self.close_connection = True
+                try:
+                    self.send_response(code, message)
+                    self.send_header("Content-Type", JSON)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    if self.command != "HEAD" and code >= 200 and code not in (204, 304):
+                        self.wfile.write(body)
+                except OSError:
+                    pass
+
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             request_queue_size = 1024  # many clients connect at once (the bench opens 64)
@@ -121,7 +137,8 @@ class OipServer:
         model, version = "", ""
         try:
             body = self._body(handler)
-            route = oip.route(method, handler.path)
+            # model names are directory names (no "/"): the whole path can be percent-decoded at once
+            route = oip.route(method, unquote(handler.path.split("?", 1)[0]))
             model, version = route.model or "", str(route.version) if route.version is not None else ""
             status, payload, content_type, version = self._answer(route, body, handler, version)
         except oip.OipError as exc:
@@ -150,8 +167,10 @@ class OipServer:
         try:
             length = int(length_text)
         except ValueError:
-            handler.close_connection = True
-            raise oip.OipError(400, f"Content-Length {length_text!r} is not a number") from None
+            length = -1
+        if length < 0:
+            handler.close_connection = True  # where the next request starts is unknown
+            raise oip.OipError(400, f"Content-Length {length_text!r} is not a length")
         if length > self._max_bytes:
             handler.close_connection = True  # the body is not read: the connection cannot be reused
             raise oip.OipError.of(
