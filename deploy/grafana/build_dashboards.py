@@ -134,17 +134,17 @@ MODEL_QUALITY = [
     ),
     (
         "Rolling accuracy by model version and window (all workers, from labels)",
-        'max by (model, version, window) (streamer_rolling_metric{metric="accuracy"})',
+        "max by (model, version, window) (streamer_rolling_accuracy)",
         "percentunit",
     ),
     (
         "Rolling log loss by model version and window",
-        'max by (model, version, window) (streamer_rolling_metric{metric="log_loss"})',
+        "max by (model, version, window) (streamer_rolling_log_loss)",
         "short",
     ),
     (
         "Rolling AUC by model version and window",
-        'max by (model, version, window) (streamer_rolling_metric{metric="auc"})',
+        "max by (model, version, window) (streamer_rolling_auc)",
         "percentunit",
     ),
     (

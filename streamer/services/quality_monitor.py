@@ -1,8 +1,9 @@
 """Model quality, watched from every worker: rolling metrics, the accuracy floor, feature drift, events.
 
 One thread, every ``check_interval_s``:
-- reads the shared rolling evaluation (Redis) of every loaded version and window into
-  ``streamer_rolling_metric`` (Redis down: the gauges keep their last values, the error is counted);
+- reads the shared rolling evaluation (Redis) of every loaded version and window into one gauge per quantity
+  of ``core.evaluation.Metrics`` (``streamer_rolling_labels``, ``_accuracy``, ``_log_loss``, ``_precision``,
+  ``_recall``, ``_auc``, ``_rmse``; Redis down: the gauges keep their last values, the error is counted);
 - checks the serving version of each model against ``evaluation.accuracy_floor`` in ``floor_window`` (with at
   least ``min_labels`` labels): ``streamer_accuracy_below_floor`` and, on entering or leaving that state, an
   ``accuracy-below-floor`` / ``accuracy-recovered`` event;
@@ -15,6 +16,7 @@ makes one worker, not all of them, report a condition they all see.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
@@ -29,6 +31,7 @@ from streamer.config import EvaluationSettings
 from streamer.core.cards import ModelCard
 from streamer.core.drift import FeatureCounts
 from streamer.core.errors import StateStoreError
+from streamer.core.evaluation import Metrics
 from streamer.core.routing import Catalog
 from streamer.core.state import StateStore
 from streamer.services.runner import Background, Service
@@ -36,6 +39,7 @@ from streamer.services.runner import Background, Service
 log = logging.getLogger(__name__)
 
 EVENT_QUIET_S = 60
+ROLLING_QUANTITIES = tuple(f.name for f in dataclasses.fields(Metrics))  # every quantity the evaluation derives
 
 
 class DriftCounts:
@@ -144,7 +148,7 @@ class QualityMonitor(Background):
                     except StateStoreError:  # Redis down: the gauges keep their last values
                         self._observer.on_redis_error("rolling_metrics")
                         return
-                    values = {metric: float(getattr(m, metric)) for metric in ("count", "accuracy", "log_loss", "auc")}
+                    values = {quantity: float(getattr(m, quantity)) for quantity in ROLLING_QUANTITIES}
                     self._observer.on_rolling(name, str(version), window.name, values)
                     if version != serving or window.name != floor.floor_window or floor.accuracy_floor <= 0:
                         continue

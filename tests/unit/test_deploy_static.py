@@ -3,6 +3,7 @@ they parse, and agree with the code (environment variables, metrics port, export
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -102,6 +103,54 @@ def test_every_dashboard_and_rule_query_reads_an_exported_metric() -> None:
         names = metric_names(expr)
         assert names or "up{" in expr, f"{where}: {expr} reads no streamer metric"
         assert names <= exported, f"{where}: {expr} reads {names - exported}, which the worker does not export"
+
+
+# Names the code exported before a rename: the README has a migration note for each; the docs may name them as
+# older names (``streamer top`` still reads them from older workers); no dashboard or rule may.
+RENAMED = {"streamer_rolling_metric"}
+
+
+def recorded_names() -> set[str]:
+    return {r["record"] for g in RULES["groups"] for r in g["rules"] if "record" in r}
+
+
+def test_the_promtool_tests_and_the_dashboard_generator_read_exported_metrics_and_recorded_rules() -> None:
+    """The rules' unit tests feed series under the names the worker exports and query recorded names; the
+    generator of the dashboards writes what is committed."""
+    exported, recorded = exported_metric_names(), recorded_names()
+    promtool = yaml.safe_load((REPO / "deploy/prometheus/rules/streamer_test.yml").read_text())["tests"]
+    tests = "\n".join(
+        [s["series"] for t in promtool for s in t["input_series"]]
+        + [e["expr"] for t in promtool for e in t.get("promql_expr_test", [])]
+    )
+    assert metric_names(tests) and metric_names(tests) <= exported, metric_names(tests) - exported
+    queried = set(re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", tests))
+    assert queried <= recorded, queried - recorded
+    for where, expr in dashboard_exprs():
+        used = set(re.findall(r"\b[a-z_]+:[a-z0-9_]+:[a-z0-9_]+\b", expr))
+        assert used <= recorded, f"{where}: {expr} reads {used - recorded}, which no rule records"
+    spec = importlib.util.spec_from_file_location("build_dashboards", REPO / "deploy/grafana/build_dashboards.py")
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)
+    generated = (REPO / "deploy/grafana/build_dashboards.py").read_text()
+    assert metric_names(generated) <= exported, metric_names(generated) - exported
+    panels = {"overview.json": build.OVERVIEW, "model-quality.json": build.MODEL_QUALITY}
+    for name, committed in DASHBOARDS.items():
+        assert build.dashboard(committed["uid"], committed["title"], panels[name]) == committed, (
+            f"{name} differs from what deploy/grafana/build_dashboards.py writes: re-run it"
+        )
+
+
+def test_the_readme_and_docs_name_only_exported_or_renamed_metrics() -> None:
+    exported = exported_metric_names() | {"streamer_"}  # the prefix itself
+    note = r"\*\*Migration[^*]*\*\*.*?(?:\n\n|$)"  # a "**Migration (...).**" paragraph
+    readme = (REPO / "README.md").read_text()
+    for path in [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md"))]:
+        outside = re.sub(note, "", path.read_text(), flags=re.S)
+        documented = set(re.findall(r"`(streamer_[a-z0-9_]*)", outside))
+        assert documented <= exported | RENAMED, f"{path.relative_to(REPO)} names {documented - exported - RENAMED}"
+    assert metric_names(" ".join(re.findall(note, readme, re.S))) >= RENAMED, "a renamed metric has no migration note"
+    assert not RENAMED & exported
 
 
 def test_grafana_provisioning_points_at_the_shipped_dashboards() -> None:
