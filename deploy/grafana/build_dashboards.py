@@ -69,11 +69,11 @@ OVERVIEW = [
         [
             (
                 "p50 {{model}}",
-                "histogram_quantile(0.5, sum by (le, model) (rate(streamer_oip_request_seconds_bucket[1m])))",
+                "histogram_quantile(0.5, sum by (le, model) (rate(streamer_oip_request_duration_seconds_bucket[1m])))",
             ),
             (
                 "p99 {{model}}",
-                "histogram_quantile(0.99, sum by (le, model) (rate(streamer_oip_request_seconds_bucket[1m])))",
+                "histogram_quantile(0.99, sum by (le, model) (rate(streamer_oip_request_duration_seconds_bucket[1m])))",
             ),
         ],
         "s",

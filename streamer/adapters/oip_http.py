@@ -4,7 +4,7 @@ A ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive) on its own thread, the same on 
 parses the URL and the body's protocol fields (``core.oip``), hands the body to the ``OnDemandScorer``
 (``services.on_demand``: the stream's scoring path, concurrent requests in one micro-batch) and answers in the
 protocol's JSON. Every answer is counted in ``streamer_oip_requests_total{model,version,status}`` and timed in
-``streamer_oip_request_seconds{model}``.
+``streamer_oip_request_duration_seconds{model}``.
 """
 
 from __future__ import annotations

@@ -297,7 +297,7 @@ class WorkerMetrics:
             registry=r,
         )
         self.oip_latency = Histogram(
-            "streamer_oip_request_seconds",
+            "streamer_oip_request_duration_seconds",
             "Open Inference Protocol v2 HTTP request time, from the request read to the answer written.",
             ["model"],
             buckets=LATENCY_BUCKETS_S,

@@ -181,7 +181,7 @@ def test_requests_are_counted_by_model_version_and_status(served: Served) -> Non
             break
         time.sleep(0.2)
     assert ok >= 1 and bad >= 1
-    assert samples['streamer_oip_request_seconds_count{model="fraud"}'] >= 2
+    assert samples['streamer_oip_request_duration_seconds_count{model="fraud"}'] >= 2
     assert samples["streamer_oip_batch_size_requests_count"] >= 1
     # the OIP server lives on its own port: the worker's /metrics port does not answer /v2
     metrics_url = re.search(r"metrics: (http://\S+)/metrics", served.worker.log())

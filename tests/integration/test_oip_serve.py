@@ -169,7 +169,7 @@ def test_concurrent_requests_share_batches_and_are_counted(server: str) -> None:
     assert delta('streamer_oip_requests_total{model="fraud",status="200",version="1"}') == 401
     assert after['streamer_oip_requests_total{model="fraud",status="200",version="2"}'] >= 1
     assert 'streamer_oip_requests_total{model="fraud",status="400",version="2"}' in after  # starts at 0
-    assert delta('streamer_oip_request_seconds_count{model="fraud"}') == 401
+    assert delta('streamer_oip_request_duration_seconds_count{model="fraud"}') == 401
 
 
 def test_a_graph_with_rules_answers_its_decision_per_row(server: str) -> None:
