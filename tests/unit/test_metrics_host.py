@@ -39,3 +39,15 @@ def test_the_container_listens_on_all_interfaces() -> None:
     compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
     assert compose["services"]["worker"]["environment"]["STREAMER_METRICS_HOST"] == "0.0.0.0"
     assert "STREAMER_METRICS_HOST=0.0.0.0" in (REPO / "Dockerfile").read_text()
+
+
+def test_the_container_serves_on_demand_scoring_on_all_interfaces() -> None:
+    """The image and the compose file turn the OIP endpoint on (8080, off by default outside a container)."""
+    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    worker = compose["services"]["worker"]
+    assert worker["environment"]["STREAMER_OIP_PORT"] == "8080"
+    assert worker["environment"]["STREAMER_OIP_HOST"] == "0.0.0.0"
+    assert "8080" in worker["expose"]
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert "STREAMER_OIP_PORT=8080" in dockerfile and "STREAMER_OIP_HOST=0.0.0.0" in dockerfile
+    assert "EXPOSE 9464 8080" in dockerfile
