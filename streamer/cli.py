@@ -623,6 +623,15 @@ def _register_lifecycle_commands() -> None:
 _register_lifecycle_commands()
 
 
+def _register_config_commands() -> None:
+    from streamer import config_show
+
+    config_show.register(app, lambda: _State.config_path)
+
+
+_register_config_commands()
+
+
 # ---------------------------------------------------------------------------------------------- features
 
 features_app = typer.Typer(help="Entity features in Redis, read by a graph's enrichment stage.")
