@@ -211,9 +211,24 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-re
     out.print(table)
 
 
+def _stop_cleanly_until_serving() -> None:
+    """SIGTERM or SIGINT while the worker starts (imports, the broker wait, model loading) stops it with exit 0
+    at once: nothing has been consumed yet, and a process manager that stops a starting worker sees a clean stop,
+    not a death by signal (-15). Each engine replaces these handlers with its own draining ones when it starts."""
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:
+        logging.getLogger("streamer.worker").info("stopped by %s before serving", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+
+
 @app.command("worker")
 def worker_command() -> None:
     """Run one scoring worker until SIGINT/SIGTERM (then finish in-flight batches, commit, exit 0)."""
+    _stop_cleanly_until_serving()
     from streamer import app as worker_app
 
     worker_app.run(settings())

@@ -61,3 +61,20 @@ def test_a_broker_that_never_answers_is_exit_6_after_the_bound_in_one_line(
     assert "rdkafka" not in log, "one line per attempt is ours; librdkafka's connection errors are not repeated"
     errors = [line for line in log.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "did not answer within kafka.startup_timeout_s=5" in errors[0], log[-2000:]
+
+
+@pytest.mark.parametrize("engine", ["batch"])  # stopped before any engine starts
+def test_a_worker_stopped_while_it_waits_for_the_broker_exits_0_at_once(
+    worker_factory: Callable[..., WorkerProcess], topics: Callable[..., Topics]
+) -> None:
+    """SIGTERM during the start (here: the broker wait) is a clean stop, not a death by signal: nothing was
+    consumed, and the process manager sees exit 0."""
+    worker = worker_factory(topics(2), WAIT.format(timeout=60), STREAMER_KAFKA_BOOTSTRAP=f"127.0.0.1:{free_port()}")
+    deadline = time.monotonic() + 20
+    while "not reachable (attempt" not in worker.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    started = time.monotonic()
+    assert worker.terminate(timeout_s=10) == 0, worker.log()[-2000:]
+    assert time.monotonic() - started < 5
+    assert "stopped by SIGTERM before serving" in worker.log()
+    assert "Traceback" not in worker.log()
