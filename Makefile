@@ -31,7 +31,7 @@ tools:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server; }
 
 test: venv tools lint
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 4 tests
 
 # The fault suite's long form: 10 kills, a 30 s broker pause, more load (the short form runs in `make test`).
 chaos: venv
