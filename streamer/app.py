@@ -35,13 +35,11 @@ from streamer.adapters.redis_state import RedisStateStore
 from streamer.adapters.serving_models import ModelSet, ServingModels
 from streamer.config import Settings
 from streamer.core.batching import BatchPolicy
-from streamer.core.cards import ModelCard
 from streamer.core.errors import BrokerError, BrokerUnreachable, ConfigError, FatalError, ModelError
 from streamer.core.evaluation import parse_windows
 from streamer.core.graph_exec import Enrichment, Lookup, no_lookup
 from streamer.core.routing import Catalog, Serving
-from streamer.core.scoring import Limits, ScoredBatch, score_records
-from streamer.core.types import Records
+from streamer.core.scoring import Limits
 from streamer.pipeline import FanOut, PipelineTopics, ScoringPipeline
 from streamer.services.watchdog import Watchdog
 
@@ -241,26 +239,7 @@ def run(settings: Settings) -> None:
     quality = _Quality(settings, bootstrap, serving, scan, metrics)
     lookup = entity_lookup(settings, catalog)
 
-    def score(records: Records) -> ScoredBatch:
-        """One batch, one model set: read once, so a swap between batches never splits a batch."""
-        models = serving.current
-
-        def infer(card: ModelCard, matrix: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return models.infer(card, matrix)
-            finally:
-                metrics.on_inference(card.name, str(card.version), time.perf_counter() - started)
-
-        return score_records(
-            records,
-            models.catalog,
-            infer,
-            limits,
-            observe_matrix=quality.observe_matrix,
-            lookup=lookup,
-            clock=time.perf_counter,
-        )
+    score = serving.batch_scorer(limits, metrics.on_inference, lookup, quality.observe_matrix)
 
     shadow_partitions = admin.partition_counts([topics.shadow]).get(topics.shadow, 0)
     if not shadow_partitions:

@@ -12,16 +12,21 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from streamer.adapters.model_repository import LoadedModel
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.core.cards import ModelCard
+from streamer.core.graph_exec import Lookup, no_lookup
 from streamer.core.routing import Catalog, Serving
 from streamer.core.scorer import Scorer
+from streamer.core.scoring import Limits, ScoredBatch, score_records
+from streamer.core.types import Records
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +125,39 @@ class ServingModels:
             return ModelSet(models.catalog.with_cards(cards_of(scorer.models())), scorer)
 
         return self._publish(build)
+
+    def batch_scorer(
+        self,
+        limits: Limits,
+        on_inference: Callable[[str, str, float], None],
+        lookup: Lookup = no_lookup,
+        observe_matrix: Callable[[ModelCard, np.ndarray], None] | None = None,
+    ) -> Callable[[Records], ScoredBatch]:
+        """The scoring function of both serving modes (the stream's batches and on-demand requests): one batch,
+        one model set, read once, so that a swap between batches never splits a batch; each ONNX call's time
+        goes to ``on_inference(model, version, seconds)``."""
+
+        def score(records: Records) -> ScoredBatch:
+            models = self.current
+
+            def infer(card: ModelCard, matrix: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return models.infer(card, matrix)
+                finally:
+                    on_inference(card.name, str(card.version), time.perf_counter() - started)
+
+            return score_records(
+                records,
+                models.catalog,
+                infer,
+                limits,
+                observe_matrix=observe_matrix,
+                lookup=lookup,
+                clock=time.perf_counter,
+            )
+
+        return score
 
     def set_serving(self, serving: Mapping[str, Serving]) -> ModelSet:
         return self._publish(lambda models: ModelSet(models.catalog.with_serving(serving), models.scorer))

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +22,8 @@ from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.adapters.serving_models import ServingModels
 from streamer.config import Settings
 from streamer.core.batching import BatchPolicy
-from streamer.core.cards import ModelCard
 from streamer.core.errors import ModelError
-from streamer.core.scoring import Limits, ScoredBatch, score_records
+from streamer.core.scoring import Limits, ScoredBatch
 from streamer.core.types import Records
 from streamer.services.on_demand import OnDemandScorer
 
@@ -86,18 +84,7 @@ def standalone(settings: Settings) -> Standalone:
     limits = Limits(worker.max_message_bytes, worker.max_rows_per_request, output)
     lookup = entity_lookup(settings, catalog)
 
-    def score(records: Records) -> ScoredBatch:
-        """As the worker's: one model set per batch, read once."""
-        models = serving.current
-
-        def infer(card: ModelCard, matrix: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return models.infer(card, matrix)
-            finally:
-                metrics.on_inference(card.name, str(card.version), time.perf_counter() - started)
-
-        return score_records(records, models.catalog, infer, limits, lookup=lookup, clock=time.perf_counter)
+    score = serving.batch_scorer(limits, metrics.on_inference, lookup)
 
     return Standalone(serving, metrics, score, scan)
 
