@@ -28,7 +28,7 @@ from streamer.adapters import graph_repository, model_repository
 from streamer.adapters.devstack import free_port
 from streamer.adapters.kafka_admin import KafkaAdmin, client_config
 from streamer.adapters.kafka_producer import KafkaOutputSink
-from streamer.adapters.kafka_readback import emitted_offsets
+from streamer.adapters.kafka_readback import read_back
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.adapters.redis_state import RedisStateStore
@@ -269,7 +269,9 @@ def run(settings: Settings) -> None:
         if worker.scoring_threads
         else None
     )
-    recover = partial(emitted_offsets, bootstrap, kafka.client, topics.requests, [topics.predictions, topics.dlq])
+    recover = partial(
+        read_back, bootstrap, kafka.client, worker.group_id, topics.requests, topics.predictions, topics.dlq
+    )
     policy = BatchPolicy(worker.batch_max_size, worker.batch_max_wait_ms / 1000.0, worker.batch_close_when_drained)
     health = Health()
     port = worker.metrics_port or free_port()

@@ -33,14 +33,14 @@ from typing import Any, Protocol
 
 from streamer.core.batching import BatchPolicy
 from streamer.core.errors import SCORING_FAILED, DecodeError, FatalError, OutputError
-from streamer.core.ledger import Batch, PartitionLedger, Release, Watermarks
+from streamer.core.ledger import Batch, PartitionLedger, ReadBack, Release
 from streamer.core.outputs import OutputRecords, output_records
 from streamer.core.scoring import ScoredBatch
 from streamer.core.types import Records
 
 log = logging.getLogger(__name__)
 
-Recover = Callable[[list[int]], dict[tuple[str, int], int]]
+Recover = Callable[[list[int]], dict[int, ReadBack]]  # partitions -> what their output logs already hold
 ScoreFn = Callable[[Records], ScoredBatch]
 Done = Callable[[BaseException | None], None]
 
@@ -86,6 +86,15 @@ class PipelineTopics:
     requests: str
     predictions: str
     dlq: str
+
+
+def _described(found: ReadBack) -> dict[str, object]:
+    """The read-back of one partition, for the assignment log line."""
+    described: dict[str, object] = {"prediction": found.prediction, "dead_letter": found.dead_letter}
+    if found.exact_above is not None:
+        described["committed"] = found.exact_above + 1
+        described["answered_after_commit"] = len(found.answered)
+    return described
 
 
 def failed_batch(records: Records, detail: str) -> ScoredBatch:
@@ -207,16 +216,15 @@ class ScoringPipeline:
             self._recovering[p] = waiting
         try:
             started = time.monotonic()
-            emitted = await self._loop.run_in_executor(None, self._recover, new)
+            found = await self._loop.run_in_executor(None, self._recover, new)
             for p in new:
-                marks = Watermarks(emitted.get((self.topics.predictions, p), -1), emitted.get((self.topics.dlq, p), -1))
-                self._ledgers[p] = PartitionLedger(p, self._policy, marks)
+                self._ledgers[p] = PartitionLedger(p, self._policy, found.get(p, ReadBack()))
             log.info(
                 "assigned partitions %s of %s; read back outputs in %.3f s: %s",
                 new,
                 self.topics.requests,
                 time.monotonic() - started,
-                {p: (self._ledgers[p].watermarks.prediction, self._ledgers[p].watermarks.dead_letter) for p in new},
+                {p: _described(found.get(p, ReadBack())) for p in new},
             )
             waiting.set_result(None)
         except BaseException as exc:

@@ -1,12 +1,15 @@
 """The read-back that makes restarts exact: the recovery half of exactly-once.
 
-``emitted_offsets`` reads the tails of the output partitions. Every output carries its request's source
-coordinates (headers ``streamer-source-topic/-partition/-offset``). On assignment, the worker reads back the
-tail of each output partition and learns the highest source offset already written there, per output topic.
-A request at or below that offset already has its output in the log, so it is acknowledged without being
-written again. Predictions and dead letters are separate topics, and each holds a prefix of its own
-subsequence, so the watermark is kept per output topic: a request is skipped only if its own kind of output
-is already there.
+Every output carries its request's source coordinates (headers ``streamer-source-topic/-partition/-offset``).
+When a worker is assigned a partition of the request topic it re-reads from the group's committed position,
+and some of those requests may already have their outputs in the log (written by an owner that crashed or was
+fenced before it committed). ``read_back`` reads the tails of the output partitions and returns, per source
+partition, a ``ReadBack``: the highest source offset in the predictions log and in the dead-letter log, and
+the exact set of source offsets at or above the committed position found in either log. The ledger skips a
+re-read request exactly when its offset is in that set -- whatever its kind is now, so a request whose
+outcome changed across the restart (a version added, a transient failure) is neither answered twice nor lost.
+
+Without a committed position (a new group) the set is not listed and the watermarks alone decide, per kind.
 
 The embedded broker reports the high watermark as the last batch's base offset + 1 (measured), so the
 read-back does not trust it as the end: it reads on until the partition has been idle for ``idle_s``.
@@ -26,6 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from streamer.adapters.kafka_admin import client_config
 from streamer.core.envelope import SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from streamer.core.errors import OutputError
+from streamer.core.ledger import ReadBack
 
 log = logging.getLogger(__name__)
 
@@ -38,25 +42,72 @@ def _source_of(message: Message) -> tuple[str, int, int] | None:
         return None
 
 
-def emitted_offsets(
+def read_back(
     bootstrap: str,
     client: dict[str, Any],
+    group_id: str,
     source_topic: str,
-    output_topics: Iterable[str],
+    predictions_topic: str,
+    dlq_topic: str,
     partitions: Iterable[int],
     *,
     tail: int = 64,
     idle_s: float = 0.3,
     timeout_s: float = 20.0,
-) -> dict[tuple[str, int], int]:
-    """Highest source offset of ``source_topic`` written to each (output topic, partition); -1 if none.
+) -> dict[int, ReadBack]:
+    """What each output log already holds for each assigned partition of ``source_topic`` (see the module).
 
-    Reads back the last ``tail`` records of each output partition, doubling the window for the partitions
-    whose window held no output of ``source_topic`` (other producers may share an output topic), until one is
-    found or the partition's start is reached.
+    Reads back the last ``tail`` records of each output partition, widening the window (x4) for those whose
+    window does not yet reach below the committed position (or, without one, holds no output of this source),
+    until it does or the partition's start is reached.
     """
-    wanted = [(topic, p) for topic in output_topics for p in partitions]
-    found: dict[tuple[str, int], int] = {}
+    partitions = list(partitions)
+    committed = committed_positions(bootstrap, client, group_id, source_topic, partitions, timeout_s)
+    found = _outputs(
+        bootstrap, client, source_topic, [predictions_topic, dlq_topic], committed, tail, idle_s, timeout_s
+    )
+    result: dict[int, ReadBack] = {}
+    for p in partitions:
+        predictions, dead_letters = found.get((predictions_topic, p), set()), found.get((dlq_topic, p), set())
+        position = committed.get(p)
+        marks = ReadBack(max(predictions, default=-1), max(dead_letters, default=-1))
+        if position is not None:
+            answered = frozenset(o for o in predictions | dead_letters if o >= position)
+            marks = ReadBack(marks.prediction, marks.dead_letter, answered, position - 1)
+        result[p] = marks
+    return result
+
+
+def committed_positions(
+    bootstrap: str, client: dict[str, Any], group_id: str, topic: str, partitions: list[int], timeout_s: float
+) -> dict[int, int | None]:
+    """The group's committed position of each partition (None: never committed). An offset fetch only: the
+    consumer never subscribes, so it never joins the group."""
+    consumer = Consumer(client_config(bootstrap, client, **{"group.id": group_id, "enable.auto.commit": False}))
+    try:
+        positions = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=timeout_s)
+    except KafkaException as exc:
+        raise OutputError(f"cannot read the committed positions of {topic} for group {group_id}: {exc}") from None
+    finally:
+        with contextlib.suppress(KafkaException, RuntimeError):
+            consumer.close()
+    return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in positions}
+
+
+def _outputs(
+    bootstrap: str,
+    client: dict[str, Any],
+    source_topic: str,
+    output_topics: list[str],
+    committed: dict[int, int | None],
+    tail: int,
+    idle_s: float,
+    timeout_s: float,
+) -> dict[tuple[str, int], set[int]]:
+    """The source offsets of ``source_topic`` found in each (output topic, partition), read from a window wide
+    enough to reach below the committed position (or to hold one output of this source without one)."""
+    wanted = [(topic, p) for topic in output_topics for p in committed]
+    found: dict[tuple[str, int], set[int]] = {}
     if not wanted:
         return found
     consumer = Consumer(
@@ -81,12 +132,15 @@ def emitted_offsets(
             for topic, partition in pending:
                 low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=timeout_s)
                 starts[(topic, partition)] = max(low, high - window)
-            best = _read_from(consumer, starts, source_topic, idle_s, deadline)
+            read = _read_from(consumer, starts, source_topic, idle_s, deadline)
             still: list[tuple[str, int]] = []
             for key, start in starts.items():
                 low, _ = consumer.get_watermark_offsets(TopicPartition(*key), cached=False, timeout=timeout_s)
-                if best.get(key, -1) >= 0 or start <= low:
-                    found[key] = best.get(key, -1)
+                offsets = read.get(key, set())
+                position = committed[key[1]]
+                reached = min(offsets) < position if position is not None and offsets else bool(offsets)
+                if reached or start <= low:
+                    found[key] = offsets
                 else:
                     still.append(key)
             pending = still
@@ -103,9 +157,9 @@ def _read_from(
     source_topic: str,
     idle_s: float,
     deadline: float,
-) -> dict[tuple[str, int], int]:
+) -> dict[tuple[str, int], set[int]]:
     consumer.assign([TopicPartition(t, p, offset) for (t, p), offset in starts.items()])
-    best: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int], set[int]] = {}
     last_data = time.monotonic()
     while time.monotonic() - last_data < idle_s:
         if time.monotonic() > deadline:
@@ -125,8 +179,6 @@ def _read_from(
             source = _source_of(message)
             if source is None or source[0] != source_topic or source[1] != message.partition():
                 continue
-            key = (message.topic(), message.partition())
-            if source[2] > best.get(key, -1):
-                best[key] = source[2]
+            seen.setdefault((message.topic(), message.partition()), set()).add(source[2])
     consumer.unassign()
-    return best
+    return seen

@@ -18,10 +18,14 @@ Invariants (``tests/property/test_ledger.py`` drives a ``RuleBasedStateMachine``
    consecutive runs in offset order, none holds more than ``max_size`` rows (``Batcher``).
 3. Results are released in batch order whatever order scoring finishes in: released offsets strictly
    increase, and each consumed offset is released exactly once -- or given up, once, by ``revoke``.
-4. Read-back skip rule: a released row is not sent again when its own kind of output is already in the log,
-   i.e. its offset is at most the watermark of the predictions topic (for a prediction) or of the dead-letter
-   topic (for a dead letter). Each output partition holds a prefix of what was sent to it, in order, so the
-   watermark covers exactly the rows already answered.
+4. Read-back skip rule: a released row is not sent again when an output of it is already in the log. Above
+   the read-back's exact floor (the committed position, from which a new owner re-reads) the read-back lists
+   every source offset found in either output log, and a row is skipped exactly when its offset is listed,
+   whatever its kind is now: a request whose outcome changed across the restart (a version added or removed,
+   a transient scoring failure) is neither answered twice nor lost. At or below the floor (no committed
+   position known) the rule falls back to the watermarks: skipped when its offset is at most the highest
+   source offset of its own kind's log -- each output partition holds a prefix of what was sent to it, so
+   the watermark covers exactly the rows answered, provided the kind is the same as when they were sent.
 5. The committable offset is one past the last offset of the longest prefix of released batches whose
    outputs were all delivered (a batch with nothing to send is delivered when released). It never passes
    an undelivered output, never goes backwards, and after a failed delivery never passes the failed batch.
@@ -43,11 +47,29 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
-class Watermarks:
-    """Highest source offset whose prediction / dead letter the read-back found in the output log (-1: none)."""
+class ReadBack:
+    """What the read-back found in the output logs for one source partition.
+
+    ``prediction`` / ``dead_letter``: the highest source offset in each log (-1: none). ``answered``: every
+    source offset above ``exact_above`` that has an output in either log; ``exact_above`` None means the
+    read-back did not list them (no committed position to start from), and the watermarks alone decide.
+    """
 
     prediction: int = -1
     dead_letter: int = -1
+    answered: frozenset[int] = frozenset()
+    exact_above: int | None = None
+
+    def skips(self, offset: int, dead_letter: bool) -> bool:
+        """Whether the row at ``offset``, of the given kind now, already has its output in the log."""
+        if self.exact_above is not None and offset > self.exact_above:
+            return offset in self.answered
+        return offset <= (self.dead_letter if dead_letter else self.prediction)
+
+    @property
+    def highest(self) -> int:
+        """No offset above this has an output in the log."""
+        return max(self.prediction, self.dead_letter)
 
 
 @dataclass(slots=True)
@@ -112,12 +134,12 @@ class PartitionLedger(Generic[T]):
         "_scored",
         "_undelivered",
         "partition",
-        "watermarks",
+        "read_back",
     )
 
-    def __init__(self, partition: int, policy: BatchPolicy, watermarks: Watermarks = Watermarks()) -> None:
+    def __init__(self, partition: int, policy: BatchPolicy, read_back: ReadBack = ReadBack()) -> None:
         self.partition = partition
-        self.watermarks = watermarks
+        self.read_back = read_back
         self._batcher = Batcher(policy)
         self._next_seq = 0
         self._next_release = 0
@@ -201,14 +223,11 @@ class PartitionLedger(Generic[T]):
         return releases
 
     def _release(self, batch: Batch, result: T, dead: Collection[int]) -> Release[T]:
-        marks = self.watermarks
-        if batch.records.offsets[0] > max(marks.prediction, marks.dead_letter):
+        read_back = self.read_back
+        if batch.records.offsets[0] > read_back.highest:
             return Release(batch, result, None, 0)  # the common case: nothing of it can be in the log yet
-        send = [
-            row
-            for row, offset in enumerate(batch.records.offsets)
-            if offset > (marks.dead_letter if row in dead else marks.prediction)
-        ]
+        skips = read_back.skips
+        send = [row for row, offset in enumerate(batch.records.offsets) if not skips(offset, row in dead)]
         return Release(batch, result, send, len(batch.records) - len(send))
 
     # ------------------------------------------------------------------------------------------ delivery
