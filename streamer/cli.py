@@ -599,12 +599,12 @@ def models_validate(
 
 @models_app.command("freeze")
 def models_freeze(
-    name: Annotated[str, typer.Argument(help="An online model (its card has [online]).")],
+    name: Annotated[str, typer.Argument(help="An online model (its card has an \\[online] table).")],
     version: Annotated[int | None, typer.Option(help="The online version; default: the highest.")] = None,
 ) -> None:
     """Write an online model's current shared weights (Redis) as the next version: a plain ONNX model.
 
-    The new version has the same card without [online] (it serves, it does not learn) and, being the highest,
+    The new version has the same card without \\[online] (it serves, it does not learn) and, being the highest,
     is what workers serve after a restart unless the config pins a version.
     """
     from streamer.adapters import model_repository, online

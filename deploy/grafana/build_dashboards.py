@@ -92,8 +92,11 @@ MODEL_QUALITY = [
         "short",
     ),
     (
-        "Traffic share by version and role (champion, canary; shadow = 1)",
-        "max by (model, version, role) (streamer_model_traffic_share)",
+        "Traffic share by version and role (champion, canary); challengers in shadow",
+        [
+            ("{{model}} {{version}} {{role}}", "max by (model, version, role) (streamer_model_traffic_share)"),
+            ("{{model}} {{version}} shadow", "max by (model, version) (streamer_model_shadow_share)"),
+        ],
         "percentunit",
     ),
     (

@@ -246,9 +246,15 @@ class WorkerMetrics:
         )
         self.model_share = Gauge(
             "streamer_model_traffic_share",
-            "Share of a model's keys each version serves (a canary split; the champion alone: 1); shadow=1 for "
-            "the challenger scoring beside the champion.",
+            "Share of a model's keys each version answers (role champion or canary; they sum to 1 per model).",
             ["model", "version", "role"],
+            registry=r,
+        )
+        self.shadow_share = Gauge(
+            "streamer_model_shadow_share",
+            "Share of the champion's requests a loaded version also scores in shadow (1: all of them; 0: none). "
+            "Not part of streamer_model_traffic_share, which sums to 1: a shadow answers nobody.",
+            ["model", "version"],
             registry=r,
         )
         self.model_changes = Counter(
@@ -423,11 +429,16 @@ class WorkerMetrics:
                 self.oip_requests.labels(name, str(version), status)
             self.oip_latency.labels(name)
         self.model_share.clear()
+        self.shadow_share.clear()
+        for name, version, _ in versions:  # every loaded version: 0 unless it shadows the champion
+            self.shadow_share.labels(name, str(version)).set(0.0)
         for name, version, role, share in shares:
-            self.model_share.labels(name, str(version), role).set(share)
             if role == "shadow":
+                self.shadow_share.labels(name, str(version)).set(share)
                 for outcome in SHADOW_OUTCOMES.values():
                     self.shadow_predictions.labels(name, str(version), outcome)
+            else:
+                self.model_share.labels(name, str(version), role).set(share)
 
     def on_model_change(self, model: str, change: str) -> None:
         self.model_changes.labels(model, change).inc()

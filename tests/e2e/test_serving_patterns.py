@@ -108,7 +108,8 @@ def test_canary_shadow_and_promotion_by_command(
 
     # 2. shadow: the champion answers, the challenger writes to the shadow topic only
     command(["models", "shadow", "fraud", "2"], env)
-    wait_for(lambda: share_of(2, "shadow") == 1, 15, "the shadow reaches the worker")
+    shadow_share = 'streamer_model_shadow_share{model="fraud",version="2"}'
+    wait_for(lambda: worker.metrics().get(shadow_share, 0) == 1, 15, "the shadow reaches the worker")
     messages, rows = requests(800, seed=6, keys=100)
     produce(kafka_broker.address, t.requests, messages)
     outputs = read_all(kafka_broker.address, [t.predictions, t.dlq], 1500 + 800)

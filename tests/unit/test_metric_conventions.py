@@ -141,3 +141,17 @@ def test_the_known_label_values_are_the_ones_the_code_uses() -> None:
         for operation in re.findall(r'on_redis_error\(\s*"([a-z_]+)"', path.read_text())
     }
     assert operations == set(REDIS_OPERATIONS)
+
+
+def test_traffic_shares_sum_to_one_per_model_and_a_shadow_has_its_own_gauge() -> None:
+    """Summing streamer_model_traffic_share over versions and roles means something: the whole model's keys.
+    A challenger in shadow answers nobody, so it is not a share of traffic but of the champion's requests."""
+    metrics = WorkerMetrics()
+    versions = [("fraud", 1, True), ("fraud", 2, False), ("fraud", 3, False)]
+    shares = [("fraud", 1, "champion", 0.7), ("fraud", 2, "canary", 0.3), ("fraud", 3, "shadow", 1.0)]
+    metrics.on_models(versions, shares)
+    samples = exported(metrics)
+    traffic = {dict(k[1])["version"]: v for k, v in samples.items() if k[0] == "streamer_model_traffic_share"}
+    assert traffic == {"1": 0.7, "2": 0.3}
+    shadow = {dict(k[1])["version"]: v for k, v in samples.items() if k[0] == "streamer_model_shadow_share"}
+    assert shadow == {"1": 0.0, "2": 0.0, "3": 1.0}
