@@ -230,7 +230,7 @@ def run(settings: Settings) -> None:
     metrics = WorkerMetrics()
 
     def export_models(_: ModelSet | None, models: ModelSet) -> None:
-        metrics.on_models(models.serving(), models.shares())
+        metrics.on_models(models.serving(), models.shares(), models.catalog.graphs.values())
 
     export_models(None, serving.current)
     serving.listen(export_models)

@@ -19,13 +19,15 @@ labels means something.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from streamer.core.errors import DEAD_LETTER_REASONS
+from streamer.core.graph_exec import stage_labels
+from streamer.core.graph_spec import GraphSpec
 from streamer.core.ledger import Batch, Release
 from streamer.core.outputs import OutputRecords
 from streamer.core.scoring import ScoredBatch, outcome_counts, sent_scores
@@ -412,7 +414,10 @@ class WorkerMetrics:
     # service hooks --------------------------------------------------------------------------------------
 
     def on_models(
-        self, versions: Sequence[tuple[str, int, bool]], shares: Sequence[tuple[str, int, str, float]] = ()
+        self,
+        versions: Sequence[tuple[str, int, bool]],
+        shares: Sequence[tuple[str, int, str, float]] = (),
+        graphs: Iterable[GraphSpec] = (),
     ) -> None:
         """(name, version, serving) of every loaded version, and (name, version, role, share) of what serves
         traffic; replaces what was exported before (hot reload removes versions). The counters of a loaded
@@ -428,6 +433,13 @@ class WorkerMetrics:
             for status in OIP_STATUSES:
                 self.oip_requests.labels(name, str(version), status)
             self.oip_latency.labels(name)
+        for graph in graphs:  # a declared graph's stage counters (and its enrichments') start at 0 too
+            for stage, enrich in stage_labels(graph):
+                self.stage_rows.labels(graph.name, stage)
+                self.stage_seconds.labels(graph.name, stage)
+                if enrich:
+                    self.enrichment_misses.labels(graph.name, stage)
+                    self.enrichment_failures.labels(graph.name, stage)
         self.model_share.clear()
         self.shadow_share.clear()
         for name, version, _ in versions:  # every loaded version: 0 unless it shadows the champion

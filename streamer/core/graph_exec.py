@@ -56,6 +56,19 @@ class StageStats:
     failed: bool = False  # enrichment: the store did not answer
 
 
+def stage_labels(spec: GraphSpec) -> list[tuple[str, bool]]:
+    """(``stage`` of every ``StageStats`` a run of ``spec`` can report, whether it is an enrichment): known at
+    load, so that the graph's counters start at 0 instead of appearing with their first row."""
+    labels: list[tuple[str, bool]] = []
+    for name in spec.order:
+        kind = spec.stages[name].kind
+        if kind == "cascade":
+            labels += [(f"{name}/first", False), (f"{name}/then", False)]
+        else:
+            labels.append((name, kind == "enrich"))
+    return labels
+
+
 @dataclass(slots=True)
 class GraphRun:
     result: GraphResult

@@ -155,3 +155,21 @@ def test_traffic_shares_sum_to_one_per_model_and_a_shadow_has_its_own_gauge() ->
     assert traffic == {"1": 0.7, "2": 0.3}
     shadow = {dict(k[1])["version"]: v for k, v in samples.items() if k[0] == "streamer_model_shadow_share"}
     assert shadow == {"1": 0.0, "2": 0.0, "3": 1.0}
+
+
+def test_a_declared_graphs_stage_and_enrichment_counters_start_at_zero() -> None:
+    """The shipped fraud graph (an enrichment, a transform, a two-phase cascade, rules): every stage label a run
+    reports exists at 0 from the graph's load, so an alert on an enrichment's misses never meets no series."""
+    from streamer.adapters.graph_repository import read_graphs
+    from streamer.core.graph_exec import stage_labels
+
+    graph = next(g for g in read_graphs(SOURCE.parent / "examples" / "graphs") if g.name == "fraud-graph")
+    metrics = WorkerMetrics()
+    metrics.on_models([], [], [graph])
+    samples = exported(metrics)
+    labels = stage_labels(graph)
+    assert any(stage.endswith("/then") for stage, _ in labels) and any(enrich for _, enrich in labels)
+    for stage, enrich in labels:
+        assert zero(samples, "streamer_graph_stage_rows_total", graph="fraud-graph", stage=stage), stage
+        assert zero(samples, "streamer_graph_stage_seconds_total", graph="fraud-graph", stage=stage), stage
+        assert zero(samples, "streamer_enrichment_misses_total", graph="fraud-graph", stage=stage) == enrich
