@@ -20,6 +20,7 @@ import pytest
 from streamer.core.batching import BatchPolicy
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import OutputError
+from streamer.core.ledger import ReadBack
 from streamer.core.outputs import OutputRecords
 from streamer.core.routing import Catalog
 from streamer.core.scoring import score_records
@@ -101,7 +102,7 @@ async def make(
     *,
     executor: Executor | None = None,
     sink: FakeSink | None = None,
-    recovered: dict[tuple[str, int], int] | None = None,
+    recovered: dict[int, ReadBack] | None = None,
     policy: BatchPolicy = SMALL_BATCHES,
     observer: Any = None,
     scorer: Callable = score,
@@ -174,9 +175,9 @@ def test_the_engine_commits_only_what_was_delivered_in_order() -> None:
     asyncio.run(scenario())
 
 
-def test_rows_already_in_the_log_are_skipped_by_kind() -> None:
+def test_without_a_committed_position_rows_already_in_the_log_are_skipped_by_kind() -> None:
     async def scenario() -> None:
-        recovered = {("pred", 0): 3, ("dlq", 0): 1}
+        recovered = {0: ReadBack(prediction=3, dead_letter=1)}
         observer = Recorder()
         pipeline, sink, _ = await make(recovered=recovered, policy=BatchPolicy(10, 60.0), observer=observer)
         values = [b"bad" if o in (1, 2) else json.dumps({"features": {"a": o}}).encode() for o in range(6)]
@@ -194,9 +195,31 @@ def test_rows_already_in_the_log_are_skipped_by_kind() -> None:
     asyncio.run(scenario())
 
 
+def test_listed_rows_are_skipped_whatever_they_resolve_to_now() -> None:
+    """From the committed position on, the read-back lists every answered offset: offset 2 was answered as a
+    prediction before the restart and is a dead letter now -- still skipped; offset 1 was a dead letter that
+    never landed while later predictions did -- answered now, although it is below the predictions watermark."""
+
+    async def scenario() -> None:
+        recovered = {0: ReadBack(prediction=3, dead_letter=-1, answered=frozenset({0, 2, 3}), exact_above=-1)}
+        pipeline, sink, _ = await make(recovered=recovered, policy=BatchPolicy(10, 60.0))
+        values = [b"bad" if o == 2 else json.dumps({"features": {"a": o}}).encode() for o in range(6)]
+        await pipeline.add([records(0, list(range(6)), values)], drained=True)
+        await settle()
+        [(out, on_done)] = sink.sent
+        assert [json.loads(v)["source"]["offset"] for v in out.predictions.values] == [1, 4, 5]
+        assert out.dead_letters.values == []
+        on_done(None)
+        await settle()
+        assert pipeline.commits() == {0: 6}
+        await pipeline.stop()
+
+    asyncio.run(scenario())
+
+
 def test_a_batch_whose_rows_were_all_answered_before_is_committable_at_once() -> None:
     async def scenario() -> None:
-        pipeline, sink, _ = await make(recovered={("pred", 0): 9, ("dlq", 0): 9})
+        pipeline, sink, _ = await make(recovered={0: ReadBack(prediction=9, dead_letter=9)})
         await pipeline.add([records(0, [8, 9])])
         await settle()
         assert sink.sent == [] and pipeline.commits() == {0: 10}
