@@ -33,9 +33,10 @@ tools:
 test: venv tools lint
 	$(BIN)/python -m pytest -q -n 4 tests
 
-# The fault suite's long form: 10 kills, a 30 s broker pause, more load (the short form runs in `make test`).
+# The fault suite's long form: 10 kills, a 30 s broker pause, more load (the short form runs in `make test`),
+# and the broker-restart record of the embedded broker's defect (a strict xfail, not collected by `make test`).
 chaos: venv
-	STREAMER_CHAOS_LONG=1 $(BIN)/python -m pytest -q -s tests/chaos
+	STREAMER_CHAOS_LONG=1 $(BIN)/python -m pytest -q -s tests/chaos tests/chaos/broker_restart.py
 
 demo: venv
 	$(BIN)/python scripts/demo.py
