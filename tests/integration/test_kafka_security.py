@@ -147,6 +147,25 @@ def tls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Secur
         proxy.close()
 
 
+SCRAM_CLIENT = {
+    "security.protocol": "SASL_PLAINTEXT",
+    "sasl.mechanism": "SCRAM-SHA-512",
+    "sasl.username": "streamer",
+    "sasl.password": SASL_PASSWORD,
+}
+
+
+def every_command(tmp_path: Path) -> tuple[list[str], ...]:
+    """Each command that connects to Kafka, the worker last, as the refusal tests run them."""
+    return (
+        ["topics", "create"],
+        ["produce", "--count", "1", "--quiet"],
+        ["consume", "--timeout", "2"],
+        ["batch", "--from-topic", "x", "-o", str(tmp_path / "p.jsonl")],
+        ["worker"],
+    )
+
+
 @pytest.fixture(scope="module")
 def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBroker]:
     """A broker that requires SASL authentication (``--authentication``)."""
@@ -156,13 +175,7 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureBrok
     process = _start_tansu(log_path, port, port, "--authentication")
     try:
         _wait_port(port, process, log_path)
-        client = {
-            "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": "streamer",
-            "sasl.password": SASL_PASSWORD,
-        }
-        yield SecureBroker(f"127.0.0.1:{port}", client, log_path)
+        yield SecureBroker(f"127.0.0.1:{port}", SCRAM_CLIENT, log_path)
     finally:
         process.terminate()
         process.wait(10)
@@ -183,13 +196,7 @@ def scram_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ScramBrok
     process = _start_tansu(log_path, plain_port, proxy.port)
     try:
         _wait_port(plain_port, process, log_path)
-        client = {
-            "security.protocol": "SASL_PLAINTEXT",
-            "sasl.mechanism": "SCRAM-SHA-512",
-            "sasl.username": "streamer",
-            "sasl.password": SASL_PASSWORD,
-        }
-        yield ScramBroker(f"127.0.0.1:{proxy.port}", client, log_path, proxy)
+        yield ScramBroker(f"127.0.0.1:{proxy.port}", SCRAM_CLIENT, log_path, proxy)
     finally:
         process.terminate()
         process.wait(10)
@@ -280,13 +287,7 @@ def test_an_untrusted_ca_fails_every_command_in_one_line(
     other.mkdir()
     untrusted_ca, _, _ = make_certificates(other)
     env = cli_env(broker, {"security.protocol": "SSL", "ssl.ca.location": str(untrusted_ca)})
-    commands = (
-        ["topics", "create"],
-        ["produce", "--count", "1", "--quiet"],
-        ["consume", "--timeout", "2"],
-        ["batch", "--from-topic", "x", "-o", str(tmp_path / "p.jsonl")],
-        ["worker"],
-    )
+    commands = every_command(tmp_path)
     started = time.monotonic()
     with ThreadPoolExecutor(len(commands)) as pool:  # each waits out librdkafka's timeout: together, not in turn
         *results, worker = pool.map(lambda args: run_cli(args, env), commands)
@@ -307,13 +308,7 @@ def test_refused_sasl_credentials_fail_every_command_in_one_line_without_the_pas
     check fails."""
     refused = cli_env(sasl_broker, sasl_broker.client)
     wrong = cli_env(scram_broker, scram_broker.client | {"sasl.password": WRONG_PASSWORD})
-    commands = (
-        ["topics", "create"],
-        ["produce", "--count", "1", "--quiet"],
-        ["consume", "--timeout", "2"],
-        ["batch", "--from-topic", "x", "-o", str(tmp_path / "p.jsonl")],
-        ["worker"],
-    )
+    commands = every_command(tmp_path)
     runs = [(args, env) for env in (refused, wrong) for args in commands]
     with ThreadPoolExecutor(len(runs)) as pool:  # each waits out librdkafka's timeout: together, not in turn
         done = list(pool.map(lambda run: run_cli(*run), runs))
