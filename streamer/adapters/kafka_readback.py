@@ -54,24 +54,37 @@ def read_back(
     tail: int = 64,
     idle_s: float = 0.3,
     timeout_s: float = 20.0,
+    max_window: int = 65_536,
 ) -> dict[int, ReadBack]:
     """What each output log already holds for each assigned partition of ``source_topic`` (see the module).
 
     Reads back the last ``tail`` records of each output partition, widening the window (x4) for those whose
     window does not yet reach below the committed position (or, without one, holds no output of this source),
-    until it does or the partition's start is reached.
+    until it does, the partition's start is reached, or the window reaches ``max_window`` records with an
+    output of this source in it. A window capped before it reached the committed position (offsets reset far
+    back, a stale commit) cannot list every answered offset: that partition falls back to the watermarks
+    (known: the window holds this source's latest outputs), with a warning, instead of reading a whole log into
+    memory or failing the assignment.
     """
     partitions = list(partitions)
     committed = committed_positions(bootstrap, client, group_id, source_topic, partitions, timeout_s)
-    found = _outputs(
-        bootstrap, client, source_topic, [predictions_topic, dlq_topic], committed, tail, idle_s, timeout_s
-    )
+    outputs = [predictions_topic, dlq_topic]
+    found, capped = _outputs(bootstrap, client, source_topic, outputs, committed, tail, idle_s, timeout_s, max_window)
     result: dict[int, ReadBack] = {}
     for p in partitions:
         predictions, dead_letters = found.get((predictions_topic, p), set()), found.get((dlq_topic, p), set())
         position = committed.get(p)
         marks = ReadBack(max(predictions, default=-1), max(dead_letters, default=-1))
-        if position is not None:
+        if position is not None and any((topic, p) in capped for topic in outputs):
+            log.warning(
+                "partition %s: the outputs of %s from its committed position %s on span more than %s records; "
+                "re-read requests are skipped by the per-kind watermarks",
+                p,
+                source_topic,
+                position,
+                max_window,
+            )
+        elif position is not None:
             answered = frozenset(o for o in predictions | dead_letters if o >= position)
             marks = ReadBack(marks.prediction, marks.dead_letter, answered, position - 1)
         result[p] = marks
@@ -91,6 +104,9 @@ def committed_positions(
     finally:
         with contextlib.suppress(KafkaException, RuntimeError):
             consumer.close()
+    for tp in positions:  # an error is not "never committed": that would drop the exact list silently
+        if tp.error is not None:
+            raise OutputError(f"cannot read the committed position of {topic}[{tp.partition}]: {tp.error}")
     return {tp.partition: (tp.offset if tp.offset >= 0 else None) for tp in positions}
 
 
@@ -103,13 +119,16 @@ def _outputs(
     tail: int,
     idle_s: float,
     timeout_s: float,
-) -> dict[tuple[str, int], set[int]]:
+    max_window: int,
+) -> tuple[dict[tuple[str, int], set[int]], set[tuple[str, int]]]:
     """The source offsets of ``source_topic`` found in each (output topic, partition), read from a window wide
-    enough to reach below the committed position (or to hold one output of this source without one)."""
+    enough to reach below the committed position (or to hold one output of this source without one); and the
+    (output topic, partition) whose window was capped at ``max_window`` before it got there."""
     wanted = [(topic, p) for topic in output_topics for p in committed]
     found: dict[tuple[str, int], set[int]] = {}
+    capped: set[tuple[str, int]] = set()
     if not wanted:
-        return found
+        return found, capped
     consumer = Consumer(
         client_config(
             bootstrap,
@@ -141,6 +160,9 @@ def _outputs(
                 reached = min(offsets) < position if position is not None and offsets else bool(offsets)
                 if reached or start <= low:
                     found[key] = offsets
+                elif window >= max_window and offsets:  # the watermark is known; the full list would be too long
+                    found[key] = offsets
+                    capped.add(key)
                 else:
                     still.append(key)
             pending = still
@@ -148,7 +170,7 @@ def _outputs(
     finally:
         with contextlib.suppress(KafkaException, RuntimeError):
             consumer.close()
-    return found
+    return found, capped
 
 
 def _read_from(

@@ -35,9 +35,13 @@ def test_a_new_owner_learns_every_answered_offset_from_the_committed_position_on
             output(dlq if offset % 10 == 0 else predictions, 0, offset)
     for offset in range(500):
         output(predictions, 0, offset, source="other-requests")
+        if offset % 50 == 49:  # small batches: the broker's high watermark is the last batch's base offset + 1
+            assert producer.flush(30) == 0
     # partition 1: answered 0-49, never committed
     for offset in range(50):
         output(predictions, 1, offset)
+        if offset % 10 == 9:
+            assert producer.flush(30) == 0
     assert producer.flush(30) == 0
     committer = Consumer({"bootstrap.servers": kafka_broker.address, "group.id": group, "enable.auto.commit": False})
     committer.commit(offsets=[TopicPartition(requests, 0, 150)], asynchronous=False)
@@ -52,3 +56,11 @@ def test_a_new_owner_learns_every_answered_offset_from_the_committed_position_on
     assert not found[0].skips(180, dead_letter=False) and not found[0].skips(180, dead_letter=True)
     assert found[0].skips(185, dead_letter=True) and found[0].skips(170, dead_letter=False)
     assert not found[0].skips(190, dead_letter=False)
+    # a window capped before it reaches the committed position (a group reset far back) does not pretend to
+    # list everything: that partition falls back to the watermarks (found in the window) instead of failing
+    reset = unique_name("grp")
+    committer = Consumer({"bootstrap.servers": kafka_broker.address, "group.id": reset, "enable.auto.commit": False})
+    committer.commit(offsets=[TopicPartition(requests, 1, 5)], asynchronous=False)
+    committer.close()
+    capped = read_back(kafka_broker.address, {}, reset, requests, predictions, dlq, [1], tail=16, max_window=16)
+    assert capped[1] == ReadBack(prediction=49, dead_letter=-1)
