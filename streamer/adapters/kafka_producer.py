@@ -96,17 +96,17 @@ class KafkaOutputSink:
         # Without a shadow topic (it does not exist) challengers are still scored and evaluated, not written.
         self.shadow_topic = shadow_topic if shadow_partitions > 0 else None
         self._shadow_partitions = max(shadow_partitions, 1)
-        # Tuning: defaults that a [kafka.client] setting of the same name replaces (queue size, batching,
+        # Tuning: defaults that a [kafka.client] setting of the same name replaces (queue size, batch size,
         # compression). What the guarantees rest on (idempotence, acks, the size limit, gapless delivery,
         # the callbacks) is not the user's to replace and is set over the passthrough.
         tuning: dict[str, Any] = {
-            "linger.ms": linger_ms,
             "batch.num.messages": 10_000,
             "batch.size": max(batch_bytes, 1),
             "queue.buffering.max.messages": 1_000_000,
             "compression.type": "none",
         }
         settings: dict[str, Any] = {
+            "linger.ms": linger_ms,  # it has a setting of its own (kafka.linger_ms), which wins over the passthrough
             "enable.idempotence": True,
             "acks": "all",
             "message.max.bytes": max(max_message_bytes, 1000),
@@ -276,24 +276,24 @@ class KafkaOutputSink:
 
     async def commit_transaction(
         self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float = 30.0
-    ) -> bool:
+    ) -> None:
         """Commit the open transaction with ``offsets`` and open the next; called on the bound loop.
 
         The commit (a flush of what is in flight, then the transaction's round trips) runs on a thread so that
         the loop goes on scoring meanwhile; outputs released during it wait in the backlog and go into the next
-        transaction -- nothing is produced while a commit is in progress. False: the transaction was aborted
-        (its outputs are discarded, its offsets not committed: the requests are read and scored again). A fatal
-        error -- this producer was fenced by a newer instance -- raises ``OutputError``."""
+        transaction -- nothing is produced while a commit is in progress. A transaction the broker aborted (its
+        outputs discarded, its offsets not committed) or a fatal error (this producer was fenced by a newer
+        instance) raises ``OutputError``: the worker exits and the next owner re-reads those requests."""
         assert self._loop is not None
         self._committing = True
         try:
-            return await self._loop.run_in_executor(None, self._commit_blocking, offsets, group_metadata, timeout_s)
+            await self._loop.run_in_executor(None, self._commit_blocking, offsets, group_metadata, timeout_s)
         finally:
             self._committing = False
             if self._backlog:
                 self._schedule_retry()
 
-    def _commit_blocking(self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float) -> bool:
+    def _commit_blocking(self, offsets: list[TopicPartition], group_metadata: Any, timeout_s: float) -> None:
         try:
             if offsets:
                 self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout_s)
@@ -301,13 +301,13 @@ class KafkaOutputSink:
         except KafkaException as exc:
             error = exc.args[0] if exc.args else None
             if isinstance(error, KafkaError) and error.txn_requires_abort():
-                log.warning("transaction aborted: %s", error)
+                # The ledgers already count the aborted outputs as delivered: going on would commit offsets past
+                # requests whose outputs were discarded. Abort, then exit: the next owner reads back and
+                # answers them (a read_committed read-back does not see aborted outputs).
                 self._producer.abort_transaction(timeout_s)
-                self._producer.begin_transaction()
-                return False
+                raise OutputError(f"transaction aborted ({error}); exiting so that the next owner re-reads") from None
             raise OutputError(f"transaction failed: {exc}") from None
         self._producer.begin_transaction()
-        return True
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for every queued output; returns how many are still undelivered."""

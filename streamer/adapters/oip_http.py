@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 JSON = "application/json"
+IDLE_TIMEOUT_S = 30.0  # a connection silent this long (between or within requests) is closed
 BINARY_HEADER = "Inference-Header-Content-Length"
 
 
@@ -76,6 +77,9 @@ class OipServer:
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
             disable_nagle_algorithm = True
+            # A keep-alive connection idle (or trickling) this long is closed: a thread per connection must not
+            # be held forever by clients that went quiet.
+            timeout = IDLE_TIMEOUT_S
 
             def do_GET(self) -> None:
                 server._handle(self, "GET")

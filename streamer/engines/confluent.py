@@ -38,6 +38,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 
 from streamer.adapters.http_endpoints import Endpoints
 from streamer.adapters.kafka_admin import client_config
+from streamer.core.errors import OutputError
 from streamer.core.types import Records
 from streamer.pipeline import ScoringPipeline
 
@@ -148,6 +149,16 @@ class BatchConsumeLoop:
 
         def on_lost(c: Consumer, partitions: list[TopicPartition]) -> None:
             numbers = [tp.partition for tp in partitions]
+            if self._sink.transactional:
+                # The open transaction holds outputs of the lost partitions, which their new owner may write as
+                # well: committing it would duplicate them. Exit without committing it; the broker aborts it.
+                error = OutputError(
+                    f"partitions {numbers} lost (session expired) with outputs in the open transaction; exiting "
+                    "without committing it, the new owner reads back",
+                    topic=self._topic,
+                )
+                self._call(_run_sync(pipeline.fail, error))
+                return
             log.warning("partitions %s lost (session expired); the new owner reads back their outputs", numbers)
             self._call(_run_sync(pipeline.lose, numbers))
 
@@ -230,8 +241,8 @@ class BatchConsumeLoop:
     async def _commit_transaction(self, pipeline: ScoringPipeline, metadata: Any) -> None:
         due = pipeline.commits()
         offsets = [TopicPartition(self._topic, p, offset) for p, offset in due.items()]
-        if await self._sink.commit_transaction(offsets, metadata):
-            pipeline.committed(due)
+        await self._sink.commit_transaction(offsets, metadata)
+        pipeline.committed(due)
 
     def _commit_offsets(self, consumer: Consumer, offsets: dict[int, int], *, asynchronous: bool) -> None:
         if not offsets:

@@ -26,11 +26,13 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
 from streamer.core import envelope
 from streamer.core.batching import Batcher, BatchPolicy
 from streamer.core.errors import SCORING_FAILED, DecodeError
+from streamer.core.oip import OipError
 from streamer.core.scoring import ScoredBatch
 from streamer.core.types import Records
 
@@ -73,18 +75,32 @@ class OnDemandScorer:
             self._thread.start()
 
     def stop(self) -> None:
+        """Stop batching; requests still queued or in the open batch are answered 503 at once, not left to
+        wait out their timeout."""
         self._stopped.set()
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(5)
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is not None and not item[1].done():
+                item[1].set_exception(OipError(503, "the server is stopping"))
 
     def score(self, body: bytes, model: str, key: bytes | None = None, timeout_s: float = 60.0) -> Answer:
         """Score one request body for ``model`` (a model string); blocks until its batch is scored."""
         if not self.batching:
             return self._answers(_records([(next(self._offsets), body, model, key)]))[0]
         future: Future[Answer] = Future()
+        if self._stopped.is_set():
+            raise OipError(503, "the server is stopping")
         self._queue.put(((body, model, key), future))
-        return future.result(timeout_s)
+        try:
+            return future.result(timeout_s)
+        except FutureTimeout:  # the scorer is overloaded or stuck: unavailable, not a bug of this request
+            raise OipError(503, f"not scored within {timeout_s:g} s") from None
 
     def _run(self) -> None:
         batcher = Batcher(self.policy)
@@ -97,6 +113,9 @@ class OnDemandScorer:
             except queue.Empty:
                 item = None
             if item is None and self._stopped.is_set():
+                for future in waiting:  # the open batch: never scored
+                    if not future.done():
+                        future.set_exception(OipError(503, "the server is stopping"))
                 break
             closed = self._take(item, batcher, waiting)
             last = batcher.poll(time.monotonic(), drained=self._queue.empty())

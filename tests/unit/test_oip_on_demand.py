@@ -63,3 +63,27 @@ def test_batch_max_size_one_scores_each_request_on_its_own_thread() -> None:
     scorer.stop()
     assert [a.body for a in answers] == [b'{"echo":"x%d"}' % i for i in range(20)]
     assert echo.batches == [1] * 20
+
+
+def test_a_scorer_that_does_not_answer_in_time_is_a_503_and_stopping_answers_what_waits() -> None:
+    """Unavailable, not a bug: a request not scored within its bound, and one still queued or in the open batch
+    when the server stops, get the protocol's 503 at once instead of a 500 or a hang."""
+    import pytest
+
+    from streamer.core.oip import OipError
+
+    echo = SlowEcho()  # its gate stays shut: the first batch is held in the scorer
+    scorer = OnDemandScorer(echo, BatchPolicy(2, 60.0))
+    scorer.start()
+    with pytest.raises(OipError) as timed_out:
+        scorer.score(b"r0", "m@1", timeout_s=0.2)
+    assert timed_out.value.status == 503
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(scorer.score, b"r1", "m@1")  # the open batch, never closed by size or deadline
+        threading.Timer(0.3, scorer.stop).start()
+        with pytest.raises(OipError) as stopped:
+            waiting.result(10)
+    assert stopped.value.status == 503
+    with pytest.raises(OipError):
+        scorer.score(b"r2", "m@1")
+    echo.gate.set()
