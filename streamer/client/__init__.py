@@ -20,6 +20,7 @@ from streamer.client.results import (
     Prediction,
     ScoreTimeout,
     Source,
+    UnreadableAnswer,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "ScoreTimeout",
     "ScoringClient",
     "Source",
+    "UnreadableAnswer",
 ]

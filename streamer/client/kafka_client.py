@@ -45,6 +45,7 @@ from streamer.client.results import (
     Prediction,
     ScoreTimeout,
     Source,
+    UnreadableAnswer,
 )
 from streamer.client.router import Router, Waiter
 from streamer.core.envelope import ERROR_DETAIL_HEADER, ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
@@ -439,9 +440,9 @@ class ScoringClient:
                 else:
                     try:
                         result = _read_prediction(value)
-                    except _DECODE_ERRORS as exc:
+                    except _DECODE_ERRORS as exc:  # answered, so the call ends now instead of at its timeout
                         log.warning("scoring client: unreadable prediction for %s: %s", waiter.ids[slot], exc)
-                        continue
+                        result = UnreadableAnswer(waiter.ids[slot], str(exc))
                 if router.fill(waiter, slot, result):
                     complete.append(waiter)
         if complete:

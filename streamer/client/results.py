@@ -81,6 +81,16 @@ class DeliveryFailed(StreamerError):
         self.detail = detail
 
 
+class UnreadableAnswer(StreamerError):
+    """The answer to the request arrived but could not be decoded (not a prediction envelope): the request was
+    answered, so waiting longer would not help."""
+
+    def __init__(self, id: str, detail: str) -> None:
+        super().__init__(f"request {id}: unreadable answer: {detail}")
+        self.id = id
+        self.detail = detail
+
+
 class ClientClosed(StreamerError):
     """The client was closed while the call waited."""
 
@@ -97,4 +107,4 @@ class ScoreTimeout(TimeoutError):
         self.timeout_s = timeout_s
 
 
-Outcome = Prediction | DeadLetter | DeliveryFailed
+Outcome = Prediction | DeadLetter | DeliveryFailed | UnreadableAnswer

@@ -237,3 +237,17 @@ def test_the_thread_routes_predictions_and_dead_letters_and_skips_the_rest() -> 
     )
     assert dead_b.source == Source("requests", 0, 11)
     assert isinstance(dead_c, DeadLetter) and dead_c.id == "c" and dead_c.reason == "too-large"  # cut: by source
+
+
+def test_an_unreadable_prediction_ends_its_call_at_once() -> None:
+    """Its id was read, so the request is answered: the slot says the answer was unreadable instead of the call
+    waiting out its timeout."""
+    from streamer.client.results import UnreadableAnswer
+
+    client = routing_client()
+    waiter = Waiter(["a"], Future())
+    client._router.add(waiter)
+    client._router.delivered(waiter, 0, ("requests", 0, 10))
+    client._route([FakeRecord("predictions", b'{"id":"a","score":0.2', source(10))])  # claimed by its source
+    assert waiter.done and waiter.context.done()
+    assert isinstance(waiter.results[0], UnreadableAnswer) and waiter.results[0].id == "a"
