@@ -136,13 +136,14 @@ def test_an_overload_burst_through_a_small_producer_queue_is_absorbed_with_bound
     kafka_broker: devstack.ServerInfo, topics: Callable[..., Topics], worker_factory: Callable[..., WorkerProcess]
 ) -> None:
     """A backlog far above the sustainable rate lands at once, and the output producer's queue is kept small
-    (``queue.buffering.max.messages`` = 2,000, under the burst), so that the sink's backlog path can be met:
+    (``queue.buffering.max.messages`` = 100, under one full batch of 256 outputs: the queue fills whatever the
+    speed of scoring against delivery), so that the sink's backlog path is met:
     everything is answered once, memory stays bounded, and the latency of requests sent after the burst is back
     to normal."""
     burst = 60_000 if LONG else 10_000
     t = topics(4)
     messages, _ = make_requests(burst + 400, keys=200, seed=23)
-    config = '[kafka.client]\n"queue.buffering.max.messages" = 2000\n'
+    config = '[kafka.client]\n"queue.buffering.max.messages" = 100\n'
     worker = worker_factory(t, config)
     worker.wait_assigned()
     with RssSampler([worker]) as rss:
