@@ -19,8 +19,8 @@ from streamer.adapters import devstack
 from streamer.adapters.redis_state import JOINED, LoggedPrediction, RedisStateStore
 from streamer.config import RedisSettings
 from streamer.core.errors import StateStoreError
+from tests.integration.test_redis_tls import system_redis
 
-SYSTEM_REDIS = Path("/usr/bin/redis-server")
 PASSWORD = "acl-Redis-pw-93ad"  # a test secret that must never be printed
 WRONG = "wrong-Redis-pw-5be0"
 
@@ -28,32 +28,14 @@ WRONG = "wrong-Redis-pw-5be0"
 @pytest.fixture
 def acl_redis(tmp_path: Path) -> Iterator[int]:
     """The port of a redis-server whose only enabled user is ``streamer`` (keys ``streamer:*``)."""
-    assert SYSTEM_REDIS.exists(), "Debian's redis-server is missing: `make tools` installs it"
     port = devstack.free_port()
     (tmp_path / "redis.conf").write_text(
         f'port {port}\nbind 127.0.0.1\nsave ""\nappendonly no\ndir {tmp_path}\n'
         f"user default off\nuser streamer on >{PASSWORD} ~streamer:* +@all\n"
     )
-    with open(tmp_path / "redis.log", "wb") as log:
-        server = subprocess.Popen(
-            [str(SYSTEM_REDIS), str(tmp_path / "redis.conf")],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=devstack._die_with_parent,
-        )
     client = redis.Redis(host="127.0.0.1", port=port, username="streamer", password=PASSWORD)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.ConnectionError:
-            if time.monotonic() > deadline or server.poll() is not None:
-                raise AssertionError((tmp_path / "redis.log").read_text()) from None
-            time.sleep(0.05)
-    yield port
-    server.terminate()
-    server.wait(10)
+    with system_redis([str(tmp_path / "redis.conf")], tmp_path, client):
+        yield port
 
 
 def test_the_acl_user_logs_predictions_and_joins_labels(acl_redis: int) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -34,19 +36,15 @@ def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
     return directory / "ca.pem", directory / "server.pem", directory / "server.key"
 
 
-@pytest.fixture
-def tls_redis(tmp_path: Path) -> tuple[int, Path]:
-    """(TLS port, CA file) of a password-protected redis-server that speaks only TLS."""
+@contextmanager
+def system_redis(argv: list[str], directory: Path, client: redis.Redis) -> Iterator[None]:
+    """Debian's redis-server with ``argv``, logging to ``directory``; entered once ``client`` gets a PONG (20 s
+    at most; a server that exits or never answers fails with its log), stopped on exit."""
     assert SYSTEM_REDIS.exists(), "Debian's redis-server is missing: `make tools` installs it"
-    ca, cert, key = make_certificates(tmp_path)
-    port = devstack.free_port()
-    argv = [str(SYSTEM_REDIS), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
-    argv += ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
-    argv += ["--tls-auth-clients", "no", "--requirepass", "pw", "--save", "", "--appendonly", "no"]
-    argv += ["--dir", str(tmp_path)]
-    with open(tmp_path / "redis.log", "wb") as log:
-        server = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, preexec_fn=devstack._die_with_parent)
-    client = redis.Redis(host="127.0.0.1", port=port, password="pw", ssl=True, ssl_ca_certs=str(ca))
+    with open(directory / "redis.log", "wb") as log:
+        server = subprocess.Popen(
+            [str(SYSTEM_REDIS), *argv], stdout=log, stderr=subprocess.STDOUT, preexec_fn=devstack._die_with_parent
+        )
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -54,11 +52,28 @@ def tls_redis(tmp_path: Path) -> tuple[int, Path]:
             break
         except redis.ConnectionError:
             if time.monotonic() > deadline or server.poll() is not None:
-                raise AssertionError((tmp_path / "redis.log").read_text()) from None
+                server.kill()
+                raise AssertionError((directory / "redis.log").read_text()) from None
             time.sleep(0.05)
-    yield port, ca
-    server.terminate()
-    server.wait(10)
+    try:
+        yield
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    """(TLS port, CA file) of a password-protected redis-server that speaks only TLS."""
+    ca, cert, key = make_certificates(tmp_path)
+    port = devstack.free_port()
+    argv = ["--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca)]
+    argv += ["--tls-auth-clients", "no", "--requirepass", "pw", "--save", "", "--appendonly", "no"]
+    argv += ["--dir", str(tmp_path)]
+    client = redis.Redis(host="127.0.0.1", port=port, password="pw", ssl=True, ssl_ca_certs=str(ca))
+    with system_redis(argv, tmp_path, client):
+        yield port, ca
 
 
 def test_tls_and_auth_from_the_settings(tls_redis: tuple[int, Path]) -> None:
