@@ -34,7 +34,6 @@ from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.adapters.redis_state import RedisStateStore
 from streamer.adapters.serving_models import ModelSet, ServingModels
 from streamer.config import Settings
-from streamer.core.batching import BatchPolicy
 from streamer.core.errors import BrokerError, BrokerUnreachable, ConfigError, FatalError, ModelError
 from streamer.core.evaluation import parse_windows
 from streamer.core.graph_exec import Enrichment, Lookup, no_lookup
@@ -213,6 +212,16 @@ def wait_for_broker(
             attempt += 1
 
 
+def export_models(serving: ServingModels, metrics: WorkerMetrics) -> None:
+    """The loaded versions, traffic shares and graphs on the metrics: now, and after every change of the set."""
+
+    def export(_: ModelSet | None, models: ModelSet) -> None:
+        metrics.on_models(models.serving(), models.shares(), models.catalog.graphs.values())
+
+    export(None, serving.current)
+    serving.listen(export)
+
+
 def run(settings: Settings) -> None:
     bootstrap = settings.require_bootstrap()
     # librdkafka's connection-failure lines go to DEBUG (LibrdkafkaLog): one line per attempt is ours, naming
@@ -228,12 +237,7 @@ def run(settings: Settings) -> None:
         raise ConfigError(f"rollout.{enabled_rollouts[0]}: a rollout needs Redis (labels and the control channel)")
     serving = ServingModels(ModelSet(catalog, scorer))
     metrics = WorkerMetrics()
-
-    def export_models(_: ModelSet | None, models: ModelSet) -> None:
-        metrics.on_models(models.serving(), models.shares(), models.catalog.graphs.values())
-
-    export_models(None, serving.current)
-    serving.listen(export_models)
+    export_models(serving, metrics)
     worker, topics, kafka = settings.worker, settings.topics, settings.kafka
     limits = Limits(worker.max_message_bytes, worker.max_rows_per_request, limits_out.predictions)
     quality = _Quality(settings, bootstrap, serving, scan, metrics)
@@ -272,7 +276,7 @@ def run(settings: Settings) -> None:
     recover = partial(
         read_back, bootstrap, kafka.client, worker.group_id, topics.requests, topics.predictions, topics.dlq
     )
-    policy = BatchPolicy(worker.batch_max_size, worker.batch_max_wait_ms / 1000.0, worker.batch_close_when_drained)
+    policy = worker.batch_policy()
     health = Health()
     port = worker.metrics_port or free_port()
     context = WorkerContext(settings, bootstrap, port, metrics, sink, health, lambda: pipeline_of())

@@ -45,6 +45,7 @@ from typing import Annotated, Any, Literal, NamedTuple
 import msgspec
 from msgspec import Meta
 
+from streamer.core.batching import BatchPolicy
 from streamer.core.errors import ConfigError
 from streamer.core.rollout import RolloutPolicy
 
@@ -200,6 +201,10 @@ class WorkerSettings(_Section):
     # Loopback unless configured, like the metrics (in a container: STREAMER_OIP_HOST=0.0.0.0).
     oip_port: Port = 0
     oip_host: str = "127.0.0.1"
+
+    def batch_policy(self) -> BatchPolicy:
+        """The micro-batch policy of both serving modes (the stream's partitions, on-demand requests)."""
+        return BatchPolicy(self.batch_max_size, self.batch_max_wait_ms / 1000.0, self.batch_close_when_drained)
 
 
 class DevSettings(_Section):

@@ -21,18 +21,12 @@ from streamer.adapters.oip_http import OipServer
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.adapters.serving_models import ServingModels
 from streamer.config import Settings
-from streamer.core.batching import BatchPolicy
 from streamer.core.errors import ModelError
 from streamer.core.scoring import Limits, ScoredBatch
 from streamer.core.types import Records
 from streamer.services.on_demand import OnDemandScorer
 
 log = logging.getLogger(__name__)
-
-
-def batch_policy(settings: Settings) -> BatchPolicy:
-    worker = settings.worker
-    return BatchPolicy(worker.batch_max_size, worker.batch_max_wait_ms / 1000.0, worker.batch_close_when_drained)
 
 
 def oip_server(
@@ -46,7 +40,7 @@ def oip_server(
     metrics_page: bool = False,
 ) -> OipServer:
     """The server (not started) on ``port``/``host`` (default: ``worker.oip_port``/``worker.oip_host``)."""
-    scorer = OnDemandScorer(score, batch_policy(settings), metrics.on_oip_batch)
+    scorer = OnDemandScorer(score, settings.worker.batch_policy(), metrics.on_oip_batch)
     return OipServer(
         settings.worker.oip_host if host is None else host,
         settings.worker.oip_port if port is None else port,
@@ -72,13 +66,12 @@ class Standalone:
 
 def standalone(settings: Settings) -> Standalone:
     from streamer.adapters.serving_models import ModelSet
-    from streamer.app import UNREPORTED_MAX_BYTES, entity_lookup, load_catalog
+    from streamer.app import UNREPORTED_MAX_BYTES, entity_lookup, export_models, load_catalog
 
     catalog, scorer, scan = load_catalog(settings)
     serving = ServingModels(ModelSet(catalog, scorer))
     metrics = WorkerMetrics()
-    metrics.on_models(serving.current.serving(), serving.current.shares())
-    serving.listen(lambda _, models: metrics.on_models(models.serving(), models.shares()))
+    export_models(serving, metrics)
     worker = settings.worker
     output = settings.kafka.max_output_bytes or UNREPORTED_MAX_BYTES
     limits = Limits(worker.max_message_bytes, worker.max_rows_per_request, output)
