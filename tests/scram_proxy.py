@@ -25,6 +25,7 @@ import hmac
 import os
 import struct
 import threading
+from typing import Any
 
 from streamer.adapters import devstack
 
@@ -114,25 +115,26 @@ class ScramServer:
         return b"v=" + base64.b64encode(self._hmac(self.server_key, auth_message))
 
 
-class ScramProxy:
-    """Listens on a free loopback port, authenticates each connection by SCRAM against ``users``, then pipes it
-    to the plain-text ``upstream_port``. ``logins`` and ``refusals`` record (user, mechanism) and (user, why)."""
+class LoopbackProxy:
+    """A listener on a free loopback port, served by an asyncio loop on its own thread, in front of the plain-text
+    ``upstream_port``; subclasses say what happens to each connection (``_handle``). ``ssl``: a server context
+    for a TLS listener."""
 
-    def __init__(self, upstream_port: int, users: dict[str, str]) -> None:
+    def __init__(self, upstream_port: int, ssl: Any = None) -> None:
         self.port = devstack.free_port()
-        self._upstream, self._users = upstream_port, users
-        self.logins: list[tuple[str, str]] = []
-        self.refusals: list[tuple[str, str]] = []
+        self._upstream, self._ssl = upstream_port, ssl
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
         if not self._ready.wait(10):
-            raise AssertionError("the SCRAM proxy did not start")
+            raise AssertionError(f"the {type(self).__name__} did not start")
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(asyncio.start_server(self._handle, "127.0.0.1", self.port))
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self._ssl)
+        )
         self._ready.set()
         self._loop.run_forever()
         server.close()
@@ -140,6 +142,20 @@ class ScramProxy:
     def close(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+
+class ScramProxy(LoopbackProxy):
+    """Authenticates each connection by SCRAM against ``users``, then pipes it to the plain-text upstream.
+    ``logins`` and ``refusals`` record (user, mechanism) and (user, why)."""
+
+    def __init__(self, upstream_port: int, users: dict[str, str]) -> None:
+        self._users = users
+        self.logins: list[tuple[str, str]] = []
+        self.refusals: list[tuple[str, str]] = []
+        super().__init__(upstream_port)
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

@@ -27,7 +27,6 @@ import os
 import ssl
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -39,7 +38,7 @@ import pytest
 from streamer.adapters import devstack
 from tests.conftest import REPO
 from tests.integration.test_redis_tls import make_certificates
-from tests.scram_proxy import ScramProxy
+from tests.scram_proxy import LoopbackProxy, ScramProxy
 
 SASL_PASSWORD = "s3cret-Kafka-pw-7f1c"  # a test secret that must never be printed
 WRONG_PASSWORD = "not-the-Kafka-pw-3b9e"  # nor this one
@@ -47,29 +46,13 @@ COMMAND_TIMEOUT_S = 90.0
 ENGINES = ("faust", "batch")
 
 
-class TlsProxy:
-    """A TLS listener on a free loopback port forwarding every connection to a plain-text upstream port."""
+class TlsProxy(LoopbackProxy):
+    """A TLS listener forwarding every connection to a plain-text upstream port."""
 
     def __init__(self, upstream_port: int, cert: Path, key: Path) -> None:
-        self.port = devstack.free_port()
-        self._upstream = upstream_port
-        self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self._context.load_cert_chain(str(cert), str(key))
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise AssertionError("the TLS proxy did not start")
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self._context)
-        )
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(str(cert), str(key))
+        super().__init__(upstream_port, ssl=context)
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
         try:
@@ -87,10 +70,6 @@ class TlsProxy:
                 writer.close()
 
         await asyncio.gather(pipe(client_reader, upstream_writer), pipe(upstream_reader, client_writer))
-
-    def close(self) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
 
 
 @dataclass(frozen=True)
