@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from streamer.adapters import devstack  # noqa: E402
 from streamer.adapters.kafka_admin import KafkaAdmin  # noqa: E402
-from streamer.adapters.kafka_input import synthetic_requests  # noqa: E402
+from streamer.synthetic import synthetic_requests  # noqa: E402
 
 
 @contextmanager

@@ -33,7 +33,7 @@ from common import record
 from redis.utils import HIREDIS_AVAILABLE
 
 from streamer.adapters import devstack
-from streamer.adapters.entity_features import EntityFeatureStore, Lookup
+from streamer.adapters.redis_entities import EntityFeatureStore, Lookup
 
 
 def timed(call: Callable[[], object], repeats: int, warm_up: int = 20) -> list[float]:

@@ -31,9 +31,9 @@ from common import ROOT, embedded_stack, record
 
 from streamer import config, synthetic
 from streamer.adapters import graph_repository
-from streamer.adapters.entity_features import EntityFeatureStore
+from streamer.adapters.redis_entities import EntityFeatureStore
 from streamer.app import entity_lookup, load_catalog
-from streamer.core.graph_spec import parse_graph
+from streamer.core.graph.spec import parse_graph
 from streamer.core.scoring import score_records
 from streamer.core.types import Records
 

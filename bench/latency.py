@@ -28,7 +28,7 @@ from common import ROOT, batch_stats, embedded_stack, fresh_topics, record, row_
 from confluent_kafka import OFFSET_END, Consumer, Producer, TopicPartition
 
 from streamer.adapters import devstack
-from streamer.adapters.kafka_input import synthetic_requests
+from streamer.synthetic import synthetic_requests
 
 
 def _read(bootstrap: str, outputs: list[str], expected: int, seconds_after: float, result: Any, ready: Any) -> None:

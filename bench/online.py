@@ -28,14 +28,14 @@ import redis
 from common import embedded_stack, record
 
 from streamer import synthetic
-from streamer.adapters import model_repository, online
+from streamer.adapters import model_repository, online, onnx_models
 from streamer.adapters.redis_state import LoggedPrediction, RedisStateStore
 from streamer.core import learner
 
 ONLINE_DIR = Path(__file__).resolve().parent.parent / "examples" / "models" / "fraud-online" / "1"
 
 
-def make_store(url: str, model: model_repository.LoadedModel, with_online: bool) -> RedisStateStore:
+def make_store(url: str, model: onnx_models.LoadedModel, with_online: bool) -> RedisStateStore:
     store = RedisStateStore.from_url(url, prefix=f"b{uuid.uuid4().hex[:8]}")
     if with_online:
         spec, start = online.spec_of(model)

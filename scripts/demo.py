@@ -30,7 +30,9 @@ from rich.table import Table
 
 from streamer.adapters import devstack
 from streamer.adapters.kafka_admin import KafkaAdmin
-from streamer.adapters.kafka_input import OutgoingMessage, produce_requests, synthetic_requests
+from streamer.adapters.kafka_console import produce_requests
+from streamer.core.types import OutgoingMessage
+from streamer.synthetic import synthetic_requests
 
 ROOT = Path(__file__).resolve().parent.parent
 console = Console()
@@ -197,7 +199,7 @@ def main() -> int:
         if seen != total:
             return 1
         if not args.no_top:
-            from streamer import top
+            from streamer.top import terminal as top
 
             console.rule("[bold]streamer top --once: the worker's /metrics")
             top.run([metrics_url], 1.0, True, console)

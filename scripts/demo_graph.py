@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from streamer import synthetic
-from streamer.adapters.entity_features import EntityFeatureStore
+from streamer.adapters.redis_entities import EntityFeatureStore
 
 
 def run(

@@ -24,7 +24,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NoReturn
 
-from streamer.adapters import graph_repository, model_repository
+from streamer.adapters import graph_repository, model_repository, onnx_models
 from streamer.adapters.devstack import free_port
 from streamer.adapters.kafka_admin import KafkaAdmin, client_config
 from streamer.adapters.kafka_producer import KafkaOutputSink
@@ -32,15 +32,15 @@ from streamer.adapters.kafka_readback import read_back
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.adapters.redis_state import RedisStateStore
-from streamer.adapters.serving_models import ModelSet, ServingModels
 from streamer.config import Settings
 from streamer.core.errors import BrokerError, BrokerUnreachable, ConfigError, FatalError, ModelError
 from streamer.core.evaluation import parse_windows
-from streamer.core.graph_exec import Enrichment, Lookup, no_lookup
+from streamer.core.graph.execution import Enrichment, Lookup, no_lookup
 from streamer.core.routing import Catalog, Serving
 from streamer.core.scoring import Limits
 from streamer.pipeline import FanOut, PipelineTopics, ScoringPipeline
 from streamer.services.watchdog import Watchdog
+from streamer.serving import ModelSet, ServingModels
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +130,8 @@ def entity_lookup(settings: Settings, catalog: Catalog) -> Lookup:
     if not settings.redis.url:
         log.warning("no Redis configured: enrichment stages %s serve their defaults", ", ".join(s.name for s in stages))
         return no_lookup
-    from streamer.adapters.entity_features import EntityFeatureStore
-    from streamer.adapters.entity_features import Lookup as EntityLookup
+    from streamer.adapters.redis_entities import EntityFeatureStore
+    from streamer.adapters.redis_entities import Lookup as EntityLookup
 
     store = EntityFeatureStore.from_settings(settings.redis)
 
@@ -315,7 +315,7 @@ def run(settings: Settings) -> None:
         return pipeline
 
     if worker.oip_port:  # on-demand serving beside the stream: the same score, the same model set
-        from streamer.services.oip_serving import oip_server
+        from streamer.serve import oip_server
 
         oip = oip_server(settings, serving, score, metrics, lambda: health.fatal is None)
         oip.start()
@@ -427,7 +427,7 @@ class _Quality:
         watcher.start()
         self._started.append(watcher)
 
-    def _loaded(self, model: model_repository.LoadedModel) -> None:
+    def _loaded(self, model: onnx_models.LoadedModel) -> None:
         card = model.card
         self._metrics.on_model_change(card.name, "loaded")
         self.drift.add(card)
@@ -453,9 +453,9 @@ class _Quality:
         bootstrap: str,
         store: RedisStateStore,
         metrics: WorkerMetrics,
-        online: list[model_repository.LoadedModel],
+        online: list[onnx_models.LoadedModel],
     ) -> None:
-        from streamer.adapters.control_channel import ControlChannel
+        from streamer.adapters.redis_control import ControlChannel
         from streamer.services.label_consumer import LabelConsumer
         from streamer.services.online_refresh import OnlineRefresher
         from streamer.services.prediction_log import PredictionLog

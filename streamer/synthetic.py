@@ -6,7 +6,13 @@ shipped ``fraud`` model was trained to approximate. Everything is a pure functio
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
+
+from streamer.core.types import OutgoingMessage
 
 FEATURES = ("amount", "hour", "merchant_risk", "distance_km", "velocity_1h", "account_age_days")
 SEED = 7
@@ -52,3 +58,18 @@ def labels_of(logit: np.ndarray, seed: int = SEED) -> np.ndarray:
     """0/1 labels drawn from the probabilities of given logits."""
     rng = np.random.default_rng(seed + 1)
     return (rng.random(len(logit)) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
+
+
+def synthetic_requests(
+    count: int, *, keys: int = 100, model: str | None = None, seed: int = 1
+) -> Iterator[OutgoingMessage]:
+    """``count`` requests over ``keys`` card ids, features drawn like the demo model's training data."""
+    rows = transactions(count, seed=seed)
+    rng = np.random.default_rng(seed + 1000)
+    cards = rng.integers(0, max(keys, 1), size=count)
+    for index in range(count):
+        features = features_of(rows[index])
+        body: dict[str, Any] = {"id": f"r-{seed}-{index}", "features": features}
+        if model is not None:
+            body["model"] = model
+        yield OutgoingMessage(f"card-{cards[index]}".encode(), json.dumps(body).encode())

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 from streamer.core.errors import ConfigError
-from streamer.core.graph_spec import BINARY, GraphSpec, card_of, check, parse_graph
+from streamer.core.graph.spec import BINARY, GraphSpec, card_of, check, parse_graph
 from streamer.core.routing import Catalog
 
 

@@ -9,7 +9,6 @@ loaded ones, so that one broken version never stops the others from serving.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import tomllib
 from dataclasses import dataclass, field
@@ -18,23 +17,12 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from streamer.adapters.online import check_online
+from streamer.adapters.onnx_models import CARD_FILE, MODEL_FILE, LoadedModel, session_options, sha256_of
 from streamer.core.cards import GraphSignature, ModelCard, TensorInfo, check_signature, parse_card
 from streamer.core.errors import ModelError, ScoringError
 
 log = logging.getLogger(__name__)
-
-CARD_FILE = "card.toml"
-MODEL_FILE = "model.onnx"
-
-
-@dataclass(slots=True)
-class LoadedModel:
-    """A model version ready to serve: its card, its file and an ONNX Runtime session (warmed up)."""
-
-    card: ModelCard
-    path: Path
-    session: ort.InferenceSession
-    output_names: tuple[str, ...]
 
 
 @dataclass(slots=True)
@@ -46,26 +34,10 @@ class ScanResult:
         return [m.card for versions in self.loaded.values() for m in versions.values()]
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _tensor_info(node: ort.NodeArg) -> TensorInfo:
     shape = tuple(d if isinstance(d, int) else None for d in (node.shape or ()))
     element_type = node.type.removeprefix("tensor(").removesuffix(")")  # "tensor(float)" -> "float"
     return TensorInfo(node.name, shape, element_type)
-
-
-def session_options(intra_op_num_threads: int) -> ort.SessionOptions:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = intra_op_num_threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3  # errors only: ONNX Runtime's warnings are not actionable for operators
-    return options
 
 
 def allowed_roots(models_dir: Path) -> list[Path]:
@@ -139,8 +111,6 @@ def load_version(version_dir: Path, intra_op_num_threads: int = 1) -> LoadedMode
     model = LoadedModel(card, model_path, session, tuple(t.name for t in signature.outputs))
     check_serving(model)
     if card.online is not None:
-        from streamer.adapters.online import check_online  # online builds on this module
-
         check_online(model)
     return model
 
@@ -163,7 +133,7 @@ def check_serving(model: LoadedModel) -> None:
     Catches what the signature cannot: an output reference that does not select one value per row (a
     multiclass ``score = "probabilities"``), a graph that only takes batches of one, a non-finite score.
     """
-    from streamer.core.graph import ScoringGraph
+    from streamer.core.graph.scoring_graph import ScoringGraph
 
     card = model.card
 

@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from streamer.adapters.model_repository import CARD_FILE, MODEL_FILE, LoadedModel, session_options
 from streamer.adapters.onnx_logistic import GraphForm, LogisticWeights, build_logistic, read_logistic_file
+from streamer.adapters.onnx_models import CARD_FILE, MODEL_FILE, LoadedModel, session_options
 from streamer.core import learner
 from streamer.core.cards import GraphSignature, ModelCard, TensorInfo, check_signature
 from streamer.core.errors import ModelError

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from streamer.adapters.model_repository import LoadedModel
+from streamer.adapters.onnx_models import LoadedModel
 from streamer.core.cards import ModelCard
 from streamer.core.errors import ScoringError
 from streamer.core.scorer import Scorer

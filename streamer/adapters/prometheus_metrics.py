@@ -26,8 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from streamer.core.errors import DEAD_LETTER_REASONS
-from streamer.core.graph_exec import stage_labels
-from streamer.core.graph_spec import GraphSpec
+from streamer.core.graph.execution import stage_labels
+from streamer.core.graph.spec import GraphSpec
 from streamer.core.ledger import Batch, Release
 from streamer.core.outputs import OutputRecords
 from streamer.core.scoring import ScoredBatch, outcome_counts, sent_scores

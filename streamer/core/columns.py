@@ -38,7 +38,7 @@ import numpy as np
 
 from streamer.core.cards import ModelCard
 from streamer.core.errors import NON_FINITE, SCHEMA, SCORING_FAILED, UNKNOWN_MODEL, DecodeError, ScoringError
-from streamer.core.graph import GraphResult, Infer, ScoringGraph
+from streamer.core.graph.scoring_graph import GraphResult, Infer, ScoringGraph
 from streamer.core.routing import Catalog
 
 # Column.kinds codes.

@@ -25,9 +25,9 @@ from streamer.core import envelope
 from streamer.core.cards import ModelCard
 from streamer.core.errors import SCORING_FAILED, TOO_LARGE, DecodeError, ScoringError
 from streamer.core.features import FeatureBatch, build_matrix
-from streamer.core.graph import GraphResult, Infer, ScoringGraph
-from streamer.core.graph_exec import Lookup, StageStats, no_lookup, run_graph
-from streamer.core.graph_spec import GraphSpec
+from streamer.core.graph.execution import Lookup, StageStats, no_lookup, run_graph
+from streamer.core.graph.scoring_graph import GraphResult, Infer, ScoringGraph
+from streamer.core.graph.spec import GraphSpec
 from streamer.core.routing import Catalog
 from streamer.core.types import Records
 

@@ -156,3 +156,12 @@ class Prediction:
     source: SourceRef
     latency_ms: float
     decision: str | list[str] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """A message to send to a topic, as the command-line producer and the synthetic traffic make it."""
+
+    key: bytes | None
+    value: bytes
+    headers: list[tuple[str, bytes]] | None = None

@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from streamer.adapters import model_repository
-from streamer.adapters.model_repository import CARD_FILE, MODEL_FILE, LoadedModel
-from streamer.adapters.serving_models import ServingModels
+from streamer.adapters.onnx_models import CARD_FILE, MODEL_FILE, LoadedModel
 from streamer.core.errors import ModelError
 from streamer.services.runner import Background, Service
+from streamer.serving import ServingModels
 
 log = logging.getLogger(__name__)
 

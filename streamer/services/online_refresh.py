@@ -18,12 +18,12 @@ import time
 from typing import Any
 
 from streamer.adapters import online as online_models
-from streamer.adapters.model_repository import LoadedModel
 from streamer.adapters.online import OnlineModel
-from streamer.adapters.serving_models import ServingModels
+from streamer.adapters.onnx_models import LoadedModel
 from streamer.core.errors import StateStoreError
 from streamer.core.state import StateStore
 from streamer.services.runner import Background, Service
+from streamer.serving import ServingModels
 
 log = logging.getLogger(__name__)
 

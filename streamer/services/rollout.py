@@ -22,13 +22,13 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from streamer.adapters.control_channel import ControlChannel
-from streamer.adapters.serving_models import ServingModels
+from streamer.adapters.redis_control import ControlChannel
 from streamer.core import rollout
 from streamer.core.errors import StateStoreError
 from streamer.core.rollout import ControlState, RolloutPolicy
 from streamer.core.state import StateStore
 from streamer.services.runner import Background, Service
+from streamer.serving import ServingModels
 
 log = logging.getLogger(__name__)
 

@@ -13,12 +13,12 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from streamer.adapters.control_channel import ControlChannel
-from streamer.adapters.serving_models import ServingModels
+from streamer.adapters.redis_control import ControlChannel
 from streamer.core.errors import StateStoreError
 from streamer.core.rollout import ControlState
 from streamer.core.routing import Serving
 from streamer.services.runner import Background, Service
+from streamer.serving import ServingModels
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ import pytest
 
 from streamer.core.cards import ModelCard
 from streamer.core.errors import SCORING_FAILED, ScoringError
-from streamer.core.graph import ScoringGraph
+from streamer.core.graph.scoring_graph import ScoringGraph
 from streamer.core.scorer import Scorer
 
 Check = Callable[[Scorer, ModelCard], None]

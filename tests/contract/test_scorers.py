@@ -22,12 +22,12 @@ import pytest
 from streamer.adapters import online
 from streamer.adapters.model_repository import LoadedModel, load_version
 from streamer.adapters.onnx_scorer import OnnxScorer
-from streamer.adapters.serving_models import ModelSet, cards_of
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import ScoringError
 from streamer.core.routing import Catalog
 from streamer.core.scorer import FunctionScorer, Scorer
 from streamer.core.state import OnlineWeights
+from streamer.serving import ModelSet, cards_of
 from tests.contract.scorer_checks import (
     CHECKS,
     Check,

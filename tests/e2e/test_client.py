@@ -24,8 +24,8 @@ from streamer.adapters.kafka_admin import KafkaAdmin
 from streamer.cli import app
 from streamer.client import DeadLetter, Prediction, Request, ScoreTimeout, ScoringClient
 from streamer.core.errors import StreamerError
-from streamer.core.metrics_view import build_view
-from streamer.top import scrape
+from streamer.top.terminal import scrape
+from streamer.top.view import build_view
 from tests.conftest import REPO
 from tests.e2e.conftest import Topics, WorkerProcess
 

@@ -23,7 +23,7 @@ import redis
 
 from streamer import synthetic
 from streamer.adapters import devstack
-from streamer.adapters.entity_features import EntityFeatureStore
+from streamer.adapters.redis_entities import EntityFeatureStore
 from tests.conftest import REPO
 from tests.e2e.conftest import Topics, WorkerProcess, produce, read_all
 from tests.e2e.test_model_lifecycle import wait_for

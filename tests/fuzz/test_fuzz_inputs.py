@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from streamer.core import envelope
 from streamer.core.cards import ModelCard, OutputRef, parse_card
 from streamer.core.errors import DEAD_LETTER_REASONS, ConfigError, DecodeError, ModelError
-from streamer.core.graph_spec import parse_graph
+from streamer.core.graph.spec import parse_graph
 from streamer.core.outputs import output_records
 from streamer.core.routing import Catalog
 from streamer.core.scoring import Limits, score_records

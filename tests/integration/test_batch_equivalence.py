@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 
 from streamer import synthetic
 from streamer.adapters import model_repository
-from streamer.adapters.batch_files import read_table
 from streamer.adapters.onnx_scorer import OnnxScorer
+from streamer.batch.files import read_table
+from streamer.batch.offline import ChunkScorer, ScoredTable
 from streamer.core.routing import Catalog
 from streamer.core.scoring import score_records
 from streamer.core.types import Records
-from streamer.engines.offline import ChunkScorer, ScoredTable
 from tests.conftest import REPO
 
 FEATURES = synthetic.FEATURES
@@ -310,8 +310,8 @@ def test_tabular_columns_of_requests_are_the_fields_of_the_worker_predictions(
 ) -> None:
     """JSONL to CSV/Parquet: the columns are what the worker's prediction bodies say, row by row (two models
     interleaved, dead letters between, and OIP requests, which give one output row per scored row)."""
-    from streamer.adapters.batch_files import read_jsonl
-    from streamer.engines.offline import ScoredLines
+    from streamer.batch.files import read_jsonl
+    from streamer.batch.offline import ScoredLines
 
     catalog, scorer = models
     x = synthetic.transactions(40, seed=78)

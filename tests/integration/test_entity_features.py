@@ -17,7 +17,7 @@ import pytest
 import redis
 
 from streamer.adapters import devstack
-from streamer.adapters.entity_features import EntityFeatureStore, Lookup, feature_key
+from streamer.adapters.redis_entities import EntityFeatureStore, Lookup, feature_key
 from streamer.config import RedisSettings
 from tests.integration import test_redis_tls
 from tests.integration.test_topics_and_models import run

@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 
 from streamer.adapters import devstack
-from streamer.adapters.control_channel import ControlChannel
 from streamer.adapters.onnx_scorer import OnnxScorer
+from streamer.adapters.redis_control import ControlChannel
 from streamer.adapters.redis_state import JOINED, LoggedBatch, RedisStateStore
-from streamer.adapters.serving_models import ModelSet, ServingModels
 from streamer.core import rollout
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.evaluation import RollingEvaluation, WindowSpec, parse_windows
@@ -28,6 +27,7 @@ from streamer.core.rollout import ControlState, RolloutPolicy
 from streamer.core.routing import Catalog
 from streamer.services.rollout import Rollouts
 from streamer.services.serving_control import ServingControl
+from streamer.serving import ModelSet, ServingModels
 from tests.model_versions import GBDT, write_version
 
 WINDOWS = (WindowSpec("1m", 60, 6),)

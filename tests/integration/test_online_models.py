@@ -14,7 +14,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from streamer.adapters import devstack, model_repository, online
+from streamer.adapters import devstack, model_repository, online, onnx_models
 from streamer.adapters.onnx_logistic import build_logistic, read_logistic, read_logistic_file
 from streamer.adapters.redis_state import LEARNED, LoggedPrediction, RedisStateStore
 from streamer.core import learner
@@ -86,8 +86,8 @@ def write_version(
 ) -> Path:
     target = models_dir / "exported" / str(version)
     target.mkdir(parents=True)
-    (target / model_repository.MODEL_FILE).write_bytes(data)
-    (target / model_repository.CARD_FILE).write_text(
+    (target / onnx_models.MODEL_FILE).write_bytes(data)
+    (target / onnx_models.CARD_FILE).write_text(
         f'name = "exported"\nversion = {version}\ntask = "binary-classification"\nfeatures = {FEATURES!r}\n'
         f'input = "x"\nsha256 = "{hashlib.sha256(data).hexdigest()}"\n\n[outputs]\n{outputs}\n\n'
         f'[online]\n{online_table}\n\n[card]\ndescription = "test"\n'.replace("'", '"')

@@ -17,16 +17,16 @@ import onnxruntime as ort
 import pytest
 
 from streamer import synthetic
-from streamer.adapters import devstack, model_repository, online
+from streamer.adapters import devstack, model_repository, online, onnx_models
 from streamer.adapters.onnx_logistic import build_logistic, read_logistic, read_logistic_file
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, LoggedPrediction, RedisStateStore
-from streamer.adapters.serving_models import ModelSet, ServingModels, cards_of
 from streamer.core import learner
 from streamer.core.errors import ModelError
 from streamer.core.routing import Catalog
 from streamer.services.online_refresh import OnlineRefresher
+from streamer.serving import ModelSet, ServingModels, cards_of
 from tests.conftest import REPO
 
 ONLINE_DIR = REPO / "examples" / "models" / "fraud-online" / "1"
@@ -38,11 +38,11 @@ def store(redis_server: devstack.ServerInfo) -> RedisStateStore:
 
 
 @pytest.fixture
-def model() -> model_repository.LoadedModel:
+def model() -> onnx_models.LoadedModel:
     return model_repository.load_version(ONLINE_DIR)
 
 
-def logged(model: model_repository.LoadedModel, x: np.ndarray, token: str) -> list[LoggedPrediction]:
+def logged(model: onnx_models.LoadedModel, x: np.ndarray, token: str) -> list[LoggedPrediction]:
     card = model.card
     return [
         LoggedPrediction(f"{token}-{i}", card.name, str(card.version), 0.5, 0.5, 1.0, row.tolist())
@@ -50,7 +50,7 @@ def logged(model: model_repository.LoadedModel, x: np.ndarray, token: str) -> li
     ]
 
 
-def test_the_shipped_onnx_weights_round_trip_and_score_like_the_learner(model: model_repository.LoadedModel) -> None:
+def test_the_shipped_onnx_weights_round_trip_and_score_like_the_learner(model: onnx_models.LoadedModel) -> None:
     weights = read_logistic_file(str(model.path))
     x = synthetic.transactions(500, seed=3).astype(np.float32)
     shipped = model.session.run(None, {"float_input": x})[1][:, 1]
@@ -68,7 +68,7 @@ def test_a_graph_that_is_not_logistic_is_refused() -> None:
 
 
 def test_labels_learn_in_redis_exactly_as_the_reference_and_once_each(
-    store: RedisStateStore, model: model_repository.LoadedModel
+    store: RedisStateStore, model: onnx_models.LoadedModel
 ) -> None:
     spec, start = online.spec_of(model)
     assert store.register_online("fraud-online", "1", spec, start.z, start.n)
@@ -93,7 +93,7 @@ def test_labels_learn_in_redis_exactly_as_the_reference_and_once_each(
 
 @pytest.mark.parametrize("l1", [0.05, 2.0])
 def test_with_l1_the_lua_learner_equals_the_reference_from_the_shipped_weights(
-    store: RedisStateStore, model: model_repository.LoadedModel, l1: float
+    store: RedisStateStore, model: onnx_models.LoadedModel, l1: float
 ) -> None:
     """l1 > 0: the shipped weights are the starting state (from_weights inverts the l1 shrinkage), the Lua step
     equals core.learner's, and the served graph rebuilt from the state at start scores like the shipped one."""
@@ -126,7 +126,7 @@ def test_with_l1_the_lua_learner_equals_the_reference_from_the_shipped_weights(
 
 
 def test_registering_again_and_late_is_idempotent_and_keeps_earlier_learner_codes(
-    store: RedisStateStore, model: model_repository.LoadedModel, tmp_path: Path
+    store: RedisStateStore, model: onnx_models.LoadedModel, tmp_path: Path
 ) -> None:
     """A version dropped in while the worker runs is registered with the same call as at start: it is seeded,
     learns from the next batch, and neither resets nor renumbers the models registered before."""
@@ -163,7 +163,7 @@ def test_registering_again_and_late_is_idempotent_and_keeps_earlier_learner_code
 
 
 def test_a_shared_state_of_another_width_is_not_learnt_and_breaks_nothing(
-    store: RedisStateStore, model: model_repository.LoadedModel, caplog: pytest.LogCaptureFixture
+    store: RedisStateStore, model: onnx_models.LoadedModel, caplog: pytest.LogCaptureFixture
 ) -> None:
     """State left in Redis by a different model under the same name@version: labels still join, nothing learns,
     and an error says which key to delete -- never a Lua error that would hold every later label batch."""
@@ -180,7 +180,7 @@ def test_a_shared_state_of_another_width_is_not_learnt_and_breaks_nothing(
 
 
 def test_two_workers_learning_concurrently_reach_the_weights_of_one(
-    redis_server: devstack.ServerInfo, model: model_repository.LoadedModel
+    redis_server: devstack.ServerInfo, model: onnx_models.LoadedModel
 ) -> None:
     spec, start = online.spec_of(model)
     x = synthetic.transactions(4000, seed=12)
@@ -238,7 +238,7 @@ def test_two_workers_learning_concurrently_reach_the_weights_of_one(
 
 
 def test_the_refresher_serves_the_shared_weights_and_freeze_writes_a_plain_version(
-    store: RedisStateStore, model: model_repository.LoadedModel, tmp_path: Path
+    store: RedisStateStore, model: onnx_models.LoadedModel, tmp_path: Path
 ) -> None:
     models_dir = tmp_path / "models"
     shutil.copytree(ONLINE_DIR, models_dir / "fraud-online" / "1")
@@ -279,7 +279,7 @@ def test_the_refresher_serves_the_shared_weights_and_freeze_writes_a_plain_versi
 
 
 def test_streamer_models_freeze_from_the_command_line(
-    redis_server: devstack.ServerInfo, model: model_repository.LoadedModel, tmp_path: Path
+    redis_server: devstack.ServerInfo, model: onnx_models.LoadedModel, tmp_path: Path
 ) -> None:
     from tests.integration.test_topics_and_models import run
 

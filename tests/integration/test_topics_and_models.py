@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from streamer.adapters import devstack, model_repository
+from streamer.adapters import devstack, model_repository, onnx_models
 from streamer.adapters.kafka_admin import KafkaAdmin
 from streamer.core.errors import ModelError
 from tests.conftest import REPO
@@ -91,7 +91,7 @@ def test_a_corrupt_model_is_refused_in_one_line_naming_the_file(tmp_path: Path) 
     assert len(lines) == 1 and str(version / "model.onnx") in lines[0] and "sha256" in lines[0]
     # with the checksum updated, ONNX Runtime itself has to refuse the bytes
     card = (version / "card.toml").read_text()
-    digest = model_repository.sha256_of(version / "model.onnx")
+    digest = onnx_models.sha256_of(version / "model.onnx")
     (version / "card.toml").write_text(
         "\n".join(f'sha256 = "{digest}"' if line.startswith("sha256") else line for line in card.splitlines())
     )

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import ConfigError
-from streamer.core.graph_exec import Enrichment, run_graph
-from streamer.core.graph_spec import card_of, check, describe, parse_graph, to_dot
+from streamer.core.graph.execution import Enrichment, run_graph
+from streamer.core.graph.spec import card_of, check, describe, parse_graph, to_dot
 from streamer.core.routing import Catalog, Serving, Split
 from streamer.core.scoring import score_records
 from streamer.core.types import Records

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamer import config
-from streamer.core import oip
 from streamer.core.types import Tensor
-from streamer.services.oip_serving import oip_server, standalone
+from streamer.oip import codec as oip
+from streamer.serve import oip_server, standalone
 from tests.conftest import REPO
 
 names = st.text(st.characters(codec="utf-8"), min_size=1, max_size=12)

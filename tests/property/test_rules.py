@@ -16,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer.core.errors import ConfigError, ScoringError
-from streamer.core.rules import OPS, Condition, Rule, RuleSet, evaluate, fields_of, kinds_of, parse_rules
+from streamer.core.graph.rules import OPS, Condition, Rule, RuleSet, evaluate, fields_of, kinds_of, parse_rules
 
 WHERE = "graphs/fraud.toml: stages.decide"
 NAN = float("nan")

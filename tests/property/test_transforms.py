@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer.core.errors import ConfigError, ScoringError
-from streamer.core.transforms import (
+from streamer.core.graph.transforms import (
     KINDS,
     Op,
     apply,

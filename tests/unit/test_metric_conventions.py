@@ -161,7 +161,7 @@ def test_a_declared_graphs_stage_and_enrichment_counters_start_at_zero() -> None
     """The shipped fraud graph (an enrichment, a transform, a two-phase cascade, rules): every stage label a run
     reports exists at 0 from the graph's load, so an alert on an enrichment's misses never meets no series."""
     from streamer.adapters.graph_repository import read_graphs
-    from streamer.core.graph_exec import stage_labels
+    from streamer.core.graph.execution import stage_labels
 
     graph = next(g for g in read_graphs(SOURCE.parent / "examples" / "graphs") if g.name == "fraud-graph")
     metrics = WorkerMetrics()

@@ -9,7 +9,7 @@ from streamer.core.batching import BatchPolicy
 from streamer.core.errors import SCHEMA, DecodeError
 from streamer.core.scoring import ScoredBatch
 from streamer.core.types import Records
-from streamer.services.on_demand import OnDemandScorer
+from streamer.oip.on_demand import OnDemandScorer
 
 
 class SlowEcho:
@@ -70,7 +70,7 @@ def test_a_scorer_that_does_not_answer_in_time_is_a_503_and_stopping_answers_wha
     when the server stops, get the protocol's 503 at once instead of a 500 or a hang."""
     import pytest
 
-    from streamer.core.oip import OipError
+    from streamer.oip.codec import OipError
 
     echo = SlowEcho()  # its gate stays shut: the first batch is held in the scorer
     scorer = OnDemandScorer(echo, BatchPolicy(2, 60.0))

@@ -1,4 +1,4 @@
-"""``streamer top``: the metrics maths as pure functions (``core/metrics_view.py``), and the command's ``--once``
+"""``streamer top``: the metrics maths as pure functions (``top/view.py``), and the command's ``--once``
 frame against a local HTTP server serving what a worker's ``WorkerMetrics`` exposes."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from streamer.adapters.prometheus_metrics import WorkerMetrics, observe_many
 from streamer.cli import app
-from streamer.core.metrics_view import Scrape, build_view, counter_rate, histogram_quantile
-from streamer.top import normalize_url, parse_exposition
+from streamer.top.terminal import normalize_url, parse_exposition
+from streamer.top.view import Scrape, build_view, counter_rate, histogram_quantile
 
 
 def test_histogram_quantile_interpolates_like_prometheus() -> None:

@@ -23,8 +23,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
-from streamer.adapters.batch_files import LinesChunk
 from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config
+from streamer.batch.files import LinesChunk
 from streamer.core import envelope
 from streamer.core.errors import TopicRangeError
 from streamer.core.types import Records

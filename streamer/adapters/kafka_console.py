@@ -1,6 +1,6 @@
 """The user-side clients of ``streamer produce`` and ``streamer consume`` (confluent-kafka).
 
-``produce`` sends synthetic card transactions (``streamer.synthetic``) or a JSONL file, keyed, at a given
+``produce`` sends messages (synthetic ones from ``streamer.synthetic``, or a JSONL file), keyed, at a given
 rate; ``consume`` prints what a ``read_committed`` consumer sees, from the beginning of the topic, without
 committing (a throwaway group), so it never disturbs the workers.
 """
@@ -16,19 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
 
-from streamer import synthetic
 from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config
 from streamer.core.errors import StreamerError
-
-
-@dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    key: bytes | None
-    value: bytes
-    headers: list[tuple[str, bytes]] | None = None
+from streamer.core.types import OutgoingMessage
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,21 +31,6 @@ class SendReport:
     @property
     def rate(self) -> float:
         return self.count / self.seconds if self.seconds > 0 else float("inf")
-
-
-def synthetic_requests(
-    count: int, *, keys: int = 100, model: str | None = None, seed: int = 1
-) -> Iterator[OutgoingMessage]:
-    """``count`` requests over ``keys`` card ids, features drawn like the demo model's training data."""
-    rows = synthetic.transactions(count, seed=seed)
-    rng = np.random.default_rng(seed + 1000)
-    cards = rng.integers(0, max(keys, 1), size=count)
-    for index in range(count):
-        features = synthetic.features_of(rows[index])
-        body: dict[str, Any] = {"id": f"r-{seed}-{index}", "features": features}
-        if model is not None:
-            body["model"] = model
-        yield OutgoingMessage(f"card-{cards[index]}".encode(), json.dumps(body).encode())
 
 
 def read_jsonl(path: Path, limit: int = 0) -> Iterator[OutgoingMessage]:

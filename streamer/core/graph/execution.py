@@ -24,12 +24,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamer.core import rules as rules_module
-from streamer.core import transforms as transforms_module
 from streamer.core.cards import ModelCard
 from streamer.core.errors import DecodeError, ScoringError
-from streamer.core.graph import GraphResult, Infer, ScoringGraph
-from streamer.core.graph_spec import GraphSpec, Stage, member_weights
+from streamer.core.graph import rules as rules_module
+from streamer.core.graph import transforms as transforms_module
+from streamer.core.graph.scoring_graph import GraphResult, Infer, ScoringGraph
+from streamer.core.graph.spec import GraphSpec, Stage, member_weights
 from streamer.core.routing import Split
 
 

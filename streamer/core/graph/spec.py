@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from graphlib import CycleError, TopologicalSorter
 from typing import Any
 
-from streamer.core import rules as rules_module
-from streamer.core import transforms as transforms_module
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import ConfigError
+from streamer.core.graph import rules as rules_module
+from streamer.core.graph import transforms as transforms_module
 
 KINDS = ("model", "transform", "enrich", "ensemble", "cascade", "rules")
 SCORING_KINDS = ("model", "ensemble", "cascade")

@@ -33,7 +33,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
     def context(name: str) -> tuple[Any, Any, list[int], int]:
         """Settings, the control channel, the versions of ``name`` on disk and its champion now."""
         from streamer.adapters import model_repository
-        from streamer.adapters.control_channel import ControlChannel
+        from streamer.adapters.redis_control import ControlChannel
         from streamer.adapters.redis_state import RedisStateStore
 
         s = settings()
@@ -118,7 +118,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
     @models_app.command("serving")
     def models_serving(as_json: JsonOption = False) -> None:
         """The shared serving state of every model (what every worker serves)."""
-        from streamer.adapters.control_channel import ControlChannel
+        from streamer.adapters.redis_control import ControlChannel
         from streamer.adapters.redis_state import RedisStateStore
 
         s = settings()

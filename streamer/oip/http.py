@@ -19,10 +19,10 @@ from urllib.parse import unquote
 
 import msgspec
 
-from streamer.adapters.serving_models import ModelSet
-from streamer.core import oip
 from streamer.core.errors import UNKNOWN_MODEL, DecodeError
-from streamer.services.on_demand import OnDemandScorer
+from streamer.oip import codec as oip
+from streamer.oip.on_demand import OnDemandScorer
+from streamer.serving import ModelSet
 
 log = logging.getLogger(__name__)
 

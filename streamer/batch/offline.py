@@ -39,7 +39,7 @@ from typing import Any, Protocol
 import msgspec
 import numpy as np
 
-from streamer.adapters.batch_files import (
+from streamer.batch.files import (
     JsonlPredictions,
     LinesChunk,
     PredictionColumns,
@@ -47,11 +47,11 @@ from streamer.adapters.batch_files import (
     TableChunk,
     TablePredictions,
 )
-from streamer.adapters.batch_topic import TopicWriter
+from streamer.batch.topic import TopicWriter
 from streamer.core import envelope
 from streamer.core.columns import ScoredColumns, score_columns
-from streamer.core.graph import Infer
-from streamer.core.graph_exec import Lookup, no_lookup
+from streamer.core.graph.execution import Lookup, no_lookup
+from streamer.core.graph.scoring_graph import Infer
 from streamer.core.routing import Catalog
 from streamer.core.scoring import Limits, ScoredBatch, score_records
 

@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from streamer.core import envelope
 from streamer.core.batching import Batcher, BatchPolicy
 from streamer.core.errors import SCORING_FAILED, DecodeError
-from streamer.core.oip import OipError
 from streamer.core.scoring import ScoredBatch
 from streamer.core.types import Records
+from streamer.oip.codec import OipError
 
 log = logging.getLogger(__name__)
 

@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from streamer.adapters.model_repository import LoadedModel
+from streamer.adapters.onnx_models import LoadedModel
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.core.cards import ModelCard
-from streamer.core.graph_exec import Lookup, no_lookup
+from streamer.core.graph.execution import Lookup, no_lookup
 from streamer.core.routing import Catalog, Serving
 from streamer.core.scorer import Scorer
 from streamer.core.scoring import Limits, ScoredBatch, score_records

@@ -23,7 +23,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from streamer.core.metrics_view import QUANTILES, Samples, Scrape, View, build_view
+from streamer.top.view import QUANTILES, Samples, Scrape, View, build_view
 
 DEFAULT_URL = "http://127.0.0.1:9464/metrics"
 

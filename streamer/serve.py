@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from streamer import __version__
-from streamer.adapters.oip_http import OipServer
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
-from streamer.adapters.serving_models import ServingModels
 from streamer.config import Settings
 from streamer.core.errors import ModelError
 from streamer.core.scoring import Limits, ScoredBatch
 from streamer.core.types import Records
-from streamer.services.on_demand import OnDemandScorer
+from streamer.oip.http import OipServer
+from streamer.oip.on_demand import OnDemandScorer
+from streamer.serving import ServingModels
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +65,8 @@ class Standalone:
 
 
 def standalone(settings: Settings) -> Standalone:
-    from streamer.adapters.serving_models import ModelSet
     from streamer.app import UNREPORTED_MAX_BYTES, entity_lookup, export_models, load_catalog
+    from streamer.serving import ModelSet
 
     catalog, scorer, scan = load_catalog(settings)
     serving = ServingModels(ModelSet(catalog, scorer))

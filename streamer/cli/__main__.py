@@ -1,0 +1,5 @@
+"""``python -m streamer.cli``: the ``streamer`` command."""
+
+from streamer.cli import main
+
+main()

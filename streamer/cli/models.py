@@ -1,0 +1,115 @@
+"""``streamer models list | validate | freeze``, and the lifecycle commands of ``models_lifecycle``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from streamer.cli import models_lifecycle
+from streamer.cli.base import app, out, settings
+from streamer.core.errors import ConfigError
+
+models_app = typer.Typer(help="The model repository.")
+app.add_typer(models_app, name="models")
+
+
+@models_app.command("list")
+def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
+    """Every model version in the repository, with its card and whether it loads."""
+    from streamer.adapters import model_repository
+
+    s = settings()
+    models_dir = s.require_models_dir()
+    result = model_repository.scan(models_dir)
+    pins = dict(s.models.pins)
+    if s.redis.url:  # what the control channel says wins over the file, as in the workers
+        from streamer.adapters.redis_control import ControlChannel
+        from streamer.adapters.redis_state import RedisStateStore
+
+        try:
+            store = RedisStateStore.from_settings(s.redis)
+            states = ControlChannel(store.client, store.prefix).read()
+        except Exception as exc:  # Redis down: the file's pins, said so
+            logging.getLogger("streamer.models").warning("cannot read the serving state from Redis (%s)", exc)
+        else:
+            pins.update({name: state.pin for name, state in states.items() if state.pin is not None})
+    rows: list[dict[str, Any]] = []
+    for name, versions in sorted(result.loaded.items()):
+        pinned = pins.get(name)
+        serving = pinned if pinned in versions else max(versions)
+        for version, model in sorted(versions.items()):
+            card = model.card
+            rows.append(
+                {
+                    "name": name,
+                    "version": version,
+                    "status": "serving" if version == serving else "loaded",
+                    "task": card.task,
+                    "features": list(card.features),
+                    "metrics": card.card.get("metrics", {}),
+                    "path": str(model.path.parent),
+                }
+            )
+    for path, error in sorted(result.refused.items()):
+        rows.append({"name": path.parent.name, "version": path.name, "status": "refused", "error": str(error)})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("model", "version", "status", "task", "features", "metrics")
+    for row in rows:
+        if row["status"] == "refused":
+            table.add_row(row["name"], str(row["version"]), "[red]refused[/]", row["error"], "", "")
+            continue
+        metrics = ", ".join(f"{k}={v}" for k, v in row["metrics"].items())
+        table.add_row(row["name"], str(row["version"]), row["status"], row["task"], str(len(row["features"])), metrics)
+    out.print(table)
+
+
+@models_app.command("validate")
+def models_validate(
+    version_dir: Annotated[Path, typer.Argument(help="A <models>/<name>/<version> directory.")],
+) -> None:
+    """Load one model version as a worker would; a refusal is one line naming the file (exit code 2)."""
+    from streamer.adapters import model_repository
+
+    model = model_repository.load_version(version_dir)
+    out.print(f"ok: {model.card.ref} ({len(model.card.features)} features, outputs {', '.join(model.output_names)})")
+
+
+@models_app.command("freeze")
+def models_freeze(
+    name: Annotated[str, typer.Argument(help="An online model (its card has an \\[online] table).")],
+    version: Annotated[int | None, typer.Option(help="The online version; default: the highest.")] = None,
+) -> None:
+    """Write an online model's current shared weights (Redis) as the next version: a plain ONNX model.
+
+    The new version has the same card without \\[online] (it serves, it does not learn) and, being the highest,
+    is what workers serve after a restart unless the config pins a version.
+    """
+    from streamer.adapters import model_repository, online
+    from streamer.adapters.redis_state import RedisStateStore
+
+    s = settings()
+    models_dir = s.require_models_dir()
+    versions = [d for d in model_repository.version_dirs(models_dir) if d.parent.name == name]
+    chosen = [d for d in versions if version is None or d.name == str(version)]
+    if not chosen:
+        raise ConfigError(f"models freeze: no version {version or ''} of {name!r} in {models_dir}")
+    model = model_repository.load_version(chosen[-1])
+    if model.card.online is None:
+        raise ConfigError(f"models freeze: {model.card.ref} is not an online model (its card has no [online])")
+    store = RedisStateStore.from_settings(s.redis)
+    try:
+        target = online.freeze(store, model, models_dir)
+    except LookupError as exc:
+        raise ConfigError(f"models freeze: {exc}") from None
+    frozen = model_repository.load_version(target)
+    out.print(f"froze {model.card.ref} into {frozen.card.ref} at {target}")
+
+
+models_lifecycle.register(models_app, settings, out)

@@ -1,0 +1,48 @@
+"""``streamer worker`` and ``streamer serve``: the long-running processes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+import typer
+
+from streamer.cli.base import app, settings
+
+
+def _stop_cleanly_until_serving() -> None:
+    """SIGTERM or SIGINT while the worker starts (imports, the broker wait, model loading) stops it with exit 0
+    at once: nothing has been consumed yet, and a process manager that stops a starting worker sees a clean stop,
+    not a death by signal (-15). Each engine replaces these handlers with its own draining ones when it starts."""
+    import signal
+
+    def stop(signum: int, _frame: Any) -> None:
+        logging.getLogger("streamer.worker").info("stopped by %s before serving", signal.Signals(signum).name)
+        raise SystemExit(0)
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, stop)
+
+
+@app.command("worker")
+def worker_command() -> None:
+    """Run one scoring worker until SIGINT/SIGTERM (then finish in-flight batches, commit, exit 0)."""
+    _stop_cleanly_until_serving()
+    from streamer import app as worker_app
+
+    worker_app.run(settings())
+
+
+@app.command("serve")
+def serve_command(
+    port: Annotated[
+        int | None,
+        typer.Option(help="HTTP port (default: worker.oip_port, else 8080; 0 = a free port, printed at start)."),
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to bind (default: worker.oip_host, loopback).")] = None,
+) -> None:
+    """Serve the models over Open Inference Protocol v2 HTTP (KServe v2, Triton clients), without Kafka."""
+    from streamer.serve import run_serve
+
+    s = settings()
+    run_serve(s, port if port is not None else (s.worker.oip_port or 8080), host)
