@@ -91,10 +91,10 @@ def batch_command(
     """
     import os
 
-    from streamer.adapters import batch_files
     from streamer.app import entity_lookup, load_catalog
+    from streamer.batch import files as batch_files
+    from streamer.batch import offline
     from streamer.core.scoring import Limits
-    from streamer.engines import offline
 
     if (input_path is None) == (from_topic is None):
         raise ConfigError("batch: give an input file or --from-topic (one of them)")
@@ -120,7 +120,7 @@ def batch_command(
 
     total: int | None
     if from_topic is not None:
-        from streamer.adapters import batch_topic
+        from streamer.batch import topic as batch_topic
 
         span = batch_topic.TopicRange(
             from_topic,
@@ -201,11 +201,11 @@ def _prediction_sink(
     opened: list[Any],
 ) -> Any:
     """Where predictions go: a topic, a file, or stdout (JSONL and CSV only)."""
-    from streamer.adapters import batch_files
-    from streamer.engines import offline
+    from streamer.batch import files as batch_files
+    from streamer.batch import offline
 
     if to_topic is not None:
-        from streamer.adapters import batch_topic
+        from streamer.batch import topic as batch_topic
 
         bootstrap = s.require_bootstrap()
         target_partitions = batch_topic.partition_count(bootstrap, s.kafka.client, to_topic)
