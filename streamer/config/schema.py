@@ -37,6 +37,9 @@ class KafkaSettings(_Section):
     bootstrap: str | None = None
     # Passed verbatim to every confluent-kafka client (and translated for Faust): security, TLS, SASL, tuning.
     client: dict[str, Any] = msgspec.field(default_factory=dict)
+    # The SASL password without putting it in the config file (a Kubernetes Secret, say, through
+    # STREAMER_KAFKA_SASL_PASSWORD): loading sets it as ``client["sasl.password"]``, over the file's.
+    sasl_password: str | None = None
     partitions: AtLeastOne = 8
     replication_factor: AtLeastOne = 1
     # Short group timeouts keep joins to a few seconds on the embedded broker (a first join there takes about
@@ -167,6 +170,10 @@ class WorkerSettings(_Section):
     # Loopback unless configured, like the metrics (in a container: STREAMER_OIP_HOST=0.0.0.0).
     oip_port: Port = 0
     oip_host: str = "127.0.0.1"
+    # How long a stopping worker (SIGTERM, SIGINT) waits for the batches it holds to be scored and delivered
+    # before it commits and exits; past it they are abandoned, re-read by the next owner and de-duplicated. An
+    # orchestrator's grace period must cover it (deploy/kubernetes: terminationGracePeriodSeconds).
+    drain_timeout_s: Seconds = 20.0
 
     def batch_policy(self) -> BatchPolicy:
         """The micro-batch policy of both serving modes (the stream's partitions, on-demand requests)."""
@@ -236,6 +243,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "STREAMER_MODEL_EVENTS_TOPIC": ("topics", "model_events"),
     "STREAMER_SHADOW_TOPIC": ("topics", "shadow"),
     "STREAMER_REDIS_PASSWORD": ("redis", "password"),
+    "STREAMER_KAFKA_SASL_PASSWORD": ("kafka", "sasl_password"),
     "STREAMER_ACCURACY_FLOOR": ("evaluation", "accuracy_floor"),
     "STREAMER_ONLINE_REFRESH_MS": ("online", "refresh_ms"),
     "STREAMER_MODELS_DIR": ("models", "dir"),

@@ -303,6 +303,8 @@ async def _serve(context: Any) -> None:
     if failed.done():
         context.fatal(failed.result())
     log.info("stopping: draining in-flight batches, committing")
-    await loop.run_in_executor(None, batch_loop.stop)
+    # The consume thread drains and commits; past worker.drain_timeout_s the worker exits without waiting for it
+    # (what it held is re-read by the next owner and de-duplicated).
+    await loop.run_in_executor(None, batch_loop.stop, context.settings.worker.drain_timeout_s)
     endpoints.stop()
     log.info("stopped")

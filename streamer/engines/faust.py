@@ -212,7 +212,7 @@ def build_app(context: Any) -> faust.App:
     async def on_shutdown(sender: Any, **_: Any) -> None:
         if "pipeline" in state:
             try:
-                final = await asyncio.wait_for(state["pipeline"].stop(), timeout=20)
+                final = await asyncio.wait_for(state["pipeline"].stop(), timeout=worker.drain_timeout_s)
                 await _commit(app, topics.requests, final)
             except TimeoutError:
                 log.warning("in-flight batches abandoned at shutdown; their requests will be re-read and de-duplicated")

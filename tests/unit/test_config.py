@@ -45,6 +45,7 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
         # extensions of the contract's list
         "STREAMER_MODEL_EVENTS_TOPIC": "events",
         "STREAMER_REDIS_PASSWORD": "s3cret",
+        "STREAMER_KAFKA_SASL_PASSWORD": "k-s3cret",
         "STREAMER_ACCURACY_FLOOR": "0.8",
         "STREAMER_ONLINE_REFRESH_MS": "250",
         "STREAMER_SHADOW_TOPIC": "challengers",
@@ -56,6 +57,7 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
     assert s.kafka.bootstrap == "k1:9092,k2:9092" and s.redis.url == "redis://r:6379/1"
     assert s.topics.all() == ("in", "out", "labels", "in.dlq", "events", "challengers")
     assert (s.redis.password, s.evaluation.accuracy_floor, s.online.refresh_ms) == ("s3cret", 0.8, 250)
+    assert s.kafka.sasl_password == s.kafka.client["sasl.password"] == "k-s3cret"
     assert (s.models.dir, s.models.default) == ("m", "fraud")
     assert (s.worker.engine, s.worker.group_id, s.worker.metrics_port) == ("batch", "g", 0)
     assert (s.worker.batch_max_size, s.worker.batch_max_wait_ms) == (64, 2.5)
@@ -74,6 +76,17 @@ def test_environment_overrides_the_file_which_overrides_defaults(tmp_path: Path)
     assert s.topics.predictions == "p-file"
     assert s.kafka.client == {"security.protocol": "SASL_SSL"}
     assert s.source == str(path)
+
+
+def test_the_sasl_password_variable_reaches_every_kafka_client_over_the_files(tmp_path: Path) -> None:
+    """A Secret gives the SASL password as a variable; the rest of ``[kafka.client]`` stays in the file."""
+    path = tmp_path / "s.toml"
+    path.write_text('[kafka.client]\n"sasl.username" = "streamer"\n"sasl.password" = "from-file"\n')
+    s = config.load(path, environ={"STREAMER_KAFKA_SASL_PASSWORD": "from-secret"})
+    assert s.kafka.client == {"sasl.username": "streamer", "sasl.password": "from-secret"}
+    assert config.load(path, environ={}).kafka.client["sasl.password"] == "from-file"
+    assert config.load(None, environ={"STREAMER_KAFKA_SASL_PASSWORD": ""}).kafka.client == {}  # empty: unset
+    assert config.redact("kafka.sasl_password", "from-secret") == config.REDACTED
 
 
 @pytest.mark.parametrize(

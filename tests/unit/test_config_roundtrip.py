@@ -60,7 +60,8 @@ BY_HAND = {
     **{f"topics.{t}": TEXT.filter(lambda v: v != "" and v not in DEFAULT_TOPICS) for t in TOPIC_FIELDS},
     "evaluation.windows": st.sampled_from(["5m", "30s,5m", "5m,1h,24h", "1m,5m,7d"]),
 }
-ELSEWHERE = {"evaluation.floor_window", "models.dir", "models.canary", "kafka.transactional"}
+# kafka.sasl_password is also written into kafka.client (test_config.py)
+ELSEWHERE = {"evaluation.floor_window", "models.dir", "models.canary", "kafka.transactional", "kafka.sasl_password"}
 STRATEGIES = {
     name: BY_HAND[name] if name in BY_HAND else values_of(mi.type_info(hint))
     for name, hint in config.FIELD_TYPES.items()
