@@ -57,18 +57,43 @@ if TYPE_CHECKING:
     from streamer.config import RedisSettings
 
 
+# Redis answered but cannot take the call now: a failover (a replica that is read-only), memory full until keys
+# expire, a cluster resharding. Like a connection failure, doing the same thing again later can succeed.
+_TRANSIENT_REPLIES = (
+    redis.exceptions.ReadOnlyError,
+    redis.exceptions.OutOfMemoryError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.MasterDownError,
+)
+
+
 @contextmanager
 def translated(what: str) -> Iterator[None]:
-    """The client library's errors as ``StateStoreError``: retriable when Redis did not answer (refused, timed
-    out, loading), not when it refused the call (authentication, permissions, a script or command error)."""
+    """The client library's errors as ``StateStoreError``, with the policy the services apply
+    (``services.runner``): retriable when Redis did not answer (refused, timed out, loading) or cannot take the
+    call now (``_TRANSIENT_REPLIES``); not when it refused the call for good -- the credentials, a permission of
+    the user's ACL, a script or command error -- and then the message says what to fix."""
     try:
         yield
-    except (redis.AuthenticationError, redis.exceptions.AuthorizationError, redis.exceptions.NoPermissionError) as exc:
-        raise StateStoreError(f"redis {what}: {exc}", retriable=False) from exc
-    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+    except redis.AuthenticationError as exc:  # before ConnectionError, its base class
+        raise StateStoreError(
+            f"redis {what}: the server refused the credentials ({exc}); set the user and password in redis.url "
+            "(STREAMER_REDIS_URL) or redis.password",
+            retriable=False,
+        ) from exc
+    except (redis.exceptions.AuthorizationError, redis.exceptions.NoPermissionError) as exc:
+        raise StateStoreError(
+            f"redis {what}: the Redis user lacks a permission ({exc}); allow the command and the keys under "
+            "redis.key_prefix in the user's ACL, or use another user in redis.url",
+            retriable=False,
+        ) from exc
+    except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, *_TRANSIENT_REPLIES) as exc:
         raise StateStoreError(f"redis {what}: {exc}", retriable=True) from exc
     except redis.RedisError as exc:
-        raise StateStoreError(f"redis {what}: {exc}", retriable=False) from exc
+        raise StateStoreError(
+            f"redis {what}: Redis refused the call ({exc}); see the Redis server's log", retriable=False
+        ) from exc
 
 
 class RedisStateStore(StateStore):
