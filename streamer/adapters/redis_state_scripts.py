@@ -9,7 +9,7 @@
 The statistics are ``core.evaluation.stats_of`` of one (score, label) pair, in Lua: the vector's layout
 (``COUNT``, ``CORRECT``, ... the histograms) and the log-loss clipping are written into the script from the
 core's constants, so the layout has one owner; the arithmetic is held equal to the core's (through
-``core.state.MemoryStateStore``, which applies labels with ``stats_of``) by a property test against a real
+``tests/memory_state_store.py``, which applies labels with ``stats_of``) by a property test against a real
 redis-server, ``tests/integration/test_redis_evaluation.py``. The FTRL step transcribes
 ``core.learner.learn_many`` (tested equal to 1e-9, ``tests/integration/test_online_weights.py``).
 """

@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from streamer.adapters import devstack
 from streamer.adapters.redis_state import RedisStateStore
 from streamer.core.evaluation import SCORE_BINS, STATS_SIZE, WindowSpec
-from streamer.core.state import LoggedBatch, MemoryStateStore
+from streamer.core.state import LoggedBatch
+from tests.memory_state_store import MemoryStateStore
 
 WINDOWS = (WindowSpec("1m", 60, 6), WindowSpec("10m", 600, 4))
 T0 = 500 * 86400.0 + 43_210.0  # mid-day: the predictions and labels below stay within one or two days
