@@ -5,6 +5,8 @@ Unit and property tests run in milliseconds on a busy machine and fail only on t
 listener, a connection or a child process belongs in ``tests/integration/`` (or ``tests/e2e/``). Imports are
 parsed (``ast``), not run, so an import inside a function counts too; a fixture counts when a test or fixture
 function of the module takes it as a parameter. ``ALLOWED`` lists the exceptions, each with its reason.
+
+``tests/README.md`` maps each behaviour to its test files; every test module must be on that map.
 """
 
 from __future__ import annotations
@@ -105,3 +107,14 @@ def test_every_allowed_exception_is_still_needed() -> None:
     """An allow-list entry whose import went away is removed, so that the list stays the exceptions."""
     for relative, name in ALLOWED:
         assert name in used((TESTS / relative).read_text()), (relative, name)
+
+
+def test_every_test_module_is_on_the_map_of_tests_readme() -> None:
+    """A new test file gets its line in tests/README.md (the behaviour it covers), so the map stays whole."""
+    listed = (TESTS / "README.md").read_text()
+    missing = [
+        path.relative_to(TESTS).as_posix()
+        for path in sorted(TESTS.rglob("test_*.py"))
+        if f"`{path.relative_to(TESTS).as_posix()}`" not in listed
+    ]
+    assert not missing, f"add these to the map in tests/README.md: {missing}"
