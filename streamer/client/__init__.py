@@ -11,7 +11,8 @@
 ``ScoreTimeout`` (a ``TimeoutError``) when no answer comes in time; ``score_many`` returns dead letters in place.
 """
 
-from streamer.client.kafka_client import Request, ScoringClient
+from streamer.client.kafka_client import ScoringClient
+from streamer.client.requests import Request
 from streamer.client.results import (
     ClientClosed,
     DeadLetter,

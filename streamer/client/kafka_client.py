@@ -11,10 +11,14 @@ at an offset at or past the end the client saw. The embedded broker under-report
 batch's base offset + 1): the client then reads a few older records first, which match no id in flight and are
 skipped. Records are read ``read_committed`` (contract section 3: exactly one answer per request).
 
-Per answer on the shared topics the thread does one msgspec decode of the ``id`` field (about a microsecond)
-and a dict lookup; only an answer that is ours is decoded in full. Wake-ups are batched: a blocking call's
-future is set once per call, asyncio calls are woken with one ``call_soon_threadsafe`` per event loop and
-batch of answers.
+Per answer on the shared topics the thread does one msgspec decode of the ``id`` field and a dict lookup
+(``answers.route_answers``). Wake-ups are batched: a blocking call's future is set once per call, asyncio calls
+are woken with one ``call_soon_threadsafe`` per event loop and batch of answers.
+
+Closing (``close``) and a call starting on another thread never race: ``_closed`` is set, and read by a call
+registering its requests, under the router's lock, and ``close`` fails whatever is in flight after setting it.
+A call is therefore either in flight when ``close`` fails it or refused at registration -- ``ClientClosed``
+both ways, never a ``ScoreTimeout`` for an answer no thread will route any more.
 """
 
 from __future__ import annotations
@@ -28,89 +32,22 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streamer import config
 from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config
-from streamer.client.results import (
-    ClientClosed,
-    DeadLetter,
-    DeliveryFailed,
-    Outcome,
-    Prediction,
-    ScoreTimeout,
-    Source,
-    UnreadableAnswer,
-)
+from streamer.client.answers import route_answers
+from streamer.client.requests import Features, Request, RequestRecord, encode_requests
+from streamer.client.results import ClientClosed, DeliveryFailed, Outcome, Prediction, ScoreTimeout
 from streamer.client.router import Router, Waiter
-from streamer.core.envelope import ERROR_DETAIL_HEADER, ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from streamer.core.errors import StreamerError
 
+__all__ = ["Request", "ScoringClient"]
+
 log = logging.getLogger(__name__)
-
-Features = Mapping[str, float | int | str | None]
-
-
-@dataclass(frozen=True, slots=True)
-class Request:
-    """One request (contract section 2). ``id`` defaults to a fresh one (``<client uuid>-<n>``); ``key`` places
-    it (all requests of a key are answered in order); ``model`` is a name or ``name@version`` (default: the
-    worker's default model); ``headers`` are passed through to the request record."""
-
-    features: Features
-    key: bytes | str | None = None
-    model: str | None = None
-    id: str | None = None
-    headers: Sequence[tuple[str, bytes | str]] | None = None
-
-
-class _Id(msgspec.Struct):
-    id: str | None = None
-
-
-_read_id = msgspec.json.Decoder(_Id).decode
-_read_prediction = msgspec.json.Decoder(Prediction).decode
-_DECODE_ERRORS = (msgspec.DecodeError, RecursionError)
-
-
-def _enc_hook(value: Any) -> Any:
-    """numpy scalars (``np.float32(1.5)``) as plain numbers."""
-    item = getattr(value, "item", None)
-    if item is None:
-        raise NotImplementedError(f"cannot encode {type(value).__name__} as a feature value")
-    return item()
-
-
-_encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
-
-
-def _source_of(headers: list[tuple[str, bytes]] | None) -> tuple[str, int, int] | None:
-    topic = partition = offset = None
-    for name, value in headers or ():
-        if name == SOURCE_TOPIC:
-            topic = value
-        elif name == SOURCE_PARTITION:
-            partition = value
-        elif name == SOURCE_OFFSET:
-            offset = value
-    if topic is None or partition is None or offset is None:
-        return None
-    try:
-        return topic.decode(), int(partition), int(offset)
-    except (ValueError, UnicodeDecodeError):
-        return None
-
-
-def _header(headers: list[tuple[str, bytes]] | None, wanted: str) -> str:
-    for name, value in headers or ():
-        if name == wanted and value is not None:
-            return value.decode("utf-8", "replace")
-    return ""
 
 
 def _wake(futures: list[asyncio.Future[None]]) -> None:
@@ -236,7 +173,7 @@ class ScoringClient:
             return []
         try:
             done = 0
-            while done < len(records):
+            while done < len(records) and waiter.error is None:  # error: closed meanwhile, stop sending
                 done = self._produce(waiter, records, done)
                 if done < len(records):
                     self._producer.poll(0.005)  # the local queue is full: let it drain
@@ -280,7 +217,7 @@ class ScoringClient:
             return []
         try:
             done = 0
-            while done < len(records):
+            while done < len(records) and waiter.error is None:  # error: closed meanwhile, stop sending
                 done = self._produce(waiter, records, done)
                 if done < len(records):
                     await asyncio.sleep(0.005)  # the local queue is full: the thread's polls drain it
@@ -298,10 +235,12 @@ class ScoringClient:
     # ------------------------------------------------------------------------------------------ lifecycle
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop the thread and the clients; calls still waiting raise ``ClientClosed``. Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
+        """Stop the thread and the clients; calls still waiting, and calls starting from now on, raise
+        ``ClientClosed``. Idempotent and thread-safe (module docstring: why ``_closed`` is set under the lock)."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         self._producer.flush(timeout_s)
         self._running = False
         self._thread.join(timeout_s)
@@ -325,31 +264,20 @@ class ScoringClient:
 
     # ------------------------------------------------------------------------------------------ sending
 
-    def _register(
-        self, requests: Iterable[Request | Features], context: Any
-    ) -> tuple[Waiter, list[tuple[bytes, bytes | None, Any]]]:
-        """Encode the requests (ids filled in) and put them in flight; (waiter, [(value, key, headers)])."""
-        if self._closed:
-            raise ClientClosed("the scoring client is closed")
-        ids: list[str] = []
-        records: list[tuple[bytes, bytes | None, Any]] = []
-        prefix, counter = self._prefix, self._counter
-        for request in requests:
-            if not isinstance(request, Request):
-                request = Request(request)
-            ident = request.id if request.id is not None else f"{prefix}-{next(counter)}"
-            body: dict[str, Any] = {"id": ident, "features": request.features}
-            if request.model is not None:
-                body["model"] = request.model
-            key = request.key.encode() if isinstance(request.key, str) else request.key
-            ids.append(ident)
-            records.append((_encode(body), key, list(request.headers) if request.headers else None))
+    def _register(self, requests: Iterable[Request | Features], context: Any) -> tuple[Waiter, list[RequestRecord]]:
+        """Encode the requests (ids filled in) and put them in flight; ``ClientClosed`` once ``close`` began.
+
+        The check and the registration are one step under the lock that ``close`` sets ``_closed`` under: a
+        waiter registered here is in the router when ``close`` fails everything in flight."""
+        ids, records = encode_requests(requests, self._prefix, self._counter)
         waiter = Waiter(ids, context)
         with self._lock:
+            if self._closed:
+                raise ClientClosed("the scoring client is closed")
             self._router.add(waiter)
         return waiter, records
 
-    def _produce(self, waiter: Waiter, records: list[tuple[bytes, bytes | None, Any]], start: int) -> int:
+    def _produce(self, waiter: Waiter, records: list[RequestRecord], start: int) -> int:
         """Produce ``records[start:]`` as far as the local queue takes them; the index reached."""
         produce, topic, delivered = self._producer.produce, self.requests_topic, self._delivered
         index = start
@@ -403,48 +331,8 @@ class ScoringClient:
                 self._route(messages)
 
     def _route(self, messages: list[Message]) -> None:
-        router, dlq, requests_topic = self._router, self.dlq_topic, self.requests_topic
-        complete: list[Waiter] = []
         with self._lock:
-            for message in messages:
-                if message.error() is not None:
-                    if message.error().code() != KafkaError._PARTITION_EOF:
-                        log.warning("scoring client: %s", message.error())
-                    continue
-                value = message.value()
-                try:
-                    ident = _read_id(value).id
-                except _DECODE_ERRORS:
-                    ident = None
-                if ident is not None and ident not in router:
-                    continue  # someone else's answer: the common case on a shared topic
-                headers = message.headers()
-                source = _source_of(headers)
-                if source is not None and source[0] != requests_topic:
-                    continue  # the answer to another topic's record (a feedback dead letter has ids too)
-                entry = router.claim(ident, source)
-                if entry is None:
-                    continue
-                waiter, slot = entry
-                result: Outcome
-                if message.topic() == dlq:
-                    source = waiter.sources[slot] or source
-                    result = DeadLetter(
-                        waiter.ids[slot],
-                        _header(headers, ERROR_HEADER),
-                        _header(headers, ERROR_DETAIL_HEADER),
-                        Source(*source) if source else None,
-                        message.key(),
-                        value,
-                    )
-                else:
-                    try:
-                        result = _read_prediction(value)
-                    except _DECODE_ERRORS as exc:  # answered, so the call ends now instead of at its timeout
-                        log.warning("scoring client: unreadable prediction for %s: %s", waiter.ids[slot], exc)
-                        result = UnreadableAnswer(waiter.ids[slot], str(exc))
-                if router.fill(waiter, slot, result):
-                    complete.append(waiter)
+            complete = route_answers(self._router, messages, self.requests_topic, self.dlq_topic)
         if complete:
             self._finish(complete)
 

@@ -97,10 +97,6 @@ class ModelCard:
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
 
-    @property
-    def is_classifier(self) -> bool:
-        return self.task != "regression"
-
 
 def _require(table: dict[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if key not in table:

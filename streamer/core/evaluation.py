@@ -1,13 +1,16 @@
 """Rolling evaluation of a model version from joined labels: mergeable window maths, no I/O.
 
 Every window (e.g. 5 min, 1 h, 24 h) is cut into ``buckets`` equal time buckets. A bucket holds one vector
-of sufficient statistics (``Stats``), and statistics only ever add up, so:
-- ``update`` adds a batch of (score, label) pairs to the current bucket of each window;
+of sufficient statistics (``stats_of``: layout ``COUNT`` ... the score histograms), and statistics only ever
+add up, so:
+- a batch of (score, label) pairs adds its ``stats_of`` to the current bucket of each window;
 - buckets from several workers merge by addition (in Redis they are hashes incremented atomically);
-- ``get`` sums the buckets that fall inside the window ending ``now`` and derives the metrics.
+- a window's metrics are ``metrics_of`` the sum of the buckets inside the window ending ``now``
+  (``WindowSpec.live_buckets``).
 
-Invariant, property-tested: the metrics of a window equal a naive recomputation over exactly the events whose
-bucket lies in the window; merging the states of two workers equals one worker seeing both streams.
+Invariant, property-tested against an in-memory oracle (``tests/rolling_evaluation.py``): the metrics of a
+window equal a naive recomputation over exactly the events whose bucket lies in the window; merging the states
+of two workers equals one worker seeing both streams.
 
 Binary classification: accuracy and precision/recall at the card's threshold, log loss, and AUC estimated from
 score histograms of positives and negatives (``SCORE_BINS`` bins; ties inside a bin count one half). For
@@ -124,45 +127,3 @@ def metrics_of(stats: np.ndarray) -> Metrics:
         auc=auc,
         rmse=math.sqrt(stats[SQUARED_ERROR] / count),
     )
-
-
-class RollingEvaluation:
-    """In-memory bucketed state of one model version: {(window name, bucket): stats vector}.
-
-    The Redis store keeps the same keys as hashes; this class is the reference both are tested against.
-    """
-
-    def __init__(self, windows: tuple[WindowSpec, ...] = DEFAULT_WINDOWS, threshold: float = 0.5) -> None:
-        self.windows = windows
-        self.threshold = threshold
-        self.buckets: dict[tuple[str, int], np.ndarray] = {}
-
-    def update(self, now: float, scores: np.ndarray, labels: np.ndarray) -> None:
-        stats = stats_of(scores, labels, self.threshold)
-        for window in self.windows:
-            key = (window.name, window.bucket_of(now))
-            self.buckets[key] = self.buckets.get(key, 0) + stats
-
-    def revert(self, now: float, scores: np.ndarray, labels: np.ndarray) -> None:
-        """Undo an ``update`` made at ``now`` (a label withdrawn or replayed by mistake)."""
-        stats = stats_of(scores, labels, self.threshold)
-        for window in self.windows:
-            key = (window.name, window.bucket_of(now))
-            self.buckets[key] = self.buckets.get(key, 0) - stats
-
-    def merge(self, other: RollingEvaluation) -> None:
-        for key, stats in other.buckets.items():
-            self.buckets[key] = self.buckets.get(key, 0) + stats
-
-    def get(self, now: float, window: WindowSpec) -> Metrics:
-        total = np.zeros(STATS_SIZE)
-        for bucket in window.live_buckets(now):
-            stats = self.buckets.get((window.name, bucket))
-            if stats is not None:
-                total += stats
-        return metrics_of(total)
-
-    def evict(self, now: float) -> None:
-        """Drop buckets no window can see any more."""
-        live = {(w.name, b) for w in self.windows for b in w.live_buckets(now)}
-        self.buckets = {k: v for k, v in self.buckets.items() if k in live}

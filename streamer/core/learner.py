@@ -59,10 +59,6 @@ class FtrlState:
     params: FtrlParams = field(default_factory=FtrlParams)
     updates: int = 0
 
-    @property
-    def dimension(self) -> int:
-        return self.mean.shape[0]
-
 
 def initial(mean: np.ndarray, scale: np.ndarray, params: FtrlParams = FtrlParams()) -> FtrlState:
     d = len(mean)

@@ -2,7 +2,7 @@
 
 ``Scorer.infer(card, matrix)`` is the ``Infer`` of ``core.graph`` (pass ``scorer.infer``). Every implementation
 -- ``adapters.onnx_scorer.OnnxScorer`` (ONNX Runtime), ``adapters.serving_models.ModelSet`` (the set a batch is
-scored with), ``FunctionScorer`` below (pure, for tests and benches) -- passes one suite of checks,
+scored with), ``tests/function_scorer.py`` (plain functions, for tests) -- passes one suite of checks,
 ``tests/contract/scorer_checks.py``:
 
 - input: a float32 matrix ``[rows, len(card.features)]``, columns in the card's feature order;
@@ -15,7 +15,7 @@ scored with), ``FunctionScorer`` below (pure, for tests and benches) -- passes o
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -41,33 +41,3 @@ def check_matrix(card: ModelCard, matrix: np.ndarray) -> None:
         raise ScoringError(f"{card.ref}: input of shape {shape}, the model takes [rows, {width}]")
     if matrix.dtype != np.float32:
         raise ScoringError(f"{card.ref}: input of dtype {matrix.dtype}, the model takes float32")
-
-
-Model = Callable[[np.ndarray], Mapping[str, np.ndarray]]
-
-
-class FunctionScorer(Scorer):
-    """Models as plain functions of the matrix, by ``name@version``: the scorer of unit tests and benches.
-
-    Checks the input (``check_matrix``) and the row count of every output, as the contract asks; a function
-    that raises fails the call with ``ScoringError``. Immutable; as thread-safe as its functions."""
-
-    def __init__(self, models: Mapping[str, Model]) -> None:
-        self._models = dict(models)
-
-    def infer(self, card: ModelCard, matrix: np.ndarray) -> dict[str, np.ndarray]:
-        model = self._models.get(card.ref)
-        if model is None:
-            raise ScoringError(f"{card.ref} is not loaded")
-        check_matrix(card, matrix)
-        try:
-            outputs = {name: np.asarray(value) for name, value in model(matrix).items()}
-        except ScoringError:
-            raise
-        except Exception as exc:  # the function's own failure is the batch's, as an inference failure would be
-            raise ScoringError(f"{card.ref}: {type(exc).__name__}: {exc}") from None
-        rows = matrix.shape[0]
-        for name, value in outputs.items():
-            if value.shape[:1] != (rows,):
-                raise ScoringError(f"{card.ref}: output {name!r} has shape {value.shape} for {rows} rows")
-        return outputs

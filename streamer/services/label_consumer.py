@@ -129,6 +129,8 @@ class LabelConsumer(Background):
                 break
             except StateStoreError as exc:  # Redis down: hold the batch (offsets stay uncommitted) and retry
                 self._observer.on_redis_error("apply_labels")
+                if not exc.retriable:  # refused (credentials, ACL, ...): retrying cannot help; the batch stays
+                    raise  # uncommitted for the next owner, and the service stops and reports it (runner.py)
                 log.warning("cannot apply %s labels (%s); retrying", len(labels), exc)
                 if self.service.wait(1.0):
                     return False

@@ -58,6 +58,10 @@ class OnlineRefresher(Background):
                 [registered] = online_models.register(self._store, [model])
             except StateStoreError as exc:  # Redis down: serve the shipped weights, register at a later refresh
                 self._observer.on_redis_error("online_register")
+                if not exc.retriable:
+                    with self._lock:
+                        self._unregistered.append(model)
+                    raise  # not an outage: the service stops and reports it (runner.py)
                 log.warning("cannot register online model %s in Redis yet (%s)", model.card.ref, exc)
                 with self._lock:
                     self._unregistered.append(model)
@@ -87,6 +91,8 @@ class OnlineRefresher(Background):
                 shared = self._store.online_weights(name, version)
             except StateStoreError as exc:  # Redis down: keep serving the last weights; the age gauge grows
                 self._observer.on_redis_error("online_refresh")
+                if not exc.retriable:
+                    raise  # not an outage: the service stops and reports it (runner.py)
                 log.debug("cannot refresh %s (%s)", online.card.ref, exc)
                 shared = None
             else:

@@ -117,6 +117,11 @@ class PredictionLog(Background):
             self.logged += self._store.log_packed([blob for blob, _ in taken])
         except StateStoreError as exc:  # Redis down: put the rows back (bounded by max_queued) and retry later
             self._observer.on_redis_error("log_predictions")
+            if not exc.retriable:
+                with self._lock:
+                    self._queue.extendleft(reversed(taken))
+                    self._queued_rows += rows
+                raise  # not an outage: the service stops and reports it (runner.py)
             if not self._failing:
                 log.warning("cannot log %s predictions to Redis (%s); retrying", rows, exc)
             self._failing = True

@@ -96,8 +96,10 @@ class ModelEvents:
             try:
                 if not self._store.claim_event(kind, model, version, EVENT_QUIET_S):
                     return False
-            except StateStoreError:  # Redis down: better a duplicate event than none
+            except StateStoreError as exc:  # Redis down: better a duplicate event than none
                 self._observer.on_redis_error("claim_event")
+                if not exc.retriable:
+                    raise  # not an outage: the service stops and reports it (runner.py)
         event = {"type": kind, "model": model, "version": version, "time": time.time(), "worker": self._worker}
         event.update(fields)
         self._producer.produce(self._topic, json.dumps(event).encode(), model.encode())
@@ -145,8 +147,10 @@ class QualityMonitor(Background):
                 for window in store.windows:
                     try:
                         m = store.metrics(name, str(version), window, now)
-                    except StateStoreError:  # Redis down: the gauges keep their last values
+                    except StateStoreError as exc:  # Redis down: the gauges keep their last values
                         self._observer.on_redis_error("rolling_metrics")
+                        if not exc.retriable:
+                            raise  # not an outage: the service stops and reports it (runner.py)
                         return
                     values = {quantity: float(getattr(m, quantity)) for quantity in ROLLING_QUANTITIES}
                     self._observer.on_rolling(name, str(version), window.name, values)

@@ -61,6 +61,8 @@ class Rollouts(Background):
                 self.check(name, policy)
             except StateStoreError as exc:  # Redis down: decide later
                 self._observer.on_redis_error("rollout")
+                if not exc.retriable:
+                    raise  # not an outage: the service stops and reports it (runner.py)
                 log.debug("rollout check of %s failed: %s", name, exc)
         return False
 

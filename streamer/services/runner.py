@@ -1,10 +1,22 @@
 """One shape for every background job: a named daemon thread that runs ``step()`` until stopped.
 
 ``step`` returns True when it did work (run it again at once) and False when there was nothing to do (wait
-``interval_s`` first): a consumer loop and a run-every-N-seconds check are the same thing. An exception in a
-step is logged with its traceback, reported to ``on_error`` (a metric) and followed by ``error_backoff_s`` of
-rest: a background job never dies silently and never spins on a failure. ``on_stop`` runs on the service's
-thread after its last step (close a consumer, drain a queue). ``stop`` is idempotent and bounded.
+``interval_s`` first): a consumer loop and a run-every-N-seconds check are the same thing. ``on_stop`` runs on
+the service's thread after its last step (close a consumer, drain a queue). ``stop`` is idempotent and bounded.
+
+What a failed step leads to is decided here, once, from the error's policy (``core.errors``):
+
+- a ``StreamerError`` that is not ``retriable`` (Redis refused the credentials or a permission, a setting is
+  wrong, the shared state is unreadable) cannot be fixed by doing the same thing again: the service stops, logs
+  one CRITICAL line naming the cause (the error's message says what to fix) and calls ``on_fatal(name, error)``,
+  which the wiring turns into the worker's exit. Retrying would hide it: a label consumer retrying a wrong
+  password forever looks alive while no label is ever applied;
+- anything else (a retriable ``StreamerError``, or an exception nobody classified) is logged with its traceback,
+  reported to ``on_error`` (a metric) and followed by ``error_backoff_s`` of rest: a background job never dies
+  silently and never spins on a failure.
+
+Services that hold work through an outage (the label consumer, the prediction log, ...) catch the adapter's
+error themselves to keep their batch, and re-raise it when it is not ``retriable`` so that this policy applies.
 """
 
 from __future__ import annotations
@@ -13,7 +25,15 @@ import logging
 import threading
 from collections.abc import Callable
 
+from streamer.core.errors import StreamerError
+
 log = logging.getLogger(__name__)
+
+FatalHook = Callable[[str, StreamerError], None]
+"""``on_fatal(service_name, error)``: the service ``service_name`` stopped on ``error``, a ``StreamerError``
+whose ``retriable`` is False. Called once, on the service's own thread, after the CRITICAL line was logged and
+before ``on_stop``; it may end the process (``os._exit``) or hand the error to the worker's loop, and must not
+wait for the service itself (``stop`` from its own thread returns at once)."""
 
 
 class Service:
@@ -25,6 +45,7 @@ class Service:
         interval_s: float = 0.0,
         on_error: Callable[[BaseException], None] | None = None,
         on_stop: Callable[[], None] | None = None,
+        on_fatal: FatalHook | None = None,
         error_backoff_s: float = 1.0,
     ) -> None:
         self.name = name
@@ -32,7 +53,9 @@ class Service:
         self._interval_s = interval_s
         self._on_error = on_error
         self._on_stop = on_stop
+        self.on_fatal = on_fatal  # public: the wiring sets it after a service built its Service (Background)
         self._error_backoff_s = error_backoff_s
+        self.fatal: StreamerError | None = None  # the error the service stopped on, if any
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"streamer-{name}", daemon=True)
 
@@ -60,11 +83,14 @@ class Service:
             while not self._stop.is_set():
                 try:
                     busy = self._step()
+                except StreamerError as exc:
+                    if not exc.retriable:
+                        self._stop_on(exc)
+                        return
+                    self._failed(exc)
+                    continue
                 except Exception as exc:
-                    log.exception("service %s failed; retrying in %.1f s", self.name, self._error_backoff_s)
-                    if self._on_error is not None:
-                        self._on_error(exc)
-                    self._stop.wait(self._error_backoff_s)
+                    self._failed(exc)
                     continue
                 if not busy:
                     self._stop.wait(self._interval_s)
@@ -75,11 +101,33 @@ class Service:
                 except Exception:
                     log.exception("service %s failed while stopping", self.name)
 
+    def _failed(self, exc: Exception) -> None:
+        """A failure a later step may not meet: log it, count it, rest."""
+        log.exception("service %s failed; retrying in %.1f s", self.name, self._error_backoff_s)
+        if self._on_error is not None:
+            self._on_error(exc)
+        self._stop.wait(self._error_backoff_s)
+
+    def _stop_on(self, error: StreamerError) -> None:
+        """A failure no retry can fix: one line, the hook, and no more steps."""
+        self.fatal = error
+        self._stop.set()
+        log.critical("service %s stopped, not retriable: %s", self.name, error)
+        if self.on_fatal is not None:
+            try:
+                self.on_fatal(self.name, error)
+            except Exception:
+                log.exception("service %s: on_fatal failed", self.name)
+
 
 class Background:
     """Base of the services: owns one ``Service`` (set by the subclass) and starts and stops it."""
 
     service: Service
+
+    def set_fatal_hook(self, hook: FatalHook) -> None:
+        """Where the service reports the error it stopped on (``FatalHook``); set it before ``start``."""
+        self.service.on_fatal = hook
 
     def start(self) -> None:
         self.service.start()

@@ -48,14 +48,18 @@ class ServingControl(Background):
             self.apply_once()
         except StateStoreError as exc:  # Redis down at start: serve the configuration until it answers
             self._observer.on_redis_error("control_read")
+            if not exc.retriable:
+                raise  # refused, or an unreadable state: the worker does not start (one line, exit 2)
             log.warning("cannot read the serving state from Redis (%s): serving the configured policy", exc)
         super().start()
 
     def _step(self) -> bool:
         try:
             self.apply_once()
-        except StateStoreError:
+        except StateStoreError as exc:  # Redis down: the last state keeps serving
             self._observer.on_redis_error("control_read")
+            if not exc.retriable:
+                raise  # not an outage: the service stops and reports it (runner.py)
         return False
 
     def apply_once(self) -> bool:

@@ -47,6 +47,8 @@ class TopicWatch(Background):
         try:
             counts = self._counts(self._topics)
         except BrokerError as exc:  # broker unreachable: not a change; the data path has its own bounds
+            if not exc.retriable:
+                raise  # not an outage: the service stops and reports it (runner.py)
             log.warning("cannot read topic metadata (%s); retrying", exc)
             return False
         problems = topic_changes(counts, self._topics, self._partitions)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from streamer.core import learner
-from streamer.core.evaluation import RollingEvaluation, WindowSpec
+from streamer.core.evaluation import WindowSpec
 from streamer.core.learner import FtrlParams
 from streamer.core.state import (
     DUPLICATE,
@@ -31,6 +31,7 @@ from streamer.core.state import (
     OnlineSpec,
     StateStore,
 )
+from tests.rolling_evaluation import RollingEvaluation
 
 WINDOWS = (WindowSpec("1m", 60, 6), WindowSpec("1h", 3600, 12))
 DAY = 86400.0

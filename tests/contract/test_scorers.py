@@ -4,7 +4,7 @@
 - ``OnnxScorer`` serving the logistic graph ``adapters.onnx_logistic.build_logistic`` writes from learnt weights
   (what the online refresher swaps in, ``adapters.online.with_weights``);
 - ``ModelSet`` (``adapters.serving_models``), the set a batch is scored with;
-- ``FunctionScorer`` (``core.scorer``), the pure one.
+- ``FunctionScorer`` (``tests/function_scorer.py``), the pure one.
 
 The declared-graph runner (``core.graph_exec``) and ``ScoringGraph`` consume a scorer (its ``infer``) and expose no
 scorer of their own; ``check_float32_input_gives_a_score_per_row`` runs each scorer through ``ScoringGraph``.
@@ -25,7 +25,7 @@ from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import ScoringError
 from streamer.core.routing import Catalog
-from streamer.core.scorer import FunctionScorer, Scorer
+from streamer.core.scorer import Scorer
 from streamer.core.state import OnlineWeights
 from streamer.serving import ModelSet, cards_of
 from tests.contract.scorer_checks import (
@@ -36,6 +36,7 @@ from tests.contract.scorer_checks import (
     check_rows_out_equal_rows_in,
     check_scorer,
 )
+from tests.function_scorer import FunctionScorer
 from tests.model_versions import GBDT, LOGISTIC
 
 

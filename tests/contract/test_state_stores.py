@@ -12,8 +12,8 @@ import pytest
 
 from streamer.adapters import devstack
 from streamer.adapters.redis_state import RedisStateStore
-from streamer.core.state import MemoryStateStore
 from tests.contract.state_store_checks import CHECKS, Check, Harness
+from tests.memory_state_store import MemoryStateStore
 
 
 def memory_harness() -> Harness:

@@ -22,13 +22,14 @@ from streamer.adapters.redis_control import ControlChannel
 from streamer.adapters.redis_state import JOINED, LoggedBatch, RedisStateStore
 from streamer.core import rollout
 from streamer.core.cards import ModelCard, OutputRef
-from streamer.core.evaluation import RollingEvaluation, WindowSpec, parse_windows
+from streamer.core.evaluation import WindowSpec, parse_windows
 from streamer.core.rollout import ControlState, RolloutPolicy
 from streamer.core.routing import Catalog
 from streamer.services.rollout import Rollouts
 from streamer.services.serving_control import ServingControl
 from streamer.serving import ModelSet, ServingModels
 from tests.model_versions import GBDT, write_version
+from tests.rolling_evaluation import RollingEvaluation
 
 WINDOWS = (WindowSpec("1m", 60, 6),)
 CARD = ModelCard(

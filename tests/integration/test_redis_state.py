@@ -11,7 +11,8 @@ import pytest
 
 from streamer.adapters import devstack
 from streamer.adapters.redis_state import DUPLICATE, JOINED, REREAD, UNKNOWN, LoggedPrediction, RedisStateStore
-from streamer.core.evaluation import RollingEvaluation, WindowSpec
+from streamer.core.evaluation import WindowSpec
+from tests.rolling_evaluation import RollingEvaluation
 
 WINDOWS = (WindowSpec("1m", 60, 6), WindowSpec("1h", 3600, 12))
 

@@ -8,7 +8,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.core.evaluation import RollingEvaluation, WindowSpec, metrics_of, stats_of
+from streamer.core.evaluation import WindowSpec, metrics_of, stats_of
+from tests.rolling_evaluation import RollingEvaluation
 
 WINDOWS = (WindowSpec("short", 10.0, 5), WindowSpec("long", 60.0, 6))
 events = st.lists(

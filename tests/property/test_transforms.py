@@ -22,7 +22,6 @@ from streamer.core.graph.transforms import (
     Op,
     apply,
     inputs_of,
-    numeric_inputs_of,
     outputs_of,
     parse_ops,
 )
@@ -261,7 +260,6 @@ def test_chains_equal_the_naive_row_by_row_evaluation(
         close(out[name], values)
     read = {name for op in items for key in ("input", "numerator", "denominator") if (name := op.get(key))}
     assert inputs_of(ops) == read & {"a", "b", "t"}
-    assert numeric_inputs_of(ops) <= inputs_of(ops) and "t" not in numeric_inputs_of(ops)
     assert len(set(outputs_of(ops))) == len(outputs_of(ops))
 
 
@@ -275,7 +273,6 @@ def test_inputs_and_outputs_of_a_chain() -> None:
         WHERE,
     )
     assert inputs_of(ops) == {"country", "n"}
-    assert numeric_inputs_of(ops) == {"n"}
     assert outputs_of(ops) == ("country=fr", "country=de", "fr_share", "log_share")
     assert ops[0] == Op("one_hot", ("country",), "country", {"categories": ("fr", "de")})
 

@@ -40,7 +40,7 @@ def test_a_valid_card_parses_into_typed_fields() -> None:
     assert card.features == ("amount", "hour", "merchant_risk")
     assert card.score == OutputRef("probabilities", 1)
     assert card.label == OutputRef("label")
-    assert card.threshold == 0.5 and not card.allow_missing and card.is_classifier
+    assert card.threshold == 0.5 and not card.allow_missing and card.task != "regression"
     assert card.card["metrics"] == {"auc": 0.9}
     check_signature(card, SIGNATURE, "model.onnx")
 

@@ -1,16 +1,22 @@
 """The id matching of ``streamer.client`` without Kafka: ``Router`` and ``Waiter`` as plain values, plus the
-client's wake-up of blocking and asyncio calls."""
+client's wake-up of blocking and asyncio calls, and ``close`` racing calls that start on other threads."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import pickle
+import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 
 import pytest
 
-from streamer.client import DeadLetter, Prediction, ScoreTimeout, Source
-from streamer.client.kafka_client import ScoringClient, _read_id, _read_prediction, _source_of, _wake
+from streamer.client import ClientClosed, DeadLetter, Prediction, ScoreTimeout, Source
+from streamer.client.answers import read_id as _read_id
+from streamer.client.answers import read_prediction as _read_prediction
+from streamer.client.answers import source_of as _source_of
+from streamer.client.kafka_client import ScoringClient, _wake
 from streamer.client.router import Router, Waiter
 
 
@@ -186,8 +192,6 @@ class FakeRecord:
 
 def routing_client() -> ScoringClient:
     """The client's routing half only: no producer, consumer or thread."""
-    import threading
-
     client = ScoringClient.__new__(ScoringClient)
     client._router, client._lock = Router(), threading.Lock()
     client.requests_topic, client.predictions_topic, client.dlq_topic = "requests", "predictions", "requests.dlq"
@@ -251,3 +255,87 @@ def test_an_unreadable_prediction_ends_its_call_at_once() -> None:
     client._route([FakeRecord("predictions", b'{"id":"a","score":0.2', source(10))])  # claimed by its source
     assert waiter.done and waiter.context.done()
     assert isinstance(waiter.results[0], UnreadableAnswer) and waiter.results[0].id == "a"
+
+
+class SilentKafka:
+    """A producer that takes every record and never delivers an answer, and a consumer to close."""
+
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, **_: object) -> None:
+        self.sent += 1
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+    def close(self) -> None:
+        pass
+
+
+def closable_client() -> ScoringClient:
+    """The client minus Kafka: its sending and closing run for real, no answer ever comes."""
+    client = routing_client()
+    client._closed, client._running = False, True
+    client._producer = client._consumer = SilentKafka()  # type: ignore[assignment]
+    client._thread = threading.Thread(target=lambda: None)
+    client._thread.start()
+    client._prefix, client._counter, client.timeout_s = "c", itertools.count(), 30.0
+    return client
+
+
+def requests_closing(client: ScoringClient) -> Iterator[dict[str, float]]:
+    """``close`` lands between a call's start and the registration of its requests (as from another thread)."""
+    yield {"amount": 1.0}
+    client.close()
+    yield {"amount": 2.0}
+
+
+def test_a_call_racing_close_is_told_the_client_closed_not_left_to_time_out() -> None:
+    """The call had passed no check yet when ``close`` failed everything in flight: its requests must not be
+    registered afterwards and waited for until the timeout (a ``ScoreTimeout``, before the fix)."""
+    client = closable_client()
+    with pytest.raises(ClientClosed):
+        client.score_many(requests_closing(client), timeout_s=5.0)
+    assert len(client._router) == 0
+
+    other = closable_client()
+
+    async def main() -> None:
+        with pytest.raises(ClientClosed):
+            await other.ascore_many(requests_closing(other), timeout_s=5.0)
+
+    asyncio.run(main())
+    with pytest.raises(ClientClosed):
+        other.score({"amount": 3.0})
+
+
+def test_every_call_of_many_threads_ends_with_client_closed_when_the_client_closes() -> None:
+    """Calls start on 8 threads while another closes the client: each ends at once with ``ClientClosed`` --
+    failed in flight or refused at registration -- and none waits out its (long) timeout."""
+    client = closable_client()
+    start = threading.Barrier(9)
+    outcomes: list[BaseException | None] = []
+
+    def caller() -> None:
+        start.wait()
+        for _ in range(50):
+            try:
+                client.score_many([{"amount": 1.0}, {"amount": 2.0}], timeout_s=60.0)
+                outcomes.append(None)
+            except (ClientClosed, ScoreTimeout) as exc:
+                outcomes.append(exc)
+
+    threads = [threading.Thread(target=caller) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    client.close()
+    for thread in threads:
+        thread.join(120)
+    assert not any(thread.is_alive() for thread in threads)
+    assert len(outcomes) == 400 and all(isinstance(o, ClientClosed) for o in outcomes), outcomes[:3]
+    assert len(client._router) == 0

@@ -1,7 +1,11 @@
 """The core imports nothing that does I/O: stdlib, numpy, msgspec (a pure decoder) and itself only.
 
 Every ``.py`` file under ``streamer/core/`` is checked, subpackages included, and relative imports are resolved
-against the importing module's package (``from ..adapters import x`` in core is caught).
+against the importing module's package (``from ..adapters import x`` in core is caught). The pure modules that
+live beside their shell rather than in the core are held to the same rule, and may also import each other:
+``streamer/top/view.py`` (the maths of ``streamer top``) and the Open Inference Protocol's codec -- every
+module of ``streamer/oip/`` but the HTTP server (``http.py``) and the on-demand batcher (``on_demand.py``),
+found by glob, so a codec split into several modules stays checked.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import pytest
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 CORE = PACKAGE_ROOT / "streamer" / "core"
+OIP_SHELL = {"http.py", "on_demand.py"}  # the OIP modules that wait, listen or use threads
 ALLOWED_THIRD_PARTY = {"numpy", "msgspec"}
 # Stdlib modules that touch the outside world or the clock and have no place in the core.
 FORBIDDEN_STDLIB = {
@@ -67,10 +72,11 @@ def imports(path: Path) -> set[str]:
     return found
 
 
-def allowed(module: str) -> bool:
+def allowed(module: str, pure: frozenset[str] = frozenset()) -> bool:
+    """Whether a pure module may import ``module``; ``pure``: the names of the pure modules outside the core."""
     top = module.split(".")[0]
     if top == "streamer":
-        return module == "streamer.core" or module.startswith("streamer.core.")
+        return module == "streamer.core" or module.startswith("streamer.core.") or module in pure
     if top in FORBIDDEN_STDLIB:
         return False
     return top in sys.stdlib_module_names or top in ALLOWED_THIRD_PARTY
@@ -80,6 +86,12 @@ def core_files() -> list[Path]:
     return sorted(CORE.rglob("*.py"))
 
 
+def pure_outside_core() -> list[Path]:
+    streamer = PACKAGE_ROOT / "streamer"
+    oip = [p for p in sorted((streamer / "oip").glob("*.py")) if p.name not in OIP_SHELL]
+    return [streamer / "top" / "view.py", *oip]
+
+
 def test_core_imports_only_pure_modules() -> None:
     offenders = {
         str(path.relative_to(CORE)): bad
@@ -87,6 +99,31 @@ def test_core_imports_only_pure_modules() -> None:
         if (bad := {m for m in imports(path) if not allowed(m)})
     }
     assert offenders == {}
+
+
+def test_the_pure_modules_outside_the_core_import_only_pure_modules() -> None:
+    files = pure_outside_core()
+    pure = frozenset(module_name(path) for path in files) | {"streamer.oip", "streamer.top"}
+    offenders = {
+        str(path.relative_to(PACKAGE_ROOT)): bad
+        for path in files
+        if (bad := {m for m in imports(path) if not allowed(m, pure)})
+    }
+    assert offenders == {}
+
+
+def test_the_check_sees_the_pure_modules_outside_the_core() -> None:
+    names = {module_name(path) for path in pure_outside_core()}
+    assert {"streamer.top.view", "streamer.oip.codec"} <= names
+    assert not {"streamer.oip.http", "streamer.oip.on_demand"} & names
+
+
+def test_a_pure_module_outside_the_core_may_not_import_the_shell() -> None:
+    pure = frozenset({"streamer.oip.codec", "streamer.top.view"})
+    assert allowed("streamer.core.envelope", pure) and allowed("streamer.oip.codec", pure)
+    for shell in ("streamer.oip.http", "streamer.oip.on_demand", "streamer.serving", "streamer.top.terminal"):
+        assert not allowed(shell, pure), shell
+    assert not allowed("logging", pure) and not allowed("urllib.request", pure)
 
 
 def test_the_check_sees_every_core_module() -> None:

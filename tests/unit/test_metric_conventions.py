@@ -25,8 +25,9 @@ from streamer.adapters.prometheus_metrics import (
 )
 from streamer.config import EvaluationSettings
 from streamer.core.errors import DEAD_LETTER_REASONS
-from streamer.core.evaluation import DEFAULT_WINDOWS, Metrics, RollingEvaluation, WindowSpec
+from streamer.core.evaluation import DEFAULT_WINDOWS, Metrics, WindowSpec
 from streamer.services.quality_monitor import ROLLING_QUANTITIES, QualityMonitor
+from tests.rolling_evaluation import RollingEvaluation
 
 SOURCE = Path(__file__).resolve().parents[2] / "streamer"
 

@@ -1,4 +1,4 @@
-"""The prediction log's service against the in-memory state store (``core.state.MemoryStateStore``): what it
+"""The prediction log's service against the in-memory state store (``tests/memory_state_store.py``): what it
 queues reaches the store, a store error (``StateStoreError``) puts the rows back, and a bug is not taken for one."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 
 from streamer.core.errors import StateStoreError
-from streamer.core.state import JOINED, LoggedBatch, MemoryStateStore
+from streamer.core.state import JOINED, LoggedBatch
 from streamer.services.prediction_log import PredictionLog
+from tests.memory_state_store import MemoryStateStore
 
 
 class Observer:

@@ -17,8 +17,8 @@ Semantics (pinned by ``tests/property/test_rules.py`` against a naive per-row ev
   ``object`` (or a numpy string dtype) a text column whose values are ``str``. A condition whose value is of
   the other kind never holds (a row-level element that is not a ``str`` in a text column likewise). Parsing
   refuses what it can see: an ordering op (``<``...) with text, an ``in`` list mixing numbers and text, and a
-  field compared with numbers in one place and text in another; ``kinds_of`` lets the graph check the rest
-  against the columns it knows.
+  field compared with numbers in one place and text in another (``Condition.kind``). A column of the other
+  kind than its conditions' is not refused: those conditions never hold.
 - TOML booleans are the numbers 1 and 0; NaN is refused as a value (``missing`` says that).
 
 Running on a batch without a column the rules read, or with a column of the wrong length, raises a
@@ -107,10 +107,6 @@ class RulesResult:
     decision: np.ndarray
     reasons: list[list[str]]
     rule: np.ndarray
-
-    def decision_names(self) -> np.ndarray:
-        """The decision of every row as an object array of str, shape (rows,)."""
-        return np.array(self.decisions, dtype=object)[self.decision]
 
 
 # ---------------------------------------------------------------------------------------------- parsing
@@ -250,12 +246,6 @@ def parse_rules(table: Mapping[str, Any], where: str) -> RuleSet:
 def fields_of(rules: RuleSet) -> set[str]:
     """Every column the rules read: the graph refuses a rules stage reading a column nothing provides."""
     return {c.field for rule in rules.rules for c in rule.conditions()}
-
-
-def kinds_of(rules: RuleSet) -> dict[str, str]:
-    """``field -> "number" | "text"`` for every field compared with a value (``missing``/``present`` and
-    empty lists constrain nothing). A column of the other kind would never match: the graph refuses it."""
-    return {c.field: kind for rule in rules.rules for c in rule.conditions() if (kind := c.kind) is not None}
 
 
 # ------------------------------------------------------------------------------------------- evaluation

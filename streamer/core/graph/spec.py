@@ -124,12 +124,6 @@ class GraphSpec:
         """(from, to) pairs: what each stage depends on."""
         return [(dep, name) for name in self.order for dep in _depends(self, self.stages[name])]
 
-    def model_refs(self) -> set[str]:
-        refs = set()
-        for stage in self.stages.values():
-            refs.update(r for r in (stage.model, stage.first, stage.then) if r)
-        return refs
-
 
 def _depends(spec: GraphSpec | None, stage: Stage, stages: Mapping[str, Stage] | None = None) -> set[str]:
     stages = spec.stages if spec is not None else stages

@@ -161,17 +161,6 @@ def inputs_of(ops: Iterable[Op]) -> set[str]:
     return needed
 
 
-def numeric_inputs_of(ops: Iterable[Op]) -> set[str]:
-    """The subset of ``inputs_of`` that must be number columns (all but one_hot's input, which may be text)."""
-    produced: set[str] = set()
-    needed: set[str] = set()
-    for op in ops:
-        if op.kind != "one_hot":
-            needed.update(name for name in op.inputs if name not in produced)
-        produced.update(op.produces)
-    return needed
-
-
 def outputs_of(ops: Iterable[Op]) -> tuple[str, ...]:
     """The columns the ops add, in order (one-hot contributes ``<output>=<category>`` per category)."""
     return tuple(name for op in ops for name in op.produces)
