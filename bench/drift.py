@@ -148,6 +148,8 @@ class FtrlRun:
         """The decider: the served scores of the labels learnt since its last look, then an adaptation."""
         for found in self.monitor.learn_many(scores, labels, 0.5):
             self.detections.append(found.position)
+            if not found.rising:
+                continue  # the error rate fell: the model recovered, nothing to adapt to
             since = found.position + 1
             x_since, y_since = np.array(self.seen_x[since:]), np.array(self.seen_y[since:])
             self.state = learner.adapted(self.state, self.config.on_drift, x_since.reshape(-1, 4), y_since)

@@ -16,8 +16,12 @@ Key scheme (``prefix`` defaults to ``streamer``):
 - ``{prefix}:eval:{model}:{version}:{window}:{bucket}`` hash: the statistics vector of ``core.evaluation``
   (field ``i`` = entry ``i``), incremented atomically, expiring when no window can see it any more;
 - ``{prefix}:online:{model}:{version}`` hash: the FTRL state of an online model (fields ``z1..``, ``n1..``,
-  the bias last, as ``%.17g`` text so no precision is lost) and ``updates``, shared by every worker. A logged
-  prediction of an online model also keeps its raw features, which is what a label learns from.
+  the bias last, as ``%.17g`` text so no precision is lost), ``updates`` and ``adaptations`` (a concept-drift
+  adaptation rewrote the state: ``adapters.redis_drift``), shared by every worker. A logged prediction of an
+  online model also keeps its raw features, which is what a label learns from;
+- ``{prefix}:labels:{model}:{version}`` list: the version's label stream, one MessagePack chunk per
+  ``apply_labels`` call ``[threshold, scores, labels, features or false per row]``, in application order, read
+  and trimmed by the concept-drift decider (``adapters.redis_drift``); capped at 4,096 chunks.
 
 ``apply_labels`` is one Lua call per batch: per label it sets the marker (or reports a re-read or a duplicate),
 looks the prediction up (or reports it unknown/expired and clears the marker, so that a label arriving before its
@@ -210,9 +214,13 @@ local function logged_prediction(id)
 end
 local result = {}
 local totals = {}  -- bucket key -> field -> sum: one HINCRBYFLOAT per field and bucket per call, not per label
+local streams = {}  -- "model:version" -> this call's rows of its label stream (adapters.redis_drift)
 -- Adds one label's statistics for prediction p (model p[1], version p[2], score p[3], threshold p[4]).
 local function evaluate(p, y)
   local s, th = p[3], p[4]
+  local rows = streams[p[1] .. ':' .. p[2]]
+  if not rows then rows = {th, {}, {}, {}}; streams[p[1] .. ':' .. p[2]] = rows end
+  table.insert(rows[2], s); table.insert(rows[3], y); table.insert(rows[4], p[6] or false)
   local predicted, positive = s >= th, y >= 0.5
   local c = math.min(math.max(s, 1e-15), 1 - 1e-15)
   local stats = {}
@@ -274,6 +282,12 @@ end
 for key, bucket in pairs(totals) do
   for field, value in pairs(bucket.fields) do redis.call('HINCRBYFLOAT', key, field, value) end
   redis.call('EXPIRE', key, bucket.ttl)
+end
+for key, rows in pairs(streams) do  -- one chunk per version and call, capped, read by the concept-drift decider
+  local stream = prefix .. ':labels:' .. key
+  redis.call('RPUSH', stream, cmsgpack.pack(rows))
+  redis.call('LTRIM', stream, -4096, -1)
+  redis.call('EXPIRE', stream, ttl)
 end
 for _, spec in pairs(online) do
   if spec.loaded and spec.learned > 0 then
@@ -418,7 +432,7 @@ class RedisStateStore(StateStore):
         size = sum(1 for k in values if k.startswith("z"))
         z = np.array([float(values[f"z{k}"]) for k in range(1, size + 1)])
         n = np.array([float(values[f"n{k}"]) for k in range(1, size + 1)])
-        return OnlineWeights(z, n, int(values.get("updates", 0)))
+        return OnlineWeights(z, n, int(values.get("updates", 0)), int(values.get("adaptations", 0)))
 
     def claim_event(self, kind: str, model: str, version: str, quiet_s: int) -> bool:
         """True for the first caller in ``quiet_s`` seconds: one event per condition across all workers."""

@@ -13,9 +13,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.core.concept_drift import DETECTORS, AdwinParams, DetectorSpec, PageHinkleyParams
 from streamer.core.drift import FeatureReference
 from streamer.core.errors import ModelError
-from streamer.core.learner import FtrlParams
+from streamer.core.learner import ON_DRIFT, FtrlParams
 
 TASKS = ("binary-classification", "multiclass-classification", "regression")
 _OUTPUT_REF = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(?:\[\s*:\s*,\s*(\d+)\s*\])?\s*$")
@@ -33,6 +34,7 @@ _KNOWN_KEYS = {
     "threshold",
     "online",
     "reference",
+    "concept_drift",
 }
 LEARNERS = ("ftrl",)
 
@@ -92,6 +94,10 @@ class ModelCard:
     online: FtrlParams | None = None
     # ``[reference]``: training distribution per feature, for drift (``core.drift``).
     reference: dict[str, FeatureReference] = field(default_factory=dict)
+    # ``[online] on_drift``: what the learner does when a concept drift is detected (``learner.adapted``).
+    on_drift: str = "restart"
+    # ``[concept_drift]``: the detector on the version's 0/1 error stream (``core.concept_drift``).
+    concept_drift: DetectorSpec = field(default_factory=DetectorSpec)
 
     @property
     def ref(self) -> str:
@@ -157,6 +163,8 @@ def parse_card(table: dict[str, Any], where: str) -> ModelCard:
     if not isinstance(model_card, dict):
         raise ModelError(where, "[card] must be a table")
     online = _parse_online(table.get("online"), task, where)
+    on_drift = _parse_on_drift(table.get("online"), where)
+    concept_drift = _parse_concept_drift(table.get("concept_drift", {}), where)
     reference = _parse_reference(table.get("reference", {}), features, where)
     return ModelCard(
         name=name,
@@ -173,6 +181,8 @@ def parse_card(table: dict[str, Any], where: str) -> ModelCard:
         card=model_card,
         online=online,
         reference=reference,
+        on_drift=on_drift,
+        concept_drift=concept_drift,
     )
 
 
@@ -193,7 +203,7 @@ def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
         return None
     if not isinstance(table, dict):
         raise ModelError(where, "[online] must be a table")
-    unknown = sorted(set(table) - {"learner", "alpha", "beta", "l1", "l2"})
+    unknown = sorted(set(table) - {"learner", "alpha", "beta", "l1", "l2", "on_drift"})
     if unknown:
         raise ModelError(where, f"unknown field(s) online.{', online.'.join(unknown)}")
     if table.get("learner") not in LEARNERS:
@@ -211,6 +221,55 @@ def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
     if problem is not None:
         raise ModelError(where, problem)
     return params
+
+
+def _parse_on_drift(table: Any, where: str) -> str:
+    """``[online] on_drift`` (default ``"restart"``, chosen by ``bench/drift.py``; docs/learning.md)."""
+    value = table.get("on_drift", "restart") if isinstance(table, dict) else "restart"
+    if value not in ON_DRIFT:
+        raise ModelError(where, f"online.on_drift must be one of {', '.join(ON_DRIFT)}, got {value!r}")
+    return value
+
+
+_DETECTOR_FIELDS = {
+    "adwin": {f: type(getattr(AdwinParams(), f)) for f in AdwinParams.__dataclass_fields__},
+    "page-hinkley": {f: type(getattr(PageHinkleyParams(), f)) for f in PageHinkleyParams.__dataclass_fields__},
+}
+
+
+def _parse_concept_drift(table: Any, where: str) -> DetectorSpec:
+    """``[concept_drift] detector = "adwin" | "page-hinkley" | "none"`` and that detector's parameters (River's
+    names and defaults: ADWIN ``delta``, ``clock``, ``max_buckets``, ``min_window_length``, ``grace_period``;
+    Page-Hinkley ``min_instances``, ``delta``, ``threshold``, ``alpha``, ``mode``)."""
+    if not isinstance(table, dict):
+        raise ModelError(where, "[concept_drift] must be a table")
+    kind = table.get("detector", "adwin")
+    if kind not in DETECTORS:
+        raise ModelError(where, f"concept_drift.detector must be one of {', '.join(DETECTORS)}, got {kind!r}")
+    fields = _DETECTOR_FIELDS.get(kind, {})
+    unknown = sorted(set(table) - {"detector", *fields})
+    if unknown:
+        raise ModelError(where, f"unknown field(s) concept_drift.{', concept_drift.'.join(unknown)} for {kind}")
+    values: dict[str, Any] = {}
+    for key, kind_of in fields.items():
+        if key not in table:
+            continue
+        value = table[key]
+        ok = (
+            isinstance(value, str) if kind_of is str else isinstance(value, int | float) and not isinstance(value, bool)
+        )
+        if not ok or (kind_of is int and value != int(value)):
+            raise ModelError(where, f"concept_drift.{key} has the wrong type ({type(value).__name__})")
+        values[key] = kind_of(value)
+    spec = DetectorSpec(kind)
+    if kind == "adwin":
+        spec = DetectorSpec(kind, adwin=AdwinParams(**values))
+    elif kind == "page-hinkley":
+        spec = DetectorSpec(kind, page_hinkley=PageHinkleyParams(**values))
+    problem = spec.problem()
+    if problem is not None:
+        raise ModelError(where, f"concept_drift: {problem}")
+    return spec
 
 
 def _parse_reference(table: Any, features: list[str], where: str) -> dict[str, FeatureReference]:

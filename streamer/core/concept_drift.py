@@ -208,6 +208,7 @@ class PageHinkley:
     def __init__(self, params: PageHinkleyParams = PageHinkleyParams()) -> None:
         self.params = params
         self.drift_detected = False
+        self.rising = False  # whether the last detection was of a rise
         self.n_detections = 0
         self._start()
 
@@ -239,6 +240,7 @@ class PageHinkley:
             rising = self.sum_increase - self.min_increase > p.threshold
             falling = self.max_decrease - self.sum_decrease > p.threshold
             self.drift_detected = {"up": rising, "down": falling, "both": rising or falling}[p.mode]
+            self.rising = rising and p.mode != "down"
             if self.drift_detected:
                 self.n_detections += 1
         return self.drift_detected

@@ -9,7 +9,9 @@ rows of that stream -- the served scores, the labels and the version's threshold
    test-then-train figures (equal to River's ``metrics.Accuracy`` and ``metrics.LogLoss`` fed the same
    stream; log loss clamps the score to ``[1e-15, 1 - 1e-15]`` as River does);
 2. feeds the 0/1 error of each row (``label != (score >= threshold)``) to the version's concept-drift detector
-   (``core.concept_drift``), and returns the positions, in the stream, of the rows at which it fired.
+   (``core.concept_drift``), and returns the detections: the position in the stream of the row at which it
+   fired, the error rate before and after, and whether it rose (a drift to adapt to) or fell (the model
+   recovered: ADWIN, two-sided, also reports that, and adapting to it would throw the recovery away).
 
 Invariants: feeding a stream in one call or in any split gives the same state and detections (the detector and
 the sums are sequential); ``encode``/``decode`` round-trip exactly, so whichever worker feeds the next rows
@@ -39,6 +41,7 @@ class MonitorState(msgspec.Struct, array_like=True):
     log_loss_sum: float = 0.0
     detector: list[Any] | None = None  # ``Detector.state()``
     detections: int = 0
+    rises: int = 0  # detections of a higher error rate (the others found it lower: the model recovered)
     last_detection: int = -1  # stream position of the last detection
     error_rate_before: float = math.nan  # the detector's estimate just before the last detection
     adaptations: int = 0  # adaptations applied to the version's learner (``learner.adapted``)
@@ -56,8 +59,7 @@ class Detection:
     position: int
     error_rate_before: float
     error_rate_after: float
-    window: int  # the newest rows the detector kept as the new concept's (ADWIN's window after it shrank; 0 for
-    # Page-Hinkley, which does not say where the change began)
+    rising: bool  # the error rate went up (a drift to adapt to), not down (a recovery)
 
 
 @dataclass(slots=True)
@@ -103,9 +105,11 @@ class LabelMonitor:
             state.log_loss_sum += loss  # sequential: the same sum in any split of the stream
             before = detector.estimation if detector is not None else math.nan
             if detector is not None and detector.update(1.0 if error else 0.0):
-                window = int(detector.width) if isinstance(detector, Adwin) else 0
-                found.append(Detection(state.position + i, float(before), float(detector.estimation), window))
+                after = float(detector.estimation)
+                rising = after > before if isinstance(detector, Adwin) else detector.rising
+                found.append(Detection(state.position + i, float(before), after, rising))
                 state.detections += 1
+                state.rises += int(rising)
                 state.last_detection = state.position + i
                 state.error_rate_before = float(before)
         state.correct += int(np.count_nonzero(~wrong))

@@ -212,3 +212,101 @@ def test_a_shifted_feature_distribution_raises_a_drift_event(
     assert samples['streamer_feature_psi{feature="amount",model="fraud",version="1"}'] > 1.0
     assert samples['streamer_feature_psi{feature="hour",model="fraud",version="1"}'] < 0.25
     assert samples['streamer_model_events_total{type="feature-drift"}'] == 1.0
+
+
+def test_two_workers_adapt_to_a_concept_drift_once_and_serve_identical_weights(
+    kafka_broker: devstack.ServerInfo,
+    redis_server: devstack.ServerInfo,
+    topics: Callable[..., Topics],
+    worker_factory: Callable[..., WorkerProcess],
+    unique_name: Callable[[str], str],
+    tmp_path: Path,
+) -> None:
+    """Two workers share the partitions and the labels: the drift is detected on the label stream of both, one
+    of them adapts the shared learner (restart, the card's default), one concept-drift event is written, and the
+    same rows score the same on every partition afterwards (difference <= 1e-6)."""
+    prefix = f"cd{uuid.uuid4().hex[:6]}"
+    t = topics(4)
+    events_topic = unique_name("events")
+    KafkaAdmin(kafka_broker.address).create_topics([events_topic], 1)
+    env = {
+        "STREAMER_REDIS_URL": redis_server.address,
+        "STREAMER_MODELS_DIR": str(models_with_online(tmp_path)),
+        "STREAMER_DEFAULT_MODEL": "fraud-online",
+        "STREAMER_MODEL_EVENTS_TOPIC": events_topic,
+    }
+    workers = [worker_factory(t, LEARNING_CONFIG.format(prefix=prefix), **env) for _ in range(2)]
+    for worker in workers:
+        worker.wait_assigned()
+    reader = Reader(kafka_broker.address, t.predictions)
+    chunk, chunks = 300, 6
+    x = synthetic.transactions(chunk * chunks, seed=43)
+    logit = np.where(np.arange(len(x)) < chunk * 3, synthetic.fraud_logit(x), synthetic.drifted_fraud_logit(x))
+    truth = synthetic.labels_of(logit, seed=43)
+    for c in range(chunks):
+        rows = range(c * chunk, (c + 1) * chunk)
+        body = [
+            (f"k{i}".encode(), json.dumps({"id": f"d-{i}", "features": synthetic.features_of(x[i])}).encode())
+            for i in rows
+        ]
+        produce(kafka_broker.address, t.requests, [(k, v, None) for k, v in body])
+        predictions = reader.take(chunk)
+        time.sleep(0.3)  # the prediction log is written off the hot path (flushed every 0.1 s)
+        produce(
+            kafka_broker.address,
+            t.feedback,
+            [
+                (b"k", json.dumps({"id": p["id"], "label": int(truth[int(p["id"][2:])])}).encode(), None)
+                for p in predictions
+            ],
+        )
+        deadline = time.monotonic() + 30
+        while sum(w.metrics().get('streamer_labels_total{outcome="joined"}', 0.0) for w in workers) < (c + 1) * chunk:
+            assert time.monotonic() < deadline, "labels not joined"
+            time.sleep(0.1)
+    store = redis.Redis.from_url(redis_server.address)
+    deadline = time.monotonic() + 30  # the decider looks every evaluation.check_interval_s (1 s here)
+    while int(store.hget(f"{prefix}:online:fraud-online:1", "adaptations") or 0) < 1:
+        assert time.monotonic() < deadline, "no adaptation"
+        time.sleep(0.2)
+    assert int(store.hget(f"{prefix}:online:fraud-online:1", "adaptations")) == 1
+    probe = synthetic.transactions(25, seed=44)
+    for attempt in range(50):  # until both workers serve the adapted weights (online.refresh_ms = 200)
+        requests = [
+            (
+                f"p{attempt}-{k}".encode(),
+                json.dumps({"id": f"p{attempt}-{i}-{k}", "features": synthetic.features_of(row)}).encode(),
+                None,
+            )
+            for i, row in enumerate(probe)
+            for k in range(8)
+        ]
+        produce(kafka_broker.address, t.requests, requests)
+        answered = reader.take(len(requests))
+        by_row: dict[str, list[float]] = {}
+        for p in answered:
+            by_row.setdefault(p["id"].split("-")[1], []).append(p["score"])
+        spread = max(max(s) - min(s) for s in by_row.values())
+        partitions = {p["source"]["partition"] for p in answered}
+        if spread <= 1e-6 and len(partitions) == 4:
+            break
+        time.sleep(0.2)
+    assert len(partitions) == 4 and spread <= 1e-6, (spread, partitions)
+    reader.consumer.close()
+    events = [json.loads(m.value()) for m in read_all(kafka_broker.address, [events_topic], 1, timeout_s=20)]
+    drifts = [e for e in events if e["type"] == "concept-drift" and e["model"] == "fraud-online"]
+    rises = [e for e in drifts if e["direction"] == "rise"]
+    assert len(rises) == 1 and rises[0]["action"] == "restart", drifts
+    assert 3 * chunk <= rises[0]["label"] < 4 * chunk
+    labelled = 'streamer_prequential_labels{model="fraud-online",version="1"}'
+    for worker in workers:  # every worker follows the shared monitor (the last labels within a look or two)
+        deadline = time.monotonic() + 30
+        while worker.metrics().get(labelled, 0.0) < chunk * chunks:
+            assert time.monotonic() < deadline, worker.metrics().get(labelled)
+            time.sleep(0.2)
+        samples = worker.metrics()
+        assert samples[labelled] == chunk * chunks
+        key = '{direction="rise",model="fraud-online",version="1"}'
+        assert samples[f"streamer_concept_drift_detections{key}"] == 1.0
+        assert samples['streamer_concept_drift_adaptations{model="fraud-online",version="1"}'] == 1.0
+        assert "Traceback" not in worker.log()
