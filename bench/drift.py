@@ -35,14 +35,18 @@ import math
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 from common import record
 
-from streamer.core import learner
+from streamer import synthetic
+from streamer.core import calibration, learner
+from streamer.core.calibration import CalibrationSpec
 from streamer.core.concept_drift import DetectorSpec
 from streamer.core.label_monitor import LabelMonitor
 
+ROOT_DIR = Path(__file__).resolve().parent.parent
 W_A = np.array([2.0, -1.5, 1.2, 0.8])
 BIAS = -0.5
 STEEPNESS = 12.0
@@ -300,16 +304,152 @@ def stationary(config: Ftrl, seeds: int) -> dict[str, float]:
 
 TODAY = learner.FtrlParams(alpha=0.1, beta=1.0, l1=0.0, l2=1.0)
 
+# ------------------------------------------------------------------- calibration of the shipped frozen model
+
+DEMO_CHUNK, DEMO_CHUNKS = 250, 16  # make demo's act 2: the rule changes after 8 chunks
+
+
+class FrozenRun:
+    """The shipped GBDT (``models/fraud/1``), optionally behind a calibration stage learnt online."""
+
+    def __init__(self, spec: CalibrationSpec | None, detector: str = "adwin") -> None:
+        from streamer.adapters import model_repository
+
+        self.model = model_repository.load_version(ROOT_DIR / "models" / "fraud" / "1")
+        self.spec = spec
+        self.state = calibration.initial(spec) if spec is not None else None
+        self.monitor = LabelMonitor(DetectorSpec(kind=detector))
+        self.seen: list[tuple[float, np.ndarray, float]] = []
+
+    def frozen(self, x: np.ndarray) -> np.ndarray:
+        return self.model.session.run(None, {"float_input": x.astype(np.float32)})[1][:, 1].astype(np.float64)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        p = self.frozen(x)
+        if self.spec is None or self.state is None:
+            return p
+        return calibration.score_many(self.state, p, x, self.spec)
+
+    def learn_chunk(self, x: np.ndarray, y: np.ndarray, served: np.ndarray) -> None:
+        if self.spec is None or self.state is None:
+            return
+        p = self.frozen(x)
+        start = len(self.seen)
+        self.seen += list(zip(p.tolist(), x, y.tolist(), strict=True))
+        self.state = calibration.learn_many(self.state, p, x, y, self.spec)
+        for found in self.monitor.learn_many(served, y, 0.5):
+            if not found.rising or self.spec.on_drift == "none":
+                continue
+            since = self.seen[found.position + 1 :]
+            state = learner.restart(self.state) if self.spec.on_drift == "restart" else self.state
+            if self.spec.on_drift == "restart" and since:
+                ps, xs, ys = (np.array([s[i] for s in since]) for i in range(3))
+                state = calibration.learn_many(state, ps, xs, ys, self.spec)
+            elif self.spec.on_drift == "reset-rates":
+                state = learner.reset_rates(self.state)
+            self.state = state
+        del start
+
+
+class OnlineExampleRun:
+    """The shipped online example (``examples/models/fraud-online/1``) with given learner parameters."""
+
+    def __init__(self, params: learner.FtrlParams, on_drift: str) -> None:
+        from streamer.adapters import model_repository, online
+
+        model = model_repository.load_version(ROOT_DIR / "examples" / "models" / "fraud-online" / "1")
+        spec, start = online.spec_of(model)
+        self.state = learner.FtrlState(start.z, start.n, spec.mean, spec.scale, params)
+        self.state = learner.from_weights(
+            learner.weights(start)[:-1], float(learner.weights(start)[-1]), spec.mean, spec.scale, params
+        )
+        self.on_drift = on_drift
+        self.monitor = LabelMonitor(DetectorSpec())
+        self.xs: list[np.ndarray] = []
+        self.ys: list[float] = []
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return learner.predict_proba_many(self.state, x)
+
+    def learn_chunk(self, x: np.ndarray, y: np.ndarray, served: np.ndarray) -> None:
+        self.xs += list(x)
+        self.ys += y.tolist()
+        self.state = learner.learn_many(self.state, x, y.astype(np.float64))
+        for found in self.monitor.learn_many(served, y, 0.5):
+            if found.rising:
+                since = slice(found.position + 1, None)
+                xs = np.array(self.xs[since]).reshape(-1, x.shape[1])
+                self.state = learner.adapted(self.state, self.on_drift, xs, np.array(self.ys[since], dtype=float))
+
+
+def calibration_bench(seeds: int) -> dict[str, dict[str, float]]:
+    """make demo's act 2 replayed: accuracy per chunk of 250 after the drift, frozen vs calibrated vs online."""
+    train = synthetic.transactions(40000, seed=synthetic.SEED)
+    mean, scale = train.mean(axis=0), train.std(axis=0)
+    every = tuple(range(len(synthetic.FEATURES)))
+
+    def spec(columns: tuple[int, ...], on_drift: str = "restart") -> CalibrationSpec:
+        return CalibrationSpec(
+            columns, tuple(mean[list(columns)].tolist()), tuple(scale[list(columns)].tolist()), on_drift=on_drift
+        )
+
+    runs: dict[str, Callable[[], FrozenRun | OnlineExampleRun]] = {
+        "frozen fraud@1 (GBDT)": lambda: FrozenRun(None),
+        "fraud@1 + calibration (logit only)": lambda: FrozenRun(spec(())),
+        "fraud@1 + calibration (logit + 6 features)": lambda: FrozenRun(spec(every)),
+        "fraud@1 + calibration (logit + 6 features), on_drift none": lambda: FrozenRun(spec(every, "none")),
+        "fraud-online@1, its card (a0.3 l2 1), no adaptation": lambda: OnlineExampleRun(
+            learner.FtrlParams(0.3, 1.0, 0.0, 1.0), "none"
+        ),
+        "fraud-online@1, defaults + restart": lambda: OnlineExampleRun(learner.FtrlParams(), "restart"),
+    }
+    results: dict[str, dict[str, float]] = {}
+    for name, make in runs.items():
+        before, first, second, after = [], [], [], []
+        for seed in range(seeds):
+            x = synthetic.transactions(DEMO_CHUNK * DEMO_CHUNKS, seed=100 + seed)
+            drift_at = DEMO_CHUNKS // 2 * DEMO_CHUNK
+            rule = np.where(np.arange(len(x)) < drift_at, synthetic.fraud_logit(x), synthetic.drifted_fraud_logit(x))
+            y = synthetic.labels_of(rule, seed=3 + seed).astype(np.float64)
+            run = make()
+            accuracy = []
+            for c in range(DEMO_CHUNKS):
+                rows = slice(c * DEMO_CHUNK, (c + 1) * DEMO_CHUNK)
+                served = run.predict(x[rows])
+                accuracy.append(float(np.mean((served >= 0.5) == (y[rows] >= 0.5))))
+                run.learn_chunk(x[rows], y[rows], served)
+            half = DEMO_CHUNKS // 2
+            before.append(np.mean(accuracy[:half]))
+            first.append(accuracy[half + 1])  # scored after 250 new-concept labels
+            second.append(accuracy[half + 2])  # after 500
+            after.append(np.mean(accuracy[half:]))
+        results[name] = {
+            "before": float(np.mean(before)),
+            "acc@250": float(np.mean(first)),
+            "acc@500": float(np.mean(second)),
+            "after": float(np.mean(after)),
+        }
+        print(name, results[name], file=sys.stderr, flush=True)
+    print("\ncalibration (make demo act 2: chunks of 250, the rule changes after 2,000 transactions)")
+    print("| model | accuracy before | chunk after 250 labels | after 500 | mean after the drift |")
+    print("| --- | --- | --- | --- | --- |")
+    for name, r in results.items():
+        print(f"| {name} | {r['before']:.3f} | {r['acc@250']:.3f} | {r['acc@500']:.3f} | {r['after']:.3f} |")
+    return results
+
+
+FAST = learner.FtrlParams(alpha=0.5, beta=1.0, l1=0.0, l2=0.5)  # faster alone, noisier when nothing changes
+
 
 def configs(defaults: learner.FtrlParams, sweep: bool) -> list[Ftrl]:
     rows = [
-        Ftrl("ftrl today (a0.1 l2 1), no detector", TODAY),
-        Ftrl("ftrl today + adwin restart", TODAY, "adwin", "restart"),
-        Ftrl("ftrl defaults, no detector", defaults),
-        Ftrl("ftrl defaults + adwin restart", defaults, "adwin", "restart"),
+        Ftrl("ftrl a0.1 l2 1 (0.1.0: no detector)", TODAY),
+        Ftrl("ftrl defaults + adwin restart (0.2.0)", defaults, "adwin", "restart"),
         Ftrl("ftrl defaults + adwin reset-rates", defaults, "adwin", "reset-rates"),
         Ftrl("ftrl defaults + page-hinkley restart", defaults, "page-hinkley", "restart"),
-        Ftrl("ftrl today + adwin reset-rates", TODAY, "adwin", "reset-rates"),
+        Ftrl("ftrl a0.5 l2 0.5, no detector", FAST),
+        Ftrl("ftrl a0.5 l2 0.5 + adwin restart", FAST, "adwin", "restart"),
+        Ftrl("ftrl a0.5 l2 0.5 + adwin reset-rates", FAST, "adwin", "reset-rates"),
     ]
     if sweep:
         for alpha in (0.1, 0.25, 0.5, 1.0):
@@ -326,7 +466,11 @@ def main() -> None:
     parser.add_argument("--shapes", default="abrupt,gradual,recurring")
     parser.add_argument("--sweep", action="store_true", help="also sweep alpha and l2 (slow)")
     parser.add_argument("--no-river", action="store_true", help="skip River's SGD")
+    parser.add_argument("--calibration-only", action="store_true", help="only the calibration of the shipped GBDT")
     args = parser.parse_args()
+    if args.calibration_only:
+        record("drift", {"seeds": args.seeds, "calibration": calibration_bench(args.seeds)})
+        return
     defaults = learner.FtrlParams()
     shapes = args.shapes.split(",")
     results: dict[str, dict[str, dict[str, float]]] = {}
@@ -352,9 +496,10 @@ def main() -> None:
             "holdout→0.95": float(np.mean(recovery)) if recovery else math.nan,
         }
     print_table(results, shapes)
+    calibrated = calibration_bench(args.seeds)
     record(
         "drift",
-        {"seeds": args.seeds, "defaults": vars_of(defaults), "results": results},
+        {"seeds": args.seeds, "defaults": vars_of(defaults), "results": results, "calibration": calibrated},
     )
 
 

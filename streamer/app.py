@@ -511,8 +511,8 @@ class _Quality:
         self.observer = FanOut(metrics, prediction_log)
         from streamer.services.concept_drift import start_watch  # concept drift and prequential metrics (issue 25)
 
-        interval_s = settings.evaluation.check_interval_s
-        self._started.append(start_watch(store, self._serving, self.events.emit, metrics, interval_s))
+        interval_s, threads = settings.evaluation.check_interval_s, settings.worker.intra_op_num_threads
+        self._started.append(start_watch(store, self._serving, self.events.emit, metrics, interval_s, threads))
 
     def stop(self) -> None:
         for service in self._started:
