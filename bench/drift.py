@@ -452,8 +452,8 @@ def configs(defaults: learner.FtrlParams, sweep: bool) -> list[Ftrl]:
         Ftrl("ftrl a0.5 l2 0.5 + adwin reset-rates", FAST, "adwin", "reset-rates"),
     ]
     if sweep:
-        for alpha in (0.1, 0.25, 0.5, 1.0):
-            for l2 in (1.0, 0.5, 0.1):
+        for alpha in (0.1, 0.15, 0.2, 0.25, 0.5, 1.0):
+            for l2 in (1.0, 0.5):
                 params = replace(defaults, alpha=alpha, l2=l2)
                 rows.append(Ftrl(f"sweep a{alpha} l2 {l2} + adwin restart", params, "adwin", "restart"))
                 rows.append(Ftrl(f"sweep a{alpha} l2 {l2} + adwin reset-rates", params, "adwin", "reset-rates"))
