@@ -21,7 +21,8 @@ Key scheme (``prefix`` defaults to ``streamer``):
   online model also keeps its raw features, which is what a label learns from;
 - ``{prefix}:labels:{model}:{version}`` list: the version's label stream, one MessagePack chunk per
   ``apply_labels`` call ``[threshold, scores, labels, features or false per row]``, in application order, read
-  and trimmed by the concept-drift decider (``adapters.redis_drift``); capped at 4,096 chunks.
+  and trimmed by the concept-drift decider (``adapters.redis_drift``); capped at 1,024 chunks (about 150 MB at
+  worst: 2,000 labels of six features each) for when no decider reads it.
 
 ``apply_labels`` is one Lua call per batch: per label it sets the marker (or reports a re-read or a duplicate),
 looks the prediction up (or reports it unknown/expired and clears the marker, so that a label arriving before its
@@ -286,7 +287,7 @@ end
 for key, rows in pairs(streams) do  -- one chunk per version and call, capped, read by the concept-drift decider
   local stream = prefix .. ':labels:' .. key
   redis.call('RPUSH', stream, cmsgpack.pack(rows))
-  redis.call('LTRIM', stream, -4096, -1)
+  redis.call('LTRIM', stream, -1024, -1)
   redis.call('EXPIRE', stream, ttl)
 end
 for _, spec in pairs(online) do
