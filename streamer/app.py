@@ -509,6 +509,10 @@ class _Quality:
         labels.start()
         self._started += [labels, prediction_log]
         self.observer = FanOut(metrics, prediction_log)
+        from streamer.services.concept_drift import start_watch  # concept drift and prequential metrics (issue 25)
+
+        interval_s, threads = settings.evaluation.check_interval_s, settings.worker.intra_op_num_threads
+        self._started.append(start_watch(store, self._serving, self.events.emit, metrics, interval_s, threads))
 
     def stop(self) -> None:
         for service in self._started:

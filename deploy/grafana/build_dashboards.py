@@ -178,6 +178,25 @@ MODEL_QUALITY = [
         "short",
     ),
     (
+        "Concept drift: error rate (detector's estimate) and prequential accuracy",
+        [
+            ("error rate {{model}}@{{version}}", "max by (model, version) (streamer_concept_drift_error_rate)"),
+            ("prequential {{model}}@{{version}}", "max by (model, version) (streamer_prequential_accuracy)"),
+        ],
+        "percentunit",
+    ),
+    (
+        "Concept drift: detections (rise = drift) and adaptations of online learners",
+        [
+            (
+                "{{direction}} {{model}}@{{version}}",
+                "max by (model, version, direction) (streamer_concept_drift_detections)",
+            ),
+            ("adapted {{model}}@{{version}}", "max by (model, version) (streamer_concept_drift_adaptations)"),
+        ],
+        "short",
+    ),
+    (
         "Model events in the last hour by type",
         "sum by (type) (increase(streamer_model_events_total[1h])) or vector(0)",
         "short",

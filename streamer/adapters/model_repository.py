@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from streamer.adapters.online import check_online
+from streamer.adapters.onnx_calibration import check_calibration
 from streamer.adapters.onnx_models import CARD_FILE, MODEL_FILE, LoadedModel, session_options, sha256_of
 from streamer.core.cards import GraphSignature, ModelCard, TensorInfo, check_signature, parse_card
 from streamer.core.errors import ModelError, ScoringError
@@ -112,6 +113,8 @@ def load_version(version_dir: Path, intra_op_num_threads: int = 1) -> LoadedMode
     check_serving(model)
     if card.online is not None:
         check_online(model)
+    if card.calibration is not None:
+        check_calibration(model, sample_rows(card, 16))
     return model
 
 

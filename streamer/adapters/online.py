@@ -60,6 +60,7 @@ class OnlineModel:
     model: LoadedModel
     spec: OnlineSpec
     updates: int = -1  # of the weights being served; -1 = the shipped ones
+    adaptations: int = 0  # concept-drift adaptations of the weights being served
     refreshed: float = 0.0  # monotonic time of the last successful read
 
     @property

@@ -47,6 +47,7 @@ MODEL_EVENT_TYPES = (
     "rollout-started",
     "model-promoted",
     "model-rolled-back",
+    "concept-drift",
 )
 # streamer_redis_errors_total{operation}: every ``on_redis_error`` call site (a test checks the list).
 REDIS_OPERATIONS = (
@@ -58,6 +59,7 @@ REDIS_OPERATIONS = (
     "claim_event",
     "rolling_metrics",
     "rollout",
+    "concept_drift",
 )
 # The rolling evaluation (``core.evaluation.Metrics``), one gauge per quantity: field -> (name, help).
 ROLLING = {

@@ -16,8 +16,13 @@ Key scheme (``prefix`` defaults to ``streamer``):
 - ``{prefix}:eval:{model}:{version}:{window}:{bucket}`` hash: the statistics vector of ``core.evaluation``
   (field ``i`` = entry ``i``), incremented atomically, expiring when no window can see it any more;
 - ``{prefix}:online:{model}:{version}`` hash: the FTRL state of an online model (fields ``z1..``, ``n1..``,
-  the bias last, as ``%.17g`` text so no precision is lost) and ``updates``, shared by every worker. A logged
-  prediction of an online model also keeps its raw features, which is what a label learns from.
+  the bias last, as ``%.17g`` text so no precision is lost), ``updates`` and ``adaptations`` (a concept-drift
+  adaptation rewrote the state: ``adapters.redis_drift``), shared by every worker. A logged prediction of an
+  online model also keeps its raw features, which is what a label learns from;
+- ``{prefix}:labels:{model}:{version}`` list: the version's label stream, one MessagePack chunk per
+  ``apply_labels`` call ``[threshold, scores, labels, features or false per row]``, in application order, read
+  and trimmed by the concept-drift decider (``adapters.redis_drift``); capped at 1,024 chunks (about 150 MB at
+  worst: 2,000 labels of six features each) for when no decider reads it.
 
 ``apply_labels`` is one Lua call per batch: per label it sets the marker (or reports a re-read or a duplicate),
 looks the prediction up (or reports it unknown/expired and clears the marker, so that a label arriving before its
@@ -209,7 +214,7 @@ class RedisStateStore(StateStore):
         size = sum(1 for k in values if k.startswith("z"))
         z = np.array([float(values[f"z{k}"]) for k in range(1, size + 1)])
         n = np.array([float(values[f"n{k}"]) for k in range(1, size + 1)])
-        return OnlineWeights(z, n, int(values.get("updates", 0)))
+        return OnlineWeights(z, n, int(values.get("updates", 0)), int(values.get("adaptations", 0)))
 
     def claim_event(self, kind: str, model: str, version: str, quiet_s: int) -> bool:
         """True for the first caller in ``quiet_s`` seconds: one event per condition across all workers."""

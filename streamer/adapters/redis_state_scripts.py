@@ -201,8 +201,12 @@ end
     + """
 local result = {}
 local totals = {}  -- bucket key -> field -> sum: one HINCRBYFLOAT per field and bucket per call, not per label
+local streams = {}  -- "model:version" -> this call's rows of its label stream (adapters.redis_drift)
 -- Adds one label's statistics for prediction p (model p[1], version p[2], score p[3], threshold p[4]).
 local function evaluate(p, y)
+  local rows = streams[p[1] .. ':' .. p[2]]
+  if not rows then rows = {p[4], {}, {}, {}}; streams[p[1] .. ':' .. p[2]] = rows end
+  table.insert(rows[2], p[3]); table.insert(rows[3], y); table.insert(rows[4], p[6] or false)
   local stats = stats_of(p[3], y, p[4])
   for w = 1, n_windows do
     local name, bucket_s, buckets = windows[w][1], windows[w][2], windows[w][3]
@@ -252,6 +256,12 @@ end
 for key, bucket in pairs(totals) do
   for field, value in pairs(bucket.fields) do redis.call('HINCRBYFLOAT', key, field, value) end
   redis.call('EXPIRE', key, bucket.ttl)
+end
+for key, rows in pairs(streams) do  -- one chunk per version and call, capped, read by the concept-drift decider
+  local stream = prefix .. ':labels:' .. key
+  redis.call('RPUSH', stream, cmsgpack.pack(rows))
+  redis.call('LTRIM', stream, -1024, -1)
+  redis.call('EXPIRE', stream, ttl)
 end
 for _, spec in pairs(online) do
   if spec.loaded and spec.learned > 0 then

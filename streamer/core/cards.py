@@ -9,13 +9,16 @@ The file reading, hashing and ONNX inspection live in ``adapters/model_repositor
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from streamer.core.calibration import CalibrationSpec
+from streamer.core.concept_drift import DETECTORS, AdwinParams, DetectorSpec, PageHinkleyParams
 from streamer.core.drift import FeatureReference
 from streamer.core.errors import ModelError
-from streamer.core.learner import FtrlParams
+from streamer.core.learner import ON_DRIFT, FtrlParams
 
 TASKS = ("binary-classification", "multiclass-classification", "regression")
 _OUTPUT_REF = re.compile(r"^\s*([A-Za-z_][\w.\-/]*)\s*(?:\[\s*:\s*,\s*(\d+)\s*\])?\s*$")
@@ -33,6 +36,8 @@ _KNOWN_KEYS = {
     "threshold",
     "online",
     "reference",
+    "concept_drift",
+    "calibration",
 }
 LEARNERS = ("ftrl",)
 
@@ -92,6 +97,12 @@ class ModelCard:
     online: FtrlParams | None = None
     # ``[reference]``: training distribution per feature, for drift (``core.drift``).
     reference: dict[str, FeatureReference] = field(default_factory=dict)
+    # ``[online] on_drift``: what the learner does when a concept drift is detected (``learner.adapted``).
+    on_drift: str = "restart"
+    # ``[concept_drift]``: the detector on the version's 0/1 error stream (``core.concept_drift``).
+    concept_drift: DetectorSpec = field(default_factory=DetectorSpec)
+    # ``[calibration]``: a logistic stage over a frozen model's logit, learnt online (``core.calibration``).
+    calibration: CalibrationSpec | None = None
 
     @property
     def ref(self) -> str:
@@ -153,7 +164,10 @@ def parse_card(table: dict[str, Any], where: str) -> ModelCard:
     if not isinstance(model_card, dict):
         raise ModelError(where, "[card] must be a table")
     online = _parse_online(table.get("online"), task, where)
+    on_drift = _parse_on_drift(table.get("online"), where)
+    concept_drift = _parse_concept_drift(table.get("concept_drift", {}), where)
     reference = _parse_reference(table.get("reference", {}), features, where)
+    calibration = _parse_calibration(table.get("calibration"), task, features, reference, online, where)
     return ModelCard(
         name=name,
         version=version,
@@ -169,13 +183,16 @@ def parse_card(table: dict[str, Any], where: str) -> ModelCard:
         card=model_card,
         online=online,
         reference=reference,
+        on_drift=on_drift,
+        concept_drift=concept_drift,
+        calibration=calibration,
     )
 
 
-def _number(table: dict[str, Any], key: str, default: float, where: str) -> float:
+def _number(table: dict[str, Any], key: str, default: float, where: str, section: str = "online") -> float:
     value = table.get(key, default)
     if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
-        raise ModelError(where, f"online.{key} must be a non-negative number")
+        raise ModelError(where, f"{section}.{key} must be a non-negative number")
     return float(value)
 
 
@@ -189,7 +206,7 @@ def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
         return None
     if not isinstance(table, dict):
         raise ModelError(where, "[online] must be a table")
-    unknown = sorted(set(table) - {"learner", "alpha", "beta", "l1", "l2"})
+    unknown = sorted(set(table) - {"learner", "alpha", "beta", "l1", "l2", "on_drift"})
     if unknown:
         raise ModelError(where, f"unknown field(s) online.{', online.'.join(unknown)}")
     if table.get("learner") not in LEARNERS:
@@ -207,6 +224,121 @@ def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
     if problem is not None:
         raise ModelError(where, problem)
     return params
+
+
+def _parse_on_drift(table: Any, where: str, section: str = "online") -> str:
+    """``[online] on_drift`` (default ``"restart"``, chosen by ``bench/drift.py``; docs/learning.md)."""
+    value = table.get("on_drift", "restart") if isinstance(table, dict) else "restart"
+    if value not in ON_DRIFT:
+        raise ModelError(where, f"{section}.on_drift must be one of {', '.join(ON_DRIFT)}, got {value!r}")
+    return value
+
+
+_DETECTOR_FIELDS = {
+    "adwin": {f: type(getattr(AdwinParams(), f)) for f in AdwinParams.__dataclass_fields__},
+    "page-hinkley": {f: type(getattr(PageHinkleyParams(), f)) for f in PageHinkleyParams.__dataclass_fields__},
+}
+
+
+def _parse_concept_drift(table: Any, where: str) -> DetectorSpec:
+    """``[concept_drift] detector = "adwin" | "page-hinkley" | "none"`` and that detector's parameters (River's
+    names and defaults: ADWIN ``delta``, ``clock``, ``max_buckets``, ``min_window_length``, ``grace_period``;
+    Page-Hinkley ``min_instances``, ``delta``, ``threshold``, ``alpha``, ``mode``)."""
+    if not isinstance(table, dict):
+        raise ModelError(where, "[concept_drift] must be a table")
+    kind = table.get("detector", "adwin")
+    if kind not in DETECTORS:
+        raise ModelError(where, f"concept_drift.detector must be one of {', '.join(DETECTORS)}, got {kind!r}")
+    fields = _DETECTOR_FIELDS.get(kind, {})
+    unknown = sorted(set(table) - {"detector", *fields})
+    if unknown:
+        raise ModelError(where, f"unknown field(s) concept_drift.{', concept_drift.'.join(unknown)} for {kind}")
+    values: dict[str, Any] = {}
+    for key, kind_of in fields.items():
+        if key not in table:
+            continue
+        value = table[key]
+        ok = (
+            isinstance(value, str) if kind_of is str else isinstance(value, int | float) and not isinstance(value, bool)
+        )
+        if not ok or (kind_of is int and value != int(value)):
+            raise ModelError(where, f"concept_drift.{key} has the wrong type ({type(value).__name__})")
+        values[key] = kind_of(value)
+    spec = DetectorSpec(kind)
+    if kind == "adwin":
+        spec = DetectorSpec(kind, adwin=AdwinParams(**values))
+    elif kind == "page-hinkley":
+        spec = DetectorSpec(kind, page_hinkley=PageHinkleyParams(**values))
+    problem = spec.problem()
+    if problem is not None:
+        raise ModelError(where, f"concept_drift: {problem}")
+    return spec
+
+
+def _parse_calibration(
+    table: Any,
+    task: str,
+    features: list[str],
+    reference: dict[str, FeatureReference],
+    online: FtrlParams | None,
+    where: str,
+) -> CalibrationSpec | None:
+    """``[calibration] features = [...]`` (optional, default none: the logit alone) with optional ``alpha``,
+    ``beta``, ``l1``, ``l2`` (the ``[online]`` defaults), ``on_drift``, and ``mean``/``scale`` per chosen feature
+    (default: from the feature's ``[reference]`` bins, else 0 and 1)."""
+    if table is None:
+        return None
+    if not isinstance(table, dict):
+        raise ModelError(where, "[calibration] must be a table")
+    known = {"features", "alpha", "beta", "l1", "l2", "on_drift", "mean", "scale"}
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ModelError(where, f"unknown field(s) calibration.{', calibration.'.join(unknown)}")
+    if task != "binary-classification" or online is not None:
+        raise ModelError(
+            where, "[calibration] needs a binary classifier without [online] (an online one learns itself)"
+        )
+    chosen = table.get("features", [])
+    if not isinstance(chosen, list) or not all(isinstance(f, str) and f in features for f in chosen):
+        raise ModelError(where, "calibration.features must be a list of the card's features")
+    if len(set(chosen)) != len(chosen):
+        raise ModelError(where, "calibration.features has duplicate names")
+    moments = [_moments(reference.get(f)) for f in chosen]
+    mean = table.get("mean", [m for m, _ in moments])
+    scale = table.get("scale", [s for _, s in moments])
+    for key, values in (("mean", mean), ("scale", scale)):
+        numbers = isinstance(values, list) and all(isinstance(v, int | float) for v in values)
+        if not numbers or len(values) != len(chosen):
+            raise ModelError(where, f"calibration.{key} must be one number per calibration feature")
+    if not all(v > 0 for v in scale):
+        raise ModelError(where, "calibration.scale must be positive")
+    defaults = FtrlParams()
+    params = FtrlParams(
+        *(_number(table, k, getattr(defaults, k), where, "calibration") for k in ("alpha", "beta", "l1", "l2"))
+    )
+    problem = params.problem()
+    if problem is not None:
+        raise ModelError(where, problem.replace("online.", "calibration."))
+    on_drift = _parse_on_drift(table, where, "calibration")
+    columns = tuple(features.index(f) for f in chosen)
+    return CalibrationSpec(columns, tuple(map(float, mean)), tuple(map(float, scale)), params, on_drift)
+
+
+def _moments(ref: FeatureReference | None) -> tuple[float, float]:
+    """Mean and standard deviation of a feature's training distribution, estimated from its ``[reference]``
+    bins (each bin at its middle; the open outer bins one neighbouring width beyond the edge); 0 and 1 without."""
+    if ref is None or not ref.edges:
+        return 0.0, 1.0
+    edges = list(ref.edges)
+    width = (edges[-1] - edges[0]) / max(len(edges) - 1, 1) or 1.0
+    points = [
+        edges[0] - width / 2,
+        *((a + b) / 2 for a, b in itertools.pairwise(edges)),
+        edges[-1] + width / 2,
+    ]
+    mean = sum(f * x for f, x in zip(ref.fractions, points, strict=True))
+    variance = sum(f * (x - mean) ** 2 for f, x in zip(ref.fractions, points, strict=True))
+    return float(mean), float(variance**0.5) if variance > 0 else 1.0
 
 
 def _parse_reference(table: Any, features: list[str], where: str) -> dict[str, FeatureReference]:

@@ -30,7 +30,9 @@ import numpy as np
 
 @dataclass(frozen=True, slots=True)
 class FtrlParams:
-    """FTRL-Proximal hyper-parameters; the defaults are the ``[online]`` card defaults (README)."""
+    """FTRL-Proximal hyper-parameters; the defaults are the ``[online]`` card defaults (docs/learning.md). Kept
+    by ``bench/drift.py``: every larger ``alpha`` measured lowered the accuracy on a stationary stream, and a
+    restart on a detected drift (``on_drift``) recovers within the bars without it."""
 
     alpha: float = 0.1
     beta: float = 1.0
@@ -117,3 +119,42 @@ def learn_many(state: FtrlState, x: np.ndarray, y: np.ndarray) -> FtrlState:
         z += g - sigma * w
         n += g * g
     return replace(state, z=z, n=n, updates=state.updates + len(rows))
+
+
+# What an ``[online]`` model does when a concept drift is detected on its error stream (``core.label_monitor``).
+ON_DRIFT = ("restart", "reset-rates", "none")
+
+
+def restart(state: FtrlState) -> FtrlState:
+    """A fresh learner: zero weights and zero accumulated gradients, the same standardisation and parameters.
+
+    The per-coordinate step ``alpha / (beta + sqrt(n))`` is at its largest again, so the labels that follow
+    move the weights as fast as the first labels of a new model did."""
+    return replace(state, z=np.zeros_like(state.z), n=np.zeros_like(state.n))
+
+
+def reset_rates(state: FtrlState) -> FtrlState:
+    """The same weights with the learning rates of a fresh learner: ``n = 0`` and ``z`` re-derived so that
+    ``weights(reset_rates(s)) == weights(s)`` (``from_weights``). Keeps what was learnt, forgets how sure it was."""
+    w = weights(state)
+    p = state.params
+    return replace(state, z=-w * (p.beta / p.alpha + p.l2) - np.sign(w) * p.l1, n=np.zeros_like(state.n))
+
+
+def adapted(state: FtrlState, on_drift: str, x_since: np.ndarray, y_since: np.ndarray) -> FtrlState:
+    """``state`` after a concept drift detected ``len(y_since)`` labels ago (rows ``x_since``, labels ``y_since``).
+
+    ``restart``: a fresh learner that then learns the labels since the detection again, so that it starts from
+    the new concept's labels only; ``reset-rates``: the current weights (which already learnt those labels) with
+    fresh learning rates; ``none``: unchanged. Deterministic: every worker that applies it to the same state and
+    labels gets the same state (the shared one is written once, by the worker that decided)."""
+    if on_drift == "restart":
+        fresh = restart(state)
+        if len(y_since):
+            fresh = learn_many(fresh, x_since, y_since)
+        return replace(fresh, updates=state.updates)
+    if on_drift == "reset-rates":
+        return reset_rates(state)
+    if on_drift == "none":
+        return state
+    raise ValueError(f"on_drift must be one of {', '.join(ON_DRIFT)}, got {on_drift!r}")

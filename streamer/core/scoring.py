@@ -46,7 +46,7 @@ class ModelSummary:
 
     ``rows``: batch rows answered with a prediction. ``scores``/``labels``: one per scored matrix row (an OIP
     request has several), ``score_rows`` the batch row of each. ``logged_*``: the single-row predictions, which
-    a label can join (``logged_features``: their features as scored, for an online model only).
+    a label can join (``logged_features``: their features as scored, for an online model or a calibrated one only).
     """
 
     card: ModelCard
@@ -380,7 +380,7 @@ def _summarise(run: _ModelRun, summary: ModelSummary) -> None:
         summary.logged_ids = [run.ids[j] for j in singles]
         summary.logged_rows = [request_rows[j] for j in singles]
         summary.logged_scores = result.score[matrix_rows].tolist()
-    if run.card.online is not None and summary.logged_ids:
+    if (run.card.online is not None or run.card.calibration is not None) and summary.logged_ids:
         summary.logged_features = batch.matrix if matrix_rows is None else batch.matrix[matrix_rows]
 
 

@@ -101,6 +101,12 @@ class OnlineWeights:
     z: np.ndarray
     n: np.ndarray
     updates: int
+    adaptations: int = 0  # concept-drift adaptations that rewrote the state (``core.label_monitor``)
+
+    @property
+    def generation(self) -> tuple[int, int]:
+        """Changes whenever the weights may have: a label learnt or an adaptation applied."""
+        return self.updates, self.adaptations
 
 
 class StateStore(Protocol):

@@ -97,11 +97,11 @@ class OnlineRefresher(Background):
                 shared = None
             else:
                 online.refreshed = now
-            if shared is not None and shared.updates != online.updates:
+            if shared is not None and shared.generation != (online.updates, online.adaptations):
                 self._serving.replace_session(
                     online_models.with_weights(online.model, online.spec, shared, self._threads)
                 )
-                online.updates = shared.updates
+                online.updates, online.adaptations = shared.generation
                 self._observer.on_online_weights(name, version, shared.updates, now - online.refreshed)
             else:
                 self._observer.on_online_weights(name, version, None, now - online.refreshed)

@@ -222,6 +222,7 @@ def test_online_card_parameters_l1_accepted_and_a_degenerate_learner_refused() -
     }
     card = parse_card({**table, "online": {"learner": "ftrl", "l1": 0.7}}, "card.toml")
     assert card.online == learner.FtrlParams(alpha=0.1, beta=1.0, l1=0.7, l2=1.0)  # the documented defaults
+    assert card.on_drift == "restart" and card.concept_drift.kind == "adwin"
     with pytest.raises(ModelError, match=r"online\.beta and online\.l2 cannot both be 0"):
         parse_card({**table, "online": {"learner": "ftrl", "beta": 0, "l2": 0}}, "card.toml")
     with pytest.raises(ModelError, match=r"online\.l1 must be a finite non-negative number"):

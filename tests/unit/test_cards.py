@@ -3,9 +3,12 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import numpy as np
 import pytest
 
+from streamer.core import calibration
 from streamer.core.cards import GraphSignature, OutputRef, TensorInfo, check_signature, parse_card
+from streamer.core.concept_drift import DetectorSpec, PageHinkleyParams
 from streamer.core.errors import ModelError
 
 CARD: dict[str, Any] = {
@@ -84,6 +87,20 @@ def test_online_and_reference_tables_parse() -> None:
         ({"reference": {"hour": {"edges": [1]}}}, "reference.hour must have exactly edges and fractions"),
         ({"reference": {"hour": {"edges": [2, 1], "fractions": [0.2, 0.3, 0.5]}}}, "strictly increasing"),
         ({"reference": {"hour": {"edges": [1], "fractions": [0.2, 0.3]}}}, "sum to 1"),
+        ({"online": {"learner": "ftrl", "on_drift": "retrain"}}, "online.on_drift must be one of restart"),
+        ({"concept_drift": {"detector": "ddm"}}, "concept_drift.detector must be one of adwin, page-hinkley"),
+        ({"concept_drift": {"detector": "adwin", "threshold": 3}}, "concept_drift.threshold for adwin"),
+        ({"concept_drift": {"clock": 1.5}}, "concept_drift.clock has the wrong type"),
+        ({"concept_drift": {"delta": 2}}, "concept_drift: delta must be in (0, 1)"),
+        ({"concept_drift": {"detector": "page-hinkley", "mode": "sideways"}}, "mode must be up, down or both"),
+        ({"concept_drift": "adwin"}, "[concept_drift] must be a table"),
+        ({"calibration": {"features": ["nope"]}}, "calibration.features must be a list of the card's features"),
+        ({"calibration": {"features": ["hour"], "scale": [0]}}, "calibration.scale must be positive"),
+        ({"calibration": {"features": ["hour"], "mean": [1, 2]}}, "calibration.mean must be one number per"),
+        ({"calibration": {"alpha": 0}}, "calibration.alpha must be positive"),
+        ({"calibration": {"on_drift": "x"}}, "calibration.on_drift must be one of"),
+        ({"calibration": {"rate": 1}}, "unknown field(s) calibration.rate"),
+        ({"calibration": {}, "online": {"learner": "ftrl"}}, "[calibration] needs a binary classifier without"),
     ],
 )
 def test_an_invalid_card_is_refused_naming_the_field(changes: dict[str, Any], message: str) -> None:
@@ -119,3 +136,40 @@ def test_a_card_that_disagrees_with_its_graph_is_refused(signature: GraphSignatu
 def test_a_dynamic_feature_axis_is_accepted() -> None:
     card = parse_card(CARD, "card.toml")
     check_signature(card, GraphSignature((TensorInfo("float_input", (None, None), "float"),), SIGNATURE.outputs), "m")
+
+
+def test_concept_drift_and_on_drift_default_and_parse() -> None:
+    """Every binary classifier is watched by ADWIN with River's defaults; an online one restarts on a drift."""
+    plain = parse_card(with_(), "card.toml")
+    assert plain.concept_drift == DetectorSpec() and plain.concept_drift.kind == "adwin"
+    assert plain.on_drift == "restart"
+    card = parse_card(
+        with_(
+            online={"learner": "ftrl", "on_drift": "reset-rates"},
+            concept_drift={"detector": "page-hinkley", "threshold": 20, "mode": "up", "min_instances": 50},
+        ),
+        "card.toml",
+    )
+    assert card.on_drift == "reset-rates"
+    assert card.concept_drift.kind == "page-hinkley"
+    assert card.concept_drift.page_hinkley == PageHinkleyParams(min_instances=50, threshold=20.0, mode="up")
+    off = parse_card(with_(concept_drift={"detector": "none"}), "card.toml")
+    assert off.concept_drift.new() is None
+
+
+def test_a_calibration_stage_starts_as_the_identity_with_the_reference_standardisation() -> None:
+    card = parse_card(
+        with_(
+            calibration={"features": ["hour"]},
+            reference={"hour": {"edges": [6.0, 12.0, 18.0], "fractions": [0.25, 0.25, 0.25, 0.25]}},
+        ),
+        "card.toml",
+    )
+    spec = card.calibration
+    assert spec is not None and spec.columns == (card.features.index("hour"),) and spec.on_drift == "restart"
+    assert spec.mean == (12.0,) and spec.scale[0] > 0
+    scores = np.array([0.01, 0.3, 0.5, 0.97])
+    rows = np.zeros((4, len(card.features)))
+    rows[:, spec.columns[0]] = [0.0, 6.0, 12.0, 23.0]
+    np.testing.assert_allclose(calibration.score_many(calibration.initial(spec), scores, rows, spec), scores)
+    assert parse_card(with_(), "card.toml").calibration is None

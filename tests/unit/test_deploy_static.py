@@ -11,6 +11,7 @@ from pathlib import Path
 import yaml
 
 from streamer import config
+from streamer.adapters.prometheus_drift import ConceptDriftMetrics
 from streamer.adapters.prometheus_metrics import WorkerMetrics
 
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +25,9 @@ DASHBOARDS = {p.name: json.loads(p.read_text()) for p in (REPO / "deploy/grafana
 def exported_metric_names() -> set[str]:
     """What the worker's registry serves, with the sample suffixes histograms and counters add."""
     names: set[str] = set()
-    for family in WorkerMetrics().registry.collect():
+    metrics = WorkerMetrics()
+    ConceptDriftMetrics(metrics)  # registered beside the worker's when Redis is configured
+    for family in metrics.registry.collect():
         names.add(family.name)
         names |= {family.name + suffix for suffix in ("_total", "_bucket", "_sum", "_count", "_created")}
     return names
