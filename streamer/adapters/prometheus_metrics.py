@@ -29,7 +29,7 @@ from streamer.core.errors import DEAD_LETTER_REASONS
 from streamer.core.graph.execution import stage_labels
 from streamer.core.graph.spec import GraphSpec
 from streamer.core.ledger import Batch, Release
-from streamer.core.outputs import OutputRecords
+from streamer.core.output_records import OutputRecords
 from streamer.core.scoring import ScoredBatch, outcome_counts, sent_scores
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)

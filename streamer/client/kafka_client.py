@@ -48,8 +48,8 @@ from streamer.client.results import (
     UnreadableAnswer,
 )
 from streamer.client.router import Router, Waiter
-from streamer.core.envelope import ERROR_DETAIL_HEADER, ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from streamer.core.errors import StreamerError
+from streamer.core.headers import ERROR_DETAIL_HEADER, ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 
 log = logging.getLogger(__name__)
 
