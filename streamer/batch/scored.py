@@ -63,7 +63,7 @@ def _table(parts: list[_Part], where: Any, ids_of: Any = None) -> PredictionColu
     size = sum(sizes)
     rows = np.concatenate([part.rows for part in parts]) if parts else np.empty(0, dtype=np.int64)
     order = None if len(parts) <= 1 else np.argsort(rows, kind="stable")
-    names = {name for part in parts for name in part.fields}
+    names = [f.name for f in outputs.TABLE_FIELDS if f.rows]
     fields: dict[str, Any] = {name: _concat([part.fields.get(name) for part in parts], sizes) for name in names}
     if ids_of is None:
         fields["id"] = _concat([part.ids for part in parts], sizes)
@@ -79,6 +79,8 @@ def _table(parts: list[_Part], where: Any, ids_of: Any = None) -> PredictionColu
 
 def _concat(columns: Sequence[Any], sizes: Sequence[int]) -> Any:
     """One column of several parts: numpy when every part is, else a list (None: a part without the field)."""
+    if not columns:
+        return []
     if len(columns) == 1:
         return columns[0]
     if all(column is None for column in columns):

@@ -123,9 +123,9 @@ def table_outcomes(path: Path, fmt: str, catalog: Catalog, scorer: OnnxScorer, s
         assert isinstance(scored, ScoredTable)
         columns = scored.columns()
         fields = columns.fields
-        score = np.asarray(fields["score"]).tolist()
+        scores = np.asarray(fields["score"]).tolist()
         for row, model, version, value in zip(
-            columns.where["row"].tolist(), fields["model"], fields["version"], score, strict=True
+            columns.where["row"].tolist(), fields["model"], fields["version"], scores, strict=True
         ):
             outcomes[row - 1] = ("score", (f"{model}@{version}", value))
         for reject in scored.rejects():
