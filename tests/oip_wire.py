@@ -13,10 +13,11 @@ import msgspec
 import numpy as np
 
 from streamer.core.errors import SCHEMA, DecodeError
-from streamer.core.requests import DEFAULT_MAX_MESSAGE_BYTES, decode_request, flatten_numbers
+from streamer.core.requests import DEFAULT_MAX_MESSAGE_BYTES, flatten_numbers
 from streamer.core.types import Tensor
 from streamer.oip.codec import DATATYPES, OipError, check_head
 from streamer.oip.responses import InferResponse, OutputTensor
+from tests.wire import decode_request
 
 _encoder = msgspec.json.Encoder()
 

@@ -153,32 +153,6 @@ def _decode_one(value: bytes | None, max_bytes: int, max_rows: int) -> tuple[Wir
     return wire, tuple(_tensor(t, max_rows) for t in wire.inputs)  # type: ignore[union-attr]
 
 
-@dataclass(frozen=True, slots=True)
-class RequestBody:
-    """One decoded request (off the hot path: tools, tests). Exactly one of ``features`` or ``tensors`` is set."""
-
-    id: str | None
-    model: str | None
-    features: dict[str, float | str | None] | None = None
-    tensors: tuple[Tensor, ...] | None = None
-
-    @property
-    def is_oip(self) -> bool:
-        return self.tensors is not None
-
-
-def decode_request(
-    value: bytes | None, *, max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_rows: int = DEFAULT_MAX_ROWS
-) -> RequestBody:
-    """Decode one request value (contract section 2) or raise ``DecodeError``."""
-    try:
-        wire, tensors = _decode_one(value, max_bytes, max_rows)
-    except DECODE_ERRORS as exc:
-        raise translate(exc) from None
-    features = None if tensors is not None else wire.features
-    return RequestBody(wire.id, wire.model, features, tensors)  # type: ignore[arg-type]
-
-
 @dataclass(slots=True)
 class DecodedRequests:
     """The requests of a batch that decoded, and why the others did not.

@@ -35,6 +35,7 @@ from streamer.core.scoring import Limits, score_records
 from streamer.core.types import Label, Records
 from tests.conftest import REPO
 from tests.fuzz import strategies as hs
+from tests.wire import RequestBody, decode_request
 
 CARD = ModelCard(
     "fraud", 1, "binary-classification", tuple(hs.FEATURES), "x", "0" * 64, OutputRef("probabilities", 1), None
@@ -128,7 +129,7 @@ def test_deep_nesting_where_the_decoder_skips_or_keeps_any_value_is_invalid_json
             len(batch), 3
         )
     for value in values:
-        for decode in (requests.decode_request, decode_label):
+        for decode in (decode_request, decode_label):
             try:
                 decode(value)
             except DecodeError as exc:
@@ -266,8 +267,8 @@ def test_the_seeds_are_valid() -> None:
         parse_card(table, str(path))
     for table in GRAPH_TABLES:
         parse_graph(table, "graph.toml")
-    assert isinstance(requests.decode_request(json.dumps(hs.VALID).encode()), requests.RequestBody)
-    assert requests.decode_request(json.dumps(hs.OIP).encode()).is_oip
+    assert isinstance(decode_request(json.dumps(hs.VALID).encode()), RequestBody)
+    assert decode_request(json.dumps(hs.OIP).encode()).is_oip
     assert Path(__file__).name.startswith("test_")
 
 

@@ -10,13 +10,14 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.core import labels, outputs, requests
+from streamer.core import labels, outputs
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import DEAD_LETTER_REASONS, DecodeError
 from streamer.core.features import build_matrix
 from streamer.core.routing import Catalog
 from streamer.core.scoring import score_records
 from streamer.core.types import Label, Records
+from tests.wire import decode_request
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.floats(allow_nan=False) | st.integers() | st.text(),
@@ -27,7 +28,7 @@ json_values = st.recursive(
 
 @given(st.binary(max_size=300))
 def test_arbitrary_bytes_raise_only_decode_error(raw: bytes) -> None:
-    for decode in (requests.decode_request, labels.decode_label):
+    for decode in (decode_request, labels.decode_label):
         try:
             decode(raw)
         except DecodeError as exc:
@@ -37,7 +38,7 @@ def test_arbitrary_bytes_raise_only_decode_error(raw: bytes) -> None:
 @given(json_values)
 def test_arbitrary_json_raises_only_decode_error(value: object) -> None:
     raw = json.dumps(value).encode()
-    for decode in (requests.decode_request, labels.decode_label):
+    for decode in (decode_request, labels.decode_label):
         try:
             decode(raw)
         except DecodeError as exc:
@@ -48,7 +49,7 @@ def test_arbitrary_json_raises_only_decode_error(value: object) -> None:
 def test_deep_nesting_is_a_decode_error_not_a_crash(depth: int) -> None:
     raw = b'{"features": ' + b"[" * depth + b"]" * depth + b"}"
     try:
-        requests.decode_request(raw)
+        decode_request(raw)
     except DecodeError as exc:
         assert exc.reason in ("schema", "invalid-json")
 
@@ -117,7 +118,7 @@ def test_every_request_is_either_a_row_or_an_error_as_the_naive_rules_say(rows: 
     bodies = []
     for row in rows:
         try:
-            bodies.append(requests.decode_request(json.dumps({"features": row}).encode()))
+            bodies.append(decode_request(json.dumps({"features": row}).encode()))
         except DecodeError:
             continue
     batch = build_matrix(CARD, [b.features for b in bodies])

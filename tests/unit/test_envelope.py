@@ -12,6 +12,7 @@ import pytest
 from streamer.core import headers, labels, outputs, requests
 from streamer.core.errors import DEAD_LETTER_REASONS, DecodeError
 from streamer.core.types import Label, SourceRef
+from tests.wire import decode_request
 
 OIP = {
     "id": "o-1",
@@ -20,21 +21,21 @@ OIP = {
 
 
 def test_a_json_request_decodes_to_one_row_of_features() -> None:
-    body = requests.decode_request(b'{"id": "r-42", "model": "fraud@2", "features": {"amount": 125, "hour": 3}}')
+    body = decode_request(b'{"id": "r-42", "model": "fraud@2", "features": {"amount": 125, "hour": 3}}')
     assert (body.id, body.model, body.features) == ("r-42", "fraud@2", {"amount": 125.0, "hour": 3.0})
     assert not body.is_oip
 
 
 def test_id_and_model_are_optional_and_unknown_fields_ignored() -> None:
-    body = requests.decode_request(b'{"features": {"a": 1}, "trace": {"x": 1}}')
+    body = decode_request(b'{"features": {"a": 1}, "trace": {"x": 1}}')
     assert (body.id, body.model) == (None, None)
 
 
 def test_an_oip_request_decodes_nested_or_flat_data_row_major() -> None:
-    nested = requests.decode_request(json.dumps(OIP).encode())
+    nested = decode_request(json.dumps(OIP).encode())
     flat = dict(OIP, inputs=[dict(OIP["inputs"][0], data=[1, 2, 3, 4, 5, 6])])
     assert nested.is_oip and nested.tensors is not None
-    assert nested.tensors == requests.decode_request(json.dumps(flat).encode()).tensors
+    assert nested.tensors == decode_request(json.dumps(flat).encode()).tensors
     assert nested.tensors[0].shape == (2, 3)
     np.testing.assert_array_equal(nested.tensors[0].data, [1, 2, 3, 4, 5, 6])
 
@@ -64,21 +65,21 @@ def test_an_oip_request_decodes_nested_or_flat_data_row_major() -> None:
 )
 def test_bad_requests_raise_decode_error_with_the_dead_letter_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(DecodeError) as raised:
-        requests.decode_request(raw)
+        decode_request(raw)
     assert raised.value.reason == reason
     assert raised.value.detail
 
 
 def test_size_limits_are_checked_before_parsing() -> None:
     with pytest.raises(DecodeError) as raised:
-        requests.decode_request(b'{"features": {}}' + b" " * 100, max_bytes=50)
+        decode_request(b'{"features": {}}' + b" " * 100, max_bytes=50)
     assert raised.value.reason == "too-large"
     rows = {"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]}
     with pytest.raises(DecodeError) as raised:
-        requests.decode_request(json.dumps(rows).encode(), max_rows=2)
+        decode_request(json.dumps(rows).encode(), max_rows=2)
     assert raised.value.reason == "too-large"
     with pytest.raises(DecodeError) as raised:
-        requests.decode_request(None)
+        decode_request(None)
     assert raised.value.reason == "schema"
 
 
@@ -107,14 +108,14 @@ def test_invalid_utf8_anywhere_is_invalid_json(raw: bytes) -> None:
     with pytest.raises(UnicodeDecodeError):
         raw.decode("utf-8")
     with pytest.raises(DecodeError) as raised:
-        requests.decode_request(raw)
+        decode_request(raw)
     assert raised.value.reason == "invalid-json"
     decoded = requests.decode_requests([b'{"features": {"a": 1}}', raw, '{"features": {"é": 1}}'.encode()])
     assert decoded.rows == [0, 2] and decoded.errors[1].reason == "invalid-json"
 
 
 def test_valid_utf8_beyond_ascii_decodes() -> None:
-    body = requests.decode_request('{"id": "café ☕", "features": {"prix": 1}}'.encode())
+    body = decode_request('{"id": "café ☕", "features": {"prix": 1}}'.encode())
     assert body.id == "café ☕"
 
 

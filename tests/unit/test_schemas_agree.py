@@ -19,11 +19,12 @@ import msgspec
 import numpy as np
 import pytest
 
-from streamer.core import headers, labels, outputs, requests
+from streamer.core import headers, labels, outputs
 from streamer.core.errors import REASONS, DecodeError
 from streamer.core.graph.scoring_graph import GraphResult
 from streamer.core.types import SourceRef
 from tests import wire_schemas
+from tests.wire import decode_request
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 CORPUS = json.loads((Path(__file__).resolve().parents[1] / "corpus" / "envelopes.json").read_text())
@@ -44,7 +45,7 @@ def _schema_accepts(name: str, raw: str) -> bool:
 
 
 def _decoder_accepts(name: str, raw: str) -> bool:
-    decode = {"request": requests.decode_request, "feedback": labels.decode_label}[name]
+    decode = {"request": decode_request, "feedback": labels.decode_label}[name]
     try:
         decode(raw.encode())
     except DecodeError:
