@@ -3,9 +3,9 @@
 ``Prediction`` lists every field in wire order, with its type and, in its ``Meta``, what the rest of the code
 derives from it: ``rows`` (one value per scored row, as ``GraphResult`` carries it: an OIP request gets an
 array of them), ``oip`` (the datatype of the field's tensor in an Open Inference Protocol response), ``table``
-(the column kind in a CSV or Parquet file of ``streamer batch``: ``string``, ``float64``, ``int64``, or ``json``
-for its JSON text) and ``topic`` (required on the predictions topic though absent from offline files:
-``latency_ms``). Nothing else spells the envelope:
+(the column kind in a CSV or Parquet file of ``streamer batch``: ``string``, ``float64``, ``int64``, ``bool``,
+or ``json`` for its JSON text) and ``topic`` (required on the predictions topic though absent from offline
+files: ``latency_ms``). Nothing else spells the envelope:
 
 - the worker's bulk encoder (``encode_single_predictions``) generates its bytes template from the field order;
 - the general encoder (``open_bodies``: OIP requests, several rows each) encodes ``Prediction`` structs;
@@ -151,7 +151,7 @@ def _listed(value: Any) -> Any:
     return value.tolist() if isinstance(value, np.ndarray) else value
 
 
-def request_rows(columns: Mapping[str, Any], start: int, stop: int, arrays: bool) -> dict[str, Any]:
+def request_fields(columns: Mapping[str, Any], start: int, stop: int, arrays: bool) -> dict[str, Any]:
     """One request's per-row fields out of ``row_columns``: its rows ``[start, stop)`` as arrays (an OIP
     request, however many rows), or the single row ``start`` as plain values. An absent optional field stays
     absent; an absent required one (a regressor's label) is null."""

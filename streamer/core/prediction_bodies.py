@@ -163,7 +163,7 @@ def _general_bodies(run: _ModelRun) -> list[bytes]:
         if not finite[start:stop].all():
             run.failed[j] = _non_finite(card)
         source = outputs.Source(records.topic, records.partition, records.offsets[run.request_rows[j]])
-        fields = outputs.request_rows(columns, start, stop, arrays=i in run.tensors)
+        fields = outputs.request_fields(columns, start, stop, arrays=i in run.tensors)
         predictions.append(outputs.Prediction(id=run.ids[j], model=card.name, version=version, source=source, **fields))
     return outputs.open_bodies(predictions)
 

@@ -49,7 +49,7 @@ def batches(draw: Any) -> dict[str, Any]:
 def declared(batch: dict[str, Any], k: int, latency: float) -> outputs.Prediction:
     """Row k of the batch as the declaration's struct (an absent optional field unset)."""
     rows = batch["rows"]
-    fields = outputs.request_rows(rows, k, k + 1, arrays=False)
+    fields = outputs.request_fields(rows, k, k + 1, arrays=False)
     source = outputs.Source(batch["topic"], batch["partition"], batch["offsets"][k])
     return outputs.Prediction(
         id=batch["ids"][k],
@@ -82,7 +82,7 @@ def test_the_general_encoder_writes_the_declarations_bytes(batch: dict[str, Any]
             model=batch["model"],
             version=batch["version"],
             source=outputs.Source(batch["topic"], batch["partition"], batch["offsets"][0]),
-            **outputs.request_rows(rows, 0, n, arrays=True),
+            **outputs.request_fields(rows, 0, n, arrays=True),
         )
     ]
     if not arrays:

@@ -94,7 +94,7 @@ def test_predictions_the_encoders_write_match_the_schema(rules: bool) -> None:
     result = _result(3, rules)
     columns = outputs.row_columns(result)
     single = outputs.encode_single_predictions(["a", "b", "c"], "m", "2", columns, "t", 0, [7, 8, 9])
-    fields = outputs.request_rows(columns, 0, 3, arrays=True)
+    fields = outputs.request_fields(columns, 0, 3, arrays=True)
     oip = outputs.Prediction(id="o", model="m", version="2", source=outputs.Source("t", 0, 10), **fields)
     values, _ = outputs.finish_predictions([*single, *outputs.open_bodies([oip])], [0, 0, 0, 0], 5.0)
     for value in values:
