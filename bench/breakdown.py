@@ -27,7 +27,10 @@ STAGES = [
     ("decode (msgspec)", ("decode_request",)),
     ("features (matrix)", ("build_matrix",)),
     ("score (ONNX Runtime)", ("Session.run",)),
-    ("encode (prediction JSON)", ("encode_body", "encode_single_predictions", "_predictions", "finish_predictions")),
+    (
+        "encode (prediction JSON)",
+        ("encode_body", "encode_single_predictions", "_predictions", "open_bodies", "finish_predictions"),
+    ),
     ("scoring bookkeeping (routing, summaries)", ("score_records", "score_batch", "_summarise", "_route")),
     (
         "produce + delivery reports",

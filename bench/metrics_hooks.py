@@ -32,7 +32,7 @@ def measure(rows: int, seconds: float) -> dict[str, float]:
     from streamer.adapters.prometheus_metrics import WorkerMetrics, observe_many
     from streamer.core.cards import ModelCard, OutputRef
     from streamer.core.ledger import Batch, Release
-    from streamer.core.outputs import output_records
+    from streamer.core.output_records import output_records
     from streamer.core.routing import Catalog
     from streamer.core.scoring import score_records
     from streamer.core.types import Records

@@ -6,7 +6,7 @@ revocation). The engine hands in consumed ``Records`` (``add``) and says whether
 ledgers close batches (full, due, or drained); closed batches wait for the dispatcher, which scores everything
 due at one moment as one job on the thread pool (ONNX Runtime releases the GIL; one thread hop per tick, not
 per partition); each ledger turns its scored batches into releases in offset order; each release becomes
-output records (``core.outputs``) and goes to the sink, which reports the batch's delivery once; the engine
+output records (``core.output_records``) and goes to the sink, which reports the batch's delivery once; the engine
 commits what ``commits()`` says, which is each ledger's committable offset.
 
 Bounded memory: ``add`` waits while more than ``max_inflight * max_size`` rows wait for scoring or while the sink
@@ -34,7 +34,7 @@ from typing import Any, Protocol
 from streamer.core.batching import BatchPolicy
 from streamer.core.errors import SCORING_FAILED, DecodeError, FatalError, OutputError
 from streamer.core.ledger import Batch, PartitionLedger, ReadBack, Release
-from streamer.core.outputs import OutputRecords, output_records
+from streamer.core.output_records import OutputRecords, output_records
 from streamer.core.scoring import ScoredBatch
 from streamer.core.types import Records
 

@@ -36,7 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from streamer.adapters.kafka_admin import client_config
 from streamer.core.errors import OutputError
-from streamer.core.outputs import OutputRecords, TopicRecords
+from streamer.core.output_records import OutputRecords, TopicRecords
 
 log = logging.getLogger(__name__)
 

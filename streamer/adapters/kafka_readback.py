@@ -27,8 +27,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamer.adapters.kafka_admin import client_config
-from streamer.core.envelope import SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from streamer.core.errors import OutputError
+from streamer.core.headers import SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from streamer.core.ledger import ReadBack
 
 log = logging.getLogger(__name__)

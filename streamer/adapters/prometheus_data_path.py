@@ -13,7 +13,7 @@ import numpy as np
 
 from streamer.adapters.prometheus_families import SHADOW_OUTCOMES, MetricFamilies
 from streamer.core.ledger import Batch, Release
-from streamer.core.outputs import OutputRecords
+from streamer.core.output_records import OutputRecords
 from streamer.core.scoring import ScoredBatch, outcome_counts, sent_scores
 
 

@@ -5,52 +5,44 @@ Reading:
 - **JSONL**: one request value per line (contract section 2), read in large blocks and cut on newlines in C;
   each chunk is a ``Records`` (topic ``file:<name>``, partition 0, the 0-based line index as offset) for
   ``core.scoring.score_records`` -- the worker's own function. Blank lines are skipped (they keep their number).
-- **CSV / Parquet**: one row per request, ``{"id", "model", "features": {<feature columns>}}``; columns are the
-  cards' feature names, plus optional ``id`` and ``model`` (other columns are not part of the request). Read by
-  pyarrow a record batch at a time and turned into ``core.columns.Column`` arrays (one numpy array per column,
-  no Python object per row) for ``core.columns.score_columns``. A missing ``id`` is the 1-based row number; a
-  number id is its decimal text (a CSV has no types). CSV cells are read as text and converted per column in
-  C: a cell that parses as a number is a number (``nan`` is a missing value, like an empty cell; ``inf`` is
-  out of range, like JSON's ``1e999``), any other text is a string (a category, or ``schema``). Parquet
-  columns keep their types: integers and floats are numbers (null and NaN are missing values), strings are
-  strings, anything else (booleans, dates) is a type no request can hold (``schema``).
+- **CSV / Parquet**: one row per request, read by pyarrow a record batch at a time and turned into columns for
+  ``core.columns.score_columns`` (``arrow_tables``: which columns, and what a cell is).
 
 Writing predictions: JSONL (the prediction envelope without ``latency_ms``, as the worker writes it otherwise),
-CSV or Parquet with columns ``id, model, version, score, label`` and where the row came from (``line`` of a
-JSONL file, ``row`` of a CSV or Parquet file, ``partition, offset`` of a topic). Rejects are JSON lines
-``{line|row|partition+offset, error, detail, original}``, ``original`` being the input line, the CSV row, a
-Parquet row as JSON, or the message value, as text.
+or CSV or Parquet with one column per table field of the envelope's declaration (``core.outputs``: ``id,
+model, version, score, label, outputs, decision, reasons``; a structured field as its JSON text, an absent one
+null) followed by where the row came from (``line`` of a JSONL file, ``row`` of a CSV or Parquet file,
+``partition, offset`` of a topic). Rejects are JSON lines ``{line|row|partition+offset, error, detail,
+original}``, ``original`` being the input line, the CSV row, a Parquet row as JSON, or the message value, as
+text.
 
 pyarrow is imported when a CSV or Parquet file is read or written, not for JSONL.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 import numpy as np
 
-from streamer.core.columns import MISSING, NUMBER, TEXT, WRONG, Column
-from streamer.core.envelope import model_header
+from streamer.batch.arrow_tables import TableChunk, csv_batches, table_chunk
+from streamer.core import outputs
 from streamer.core.errors import BatchFileError
+from streamer.core.headers import model_header
 from streamer.core.types import Records
 
 if TYPE_CHECKING:
-    import pyarrow as pa
+    pass
 
 FORMATS = ("jsonl", "csv", "parquet")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 _EXTENSIONS |= {".pq": "parquet"}
 BLOCK_BYTES = 4 << 20
-# A CSV cell is a number when it matches this (RE2, case-insensitive): what Arrow's float parser reads.
-NUMBER_PATTERN = r"(?i)^[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)$"
 
 
 def format_of(path: Path | None, given: str | None, default: str = "jsonl") -> str:
@@ -82,46 +74,6 @@ class LinesChunk:
     records: Records
     where: str
     progress: int
-
-
-@dataclass(slots=True)
-class TableChunk:
-    """A record batch of a CSV or Parquet file, ready for ``core.columns.score_columns``.
-
-    Row ``i`` of the chunk is row ``first + i + 1`` of the file (1-based, header not counted). ``requested``
-    maps each model string of the ``model`` column (None: none named) to its rows; ``ids`` is the id of every
-    row (the ``id`` column as text, else the row number).
-    """
-
-    source: str
-    batch: pa.RecordBatch
-    first: int
-    columns: dict[str, Column]
-    order: list[str]
-    requested: dict[str | None, np.ndarray]
-    ids: pa.Array
-    progress: int
-    original: str = "csv"  # how a rejected row is shown: "csv" (the row's cells) or "json" (a Parquet row)
-
-    def __len__(self) -> int:
-        return self.batch.num_rows
-
-    def ids_of(self, rows: np.ndarray) -> list[str]:
-        return self.ids.take(rows).to_pylist()  # type: ignore[no-any-return]
-
-    def originals(self, rows: Sequence[int]) -> list[str]:
-        """The rejected rows as text: the CSV row (cells as read), or a Parquet row as a JSON object."""
-        if not rows:
-            return []
-        picked = self.batch.take(rows).to_pylist()
-        if self.original == "json":
-            return [json.dumps(row, default=str) for row in picked]
-        texts = []
-        for row in picked:
-            buffer = io.StringIO()
-            csv.writer(buffer, lineterminator="").writerow(["" if v is None else v for v in row.values()])
-            texts.append(buffer.getvalue())
-        return texts
 
 
 def read_jsonl(path: Path, size: int, model: str | None) -> Iterator[LinesChunk]:
@@ -209,156 +161,13 @@ def read_table(path: Path, fmt: str, size: int, model: str | None) -> Iterator[T
 
                 batches: Iterator[Any] = pq.ParquetFile(file).iter_batches(batch_size=size)
             else:
-                batches = _csv_batches(path, file, size)
+                batches = csv_batches(path, file, size)
             for batch in batches:
                 progress = first + batch.num_rows if fmt == "parquet" else file.tell()
-                yield _table_chunk(pa, source, batch, first, model, progress, "json" if fmt == "parquet" else "csv")
+                yield table_chunk(pa, source, batch, first, model, progress, "json" if fmt == "parquet" else "csv")
                 first += batch.num_rows
     except (pa.ArrowException, OSError) as exc:
         raise BatchFileError(f"{path}: {exc}") from None
-
-
-def _csv_batches(path: Path, file: IO[bytes], size: int) -> Iterator[Any]:
-    """A CSV file a batch at a time, every column as text (converted per column afterwards, see the module
-    docstring); an empty cell is null. Batches are re-cut to ``size`` rows."""
-    import pyarrow as pa
-    import pyarrow.csv as pcsv
-
-    header = pcsv.open_csv(path, read_options=pcsv.ReadOptions(block_size=1 << 16)).schema.names
-    reader = pcsv.open_csv(
-        file,
-        read_options=pcsv.ReadOptions(block_size=max(1 << 20, size * 64)),
-        convert_options=pcsv.ConvertOptions(
-            column_types={name: pa.string() for name in header},
-            null_values=[""],
-            strings_can_be_null=True,
-            quoted_strings_can_be_null=True,
-        ),
-    )
-    pending: list[Any] = []
-    held = 0
-    for batch in reader:
-        pending.append(batch)
-        held += batch.num_rows
-        while held >= size:
-            table = pa.Table.from_batches(pending)
-            yield from table.slice(0, size).combine_chunks().to_batches(max_chunksize=size)
-            rest = table.slice(size)
-            pending, held = rest.to_batches(), rest.num_rows
-    if held:
-        yield from pa.Table.from_batches(pending).combine_chunks().to_batches(max_chunksize=size)
-
-
-def _table_chunk(
-    pa: Any, source: str, batch: Any, first: int, model: str | None, progress: int, original: str
-) -> TableChunk:
-    names = batch.schema.names
-    n = batch.num_rows
-    text_numbers = original == "csv"
-    columns = {
-        name: to_column(batch.column(i), text_numbers) for i, name in enumerate(names) if name not in ("id", "model")
-    }
-    row_ids = pa.array(np.arange(first + 1, first + n + 1, dtype=np.int64)).cast(pa.string())
-    ids = row_ids
-    if "id" in names:
-        given = _as_text(pa, batch.column(names.index("id")))
-        ids = pa.compute.if_else(pa.compute.is_null(given), row_ids, given) if given.null_count else given
-    requested: dict[str | None, np.ndarray] = {}
-    if "model" in names:
-        models = _as_text(pa, batch.column(names.index("model"))).dictionary_encode()
-        indices = models.indices.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        for code in np.unique(indices).tolist():
-            name = model if code < 0 else models.dictionary[code].as_py()
-            rows = np.flatnonzero(indices == code)
-            previous = requested.get(name)
-            requested[name] = rows if previous is None else np.sort(np.concatenate([previous, rows]))
-    else:
-        requested[model] = np.arange(n, dtype=np.int64)
-    order = [name for name in names if name in columns]
-    return TableChunk(source, batch, first, columns, order, requested, ids, progress, original)
-
-
-def _as_text(pa: Any, array: Any) -> Any:
-    """An id or model column as strings (a number is its decimal text)."""
-    if pa.types.is_dictionary(array.type):
-        array = array.dictionary_decode()
-    if pa.types.is_string(array.type):
-        return array
-    try:
-        return array.cast(pa.string())
-    except pa.ArrowException:
-        return pa.array([None if v is None else str(v) for v in array.to_pylist()], pa.string())
-
-
-def to_column(array: Any, text_numbers: bool = True) -> Column:
-    """An Arrow column as a ``Column``: numbers in C; text and other types classified per cell (see above).
-
-    ``text_numbers``: text that parses as a number is that number (CSV, where every cell is text); otherwise
-    (Parquet, whose columns are typed) text is text.
-    """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    kind = array.type
-    if pa.types.is_dictionary(kind):
-        return to_column(array.dictionary_decode(), text_numbers)
-    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
-        return Column(_floats(array))  # nulls become NaN: a missing value either way
-    if pa.types.is_null(kind):
-        return Column(np.full(len(array), np.nan))
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        if not text_numbers:
-            return _text_column(array, numbers=False)
-        try:
-            return Column(_floats(pc.cast(array, pa.float64())))
-        except pa.ArrowInvalid:
-            return _text_column(array)
-    kinds = np.full(len(array), WRONG, dtype=np.int8)
-    if array.null_count:
-        kinds[array.is_null().to_numpy(zero_copy_only=False)] = MISSING
-    return Column(np.full(len(array), np.nan), kinds, type_name=_type_name(kind))
-
-
-def _floats(array: Any) -> np.ndarray:
-    import pyarrow as pa
-
-    if array.type != pa.float64():
-        array = array.cast(pa.float64(), safe=False)
-    return np.asarray(array.to_numpy(zero_copy_only=False), dtype=np.float64)
-
-
-def _text_column(array: Any, numbers: bool = True) -> Column:
-    """A text column: numbers where they parse (``numbers``), the rest kept as text, per cell."""
-    import pyarrow as pa
-    import pyarrow.compute as pc
-
-    null = array.is_null().to_numpy(zero_copy_only=False)
-    values = np.full(len(array), np.nan)
-    is_number = np.zeros(len(array), dtype=bool)
-    if numbers:
-        numeric = pc.fill_null(pc.match_substring_regex(array, NUMBER_PATTERN), False)
-        is_number = numeric.to_numpy(zero_copy_only=False).copy()
-        try:
-            values = _floats(pc.cast(pc.if_else(numeric, array, pa.scalar(None, pa.string())), pa.float64()))
-        except pa.ArrowInvalid:  # a cell the pattern takes and Arrow does not: decide those in Python
-            cells = array.to_pylist()
-            for i in np.flatnonzero(is_number).tolist():
-                try:
-                    values[i] = float(cells[i])
-                except ValueError:
-                    is_number[i] = False
-    kinds = np.full(len(array), TEXT, dtype=np.int8)
-    kinds[is_number] = NUMBER
-    kinds[null] = MISSING
-    cells = array.to_pylist()
-    texts = {i: cells[i] for i in np.flatnonzero(kinds == TEXT).tolist()}
-    return Column(values, kinds, texts)
-
-
-def _type_name(kind: Any) -> str:
-    import pyarrow as pa
-
-    return "bool" if pa.types.is_boolean(kind) else str(kind)
 
 
 # ------------------------------------------------------------------------------------------------ writing
@@ -368,18 +177,17 @@ def _type_name(kind: Any) -> str:
 class PredictionColumns:
     """Predictions of a chunk as columns, in input order: what a CSV or Parquet output holds.
 
-    ``where``: the columns saying where each came from (``line``, ``row``, or ``partition`` and ``offset``).
+    ``fields``: a column per table field of the envelope (``outputs.TABLE_FIELDS``, by name; absent or None:
+    null throughout), as a numpy array, a list (None: null), or an Arrow array. ``where``: the columns saying
+    where each came from (``line``, ``row``, or ``partition`` and ``offset``).
     """
 
-    ids: Any  # pa.Array of strings, or a list of str
-    model: list[str] | Any
-    version: list[str] | Any
-    score: np.ndarray
-    label: np.ndarray | list[int | None] | None
-    where: dict[str, np.ndarray] = field(default_factory=dict)
+    fields: dict[str, Any]
+    where: dict[str, np.ndarray]
+    size: int
 
     def __len__(self) -> int:
-        return len(self.score)
+        return self.size
 
 
 class JsonlPredictions:
@@ -390,23 +198,25 @@ class JsonlPredictions:
 
     def write_bodies(self, bodies: list[bytes]) -> None:
         if bodies:
-            self._file.write(b"}\n".join(bodies) + b"}\n")
+            self._file.write(outputs.close_without_latency(bodies))
 
     def close(self) -> None:
         self._file.flush()
 
 
+# The Arrow type of each table kind of the declaration (``json``: the field's JSON text).
+_ARROW_TYPES = {"string": "string", "json": "string", "float64": "float64", "int64": "int64", "bool": "bool_"}
+
+
 class TablePredictions:
-    """CSV or Parquet predictions: one Arrow record batch per chunk (Parquet row groups of ~128k rows)."""
+    """CSV or Parquet predictions: one Arrow record batch per chunk (Parquet row groups of ~128k rows), with a
+    column per table field of the prediction envelope, in declaration order, then the ``where`` columns."""
 
     def __init__(self, target: Path | IO[bytes], fmt: str, where: Sequence[str]) -> None:
         pa = _pyarrow()
+        self._types = {f.name: getattr(pa, _ARROW_TYPES[f.table])() for f in outputs.TABLE_FIELDS}  # type: ignore[index]
         fields = [
-            pa.field("id", pa.string()),
-            pa.field("model", pa.string()),
-            pa.field("version", pa.string()),
-            pa.field("score", pa.float64()),
-            pa.field("label", pa.int64()),
+            *(pa.field(name, kind) for name, kind in self._types.items()),
             *(pa.field(name, pa.int64()) for name in where),
         ]
         self._pa = pa
@@ -419,7 +229,8 @@ class TablePredictions:
             import pyarrow.parquet as pq
 
             # Dictionary pages for the repeated columns only: trying them on unique ids costs a third of the time.
-            self._writer: Any = pq.ParquetWriter(target, self._schema, use_dictionary=["model", "version"])
+            repeated = [f.name for f in outputs.TABLE_FIELDS if f.table == "string" and f.name != "id"]
+            self._writer: Any = pq.ParquetWriter(target, self._schema, use_dictionary=repeated)
         else:
             import pyarrow.csv as pcsv
 
@@ -428,15 +239,13 @@ class TablePredictions:
     def write_columns(self, columns: PredictionColumns) -> None:
         if not len(columns):
             return
+        unknown = set(columns.fields) - set(self._types)
+        if unknown:
+            raise ValueError(f"no table field {sorted(unknown)} in the prediction envelope")
         pa = self._pa
         n = len(columns)
-        label = pa.array(columns.label, pa.int64()) if columns.label is not None else pa.nulls(n, pa.int64())
         arrays = [
-            _strings(pa, columns.ids),
-            _strings(pa, columns.model),
-            _strings(pa, columns.version),
-            pa.array(columns.score, pa.float64()),
-            label,
+            *(_arrow(pa, columns.fields.get(name), kind, n) for name, kind in self._types.items()),
             *(pa.array(columns.where[name], pa.int64()) for name in self._where),
         ]
         batch = pa.RecordBatch.from_arrays(arrays, schema=self._schema)
@@ -458,13 +267,16 @@ class TablePredictions:
         self._writer.close()
 
 
-def _strings(pa: Any, values: Any) -> Any:
-    """An Arrow string array; a column of one repeated value (model, version) is built in C."""
+def _arrow(pa: Any, values: Any, kind: Any, size: int) -> Any:
+    """An Arrow array of ``kind``; None is a column of nulls, and a list of one repeated string (model, version)
+    is built in C."""
+    if values is None:
+        return pa.nulls(size, kind)
     if isinstance(values, pa.Array):
-        return values
-    if values and values.count(values[0]) == len(values):
-        return pa.repeat(pa.scalar(values[0], pa.string()), len(values))
-    return pa.array(values, pa.string())
+        return values if values.type == kind else values.cast(kind)
+    if kind == pa.string() and isinstance(values, list) and values and values.count(values[0]) == len(values):
+        return pa.repeat(pa.scalar(values[0], kind), len(values))
+    return pa.array(values, kind)
 
 
 class Rejects:

@@ -9,17 +9,17 @@ Two scoring paths, chosen by what the input is, both ending in the same ONNX Run
   predictions hold the GIL (py-spy: 53 % of JSONL -> JSONL, ONNX Runtime 9 %), so JSON in and out runs at
   about 2.4x the streaming worker, not 10x (README, Offline scoring).
 - **Tables** -- CSV and Parquet rows -- never become JSON: ``core.columns.score_columns`` builds each model's
-  float32 matrix a column at a time from Arrow arrays and rejects rows with the reasons the envelope decoder
-  and ``features`` would give to the same row as a request. Encoding each row as a JSON request and calling
+  float32 matrix a column at a time from Arrow arrays and rejects rows with the reasons the request decoder
+  and the value rules give the same row as a request. Encoding each row as a JSON request and calling
   ``score_records`` was measured on the same 8,192-row chunks: 7.0 µs a row against 1.2 µs (one thread, the
   model call included in both), so the columnar path it is; the tests hold the two equal (scores to 1e-6,
   reasons row by row on random hostile tables).
 
-Outputs are written in input order, per chunk: JSONL (the prediction envelope, as the worker writes it, minus
-``latency_ms`` -- there is no request timestamp to measure from), CSV or Parquet columns, or a topic (the
-envelope with ``latency_ms`` from the request's timestamp, keyed like the request, with the worker's
-``streamer-source-*`` headers). Every row ends as a prediction or a reject ``{where, error, detail,
-original}``; a bad row never fails its batch-mates.
+Outputs are written in input order, per chunk (``scored``: what each sink takes): JSONL (the prediction
+envelope, as the worker writes it, minus ``latency_ms`` -- there is no request timestamp to measure from), CSV
+or Parquet columns (every table field of the envelope), or a topic (the envelope with ``latency_ms`` from the
+request's timestamp, keyed like the request, with the worker's ``streamer-source-*`` headers). Every row ends
+as a prediction or a reject ``{where, error, detail, original}``; a bad row never fails its batch-mates.
 
 Chunks are scored on a few threads at once and read and written on threads of their own (``run``): Arrow's
 readers and writers and ONNX Runtime release the GIL, so a table's reading, scoring and writing overlap.
@@ -36,267 +36,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import msgspec
-import numpy as np
-
-from streamer.batch.files import (
-    JsonlPredictions,
-    LinesChunk,
-    PredictionColumns,
-    Rejects,
-    TableChunk,
-    TablePredictions,
-)
+from streamer.batch.arrow_tables import TableChunk
+from streamer.batch.files import JsonlPredictions, LinesChunk, Rejects, TablePredictions
+from streamer.batch.scored import ScoredChunk, ScoredLines, ScoredTable
 from streamer.batch.topic import TopicWriter
-from streamer.core import envelope
-from streamer.core.columns import ScoredColumns, score_columns
+from streamer.core.columns import score_columns
 from streamer.core.graph.execution import Lookup, no_lookup
 from streamer.core.graph.scoring_graph import Infer
+from streamer.core.outputs import finish_predictions
 from streamer.core.routing import Catalog
-from streamer.core.scoring import Limits, ScoredBatch, score_records
-
-
-class ScoredChunk(Protocol):
-    """A scored chunk as the sinks see it: every row a prediction or a reject, in input order."""
-
-    rows: int
-    predictions: int
-    reasons: Counter[str]
-
-    def bodies(self) -> list[bytes]: ...
-
-    def columns(self) -> PredictionColumns: ...
-
-    def rejects(self) -> list[dict[str, Any]]: ...
-
-    def messages(self) -> tuple[list[bytes], list[bytes | None], list[int], int | None, list[int], str]: ...
-
-
-class _Body(msgspec.Struct):
-    id: str
-    model: str
-    version: str
-    score: float | list[float]
-    label: int | list[int] | None = None
-
-
-_body_decoder = msgspec.json.Decoder(_Body)
-
-
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode("utf-8", "replace")
-
-
-@dataclass(slots=True)
-class ScoredLines:
-    """JSONL lines or topic messages, scored by ``score_records``."""
-
-    chunk: LinesChunk
-    scored: ScoredBatch
-    rows: int = 0
-    predictions: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
-
-    def __post_init__(self) -> None:
-        self.rows = len(self.chunk.records)
-        self.predictions = self.rows - len(self.scored.errors)
-        self.reasons = Counter(error.reason for error in self.scored.errors.values())
-
-    def _answered(self) -> list[int]:
-        bodies = self.scored.bodies
-        if not self.scored.errors:
-            return list(range(len(bodies)))
-        return [row for row, body in enumerate(bodies) if body is not None]
-
-    def bodies(self) -> list[bytes]:
-        bodies = self.scored.bodies
-        return bodies if not self.scored.errors else [b for b in bodies if b is not None]  # type: ignore[misc]
-
-    def columns(self) -> PredictionColumns:
-        """The predictions' fields as the worker encoded them (an OIP request gives a row per scored row)."""
-        summaries = self.scored.models
-        if all(len(m.scores) == len(m.rows) and m.logged_rows == m.rows for m in summaries):
-            return self._single_row_columns()
-        return self._decoded_columns()
-
-    def _where(self, rows: list[int] | np.ndarray) -> dict[str, np.ndarray]:
-        records = self.chunk.records
-        offsets = np.asarray(records.offsets, dtype=np.int64)[np.asarray(rows, dtype=np.int64)]
-        if self.chunk.where == "line":
-            return {"line": offsets + 1}
-        return {"partition": np.full(len(offsets), records.partition, dtype=np.int64), "offset": offsets}
-
-    def _single_row_columns(self) -> PredictionColumns:
-        """Every request had one row: the columns are the scoring summaries' own (what the bodies encode)."""
-        summaries = self.scored.models
-        rows = [row for m in summaries for row in m.rows]
-        ids = [i for m in summaries for i in m.logged_ids]
-        names = [name for m in summaries for name in [m.card.name] * len(m.rows)]
-        versions = [v for m in summaries for v in [str(m.card.version)] * len(m.rows)]
-        scores = np.concatenate([m.scores for m in summaries]) if summaries else np.empty(0)
-        labels: Any = None
-        if summaries and all(m.labels is not None for m in summaries):
-            labels = np.concatenate([m.labels for m in summaries])  # type: ignore[misc]
-        elif any(m.labels is not None for m in summaries):
-            labels = [
-                x for m in summaries for x in (m.labels.tolist() if m.labels is not None else [None] * len(m.rows))
-            ]
-        if len(summaries) > 1:
-            order = np.argsort(np.asarray(rows), kind="stable").tolist()
-            rows, ids = [rows[i] for i in order], [ids[i] for i in order]
-            names, versions = [names[i] for i in order], [versions[i] for i in order]
-            scores = scores[order]
-            labels = (
-                [labels[i] for i in order]
-                if isinstance(labels, list)
-                else labels[order]
-                if labels is not None
-                else None
-            )
-        return PredictionColumns(ids, names, versions, np.asarray(scores, dtype=np.float64), labels, self._where(rows))
-
-    def _decoded_columns(self) -> PredictionColumns:
-        decoded = [_body_decoder.decode(body + b"}") for body in self.bodies()]
-        rows = self._answered()
-        if not any(isinstance(d.score, list) for d in decoded):
-            ids = [d.id for d in decoded]
-            names = [d.model for d in decoded]
-            versions = [d.version for d in decoded]
-            scores: list[Any] = [d.score for d in decoded]
-            labels: list[Any] = [d.label for d in decoded]
-        else:  # OIP requests: one output row per scored row
-            ids, names, versions, scores, labels, expanded = [], [], [], [], [], []
-            for d, row in zip(decoded, rows, strict=True):
-                many = isinstance(d.score, list)
-                k = len(d.score) if many else 1  # type: ignore[arg-type]
-                ids += [d.id] * k
-                names += [d.model] * k
-                versions += [d.version] * k
-                scores += d.score if many else [d.score]  # type: ignore[operator]
-                labels += d.label if isinstance(d.label, list) else [d.label] * k
-                expanded += [row] * k
-            rows = expanded
-        where = self._where(rows)
-        label: Any = None if all(x is None for x in labels) else labels
-        return PredictionColumns(ids, names, versions, np.asarray(scores, dtype=np.float64), label, where)
-
-    def rejects(self) -> list[dict[str, Any]]:
-        records = self.chunk.records
-        entries = []
-        for row in sorted(self.scored.errors):
-            error = self.scored.errors[row]
-            if self.chunk.where == "line":
-                place: dict[str, Any] = {"line": records.offsets[row] + 1}
-            else:
-                place = {"partition": records.partition, "offset": records.offsets[row]}
-                place["key"] = _text(records.keys[row])
-            original = _text(records.values[row])
-            entries.append({**place, "error": error.reason, "detail": error.detail, "original": original})
-        return entries
-
-    def messages(self) -> tuple[list[bytes], list[bytes | None], list[int], int | None, list[int], str]:
-        records = self.chunk.records
-        rows = self._answered()
-        if self.chunk.where == "offset":
-            partition: int | None = records.partition
-            timestamps = [records.timestamps_ms[row] for row in rows]
-        else:  # a file's line has no timestamp: latency from when it was read
-            partition, timestamps = None, [int(time.time() * 1000)] * len(rows)
-        return (
-            self.bodies(),
-            [records.keys[row] for row in rows],
-            timestamps,
-            partition,
-            [records.offsets[row] for row in rows],
-            records.topic,
-        )
-
-
-@dataclass(slots=True)
-class ScoredTable:
-    """CSV or Parquet rows, scored by ``score_columns``."""
-
-    chunk: TableChunk
-    scored: ScoredColumns
-    rows: int = 0
-    predictions: int = 0
-    reasons: Counter[str] = field(default_factory=Counter)
-
-    def __post_init__(self) -> None:
-        self.rows = len(self.chunk)
-        self.predictions = self.rows - len(self.scored.errors)
-        self.reasons = Counter(error.reason for error in self.scored.errors.values())
-
-    def _order(self) -> tuple[np.ndarray, np.ndarray | None]:
-        """The answered rows in input order, and the permutation from model-grouped order (None: already)."""
-        models = self.scored.models
-        if len(models) == 1:
-            return models[0].rows, None
-        rows = np.concatenate([m.rows for m in models]) if models else np.empty(0, dtype=np.int64)
-        order = np.argsort(rows, kind="stable")
-        return rows[order], order
-
-    def bodies(self) -> list[bytes]:
-        chunk = self.chunk
-        bodies: list[bytes] = []
-        for model in self.scored.models:
-            result, card = model.result, model.card
-            ids = chunk.ids.take(model.rows).to_pylist()
-            labels = result.label.tolist() if result.label is not None else None
-            outputs = {name: value.tolist() for name, value in result.outputs.items()}
-            offsets = (model.rows + chunk.first).tolist()
-            bodies += envelope.encode_single_predictions(
-                ids, card.name, str(card.version), result.score.tolist(), labels, outputs, chunk.source, 0, offsets
-            )
-        _, order = self._order()
-        return bodies if order is None else [bodies[i] for i in order.tolist()]
-
-    def columns(self) -> PredictionColumns:
-        models = self.scored.models
-        rows, order = self._order()
-        n = len(rows)
-        label: Any = None
-        if models:
-            names = [name for m in models for name in [m.card.name] * len(m.rows)]
-            versions = [v for m in models for v in [str(m.card.version)] * len(m.rows)]
-            score = np.concatenate([m.result.score for m in models])
-            if all(m.result.label is not None for m in models):
-                label = np.concatenate([m.result.label for m in models])  # type: ignore[misc]
-            elif any(m.result.label is not None for m in models):  # a regressor beside a classifier
-                label = [
-                    x
-                    for m in models
-                    for x in (m.result.label.tolist() if m.result.label is not None else [None] * len(m.rows))
-                ]
-        else:
-            names, versions, score = [], [], np.empty(0)
-        if order is not None:
-            names = [names[i] for i in order.tolist()]
-            versions = [versions[i] for i in order.tolist()]
-            score = score[order]
-            if isinstance(label, list):
-                label = [label[i] for i in order.tolist()]
-            elif label is not None:
-                label = label[order]
-        ids = self.chunk.ids.take(rows) if n else []
-        where = {"row": rows + self.chunk.first + 1}
-        return PredictionColumns(ids, names, versions, score, label, where)
-
-    def rejects(self) -> list[dict[str, Any]]:
-        errors = self.scored.errors
-        rows = sorted(errors)
-        originals = self.chunk.originals(rows)
-        first = self.chunk.first
-        return [
-            {"row": first + row + 1, "error": errors[row].reason, "detail": errors[row].detail, "original": text}
-            for row, text in zip(rows, originals, strict=True)
-        ]
-
-    def messages(self) -> tuple[list[bytes], list[bytes | None], list[int], int | None, list[int], str]:
-        rows, _ = self._order()
-        now = int(time.time() * 1000)
-        offsets = (rows + self.chunk.first).tolist()
-        return self.bodies(), [None] * len(rows), [now] * len(rows), None, offsets, self.chunk.source
+from streamer.core.scoring import Limits, score_records
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,7 +104,7 @@ class TopicSink:
 
     def write(self, scored: ScoredChunk) -> None:
         bodies, keys, timestamps, partition, offsets, source = scored.messages()
-        values, _ = envelope.finish_predictions(bodies, timestamps, time.time() * 1000)
+        values, _ = finish_predictions(bodies, timestamps, time.time() * 1000)
         self.writer.produce(values, keys, partition, source, offsets)
 
     def close(self) -> None:

@@ -25,8 +25,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 
 from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config
 from streamer.batch.files import LinesChunk
-from streamer.core import envelope
 from streamer.core.errors import TopicRangeError
+from streamer.core.headers import source_headers
 from streamer.core.types import Records
 
 
@@ -204,7 +204,7 @@ class TopicWriter:
         offsets: list[int],
     ) -> None:
         produce, poll = self._producer.produce, self._producer.poll
-        headers = envelope.source_headers(source_topic, partition if partition is not None else 0, offsets)
+        headers = source_headers(source_topic, partition if partition is not None else 0, offsets)
         target = partition if partition is not None and self._same_partitions else -1
         for value, key, header in zip(values, keys, headers, strict=True):
             while True:

@@ -19,7 +19,7 @@ from confluent_kafka import KafkaError
 
 from streamer.client.results import DeadLetter, Outcome, Prediction, Source, UnreadableAnswer
 from streamer.client.router import Router, Waiter
-from streamer.core.envelope import ERROR_DETAIL_HEADER, ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from streamer.core.headers import ERROR_DETAIL_HEADER, ERROR_HEADER, SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 
 log = logging.getLogger(__name__)
 

@@ -1,5 +1,9 @@
 """What a scoring call returns or raises: a ``Prediction``, a ``DeadLetter``, a ``ScoreTimeout``.
 
+A ``Prediction`` is the envelope's own declaration (``core.outputs.Prediction``: every field, ``decision`` and
+``reasons`` included, decoded straight from the record's value and validated by it); an answer that is not one
+is an ``UnreadableAnswer``.
+
 A dead letter is an answer, not a transport failure: ``score`` raises it (typed, with the reason and where the
 request was), ``score_many`` returns it in the request's slot (like ``asyncio.gather(return_exceptions=True)``),
 so that one bad request never hides the others' predictions.
@@ -9,35 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from streamer.core.errors import StreamerError
-
-
-class Source(msgspec.Struct, frozen=True):
-    """Where the request was read: its topic, partition and offset."""
-
-    topic: str
-    partition: int
-    offset: int
-
-
-class Prediction(msgspec.Struct, kw_only=True):
-    """A prediction as the worker wrote it (contract section 3), decoded straight from the record's value.
-
-    ``score`` and ``label`` are numbers for a one-row request (lists for a multi-row OIP request);
-    ``decision`` and ``reasons`` are set when business rules (a scoring graph) made a decision."""
-
-    id: str
-    model: str | None = None
-    version: str | int | None = None
-    score: Any = None
-    label: Any = None
-    outputs: dict[str, Any] = msgspec.field(default_factory=dict)
-    decision: Any = None
-    reasons: Any = None
-    source: Source | None = None
-    latency_ms: float | None = None
+from streamer.core.outputs import Prediction, Source
 
 
 class DeadLetter(StreamerError):

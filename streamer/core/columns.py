@@ -9,8 +9,8 @@ what limits offline throughput (encoding rows as JSON for ``score_records`` cost
 here, the model call included), so each rule below is one numpy pass over a column. Routing is the catalog's,
 as in ``scoring``: a row has no Kafka key, so a canary split assigns it by its id.
 
-What a cell is, and what the stream would say about it (the adapter that reads the file classifies the cells,
-``Column.kinds``):
+What a cell is, and what the stream would say about it -- the per-value rules are ``value_rules``, the ones the
+row path applies (the adapter that reads the file classifies the cells, ``Column.kinds``):
 
 - a number is used as is; a number float64 cannot hold (``1e999`` in a CSV, ``inf`` in Parquet) is
   ``non-finite``, as the JSON decoder says of ``1e999``; one float32 cannot hold is ``non-finite`` (the
@@ -26,7 +26,7 @@ What a cell is, and what the stream would say about it (the adapter that reads t
 Decoder-level problems (numbers beyond float64, wrong types) come first, in the table's column order --
 the order in which the JSON decoder meets them in ``features`` -- then the features' rules in the card's column
 order, as ``features._slow_row`` applies them: a row with several problems gets the reason the stream would
-give. Pure: numpy only, no I/O.
+give (a property test holds the two paths equal on random tables). Pure: numpy only, no I/O.
 """
 
 from __future__ import annotations
@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamer.core import value_rules
 from streamer.core.cards import ModelCard
-from streamer.core.errors import NON_FINITE, SCHEMA, SCORING_FAILED, UNKNOWN_MODEL, DecodeError, ScoringError
+from streamer.core.errors import SCORING_FAILED, UNKNOWN_MODEL, DecodeError, ScoringError
 from streamer.core.graph.scoring_graph import GraphResult, Infer, ScoringGraph
 from streamer.core.routing import Catalog
 
@@ -90,14 +91,12 @@ def decoder_errors(
             continue
         kinds = column.kinds
         if kinds is not None and (kinds == WRONG).any():
-            detail = f"Expected `float | str | null`, got `{column.type_name}` - at `$.features[...]` ({name!r})"
-            _assign(errors, np.flatnonzero(kinds == WRONG), DecodeError(SCHEMA, detail))
+            _assign(errors, np.flatnonzero(kinds == WRONG), value_rules.wrong_type(name, column.type_name))
         infinite = np.isinf(column.values)
         if kinds is not None:
             infinite &= kinds == NUMBER
         if infinite.any():
-            detail = f"a number is out of float64 range (feature {name!r})"
-            _assign(errors, np.flatnonzero(infinite), DecodeError(NON_FINITE, detail))
+            _assign(errors, np.flatnonzero(infinite), value_rules.beyond_float64(name))
     return errors
 
 
@@ -114,7 +113,7 @@ def feature_matrix(card: ModelCard, rows: np.ndarray, columns: Mapping[str, Colu
     for index, name in enumerate(card.features):
         column = columns.get(name)
         if column is None:
-            _assign(errors, rows, DecodeError(SCHEMA, f"feature {name!r} is missing (model {card.ref})"))
+            _assign(errors, rows, value_rules.missing_feature(card, name))
             matrix64[:, index] = np.nan
             continue
         values = take(column.values)
@@ -128,15 +127,15 @@ def feature_matrix(card: ModelCard, rows: np.ndarray, columns: Mapping[str, Colu
             if len(text):
                 _texts(card, name, column, rows, text, target, missing, errors)
         if missing.any():
-            if not card.allow_missing:
-                detail = f"feature {name!r} is null and model {card.ref} takes no missing values"
-                _assign(errors, rows[missing], DecodeError(NON_FINITE, detail))
+            decided = value_rules.missing_value(card, name)
+            if isinstance(decided, DecodeError):
+                _assign(errors, rows[missing], decided)
             target[missing] = np.nan
     with np.errstate(over="ignore"):  # overflow to inf is detected right below, per row
         matrix = matrix64.astype(np.float32)
     overflow = np.isinf(matrix).any(axis=1)
     if overflow.any():
-        _assign(errors, rows[overflow], DecodeError(NON_FINITE, f"a feature is beyond float32 range ({card.ref})"))
+        _assign(errors, rows[overflow], value_rules.beyond_float32(card))
     if not errors:
         return ColumnMatrix(matrix, rows)
     bad = np.isin(rows, np.fromiter(errors, dtype=np.int64, count=len(errors)))
@@ -153,23 +152,20 @@ def _texts(
     missing: np.ndarray,
     errors: dict[int, DecodeError],
 ) -> None:
-    """TEXT cells (positions ``text`` within ``rows``): a category's index, a missing value, or ``schema``."""
-    categories = card.categorical.get(name)
-    if categories is None:
-        detail = f"feature {name!r} is a string but not categorical in model {card.ref}"
-        _assign(errors, rows[text], DecodeError(SCHEMA, detail))
-        return
-    index = {category: float(i) for i, category in enumerate(categories)}
+    """TEXT cells (positions ``text`` within ``rows``): a category's index, a missing value (NaN), or an error --
+    ``value_rules.text_value``, decided once per distinct text."""
+    decided: dict[str, float | DecodeError] = {}
     for position in text.tolist():
         value = column.texts[int(rows[position])]
-        code = index.get(value)
-        if code is not None:
-            target[position] = code
-        elif card.allow_missing:
+        outcome = decided.get(value)
+        if outcome is None:
+            outcome = decided[value] = value_rules.text_value(card, name, value)
+        if isinstance(outcome, DecodeError):
+            errors.setdefault(int(rows[position]), outcome)
+        elif outcome != outcome:  # NaN: an unseen category taken as a missing value
             missing[position] = True
         else:
-            detail = f"feature {name!r} has unknown category {value!r} (model {card.ref})"
-            errors.setdefault(int(rows[position]), DecodeError(SCHEMA, detail))
+            target[position] = outcome
 
 
 @dataclass(slots=True)

@@ -2,7 +2,7 @@
 
 Every class carries the same policy attributes (class defaults on ``StreamerError``; a unit test pins them):
 
-- ``reason``: the dead-letter reason (contract: header ``streamer-error``, README "Dead-letter reasons") when the
+- ``reason``: the dead-letter reason (header ``streamer-error``; one of ``REASONS``, the table below) when the
   error turns a request into a dead letter, else None;
 - ``retriable``: whether doing the same thing again can succeed (a server that may come back), so the caller
   holds its work and retries instead of giving up;
@@ -34,7 +34,9 @@ The kinds:
 
 from __future__ import annotations
 
-# Dead-letter reasons: short, stable, machine-readable (contract section 5). Tests pin this set.
+from dataclasses import dataclass
+
+# Dead-letter reasons: short, stable, machine-readable (contract section 5).
 INVALID_JSON = "invalid-json"
 SCHEMA = "schema"
 UNKNOWN_MODEL = "unknown-model"
@@ -42,7 +44,62 @@ TOO_LARGE = "too-large"
 NON_FINITE = "non-finite"
 SCORING_FAILED = "scoring-failed"
 
-DEAD_LETTER_REASONS = frozenset({INVALID_JSON, SCHEMA, UNKNOWN_MODEL, TOO_LARGE, NON_FINITE, SCORING_FAILED})
+
+@dataclass(frozen=True, slots=True)
+class DeadLetterReason:
+    """One dead-letter reason: the ``streamer-error`` header's value, the HTTP status an Open Inference Protocol
+    answer carries for it, and when it is given (the row of the reason table in docs/contract.md, verbatim)."""
+
+    name: str
+    http_status: int
+    when: str
+
+
+# THE table of dead-letter reasons, in the order of the docs' table. Everything else is derived from it or checked
+# against it by a test: ``DEAD_LETTER_REASONS``, the OIP status of a refused request, the enum of
+# schemas/dead-letter.schema.json and the reason table of docs/contract.md. The set is closed: a new reason is a
+# contract change (CHANGELOG).
+REASONS: dict[str, DeadLetterReason] = {
+    reason.name: reason
+    for reason in (
+        DeadLetterReason(
+            INVALID_JSON,
+            400,
+            "the value is not JSON, or not valid UTF-8 anywhere (also inside a string the model never reads), or "
+            "nested too deeply to decode",
+        ),
+        DeadLetterReason(
+            SCHEMA,
+            400,
+            "valid JSON of the wrong shape: not an object, neither or both of `features`/`inputs`, a listed feature "
+            "missing, a string for a non-categorical feature (or an unseen category without `allow_missing`), an "
+            "OIP tensor whose data does not fit its shape or names nothing the card knows, a tombstone (no value)",
+        ),
+        DeadLetterReason(
+            UNKNOWN_MODEL,
+            404,
+            "the request names a model, graph or version that is not served, or names none and there is no default",
+        ),
+        DeadLetterReason(
+            TOO_LARGE,
+            413,
+            "the value is over `worker.max_message_bytes`, an OIP tensor over `worker.max_rows_per_request` rows, "
+            "or the prediction would be over the predictions topic's limit",
+        ),
+        DeadLetterReason(
+            NON_FINITE,
+            400,
+            "a number beyond float64 (`1e999`) or float32 range, or a `null` for a model without `allow_missing`",
+        ),
+        DeadLetterReason(
+            SCORING_FAILED,
+            500,
+            "the model failed on the batch or returned a non-finite score, or a graph's model was removed by hot "
+            "reload",
+        ),
+    )
+}
+DEAD_LETTER_REASONS = frozenset(REASONS)
 
 
 class StreamerError(Exception):

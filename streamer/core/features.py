@@ -6,11 +6,9 @@ either as one [rows, n_features] tensor named like the card's ``input`` or as on
 name. A lone tensor named neither is a ``schema`` error, never read as the matrix. Feature names the card does
 not list are ignored, so clients may send a superset.
 
-Per value: a number is used as is; ``null`` becomes NaN when the card sets ``allow_missing`` and is
-``non-finite`` otherwise; a string is the index of its category for a feature the card declares categorical
-(an unseen category is treated like a missing value) and ``schema`` otherwise; an absent feature is ``schema``;
-a number float32 can't hold (|x| > 3.4e38) is ``non-finite``. A bad request is reported with its position and
-never fails its batch-mates.
+Per value: a number is used as is; anything else follows ``value_rules`` (a null, a string, an absent
+feature, a number float32 can't hold), the rules that ``streamer batch``'s column path applies to table cells
+too. A bad request is reported with its position and never fails its batch-mates.
 
 The common batch -- JSON requests whose features are all numbers -- takes one C-level pass: one
 ``itemgetter`` call per row, one type check over all values, one array conversion. Anything else falls back
@@ -27,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from streamer.core import value_rules
 from streamer.core.cards import ModelCard
-from streamer.core.errors import NON_FINITE, SCHEMA, DecodeError
+from streamer.core.errors import SCHEMA, DecodeError
 from streamer.core.types import Tensor
 
 _MISSING = object()
@@ -62,32 +61,24 @@ def _getter(names: tuple[str, ...]) -> Callable[[Mapping[str, Any]], tuple[Any, 
 
 
 def _slow_row(card: ModelCard, features: Mapping[str, Any]) -> list[float]:
-    """The per-value rules, for the rare row that is not all plain numbers."""
+    """The per-value rules (``value_rules``), for the rare row that is not all plain numbers."""
     out: list[float] = []
     for name in card.features:
         value = features.get(name, _MISSING)
         if type(value) is float:
             out.append(value)
-        elif value is _MISSING:
-            raise DecodeError(SCHEMA, f"feature {name!r} is missing (model {card.ref})")
-        elif value is None:
-            if not card.allow_missing:
-                raise DecodeError(NON_FINITE, f"feature {name!r} is null and model {card.ref} takes no missing values")
-            out.append(float("nan"))
+            continue
+        if value is _MISSING:
+            raise value_rules.missing_feature(card, name)
+        if value is None:
+            decided = value_rules.missing_value(card, name)
         elif isinstance(value, str):
-            categories = card.categorical.get(name)
-            if categories is None:
-                raise DecodeError(SCHEMA, f"feature {name!r} is a string but not categorical in model {card.ref}")
-            try:
-                out.append(float(categories.index(value)))
-            except ValueError:
-                if not card.allow_missing:
-                    raise DecodeError(
-                        SCHEMA, f"feature {name!r} has unknown category {value!r} (model {card.ref})"
-                    ) from None
-                out.append(float("nan"))
+            decided = value_rules.text_value(card, name, value)
         else:
             raise DecodeError(SCHEMA, f"feature {name!r} has type {type(value).__name__}")
+        if isinstance(decided, DecodeError):
+            raise decided
+        out.append(decided)
     return out
 
 
@@ -121,7 +112,7 @@ def tensor_rows(card: ModelCard, tensors: tuple[Tensor, ...]) -> np.ndarray:
 
 def _plain_rows(card: ModelCard, features: Sequence[Mapping[str, Any]], checked: bool) -> np.ndarray | None:
     """The fast path: every row has every feature as a float. None when any row needs the per-value rules.
-    ``checked``: the decoder already guaranteed every value is a float (``envelope.PlainRequest``)."""
+    ``checked``: the decoder already guaranteed every value is a float (``requests.PlainRequest``)."""
     try:
         rows = list(map(_getter(card.features), features))
     except KeyError:
@@ -197,7 +188,7 @@ def _finish(
     for j, position in enumerate(accepted):
         start, stop = int(starts[j]), int(starts[j + 1])
         if overflow[start:stop].any():
-            errors.append((position, DecodeError(NON_FINITE, f"a feature is beyond float32 range ({card.ref})")))
+            errors.append((position, value_rules.beyond_float32(card)))
             continue
         keep_rows.append(np.arange(start, stop))
         kept.append(position)

@@ -1,4 +1,4 @@
-"""Values that cross the worker: a run of consumed messages, where a message came from, what came out.
+"""Values that cross the worker: a run of consumed messages, where a message came from, a label, a message to send.
 
 The hot path carries one partition's messages as ``Records``: parallel columns (offsets, keys, values,
 timestamps, headers), never one Python object per message. The shell builds them from a consumer's chunk and
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
@@ -35,14 +34,6 @@ class Records:
 
     def __len__(self) -> int:
         return len(self.offsets)
-
-    @property
-    def first_offset(self) -> int:
-        return self.offsets[0]
-
-    @property
-    def last_offset(self) -> int:
-        return self.offsets[-1]
 
     def check(self) -> None:
         """Raise ValueError unless the columns agree and the offsets strictly increase (for adapters' tests)."""
@@ -104,16 +95,11 @@ class Records:
 
 @dataclass(frozen=True, slots=True)
 class SourceRef:
-    """The Kafka coordinates of a request: what predictions and dead letters point back to."""
+    """The Kafka coordinates of a request: what a dead letter's headers point back to."""
 
     topic: str
     partition: int
     offset: int
-
-    @property
-    def default_id(self) -> str:
-        """The request id when the client gave none (contract section 2)."""
-        return f"{self.topic}:{self.partition}:{self.offset}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,21 +127,6 @@ class Label:
     id: str
     label: float
     model: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Prediction:
-    """One prediction as a consumer reads it back. For an OIP v2 request ``score`` and ``label`` are lists."""
-
-    id: str
-    model: str
-    version: str
-    score: float | list[float]
-    label: int | list[int] | None
-    outputs: dict[str, Any]
-    source: SourceRef
-    latency_ms: float
-    decision: str | list[str] | None = None
 
 
 @dataclass(frozen=True, slots=True)

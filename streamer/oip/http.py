@@ -1,9 +1,10 @@
 """The Open Inference Protocol v2 (KServe v2 REST) over HTTP: ``streamer serve`` and a worker's ``oip_port``.
 
 A ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive) on its own thread, the same on both engines: a request thread
-parses the URL and the body's protocol fields (``core.oip``), hands the body to the ``OnDemandScorer``
-(``services.on_demand``: the stream's scoring path, concurrent requests in one micro-batch) and answers in the
-protocol's JSON. Every answer is counted in ``streamer_oip_requests_total{model,version,status}`` and timed in
+parses the URL (``oip.routes``) and the body's protocol fields (``oip.codec``), hands the body to the
+``OnDemandScorer`` (``oip.on_demand``: the stream's scoring path, concurrent requests in one micro-batch) and
+answers in the protocol's JSON (``oip.responses``, from the prediction decoded by its declaration). Every
+answer is counted in ``streamer_oip_requests_total{model,version,status}`` and timed in
 ``streamer_oip_request_duration_seconds{model}``.
 """
 
@@ -19,15 +20,16 @@ from urllib.parse import unquote
 
 import msgspec
 
-from streamer.core.errors import UNKNOWN_MODEL, DecodeError
+from streamer.core import outputs
+from streamer.core.errors import TOO_LARGE, UNKNOWN_MODEL, DecodeError
 from streamer.oip import codec as oip
+from streamer.oip import responses, routes
 from streamer.oip.on_demand import OnDemandScorer
 from streamer.serving import ModelSet
 
 log = logging.getLogger(__name__)
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
 JSON = "application/json"
 IDLE_TIMEOUT_S = 30.0  # a connection silent this long (between or within requests) is closed
 BINARY_HEADER = "Inference-Header-Content-Length"
@@ -37,13 +39,13 @@ class OipObserver(Protocol):
     def on_oip_request(self, model: str, version: str, status: int, seconds: float) -> None: ...
 
 
-def output_infos(models: ModelSet, ref: str) -> list[oip.OutputInfo]:
+def output_infos(models: ModelSet, ref: str) -> list[responses.OutputInfo]:
     """A loaded model's outputs as ONNX Runtime reports them (a graph has none of its own)."""
     model = models.scorer.model(ref)
     if model is None:
         return []
     return [
-        oip.OutputInfo(
+        responses.OutputInfo(
             o.name, oip.ONNX_DATATYPES.get(o.type, "BYTES"), tuple(d if isinstance(d, int) else -1 for d in o.shape)
         )
         for o in model.session.get_outputs()
@@ -142,7 +144,7 @@ class OipServer:
         try:
             body = self._body(handler)
             # model names are directory names (no "/"): the whole path can be percent-decoded at once
-            route = oip.route(method, unquote(handler.path.split("?", 1)[0]))
+            route = routes.route(method, unquote(handler.path.split("?", 1)[0]))
             model, version = route.model or "", str(route.version) if route.version is not None else ""
             status, payload, content_type, version = self._answer(route, body, handler, version)
         except oip.OipError as exc:
@@ -178,12 +180,12 @@ class OipServer:
         if length > self._max_bytes:
             handler.close_connection = True  # the body is not read: the connection cannot be reused
             raise oip.OipError.of(
-                DecodeError("too-large", f"the request has {length} bytes, over the limit of {self._max_bytes}")
+                DecodeError(TOO_LARGE, f"the request has {length} bytes, over the limit of {self._max_bytes}")
             )
         return handler.rfile.read(length) if length > 0 else b""
 
     def _answer(
-        self, route: oip.Route, body: bytes, handler: BaseHTTPRequestHandler, version: str
+        self, route: routes.Route, body: bytes, handler: BaseHTTPRequestHandler, version: str
     ) -> tuple[int, bytes, str, str]:
         kind = route.kind
         if kind == "live":
@@ -193,7 +195,7 @@ class OipServer:
                 raise oip.OipError(503, "not ready")
             return 200, b'{"ready":true}', JSON, version
         if kind == "server":
-            return 200, _encode(oip.server_metadata(self._server_version)), JSON, version
+            return 200, _encode(responses.server_metadata(self._server_version)), JSON, version
         if kind == "metrics":
             if self._metrics_page is None:
                 raise oip.OipError(404, "no endpoint /metrics here (the worker serves it on worker.metrics_port)")
@@ -212,7 +214,7 @@ class OipServer:
         shown = route.version if route.version is not None else serving
         if kind == "model":
             ref = f"{route.model}@{shown}"
-            metadata = oip.model_metadata(
+            metadata = responses.model_metadata(
                 route.model,
                 versions,
                 serving,
@@ -234,15 +236,14 @@ class OipServer:
             except ValueError:
                 raise oip.OipError(400, f"{BINARY_HEADER} {header_length!r} is not a number") from None
         head = oip.check_head(body, self._max_bytes)
-        answer = self._scorer.score(body, oip.model_string(route.model, route.version), head.key)
+        answer = self._scorer.score(body, routes.model_string(route.model, route.version), head.key)
         if answer.error is not None:
             raise oip.OipError.of(answer.error)
         assert answer.body is not None
-        prediction = _decode(answer.body)
-        served = str(prediction["version"])
-        datatypes = self._output_datatypes(models, prediction["model"], int(served))
-        response = oip.response_of(prediction, head.id, head.outputs, datatypes)
-        return 200, oip.encode_infer_response(response), JSON, served
+        prediction = outputs.decode(answer.body)
+        datatypes = self._output_datatypes(models, prediction.model, int(prediction.version))
+        response = responses.response_of(prediction, head.id, head.outputs, datatypes)
+        return 200, responses.encode_infer_response(response), JSON, prediction.version
 
     def _output_datatypes(self, models: ModelSet, name: str, version: int) -> dict[str, str]:
         cached = self._datatypes.get((name, version))

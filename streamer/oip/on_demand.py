@@ -29,9 +29,9 @@ from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from streamer.core import envelope
 from streamer.core.batching import Batcher, BatchPolicy
 from streamer.core.errors import SCORING_FAILED, DecodeError
+from streamer.core.headers import model_header
 from streamer.core.scoring import ScoredBatch
 from streamer.core.types import Records
 from streamer.oip.codec import OipError
@@ -172,5 +172,5 @@ def _records(requests: list[_Request]) -> Records:
         [key for _, _, _, key in requests],
         [body for _, body, _, _ in requests],
         [now_ms] * len(requests),
-        [envelope.model_header(model) for _, _, model, _ in requests],
+        [model_header(model) for _, _, model, _ in requests],
     )

@@ -25,8 +25,9 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from streamer.adapters.kafka_admin import client_config
-from streamer.core.envelope import dead_letter_headers, decode_label
 from streamer.core.errors import DecodeError, StateStoreError
+from streamer.core.headers import dead_letter_headers
+from streamer.core.labels import decode_label
 from streamer.core.state import DUPLICATE, JOINED, LEARNED, REREAD, UNKNOWN, StateStore
 from streamer.core.types import SourceRef
 from streamer.services.prediction_log import PredictionLog

@@ -21,7 +21,7 @@ from typing import Any
 
 from streamer.core.errors import StateStoreError
 from streamer.core.ledger import Release
-from streamer.core.outputs import OutputRecords
+from streamer.core.output_records import OutputRecords
 from streamer.core.scoring import ScoredBatch
 from streamer.core.state import LoggedBatch, StateStore
 from streamer.services.runner import Background, Service

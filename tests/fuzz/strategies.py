@@ -12,7 +12,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from streamer.core.envelope import MODEL_HEADER
+from streamer.core.headers import MODEL_HEADER
 
 FEATURES = ["amount", "hour", "merchant_risk", "distance_km", "velocity_1h", "account_age_days"]
 

@@ -22,16 +22,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core import envelope
+from streamer.core import requests
 from streamer.core.cards import ModelCard, OutputRef, parse_card
 from streamer.core.errors import DEAD_LETTER_REASONS, ConfigError, DecodeError, ModelError
 from streamer.core.graph.spec import parse_graph
-from streamer.core.outputs import output_records
+from streamer.core.headers import ERROR_HEADER
+from streamer.core.labels import decode_label
+from streamer.core.output_records import output_records
 from streamer.core.routing import Catalog
 from streamer.core.scoring import Limits, score_records
 from streamer.core.types import Label, Records
 from tests.conftest import REPO
 from tests.fuzz import strategies as hs
+from tests.wire import RequestBody, decode_request
 
 CARD = ModelCard(
     "fraud", 1, "binary-classification", tuple(hs.FEATURES), "x", "0" * 64, OutputRef("probabilities", 1), None
@@ -77,7 +80,7 @@ def check_batch(messages: list[tuple[bytes | None, bytes | None, list | None]], 
         assert json.loads(value)["latency_ms"] >= 0  # type: ignore[arg-type]
     for record_headers in out.dead_letters.headers:
         named = dict(record_headers)
-        assert named[envelope.ERROR_HEADER].decode() in DEAD_LETTER_REASONS
+        assert named[ERROR_HEADER].decode() in DEAD_LETTER_REASONS
 
 
 message = st.tuples(hs.keys, hs.values, hs.headers)
@@ -100,9 +103,9 @@ def test_small_limits_turn_big_requests_and_predictions_into_too_large(messages:
 def test_the_ascii_fast_path_agrees_with_the_slow_one(messages: list) -> None:
     """A batch of ASCII values takes the bulk path; each value alone must get the same outcome."""
     values = [v for _, v, _ in messages]
-    together = envelope.decode_requests(values)
+    together = requests.decode_requests(values)
     for row, value in enumerate(values):
-        alone = envelope.decode_requests([value])
+        alone = requests.decode_requests([value])
         assert (row in together.errors) == bool(alone.errors), value
         if alone.errors:
             assert together.errors[row].reason == alone.errors[0].reason
@@ -119,13 +122,13 @@ def test_deep_nesting_where_the_decoder_skips_or_keeps_any_value_is_invalid_json
         b'{"id": "r", "label": 1, "extra": ' + b'{"a":' * 3000 + b"0" + b"}" * 3000 + b"}",
     ]
     for batch in ([values[0]], values, [*values, b"\xff"]):
-        decoded = envelope.decode_requests(batch)
+        decoded = requests.decode_requests(batch)
         assert not decoded.rows
         assert [decoded.errors[row].reason for row in range(min(len(batch), 3))] == ["invalid-json"] * min(
             len(batch), 3
         )
     for value in values:
-        for decode in (envelope.decode_request, envelope.decode_label):
+        for decode in (decode_request, decode_label):
             try:
                 decode(value)
             except DecodeError as exc:
@@ -152,7 +155,7 @@ def labels(draw: st.DrawFn) -> bytes:
 @given(st.none() | st.binary(max_size=200) | labels())
 def test_hostile_feedback_decodes_to_a_label_or_a_documented_dead_letter(raw: bytes | None) -> None:
     try:
-        label = envelope.decode_label(raw)
+        label = decode_label(raw)
     except DecodeError as exc:
         assert exc.reason in DEAD_LETTER_REASONS
         return
@@ -263,8 +266,8 @@ def test_the_seeds_are_valid() -> None:
         parse_card(table, str(path))
     for table in GRAPH_TABLES:
         parse_graph(table, "graph.toml")
-    assert isinstance(envelope.decode_request(json.dumps(hs.VALID).encode()), envelope.RequestBody)
-    assert envelope.decode_request(json.dumps(hs.OIP).encode()).is_oip
+    assert isinstance(decode_request(json.dumps(hs.VALID).encode()), RequestBody)
+    assert decode_request(json.dumps(hs.OIP).encode()).is_oip
 
 
 def test_a_list_where_a_graph_names_a_stage_or_an_op_is_a_config_error() -> None:

@@ -28,7 +28,8 @@ from streamer import synthetic
 from streamer.adapters import model_repository
 from streamer.adapters.onnx_scorer import OnnxScorer
 from streamer.batch.files import read_table
-from streamer.batch.offline import ChunkScorer, ScoredTable
+from streamer.batch.offline import ChunkScorer
+from streamer.batch.scored import ScoredTable
 from streamer.core.routing import Catalog
 from streamer.core.scoring import score_records
 from streamer.core.types import Records
@@ -121,8 +122,10 @@ def table_outcomes(path: Path, fmt: str, catalog: Catalog, scorer: OnnxScorer, s
         scored = score(chunk)
         assert isinstance(scored, ScoredTable)
         columns = scored.columns()
+        fields = columns.fields
+        scores = np.asarray(fields["score"]).tolist()
         for row, model, version, value in zip(
-            columns.where["row"].tolist(), columns.model, columns.version, columns.score.tolist(), strict=True
+            columns.where["row"].tolist(), fields["model"], fields["version"], scores, strict=True
         ):
             outcomes[row - 1] = ("score", (f"{model}@{version}", value))
         for reject in scored.rejects():
@@ -308,10 +311,11 @@ def test_a_clean_table_scores_exactly_like_onnxruntime_on_the_model_file(
 def test_tabular_columns_of_requests_are_the_fields_of_the_worker_predictions(
     models: tuple[Catalog, OnnxScorer], tmp_path: Path
 ) -> None:
-    """JSONL to CSV/Parquet: the columns are what the worker's prediction bodies say, row by row (two models
-    interleaved, dead letters between, and OIP requests, which give one output row per scored row)."""
+    """JSONL to CSV/Parquet: the columns are what the worker's prediction bodies say, row by row, every table
+    field of the envelope (two models interleaved, dead letters between, and OIP requests, which give one
+    output row per scored row)."""
     from streamer.batch.files import read_jsonl
-    from streamer.batch.offline import ScoredLines
+    from streamer.batch.scored import ScoredLines
 
     catalog, scorer = models
     x = synthetic.transactions(40, seed=78)
@@ -336,19 +340,24 @@ def test_tabular_columns_of_requests_are_the_fields_of_the_worker_predictions(
             if body is None:
                 continue
             p = json.loads(body + b"}")
-            scores = p["score"] if isinstance(p["score"], list) else [p["score"]]
-            labels = p["label"] if isinstance(p["label"], list) else [p["label"]]
+            many = isinstance(p["score"], list)
+            n = len(p["score"]) if many else 1
+            per_row = {name: [value] if not many else value for name, value in p.items() if name in ("score", "label")}
+            outputs = [{k: v[i] if many else v for k, v in p["outputs"].items()} for i in range(n)]
             expected += [
-                (p["id"], p["model"], p["version"], s, lab, row + 1) for s, lab in zip(scores, labels, strict=True)
+                (p["id"], p["model"], p["version"], per_row["score"][i], per_row["label"][i], outputs[i], row + 1)
+                for i in range(n)
             ]
-        labels = list(columns.label) if columns.label is not None else [None] * len(columns)
+        fields = columns.fields
+        assert fields["decision"] is None and fields["reasons"] is None  # no rules: null columns
         got = list(
             zip(
-                columns.ids,
-                columns.model,
-                columns.version,
-                columns.score.tolist(),
-                [int(v) for v in labels],
+                fields["id"],
+                fields["model"],
+                fields["version"],
+                np.asarray(fields["score"]).tolist(),
+                [int(v) for v in fields["label"]],
+                [json.loads(text) for text in fields["outputs"]],
                 columns.where["line"].tolist(),
                 strict=True,
             )

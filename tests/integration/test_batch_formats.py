@@ -198,8 +198,13 @@ def test_parquet_round_trip_keeps_types_ids_models_and_rows(tmp_path: Path) -> N
     result = run_batch(tmp_path, "in.parquet", "-o", "out.pq", "--batch-size", "256", "--quiet")
     assert result.returncode == 0, result.stderr
     out = pq.read_table(tmp_path / "out.pq")
-    assert out.schema.names == ["id", "model", "version", "score", "label", "row"]
-    assert [str(t) for t in out.schema.types] == ["string", "string", "string", "double", "int64", "int64"]
+    # every table field of the prediction envelope, in its order, then where the row came from
+    assert out.schema.names == ["id", "model", "version", "score", "label", "outputs", "decision", "reasons", "row"]
+    assert [str(t) for t in out.schema.types] == [*["string"] * 3, "double", "int64", *["string"] * 3, "int64"]
+    outputs = [json.loads(text) for text in out.column("outputs").to_pylist()]
+    assert [o["probabilities"][1] for o in outputs] == pytest.approx(out.column("score").to_pylist(), abs=1e-6)
+    assert [o["label"] for o in outputs] == out.column("label").to_pylist()
+    assert out.column("decision").null_count == n and out.column("reasons").null_count == n  # no rules
     assert out.column("id").to_pylist() == [str(i) for i in range(n)]
     assert out.column("row").to_pylist() == list(range(1, n + 1))
     assert set(out.column("model").to_pylist()) == {"fraud"} and set(out.column("version").to_pylist()) == {"1"}
@@ -268,7 +273,8 @@ def test_stdout_and_stderr_when_no_files_are_named(tmp_path: Path) -> None:
     )
     result = run_batch(tmp_path, "in.csv", "--output-format", "csv")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[0] == '"id","model","version","score","label","row"'
+    header = '"id","model","version","score","label","outputs","decision","reasons","row"'
+    assert result.stdout.splitlines()[0] == header
     assert len(result.stdout.splitlines()) == 2
     assert '"row": 2, "error": "non-finite"' in result.stderr  # rejects on stderr
     assert "2 rows: 1 predictions, 1 dead letters (non-finite 1)" in result.stderr

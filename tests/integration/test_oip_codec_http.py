@@ -21,8 +21,8 @@ from hypothesis import strategies as st
 
 from streamer import config
 from streamer.core.types import Tensor
-from streamer.oip import codec as oip
 from streamer.serve import oip_server, standalone
+from tests import oip_wire
 from tests.conftest import REPO
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
@@ -109,8 +109,8 @@ def test_binary_tensor_data_is_read_like_json(server: Any) -> None:
     connection.request(
         "POST", "/v2/models/fraud/infer", head + rows.tobytes(), {"Inference-Header-Content-Length": str(len(head))}
     )
-    binary = oip.decode_infer_response(connection.getresponse().read())
-    plain = oip.InferRequest((Tensor("float_input", (2, 6), rows.astype(np.float64).reshape(-1)),))
-    status, answer = post(server, oip.encode_infer_request(plain))
+    binary = oip_wire.decode_infer_response(connection.getresponse().read())
+    plain = oip_wire.InferRequest((Tensor("float_input", (2, 6), rows.astype(np.float64).reshape(-1)),))
+    status, answer = post(server, oip_wire.encode_infer_request(plain))
     assert status == 200
     assert binary.output("score").data == answer["outputs"][2]["data"]

@@ -7,6 +7,7 @@ the example fraud graph (two-phase scoring, then business rules: a ``decision`` 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -43,6 +44,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PATH": "/usr/bin:/bin",
         "STREAMER_MODELS_DIR": str(models),
         "STREAMER_BATCH_MAX_WAIT_MS": "2",
+        # the package under test, when it is not the installed one (a checkout put first on the path)
+        **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
     }
     log_path = root / "serve.log"
     with open(log_path, "wb") as log:
@@ -126,6 +129,16 @@ def test_protocol_errors(server: str, model: str, rows: np.ndarray, name: str, s
         triton.InferenceServerClient(server).infer(model, [matrix_input(rows, name)])
     assert raised.value.status() == status
     assert raised.value.message().startswith(message)
+
+
+def test_a_request_over_the_row_limit_is_a_413_too_large(server: str) -> None:
+    """The status of a refused request is its dead-letter reason's (one table): too-large is 413."""
+    rows = np.tile(ROWS, (11, 1))  # 11,000 rows, over worker.max_rows_per_request; binary: the body is read whole
+    with pytest.raises(InferenceServerException) as raised:
+        triton.InferenceServerClient(server).infer("fraud", [matrix_input(rows, binary=True)])
+    assert raised.value.message().startswith("too-large: "), raised.value.message()
+    assert raised.value.status() == "413"
+    assert raised.value.message().startswith("too-large: ")
 
 
 def test_a_body_that_is_not_json_is_a_400_with_the_dead_letter_reason(server: str) -> None:

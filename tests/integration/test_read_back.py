@@ -13,7 +13,7 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from streamer.adapters import devstack
 from streamer.adapters.kafka_readback import read_back
-from streamer.core.envelope import SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
+from streamer.core.headers import SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TOPIC
 from streamer.core.ledger import ReadBack
 
 

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.ledger import Batch, Release
-from streamer.core.outputs import output_records
+from streamer.core.output_records import output_records
 from streamer.core.routing import Catalog, Serving, Split
 from streamer.core.scoring import score_records
 from streamer.core.types import Records

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
 
+import msgspec
 import pytest
 
 from streamer.client import ClientClosed, DeadLetter, Prediction, ScoreTimeout, Source
@@ -141,6 +142,12 @@ def test_wake_ups_reach_blocking_and_asyncio_callers() -> None:
     asyncio.run(main())
 
 
+def prediction_value(request_id: str, score: float, offset: int) -> bytes:
+    """A whole prediction envelope (the client reads it through the declaration: a partial one is unreadable)."""
+    head = b'{"id":"%s","model":"fraud","version":"1","score":%r,"label":0,"outputs":{},' % (request_id.encode(), score)
+    return head + b'"source":{"topic":"requests","partition":0,"offset":%d},"latency_ms":1.0}' % offset
+
+
 def test_what_the_thread_reads_of_an_answer() -> None:
     assert _read_id(b'{"id": "r-1", "model": "fraud", "score": 0.5}').id == "r-1"
     assert _read_id(b'{"features": {"a": 1}}').id is None
@@ -155,6 +162,9 @@ def test_what_the_thread_reads_of_an_answer() -> None:
     assert isinstance(prediction, Prediction)
     assert (prediction.id, prediction.version, prediction.score, prediction.decision) == ("r-1", "1", 0.93, "review")
     assert prediction.source == Source("requests", 3, 1042)
+    for partial in (b'{"id":"r-1","score":0.5}', value.replace(b'"version":"1"', b'"version":1')):
+        with pytest.raises(msgspec.ValidationError):  # not the envelope: the client says the answer is unreadable
+            _read_prediction(partial)
     headers = [("streamer-source-topic", b"requests"), ("streamer-source-partition", b"3")]
     assert _source_of(headers) is None
     assert _source_of([*headers, ("streamer-source-offset", b"1042")]) == ("requests", 3, 1042)
@@ -216,7 +226,7 @@ def test_the_thread_routes_predictions_and_dead_letters_and_skips_the_rest() -> 
         [
             FakeRecord("predictions", b'{"id":"stranger","score":0.1}', source(1)),
             FakeRecord("requests.dlq", b'{"id":"b","label":"x"}', feedback_dead),  # a label's dead letter
-            FakeRecord("predictions", b'{"id":"a","model":"fraud","version":"1","score":0.25}', source(10)),
+            FakeRecord("predictions", prediction_value("a", 0.25, 10), source(10)),
             FakeRecord("requests.dlq", b"not json", source(99)),  # someone else's unreadable request
         ]
     )

@@ -1,13 +1,18 @@
+"""The envelopes of the contract: requests (``core.requests``), feedback (``core.labels``), dead-letter headers
+(``core.headers``) and the prediction's declaration (``core.outputs``)."""
+
 from __future__ import annotations
 
 import json
 
+import msgspec
 import numpy as np
 import pytest
 
-from streamer.core import envelope
+from streamer.core import headers, labels, outputs, requests
 from streamer.core.errors import DEAD_LETTER_REASONS, DecodeError
-from streamer.core.types import Label, Prediction, SourceRef
+from streamer.core.types import Label, SourceRef
+from tests.wire import decode_request
 
 OIP = {
     "id": "o-1",
@@ -16,21 +21,21 @@ OIP = {
 
 
 def test_a_json_request_decodes_to_one_row_of_features() -> None:
-    body = envelope.decode_request(b'{"id": "r-42", "model": "fraud@2", "features": {"amount": 125, "hour": 3}}')
+    body = decode_request(b'{"id": "r-42", "model": "fraud@2", "features": {"amount": 125, "hour": 3}}')
     assert (body.id, body.model, body.features) == ("r-42", "fraud@2", {"amount": 125.0, "hour": 3.0})
     assert not body.is_oip
 
 
 def test_id_and_model_are_optional_and_unknown_fields_ignored() -> None:
-    body = envelope.decode_request(b'{"features": {"a": 1}, "trace": {"x": 1}}')
+    body = decode_request(b'{"features": {"a": 1}, "trace": {"x": 1}}')
     assert (body.id, body.model) == (None, None)
 
 
 def test_an_oip_request_decodes_nested_or_flat_data_row_major() -> None:
-    nested = envelope.decode_request(json.dumps(OIP).encode())
+    nested = decode_request(json.dumps(OIP).encode())
     flat = dict(OIP, inputs=[dict(OIP["inputs"][0], data=[1, 2, 3, 4, 5, 6])])
     assert nested.is_oip and nested.tensors is not None
-    assert nested.tensors == envelope.decode_request(json.dumps(flat).encode()).tensors
+    assert nested.tensors == decode_request(json.dumps(flat).encode()).tensors
     assert nested.tensors[0].shape == (2, 3)
     np.testing.assert_array_equal(nested.tensors[0].data, [1, 2, 3, 4, 5, 6])
 
@@ -60,30 +65,30 @@ def test_an_oip_request_decodes_nested_or_flat_data_row_major() -> None:
 )
 def test_bad_requests_raise_decode_error_with_the_dead_letter_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(DecodeError) as raised:
-        envelope.decode_request(raw)
+        decode_request(raw)
     assert raised.value.reason == reason
     assert raised.value.detail
 
 
 def test_size_limits_are_checked_before_parsing() -> None:
     with pytest.raises(DecodeError) as raised:
-        envelope.decode_request(b'{"features": {}}' + b" " * 100, max_bytes=50)
+        decode_request(b'{"features": {}}' + b" " * 100, max_bytes=50)
     assert raised.value.reason == "too-large"
     rows = {"inputs": [{"name": "x", "shape": [3, 1], "datatype": "FP32", "data": [1, 2, 3]}]}
     with pytest.raises(DecodeError) as raised:
-        envelope.decode_request(json.dumps(rows).encode(), max_rows=2)
+        decode_request(json.dumps(rows).encode(), max_rows=2)
     assert raised.value.reason == "too-large"
     with pytest.raises(DecodeError) as raised:
-        envelope.decode_request(None)
+        decode_request(None)
     assert raised.value.reason == "schema"
 
 
 def test_a_batch_keeps_good_and_bad_apart_with_positions() -> None:
-    decoded = envelope.decode_requests(
+    decoded = requests.decode_requests(
         [b'{"features": {"a": 1}}', b"nope", json.dumps(OIP).encode(), None, b'{"features": {"a": 2}}']
     )
     assert decoded.rows == [0, 2, 4]
-    assert [w.features for w in decoded.wires] == [{"a": 1.0}, envelope.msgspec.UNSET, {"a": 2.0}]
+    assert [w.features for w in decoded.wires] == [{"a": 1.0}, msgspec.UNSET, {"a": 2.0}]
     assert list(decoded.tensors) == [1] and decoded.tensors[1][0].shape == (2, 3)
     assert {row: e.reason for row, e in decoded.errors.items()} == {1: "invalid-json", 3: "schema"}
 
@@ -103,20 +108,20 @@ def test_invalid_utf8_anywhere_is_invalid_json(raw: bytes) -> None:
     with pytest.raises(UnicodeDecodeError):
         raw.decode("utf-8")
     with pytest.raises(DecodeError) as raised:
-        envelope.decode_request(raw)
+        decode_request(raw)
     assert raised.value.reason == "invalid-json"
-    decoded = envelope.decode_requests([b'{"features": {"a": 1}}', raw, '{"features": {"é": 1}}'.encode()])
+    decoded = requests.decode_requests([b'{"features": {"a": 1}}', raw, '{"features": {"é": 1}}'.encode()])
     assert decoded.rows == [0, 2] and decoded.errors[1].reason == "invalid-json"
 
 
 def test_valid_utf8_beyond_ascii_decodes() -> None:
-    body = envelope.decode_request('{"id": "café ☕", "features": {"prix": 1}}'.encode())
+    body = decode_request('{"id": "café ☕", "features": {"prix": 1}}'.encode())
     assert body.id == "café ☕"
 
 
 def test_invalid_utf8_feedback_is_invalid_json() -> None:
     with pytest.raises(DecodeError) as raised:
-        envelope.decode_label(b'{"id": "\xff", "label": 1}')
+        labels.decode_label(b'{"id": "\xff", "label": 1}')
     assert raised.value.reason == "invalid-json"
 
 
@@ -124,30 +129,31 @@ def test_a_dead_letter_over_the_limit_is_cut_with_the_original_size_and_sha256()
     import hashlib
 
     value = b"x" * 10_000
-    headers = [("streamer-error", b"too-large")]
-    same, same_headers = envelope.fit_dead_letter(b"k", value, headers, 20_000)
-    assert same is value and same_headers == headers
-    cut, cut_headers = envelope.fit_dead_letter(b"k", value, headers, 2_000)
+    own = [("streamer-error", b"too-large")]
+    same, same_headers = headers.fit_dead_letter(b"k", value, own, 20_000)
+    assert same is value and same_headers == own
+    cut, cut_headers = headers.fit_dead_letter(b"k", value, own, 2_000)
     assert value.startswith(cut) and 0 < len(cut) < 2_000
-    assert envelope.record_size(b"k", cut, cut_headers) <= 2_000
+    assert headers.record_size(b"k", cut, cut_headers) <= 2_000
     extra = dict(cut_headers)
     assert extra["streamer-original-size"] == b"10000"
     assert extra["streamer-original-sha256"] == hashlib.sha256(value).hexdigest().encode()
-    assert cut_headers[0] == headers[0]
+    assert cut_headers[0] == own[0]
 
 
 def test_prediction_round_trip_and_shape() -> None:
-    prediction = Prediction(
+    prediction = outputs.Prediction(
         id="r-42",
         model="fraud",
         version="1",
         score=0.93,
         label=1,
         outputs={"probabilities": [0.07, 0.93], "label": 1},
-        source=SourceRef("requests", 3, 1042),
+        source=outputs.Source("requests", 3, 1042),
         latency_ms=4.1,
     )
-    raw = envelope.encode_prediction(prediction)
+    raw = msgspec.json.encode(prediction)
+    assert raw.startswith(b'{"id":"r-42","model":"fraud","version":"1","score":0.93,"label":1,"outputs":')
     assert json.loads(raw) == {
         "id": "r-42",
         "model": "fraud",
@@ -158,22 +164,21 @@ def test_prediction_round_trip_and_shape() -> None:
         "source": {"topic": "requests", "partition": 3, "offset": 1042},
         "latency_ms": 4.1,
     }
-    assert envelope.decode_prediction(raw) == prediction
+    assert outputs.decode(raw) == prediction
+    with pytest.raises(msgspec.ValidationError):  # the declaration validates what it reads
+        outputs.decode(raw.replace(b'"version":"1"', b'"version":"01"'))
 
 
-def test_labels_decode_and_round_trip() -> None:
-    assert envelope.decode_label(b'{"id": "r-1", "label": 1}') == Label("r-1", 1.0)
-    label = Label("r-2", 0.0, "fraud")
-    assert envelope.decode_label(envelope.encode_label(label)) == label
+def test_labels_decode() -> None:
+    assert labels.decode_label(b'{"id": "r-1", "label": 1}') == Label("r-1", 1.0)
+    assert labels.decode_label(b'{"id": "r-2", "label": 0, "model": "fraud"}') == Label("r-2", 0.0, "fraud")
     with pytest.raises(DecodeError):
-        envelope.decode_label(b'{"id": "r-1"}')
+        labels.decode_label(b'{"id": "r-1"}')
 
 
 def test_dead_letter_headers_carry_reason_detail_and_source() -> None:
-    headers = dict(
-        envelope.dead_letter_headers(DecodeError("schema", "feature 'a' is missing"), SourceRef("in", 5, 77))
-    )
-    assert headers == {
+    found = dict(headers.dead_letter_headers(DecodeError("schema", "feature 'a' is missing"), SourceRef("in", 5, 77)))
+    assert found == {
         "streamer-error": b"schema",
         "streamer-error-detail": b"feature 'a' is missing",
         "streamer-source-topic": b"in",

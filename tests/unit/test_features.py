@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from streamer.core.cards import ModelCard, OutputRef
-from streamer.core.envelope import decode_requests
 from streamer.core.features import FeatureBatch, build_matrix
+from streamer.core.requests import decode_requests
 
 CARD = ModelCard(
     name="m",

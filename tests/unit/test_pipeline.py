@@ -21,7 +21,7 @@ from streamer.core.batching import BatchPolicy
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import OutputError
 from streamer.core.ledger import ReadBack
-from streamer.core.outputs import OutputRecords
+from streamer.core.output_records import OutputRecords
 from streamer.core.routing import Catalog
 from streamer.core.scoring import score_records
 from streamer.core.types import Records

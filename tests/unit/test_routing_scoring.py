@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from streamer.core.cards import ModelCard, OutputRef
-from streamer.core.envelope import model_header
 from streamer.core.errors import DecodeError, ScoringError
 from streamer.core.graph.scoring_graph import ModelStage, ScoringGraph
+from streamer.core.headers import model_header
 from streamer.core.routing import Catalog
 from streamer.core.scoring import Limits, outcome_counts, score_records
 from streamer.core.types import Records
