@@ -13,7 +13,8 @@ Bounded memory: ``add`` waits while more than ``max_inflight * max_size`` rows w
 has a backlog (the producer's queue is full), so the engine stops pulling from Kafka instead of growing.
 
 Failure: any exception escaping a callback of this module, a failed delivery or a fatal producer error sets
-``failure`` (a ``FatalError``) once; the engine exits with its code and the next owner recovers by read-back.
+``failure`` (a ``FatalError``) once and halts every ledger (from then on they give nothing to commit); the
+engine exits with its code and the next owner recovers by read-back.
 Nothing here can wedge a partition silently: every callback is guarded, and the watchdog service reads
 ``stalled()`` from its own thread -- a partition holding work without progress past the bound stops the worker
 even if this loop itself is stuck.

@@ -88,11 +88,11 @@ def standalone(settings: Settings) -> Standalone:
 
 def run_serve(settings: Settings, port: int, host: str | None = None) -> None:
     """``streamer serve``: the models over OIP v2 HTTP until SIGINT/SIGTERM, without Kafka."""
+    stop = threading.Event()
+    on_stop_signals(lambda _: stop.set())  # a stop while the models load ends it as soon as they are loaded
     built = standalone(settings)
     serving, worker = built.serving, settings.worker
     started: list[Stoppable] = []
-    stop = threading.Event()
-    on_stop_signals(lambda _: stop.set())
     try:
         control = follow_serving_state(settings, serving, built.metrics, control_channel(settings))
         started += [control] if control is not None else []

@@ -10,6 +10,7 @@ command) are fine: they point outside the package or close no cycle.
 from __future__ import annotations
 
 import ast
+import importlib
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,22 @@ def _closed_path(graph: dict[str, set[str]], component: set[str]) -> list[str]:
 def test_streamer_has_no_import_cycle() -> None:
     found = cycles(graph_of(PACKAGE_ROOT))
     assert not found, "import cycles:\n" + "\n".join(" -> ".join(cycle) for cycle in found)
+
+
+def test_every_name_imported_from_the_package_exists_also_inside_functions() -> None:
+    """A lazy import is checked only when its function runs: a module moved or a name renamed would break a
+    command at its first use. Every ``from streamer... import name`` at any depth must resolve now."""
+    broken, modules = [], modules_of(PACKAGE_ROOT)
+    for name, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and not node.level and (node.module or "").startswith("streamer"):
+                module = importlib.import_module(node.module)  # type: ignore[arg-type]
+                for alias in node.names:
+                    if not hasattr(module, alias.name) and f"{node.module}.{alias.name}" not in modules_of(
+                        PACKAGE_ROOT
+                    ):
+                        broken.append(f"{name}: from {node.module} import {alias.name}")
+    assert not broken, "\n".join(broken)
 
 
 def test_the_graph_sees_every_module_and_imports_inside_functions() -> None:
