@@ -12,13 +12,15 @@ import time
 import faust
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from streamer.engines.faust import tune_fetch_wait
+from streamer.adapters.faust_consumer import FetchTuning, TunedApp
 
 bootstrap, topic_name, _, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-if os.environ.get("BARE_FETCH_WAIT_MS", "5") != "default":
-    tune_fetch_wait(int(os.environ.get("BARE_FETCH_WAIT_MS", "5")))  # the worker's fetch tuning: a fair comparison
-app = faust.App(
+wait = os.environ.get("BARE_FETCH_WAIT_MS", "5")
+# the worker's fetch tuning (a fair comparison), or Faust's own defaults
+tuning = {} if wait == "default" else {"fetch_tuning": FetchTuning(int(wait), read_committed=False)}
+app = (TunedApp if tuning else faust.App)(
     f"bare-{os.getpid()}",
+    **tuning,
     broker=f"kafka://{bootstrap}",
     broker_session_timeout=6,
     broker_heartbeat_interval=1,

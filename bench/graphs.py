@@ -32,10 +32,10 @@ from common import ROOT, embedded_stack, record
 from streamer import config, synthetic
 from streamer.adapters import graph_repository
 from streamer.adapters.redis_entities import EntityFeatureStore
-from streamer.app import entity_lookup, load_catalog
 from streamer.core.graph.spec import parse_graph
 from streamer.core.scoring import score_records
 from streamer.core.types import Records
+from streamer.wiring.models import entity_lookup, load_models
 
 ONE_STAGE = {
     "name": "one-stage",
@@ -80,9 +80,10 @@ def main() -> None:
             None,
             environ={"STREAMER_MODELS_DIR": str(ROOT / "examples" / "models"), "STREAMER_STATE_DIR": state},
         )
-        catalog, scorer, _ = load_catalog(settings)
+        models = load_models(settings).serving.current
+        scorer = models.scorer
         catalog = graph_repository.with_graphs(
-            catalog, [parse_graph(ONE_STAGE, "bench"), parse_graph(CASCADE_ONLY, "bench")]
+            models.catalog, [parse_graph(ONE_STAGE, "bench"), parse_graph(CASCADE_ONLY, "bench")]
         )
         redis_settings = config.load(
             None,

@@ -13,7 +13,8 @@ Bounded memory: ``add`` waits while more than ``max_inflight * max_size`` rows w
 has a backlog (the producer's queue is full), so the engine stops pulling from Kafka instead of growing.
 
 Failure: any exception escaping a callback of this module, a failed delivery or a fatal producer error sets
-``failure`` (a ``FatalError``) once; the engine exits with its code and the next owner recovers by read-back.
+``failure`` (a ``FatalError``) once and halts every ledger (from then on they give nothing to commit); the
+engine exits with its code and the next owner recovers by read-back.
 Nothing here can wedge a partition silently: every callback is guarded, and the watchdog service reads
 ``stalled()`` from its own thread -- a partition holding work without progress past the bound stops the worker
 even if this loop itself is stuck.
@@ -33,10 +34,12 @@ from typing import Any, Protocol
 
 from streamer.core.batching import BatchPolicy
 from streamer.core.errors import SCORING_FAILED, DecodeError, FatalError, OutputError
+from streamer.core.intake import lag
 from streamer.core.ledger import Batch, PartitionLedger, ReadBack, Release
 from streamer.core.output_records import OutputRecords, output_records
 from streamer.core.scoring import ScoredBatch
 from streamer.core.types import Records
+from streamer.observers import FanOut, PipelineObserver
 
 log = logging.getLogger(__name__)
 
@@ -52,49 +55,11 @@ class OutputSink(Protocol):
     def has_room(self) -> bool: ...
 
 
-class PipelineObserver(Protocol):
-    """Metrics and the prediction log hook in here; the pipeline never touches a metric itself."""
-
-    def on_scored(self, batches: Sequence[Batch], scored: Sequence[ScoredBatch], scoring_s: float) -> None: ...
-    def on_released(self, release: Release[ScoredBatch], out: OutputRecords) -> None: ...
-    def on_skipped(self, partition: int, count: int) -> None: ...
-    def on_depth(self, partition: int, rows: int) -> None: ...
-    def on_inflight(self, jobs: int) -> None: ...
-    def on_lag(self, partition: int, messages: int) -> None: ...
-
-
-class FanOut:
-    """Several observers as one (metrics, prediction log): each hook calls every observer that has it, so an
-    observer implements only the hooks it cares about."""
-
-    def __init__(self, *observers: object) -> None:
-        self._observers = observers
-
-    def __getattr__(self, hook: str) -> Callable[..., None]:
-        targets = [getattr(o, hook) for o in self._observers if hasattr(o, hook)]
-
-        def call(*args: Any) -> None:
-            for target in targets:
-                target(*args)
-
-        setattr(self, hook, call)  # built once per hook: hooks run per batch on the loop
-        return call
-
-
 @dataclass(frozen=True, slots=True)
 class PipelineTopics:
     requests: str
     predictions: str
     dlq: str
-
-
-def _described(found: ReadBack) -> dict[str, object]:
-    """The read-back of one partition, for the assignment log line."""
-    described: dict[str, object] = {"prediction": found.prediction, "dead_letter": found.dead_letter}
-    if found.exact_above is not None:
-        described["committed"] = found.exact_above + 1
-        described["answered_after_commit"] = len(found.answered)
-    return described
 
 
 def failed_batch(records: Records, detail: str) -> ScoredBatch:
@@ -115,7 +80,7 @@ class ScoringPipeline:
         executor: Executor | None,
         max_inflight: int,
         max_dead_letter_bytes: int,
-        observer: PipelineObserver | None = None,
+        observer: PipelineObserver | FanOut | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ms: Callable[[], float] = lambda: time.time() * 1000.0,
         lag_interval_s: float = 5.0,
@@ -190,6 +155,8 @@ class ScoringPipeline:
             log.error("unexpected error in the data path", exc_info=error)
             error = OutputError(f"unexpected error in the data path: {error!r}")
         self.failure = error
+        for ledger in self._ledgers.values():
+            ledger.halt()  # nothing more is committed: the ledgers decide it from here on
         log.critical("%s; stopping: the next owner of the partitions recovers by read-back", error)
         self._failed.set()
         self._progress.set()
@@ -218,13 +185,15 @@ class ScoringPipeline:
             started = time.monotonic()
             found = await self._loop.run_in_executor(None, self._recover, new)
             for p in new:
-                self._ledgers[p] = PartitionLedger(p, self._policy, found.get(p, ReadBack()))
+                ledger = self._ledgers[p] = PartitionLedger(p, self._policy, found.get(p, ReadBack()))
+                if self.failure is not None:
+                    ledger.halt()
             log.info(
                 "assigned partitions %s of %s; read back outputs in %.3f s: %s",
                 new,
                 self.topics.requests,
                 time.monotonic() - started,
-                {p: _described(found.get(p, ReadBack())) for p in new},
+                {p: found.get(p, ReadBack()).describe() for p in new},
             )
             waiting.set_result(None)
         except BaseException as exc:
@@ -246,8 +215,8 @@ class ScoringPipeline:
             await self._progress.wait()
         final = {}
         for ledger in ledgers:
-            offset = ledger.committable_offset()
-            if offset is not None and self.failure is None:
+            offset = ledger.final_commit()
+            if offset is not None:
                 final[ledger.partition] = offset
             ledger.revoke()
             self._ledgers.pop(ledger.partition, None)
@@ -328,16 +297,15 @@ class ScoringPipeline:
                 self._submit(ledger, ledger.poll(now))
 
     async def _report_lag(self) -> None:
-        """Consumer lag per partition: high watermark minus the next offset to consume. On the embedded broker
-        the high watermark is the last batch's base offset + 1 (measured), so lag there is approximate."""
+        """Consumer lag per partition (``core.intake.lag``), every ``lag_interval_s``."""
         while True:
             await asyncio.sleep(self._lag_interval_s)
             if self.highwater is None:
                 continue
             for ledger in list(self._ledgers.values()):
-                high, last = self.highwater(ledger.partition), ledger.last_consumed
-                if high is not None and high >= 0 and last is not None:
-                    self._observer.on_lag(ledger.partition, max(high - last - 1, 0))
+                behind = lag(self.highwater(ledger.partition), ledger.last_consumed)
+                if behind is not None:
+                    self._observer.on_lag(ledger.partition, behind)
 
     # ----------------------------------------------------------------------------------------- scoring
 

@@ -1,8 +1,8 @@
 """``/metrics``, ``/health`` and ``/ready`` over plain HTTP, for the engine that runs without Faust's web server.
 
 A ``ThreadingHTTPServer`` on its own thread: the scrape never waits for the event loop, and the event loop never
-serves HTTP. ``/health`` is liveness (the process answers); ``/ready`` is 200 once partitions are assigned and
-models loaded, 503 before.
+serves HTTP. ``/health`` is liveness (the process answers); ``/ready`` answers what ``ready()`` says (status and
+JSON body: the engines' shared ``Readiness``).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ class Endpoints:
         port: int,
         metrics_page: Callable[[], bytes],
         metrics_content_type: str,
-        readiness: Callable[[], dict[str, Any] | None],
+        ready: Callable[[], tuple[int, dict[str, Any]]],
         host: str = "127.0.0.1",  # worker.metrics_host; all interfaces only where configured (the container)
     ) -> None:
         def respond(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:
@@ -41,9 +41,8 @@ class Endpoints:
                 elif path == "/health":
                     respond(self, 200, b'{"status": "ok"}', "application/json")
                 elif path == "/ready":
-                    state = readiness()
-                    body = json.dumps(state or {"status": "starting"}).encode()
-                    respond(self, 200 if state else 503, body, "application/json")
+                    status, body = ready()
+                    respond(self, status, json.dumps(body).encode(), "application/json")
                 else:
                     respond(self, 404, b"not found\n", "text/plain")
 

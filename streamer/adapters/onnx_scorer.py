@@ -3,7 +3,7 @@
 ``OnnxScorer.infer`` is the ``Infer`` the core's graph calls. ``InferenceSession.run`` releases the GIL and
 is safe to call from several threads at once. A scorer never changes: hot reload and online refresh build a
 new one (``with_model``/``without``) and the worker swaps it with its catalog between batches
-(``adapters.serving_models``), so a batch that started with a session finishes with it. Runtime failures
+(``serving.ServingModels``), so a batch that started with a session finishes with it. Runtime failures
 become ``ScoringError`` (the rows of that batch and model are dead-lettered as ``scoring-failed``); the row
 count check lives in the graph.
 """

@@ -86,15 +86,16 @@ def batch_command(
 ) -> None:
     """Offline scoring of a file or a topic range with the worker's decoding, routing, features and models.
 
-    Every row ends as a prediction (in input order) or a reject with its dead-letter reason; a summary
-    (rows, predictions, rejects by reason, rows/s) goes to stderr.
+    Every row ends as a prediction (in input order) or a reject with its dead-letter reason; a summary (rows,
+    predictions, rejects by reason, rows/s, and the versions that served: the control channel's pins, canaries
+    and rollbacks apply, as on a worker) goes to stderr.
     """
     import os
 
-    from streamer.app import entity_lookup, load_catalog
     from streamer.batch import files as batch_files
     from streamer.batch import offline
-    from streamer.core.scoring import Limits
+    from streamer.wiring.models import UNBOUNDED_OUTPUT_BYTES, UNREPORTED_MAX_BYTES
+    from streamer.wiring.offline import offline_scorer
 
     if (input_path is None) == (from_topic is None):
         raise ConfigError("batch: give an input file or --from-topic (one of them)")
@@ -107,16 +108,14 @@ def batch_command(
     sink_format = batch_files.format_of(output, output_format)
     if output is None and to_topic is None and sink_format == "parquet":
         raise ConfigError("batch: Parquet output needs --output FILE")
-    catalog, scorer, _ = load_catalog(s)
     # A file takes a prediction of any size; a topic what its max.message.bytes says (else a too-large reject).
-    output_bytes = 1 << 62
+    output_bytes = UNBOUNDED_OUTPUT_BYTES
     if to_topic is not None:
         from streamer.adapters.kafka_admin import KafkaAdmin
-        from streamer.app import UNREPORTED_MAX_BYTES
 
         reported = KafkaAdmin(s.require_bootstrap(), s.kafka.client).max_message_bytes([to_topic])[to_topic]
         output_bytes = reported or UNREPORTED_MAX_BYTES
-    limits = Limits(s.worker.max_message_bytes, s.worker.max_rows_per_request, max_output_bytes=output_bytes)
+    built = offline_scorer(s, output_bytes)  # the worker's models, limits, lookups and serving state
 
     total: int | None
     if from_topic is not None:
@@ -155,11 +154,10 @@ def batch_command(
         if rejects is not None:
             opened.append(reject_file)
         reject_sink = offline.RejectSink(batch_files.Rejects(reject_file))
-        scorer_of = offline.ChunkScorer(catalog, scorer.infer, limits, entity_lookup(s, catalog))
         with _progress(not quiet and sys.stderr.isatty(), total, input_path or from_topic) as progress:
             summary = offline.run(
                 chunks,
-                scorer_of,
+                built.scorer,
                 predictions,
                 reject_sink,
                 progress,
@@ -169,7 +167,7 @@ def batch_command(
     finally:
         for file in opened:
             file.close()
-    err.print(summary.line(), highlight=False, soft_wrap=True)
+    err.print(f"{summary.line()}; served by {built.served}", highlight=False, soft_wrap=True, markup=False)
     if summary.reasons:
         err.print(f"rejects: {rejects or 'stderr'}", highlight=False, soft_wrap=True)
 

@@ -21,10 +21,9 @@ def register(app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
     app.add_typer(graph_app, name="graph")
 
     def loaded() -> Any:
-        from streamer.app import load_catalog
+        from streamer.wiring.models import load_models
 
-        catalog, _, _ = load_catalog(settings())
-        return catalog
+        return load_models(settings()).serving.current.catalog
 
     @graph_app.command("list")
     def graph_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:

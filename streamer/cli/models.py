@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -13,6 +12,7 @@ from rich.table import Table
 from streamer.cli import models_lifecycle
 from streamer.cli.base import app, out, settings
 from streamer.core.errors import ConfigError
+from streamer.core.routing import Serving, champion
 
 models_app = typer.Typer(help="The model repository.")
 app.add_typer(models_app, name="models")
@@ -22,26 +22,16 @@ app.add_typer(models_app, name="models")
 def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False) -> None:
     """Every model version in the repository, with its card and whether it loads."""
     from streamer.adapters import model_repository
+    from streamer.wiring.serving_state import serving_policy
 
     s = settings()
     models_dir = s.require_models_dir()
     result = model_repository.scan(models_dir)
-    pins = dict(s.models.pins)
-    if s.redis.url:  # what the control channel says wins over the file, as in the workers
-        from streamer.adapters.redis_control import ControlChannel
-        from streamer.adapters.redis_state import RedisStateStore
-
-        try:
-            store = RedisStateStore.from_settings(s.redis)
-            states = ControlChannel(store.client, store.prefix).read()
-        except Exception as exc:  # Redis down: the file's pins, said so
-            logging.getLogger("streamer.models").warning("cannot read the serving state from Redis (%s)", exc)
-        else:
-            pins.update({name: state.pin for name, state in states.items() if state.pin is not None})
+    # what the control channel says wins over the file, as in every serving mode (Redis down: the file's, said)
+    policy = serving_policy(s)
     rows: list[dict[str, Any]] = []
     for name, versions in sorted(result.loaded.items()):
-        pinned = pins.get(name)
-        serving = pinned if pinned in versions else max(versions)
+        serving = champion(versions, policy.get(name, Serving()).pin)
         for version, model in sorted(versions.items()):
             card = model.card
             rows.append(

@@ -21,6 +21,7 @@ from rich.table import Table
 from streamer.core import rollout
 from streamer.core.errors import ConfigError
 from streamer.core.rollout import ControlState
+from streamer.core.routing import Serving, champion
 
 log = logging.getLogger(__name__)
 
@@ -45,10 +46,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
             raise ConfigError(f"no model named {name!r} in {s.models.dir}")
         store = RedisStateStore.from_settings(s.redis)
         channel = ControlChannel(store.client, store.prefix)
-        state = channel.state(name)
-        pinned = state.pin if state.generation else s.models.pins.get(name)
-        champion = pinned if pinned in versions else max(versions)
-        return s, channel, versions, champion
+        return s, channel, versions, champion_of(s, name, versions, channel.state(name))
 
     def change(name: str, kind: str, version: int | None, build: Callable[[ControlState, int], ControlState]) -> None:
         s, channel, versions, _ = context(name)
@@ -56,8 +54,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
             raise ConfigError(f"{name} has no version {version} in {s.models.dir} (versions: {versions})")
 
         def apply(state: ControlState) -> ControlState:
-            pinned = state.pin if state.generation else s.models.pins.get(name)
-            return build(state, pinned if pinned in versions else max(versions))
+            return build(state, champion_of(s, name, versions, state))
 
         result = channel.update(name, apply)
         assert result is not None
@@ -189,6 +186,17 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
                 *(f"{row[k]:.4f}" if row["labels"] else "-" for k in ("accuracy", "log_loss", "auc")),
             )
         out.print(table)
+
+
+def champion_of(s: Any, name: str, versions: list[int], state: ControlState) -> int:
+    """NAME's champion as every serving mode sees it with ``state`` stored (generation 0: none stored)."""
+    from streamer.wiring.models import configured_serving
+
+    stored = {name: state} if state.generation else {}
+    policy = rollout.effective_serving(configured_serving(s), stored).get(name, Serving())
+    chosen = champion(versions, policy.pin)
+    assert chosen is not None  # versions is never empty here
+    return chosen
 
 
 def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, before: ControlState) -> None:

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import logging
-from typing import Annotated, Any
+import signal
+from typing import Annotated
 
 import typer
 
 from streamer.cli.base import app, settings
+from streamer.wiring.signals import on_stop_signals
 
 
 def _stop_cleanly_until_serving() -> None:
     """SIGTERM or SIGINT while the worker starts (imports, the broker wait, model loading) stops it with exit 0
     at once: nothing has been consumed yet, and a process manager that stops a starting worker sees a clean stop,
     not a death by signal (-15). Each engine replaces these handlers with its own draining ones when it starts."""
-    import signal
 
-    def stop(signum: int, _frame: Any) -> None:
-        logging.getLogger("streamer.worker").info("stopped by %s before serving", signal.Signals(signum).name)
+    def stop(signum: signal.Signals) -> None:
+        logging.getLogger("streamer.worker").info("stopped by %s before serving", signum.name)
         raise SystemExit(0)
 
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, stop)
+    on_stop_signals(stop)
 
 
 @app.command("worker")

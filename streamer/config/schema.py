@@ -53,8 +53,10 @@ class KafkaSettings(_Section):
     rebalance_timeout_ms: int = 6000
     # The broker answers a fetch only after this wait even when data is there (measured on Tansu): keep it low.
     fetch_wait_max_ms: int = 5
-    # Faust engine: the fetch wait while the consumer returns full chunks (a backlog), where larger fetches cost
-    # less per message than low latency buys; back to fetch_wait_max_ms as soon as a chunk comes back short.
+    # Faust engine: the fetch wait while the consumer is behind (core.intake: two chunks in a row not at the high
+    # watermark and full, or a chunk's worth behind), where larger fetches cost less per message than low latency
+    # buys; back to fetch_wait_max_ms at the first chunk that is not behind. librdkafka (the batch engine) reads its
+    # fetch wait once, when its consumer is created: it keeps fetch_wait_max_ms.
     fetch_wait_backlog_ms: int = 500
     # The largest output record (a dead letter carries the request's bytes). 0: each output topic's
     # max.message.bytes as the broker reports it, or 64 MiB where it reports none (the embedded broker).

@@ -89,24 +89,3 @@ class Batcher:
         batch = Records.concat(self._open)
         self._open, self._size, self._deadline = [], 0, None
         return batch
-
-
-class FetchWait:
-    """How long the consumer's fetch may wait for data: short when traffic is light, long under a backlog.
-
-    A broker may answer a fetch only when its wait is over even when data is there (the embedded one does,
-    measured), so a short wait buys latency and costs throughput: more, smaller fetches. The shell reports
-    after each consumed chunk whether the consumer is behind (``update(behind)``: a chunk came back full, or
-    the lag is a chunk or more); after ``raise_after`` such chunks in a row the wait goes to ``backlog_ms``, and
-    the first chunk that is not behind brings it back to ``idle_ms``.
-    """
-
-    __slots__ = ("_full", "backlog_ms", "idle_ms", "raise_after")
-
-    def __init__(self, idle_ms: int, backlog_ms: int, raise_after: int = 2) -> None:
-        self.idle_ms, self.backlog_ms, self.raise_after = idle_ms, backlog_ms, raise_after
-        self._full = 0
-
-    def update(self, behind: bool) -> int:
-        self._full = self._full + 1 if behind else 0
-        return self.backlog_ms if self._full >= self.raise_after else self.idle_ms

@@ -29,6 +29,10 @@ Invariants (``tests/property/test_ledger.py`` drives a ``RuleBasedStateMachine``
 5. The committable offset is one past the last offset of the longest prefix of released batches whose
    outputs were all delivered (a batch with nothing to send is delivered when released). It never passes
    an undelivered output, never goes backwards, and after a failed delivery never passes the failed batch.
+   What is committed is decided here too: ``to_commit()`` (what moved since the last commit) and
+   ``final_commit()`` (the position to commit as the partition goes); once the worker has ``halt``-ed on a
+   fatal error -- this partition's or any other's -- both are None: nothing more is acknowledged, and the next
+   owner re-reads from the last commit and de-duplicates by read-back.
 6. ``stalled_for(now)`` is how long the ledger has held work (an open batch, a batch being scored, a result
    waiting for an earlier one, an undelivered release) without any of it moving: the watchdog's input.
 """
@@ -70,6 +74,13 @@ class ReadBack:
     def highest(self) -> int:
         """No offset above this has an output in the log."""
         return max(self.prediction, self.dead_letter)
+
+    def describe(self) -> dict[str, int]:
+        """What was found, for the assignment log line."""
+        described = {"prediction": self.prediction, "dead_letter": self.dead_letter}
+        if self.exact_above is not None:
+            described.update(committed=self.exact_above + 1, answered_after_commit=len(self.answered))
+        return described
 
 
 @dataclass(slots=True)
@@ -125,6 +136,7 @@ class PartitionLedger(Generic[T]):
         "_committable",
         "_committed",
         "_failed",
+        "_halted",
         "_in_flight",
         "_last_consumed",
         "_last_progress",
@@ -151,6 +163,7 @@ class PartitionLedger(Generic[T]):
         self._last_consumed: int | None = None
         self._last_progress: float | None = None  # None: holds no work
         self._failed = False
+        self._halted = False
         self._revoked = False
 
     # ------------------------------------------------------------------------------------------ batching
@@ -262,10 +275,20 @@ class PartitionLedger(Generic[T]):
         return self._committable
 
     def to_commit(self) -> int | None:
-        """The committable offset if it moved since ``committed`` was last told; else None (nothing to do)."""
-        if self._committable is None or self._committable == self._committed:
+        """The committable offset if it moved since ``committed`` was last told; else None (nothing to do, or
+        halted)."""
+        if self._halted or self._committable is None or self._committable == self._committed:
             return None
         return self._committable
+
+    def final_commit(self) -> int | None:
+        """The position to commit as the partition goes (after ``flush`` and the wait for what was in flight):
+        the committable offset; None before the first, or once halted."""
+        return None if self._halted else self._committable
+
+    def halt(self) -> None:
+        """The worker stops on a fatal error: from now on nothing of this partition is committed."""
+        self._halted = True
 
     def committed(self, offset: int) -> None:
         """The shell committed ``offset`` (a value ``to_commit`` returned) to the group."""

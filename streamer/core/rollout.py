@@ -21,6 +21,7 @@ rolled-back version is remembered; a state survives its JSON round trip.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -103,6 +104,14 @@ class ControlState:
             generation=int(data.get("generation", 0)),
             reason=str(data.get("reason", "")),
         )
+
+
+def effective_serving(configured: Mapping[str, Serving], states: Mapping[str, ControlState]) -> dict[str, Serving]:
+    """How each model is served: its control state where one exists (a command or a rollout wrote it), else the
+    configuration's pins, canary and shadow. Workers, ``serve``, ``batch`` and ``models list`` all apply this."""
+    serving = dict(configured)
+    serving.update({name: state.serving() for name, state in states.items()})
+    return serving
 
 
 def _int_or_none(value: Any) -> int | None:

@@ -4,7 +4,8 @@ A request names its model in its ``model`` field, else in the ``streamer-model``
 default: the configured one, or the only model in the repository. ``name@version`` means exactly that version.
 A bare ``name`` means what the model's ``Serving`` policy says:
 
-- the **champion**: the pinned version if it is loaded, else the highest loaded version;
+- the **champion** (``champion``, the one place this rule is written): the pinned version if it is loaded,
+  else the highest loaded version;
 - unless a **canary** split is set: each version of the split gets the share of keys its weight says, by a
   hash of the request key (of the id for a null key) seeded with the model name, so the same key always gets
   the same version while the weights stay, and raising a canary's weight only moves keys *to* it (the newest
@@ -22,7 +23,7 @@ batch is routed by exactly one policy.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,14 @@ class Serving:
 
     def describe(self) -> dict[str, object]:
         return {"pin": self.pin, "canary": {str(v): w for v, w in self.canary}, "shadow": self.shadow}
+
+
+def champion(versions: Collection[int], pin: int | None) -> int | None:
+    """The version a bare model name serves: ``pin`` if it is among ``versions``, else the highest; None when
+    there is none. Every serving mode and every command that shows the serving version calls this."""
+    if not versions:
+        return None
+    return pin if pin in versions else max(versions)
 
 
 def key_fraction(name: str, key: bytes) -> float:
@@ -96,10 +105,34 @@ class Catalog:
     def serving_version(self, name: str) -> int | None:
         """The champion: the pinned version if loaded, else the highest."""
         versions = self.cards.get(name)
-        if not versions:
-            return None
-        pinned = self.policy(name).pin
-        return pinned if pinned in versions else max(versions)
+        return champion(versions, self.policy(name).pin) if versions else None
+
+    def loaded(self) -> list[tuple[str, int, bool]]:
+        """(name, version, is the champion) of every loaded version."""
+        return [
+            (name, version, self.serving_version(name) == version)
+            for name, versions in self.cards.items()
+            for version in versions
+        ]
+
+    def shares(self) -> list[tuple[str, int, str, float]]:
+        """(name, version, role, share) of what serves traffic: the champion and canaries with their share of
+        keys (summing to 1 per model), a shadow with 1.0 (it scores every request of the champion's)."""
+        shares = []
+        for name, versions in self.cards.items():
+            split = self.split(name)
+            serving = self.serving_version(name)
+            if split is None:
+                shares.append((name, serving, "champion", 1.0))
+            else:
+                lows = (0.0, *split.bounds)
+                highs = (*split.bounds, 1.0)
+                for card, low, high in zip(split.cards, lows, highs, strict=True):
+                    shares.append((name, card.version, "champion" if card.version == serving else "canary", high - low))
+            challenger = self.shadow_of(versions[serving])  # type: ignore[index]
+            if challenger is not None:
+                shares.append((name, challenger.version, "shadow", 1.0))
+        return shares  # type: ignore[return-value]
 
     def split(self, name: str) -> Split | None:
         """The canary split of ``name`` over its loaded versions, or None (the champion serves every key).

@@ -1,7 +1,7 @@
 """The scorer contract: what the scoring graph calls to run one model version over a feature matrix.
 
 ``Scorer.infer(card, matrix)`` is the ``Infer`` of ``core.graph`` (pass ``scorer.infer``). Every implementation
--- ``adapters.onnx_scorer.OnnxScorer`` (ONNX Runtime), ``adapters.serving_models.ModelSet`` (the set a batch is
+-- ``adapters.onnx_scorer.OnnxScorer`` (ONNX Runtime), ``serving.ModelSet`` (the set a batch is
 scored with), ``tests/function_scorer.py`` (plain functions, for tests) -- passes one suite of checks,
 ``tests/contract/scorer_checks.py``:
 

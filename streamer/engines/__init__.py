@@ -1,4 +1,4 @@
-"""What consumes the request topic: the Faust agent (``faust.py``), the confluent-kafka loop for heavy topics
-(``confluent.py``) and files for offline scoring (``offline.py``). Each only consumes, hands ``Records`` to the
-shared pipeline (or scores them directly, offline) and commits what the ledgers say.
+"""What consumes the request topic: the Faust agent (``faust.py``) and the confluent-kafka loop for heavy topics
+(``confluent.py``). Each only consumes, converts what it consumed to ``Records`` through its client's adapter and
+calls the shell they share (``common.py``: pipeline, failure watcher, intake decisions, readiness, commits).
 """

@@ -2,25 +2,27 @@
 
 Measured here: a Faust agent tops out at a few thousand events/s because Faust spends tens of microseconds per
 message in its consumer machinery, while ``Consumer.consume(num_messages=...)`` hands over thousands of
-messages for about the price of one call. This engine keeps everything else identical -- batching, decoding,
-scoring, reorder, keyed emit to the request's partition, dead letters, read-back recovery -- and differs only
-in the consume loop, the rebalance callbacks and its own endpoints and signal handling (no Faust at all).
+messages for about the price of one call. This engine keeps everything else identical -- the shell
+(``engines.common``: pipeline, failure watcher, intake decisions, ``/ready``, the commit path), batching,
+decoding, scoring, reorder, keyed emit to the request's partition, dead letters, read-back recovery -- and
+differs only in the consume loop, the rebalance callbacks and its HTTP server (no Faust at all).
 
-The loop runs on a thread of its own (librdkafka calls block). Each ``consume`` chunk is cut into one
-``Records`` per partition (columns, not objects per message) and handed to the pipeline on the asyncio loop;
-a chunk shorter than asked means the consumer is drained, so open batches close at once. Rebalance callbacks
-run inside ``consume()`` on that thread: ``on_assign`` waits for the read-back before returning, so no record
-of a new partition is consumed before its outputs were read back; ``on_revoke`` has the pipeline finish what
-it holds and commits its final positions synchronously before the partitions go; ``on_lost`` drops them
-without committing. When the pipeline is full the loop stops consuming -- memory stays bounded by the
-pipeline's limit plus librdkafka's prefetch (``queued.max.messages.kbytes``) -- and, if that lasts, pauses its
-partitions and keeps polling so that the group is served (a pause purges the prefetched records, so it is
-not done for every blip).
+The loop runs on a thread of its own (librdkafka calls block). Each ``consume`` chunk (``IntakePolicy.chunk``
+records, waiting at most ``handover_wait_s``) is cut into one ``Records`` per partition and handed to the
+pipeline on the asyncio loop with the intake's verdict (drained: the chunk's partitions are at their high
+watermarks). librdkafka's fetch wait is fixed when its consumer is created, so this engine keeps
+``kafka.fetch_wait_max_ms`` (``core.intake``). Rebalance callbacks run inside ``consume()`` on that thread:
+``on_assign`` waits for the read-back before returning, so no record of a new partition is consumed before its
+outputs were read back; ``on_revoke`` has the pipeline finish what it holds and commits its final positions
+synchronously before the partitions go; ``on_lost`` drops them without committing. When the pipeline is full
+the loop stops consuming -- memory stays bounded by the pipeline's limit plus librdkafka's prefetch
+(``queued.max.messages.kbytes``) -- and, if that lasts, pauses its partitions and keeps polling so that the
+group is served (a pause purges the prefetched records, so it is not done for every blip).
 
-Commits: every ``commit_interval_s`` the loop commits exactly ``pipeline.commits()`` -- the ledgers'
-committable offsets -- and keeps no bookkeeping of its own. With ``kafka.transactional`` outputs and those
-offsets are committed in one transaction every ``transaction_interval_ms`` (``send_offsets_to_transaction`` with
-the consumer's group metadata, so a worker that lost its partitions -- a zombie -- is fenced on Apache Kafka).
+Commits: every ``commit_interval_s`` the loop commits what the ledgers say (the shell's commit path). With
+``kafka.transactional`` outputs and those offsets are committed in one transaction every
+``transaction_interval_ms`` (``send_offsets_to_transaction`` with the consumer's group metadata, so a worker
+that lost its partitions -- a zombie -- is fenced on Apache Kafka).
 """
 
 from __future__ import annotations
@@ -28,46 +30,40 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import signal
 import threading
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamer.adapters.http_endpoints import Endpoints
 from streamer.adapters.kafka_admin import client_config
+from streamer.adapters.kafka_consumer import cached_highwater, records_of
 from streamer.core.errors import OutputError
-from streamer.core.types import Records
-from streamer.pipeline import ScoringPipeline
+from streamer.core.intake import IntakePolicy
+from streamer.engines.common import OnLoop, Shell, WorkerContext, fail, lose, run_on_loop
+from streamer.wiring.signals import on_stop_signals
 
 log = logging.getLogger(__name__)
 
+COMMIT_INTERVAL_S = 1.0
+WATERMARKS_INTERVAL_S = 1.0
 
-def records_of(topic: str, messages: list[Message]) -> list[Records]:
-    """One ``Records`` per partition of a consumed chunk, in consumption order; errors are logged and skipped."""
-    by_partition: dict[int, Records] = {}
-    for message in messages:
-        if message.error() is not None:
-            error = message.error()
-            if error.code() != KafkaError._PARTITION_EOF:
-                log.warning("consume error on %s[%s]: %s", message.topic(), message.partition(), error)
-            continue
-        partition = message.partition()
-        records = by_partition.get(partition)
-        if records is None:
-            records = by_partition[partition] = Records(topic, partition, [], [], [], [], [])
-        records.offsets.append(message.offset())
-        records.keys.append(message.key())
-        records.values.append(message.value())
-        records.timestamps_ms.append(message.timestamp()[1])
-        records.headers.append(message.headers())
-    return list(by_partition.values())
+
+def intake_policy(context: WorkerContext) -> IntakePolicy:
+    worker, kafka = context.settings.worker, context.settings.kafka
+    return IntakePolicy.of(
+        worker.batch_max_size,
+        worker.batch_max_wait_ms / 1000.0,
+        kafka.fetch_wait_max_ms,
+        kafka.fetch_wait_backlog_ms,
+        adjusts_fetch_wait=False,  # librdkafka reads fetch.wait.max.ms once, when the consumer is created
+    )
 
 
 class BatchConsumeLoop:
-    def __init__(self, context: Any, commit_interval_s: float = 1.0) -> None:
+    def __init__(self, context: WorkerContext, commit_interval_s: float = COMMIT_INTERVAL_S) -> None:
         settings = context.settings
         kafka, worker = settings.kafka, settings.worker
         self._topic = settings.topics.requests
@@ -89,28 +85,23 @@ class BatchConsumeLoop:
                 "isolation.level": "read_committed",
             },
         )
-        # Each chunk is one hand-over to the event loop (a thread round trip): large chunks under a backlog.
-        self._chunk = max(worker.batch_max_size * 8, 2000)
-        # consume() returns when it has a full chunk or when this wait is over; the ledgers do the batching.
-        self._wait_s = min(worker.batch_max_wait_ms / 1000.0, 0.005) or 0.001
         self._sink = context.sink
         # In transactional mode a commit is also what makes outputs visible to read_committed consumers.
         self._commit_interval_s = (
             kafka.transaction_interval_ms / 1000 if self._sink.transactional else commit_interval_s
         )
-        self._highwater: dict[int, int] = {}
+        # Written on the consume thread only, read by the loop's lag report: the loop never calls the consumer.
+        self._highwater: dict[int, int | None] = {}
+        self.shell = Shell(context, intake_policy(context), self._highwater.get)
         self._pause_after_s = min(1.0, kafka.rebalance_timeout_ms / 4000)
         self._commit_future: concurrent.futures.Future[None] | None = None
         self._running = False
         self._thread: threading.Thread | None = None
-        self._pipeline: ScoringPipeline | None = None
+        self._on_loop: OnLoop[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.assigned = threading.Event()
 
-    def start(
-        self, pipeline: ScoringPipeline, loop: asyncio.AbstractEventLoop, on_error: Callable[[BaseException], None]
-    ) -> None:
-        self._pipeline, self._loop = pipeline, loop
+    def start(self, loop: asyncio.AbstractEventLoop, on_error: Callable[[BaseException], None]) -> None:
+        self._loop, self._on_loop = loop, run_on_loop(loop)
         self._running = True
 
         def run() -> None:
@@ -130,22 +121,17 @@ class BatchConsumeLoop:
 
     # ------------------------------------------------------------------------------------------ the loop
 
-    def _call(self, coroutine: Coroutine[Any, Any, Any]) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
-
     def _run(self) -> None:
-        assert self._pipeline is not None
-        pipeline = self._pipeline
+        assert self._on_loop is not None
+        on_loop, shell, topic = self._on_loop, self.shell, self._topic
+        pipeline = shell.pipeline
         consumer = Consumer(self._config)
 
         def on_assign(c: Consumer, partitions: list[TopicPartition]) -> None:
-            self._call(pipeline.assign([tp.partition for tp in partitions]))
-            self.assigned.set()
+            on_loop(shell.assign([tp.partition for tp in partitions]))
 
         def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
-            final = self._call(pipeline.revoke([tp.partition for tp in partitions]))
-            self._commit_final(c, final)
+            shell.revoke_from_thread(on_loop, [tp.partition for tp in partitions], self._final_commit(c))
 
         def on_lost(c: Consumer, partitions: list[TopicPartition]) -> None:
             numbers = [tp.partition for tp in partitions]
@@ -155,17 +141,18 @@ class BatchConsumeLoop:
                 error = OutputError(
                     f"partitions {numbers} lost (session expired) with outputs in the open transaction; exiting "
                     "without committing it, the new owner reads back",
-                    topic=self._topic,
+                    topic=topic,
                 )
-                self._call(_run_sync(pipeline.fail, error))
+                fail(on_loop, pipeline, error)
                 return
             log.warning("partitions %s lost (session expired); the new owner reads back their outputs", numbers)
-            self._call(_run_sync(pipeline.lose, numbers))
+            lose(on_loop, pipeline, numbers)
 
-        # Read on this thread only: the consumer's handle is busy while a rebalance callback waits for the loop,
-        # so the loop must never call into it (it did once: a deadlock on the first rebalance).
-        pipeline.highwater = self._highwater.get
-        consumer.subscribe([self._topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        def highwater(partition: int) -> int | None:
+            high = self._highwater[partition] = cached_highwater(consumer, topic, partition)
+            return high
+
+        consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
         last_commit = last_watermarks = time.monotonic()
         paused = False
         full_since: float | None = None
@@ -189,88 +176,83 @@ class BatchConsumeLoop:
                 if paused:
                     consumer.resume(consumer.assignment())
                     paused = False
-                messages = consumer.consume(num_messages=self._chunk, timeout=self._wait_s)
+                messages = consumer.consume(num_messages=shell.intake.chunk, timeout=shell.intake.handover_wait_s)
                 if messages:
-                    chunk = records_of(self._topic, messages)
-                    self._call(pipeline.add(chunk, drained=len(messages) < self._chunk))
+                    chunk = records_of(topic, messages)
+                    if chunk:
+                        verdict = shell.judge(chunk, len(messages), highwater)
+                        on_loop(pipeline.add(chunk, drained=verdict.drained))
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     self._commit(consumer)
                     last_commit = time.monotonic()
-                if time.monotonic() - last_watermarks >= 1.0:
+                if time.monotonic() - last_watermarks >= WATERMARKS_INTERVAL_S:
                     for tp in consumer.assignment():
-                        self._highwater[tp.partition] = consumer.get_watermark_offsets(tp, cached=True)[1]
+                        highwater(tp.partition)
                     last_watermarks = time.monotonic()
-            final = self._call(pipeline.stop())
-            self._commit_final(consumer, final)
+            shell.stop_from_thread(on_loop, self._final_commit(consumer))
         finally:
             consumer.close()
 
     def _commit(self, consumer: Consumer) -> None:
         """Commit what the ledgers say may be committed (in transactional mode, with the open transaction)."""
-        assert self._pipeline is not None
-        pipeline = self._pipeline
-        if self._sink.transactional:
-            # Outputs and offsets in one transaction; the sink produces nothing while it commits (outputs released
-            # meanwhile go into the next one). An empty offset list still commits, to make the outputs written
-            # since visible.
-            # Not waited for: the loop scores (and this thread consumes) while the transaction commits; the next
-            # commit starts only once this one is over.
-            if self._commit_future is None or self._commit_future.done():
-                if self._commit_future is not None:
-                    self._commit_future.result()  # a failed commit raises here: the worker stops
-                metadata = consumer.consumer_group_metadata()
-                assert self._loop is not None
-                self._commit_future = asyncio.run_coroutine_threadsafe(
-                    self._commit_transaction(pipeline, metadata), self._loop
-                )
+        if not self._sink.transactional:
+            assert self._on_loop is not None
+            self.shell.commit_moved_from_thread(self._on_loop, self._commit_offsets(consumer, asynchronous=True))
             return
-        due = self._call(_run_sync(pipeline.commits))
-        self._commit_offsets(consumer, due, asynchronous=True)
-
-    def _commit_final(self, consumer: Consumer, final: dict[int, int]) -> None:
-        """The last commit of partitions that go (revocation, shutdown): synchronous, or the transaction's."""
-        if self._sink.transactional:
+        # Outputs and offsets in one transaction; the sink produces nothing while it commits (outputs released
+        # meanwhile go into the next one). An empty offset list still commits, to make the outputs written since
+        # visible. Not waited for: the loop scores (and this thread consumes) while the transaction commits; the
+        # next commit starts only once this one is over.
+        if self._commit_future is None or self._commit_future.done():
             if self._commit_future is not None:
-                self._commit_future.result()  # transactions commit one after the other
-            offsets = [TopicPartition(self._topic, p, offset) for p, offset in final.items()]
+                self._commit_future.result()  # a failed commit raises here: the worker stops
             metadata = consumer.consumer_group_metadata()
-            self._call(self._sink.commit_transaction(offsets, metadata))
-        else:
-            self._commit_offsets(consumer, final, asynchronous=False)
+            assert self._loop is not None
+            self._commit_future = asyncio.run_coroutine_threadsafe(self._commit_transaction(metadata), self._loop)
 
-    async def _commit_transaction(self, pipeline: ScoringPipeline, metadata: Any) -> None:
+    async def _commit_transaction(self, metadata: Any) -> None:
+        pipeline = self.shell.pipeline
         due = pipeline.commits()
-        offsets = [TopicPartition(self._topic, p, offset) for p, offset in due.items()]
-        await self._sink.commit_transaction(offsets, metadata)
+        await self._sink.commit_transaction(self._partitions(due), metadata)
         pipeline.committed(due)
 
-    def _commit_offsets(self, consumer: Consumer, offsets: dict[int, int], *, asynchronous: bool) -> None:
-        if not offsets:
-            return
-        try:
-            consumer.commit(
-                offsets=[TopicPartition(self._topic, p, offset) for p, offset in offsets.items()],
-                asynchronous=asynchronous,
-            )
-        except KafkaException as exc:  # not fatal: the next owner re-reads from the last commit, de-duplicated
-            log.warning("commit failed: %s", exc)
-            return
-        assert self._pipeline is not None
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._pipeline.committed, offsets)
+    def _final_commit(self, consumer: Consumer) -> Callable[[dict[int, int]], bool]:
+        """The last commit of partitions that go (revocation, shutdown): synchronous, or the transaction's."""
+        if not self._sink.transactional:
+            return self._commit_offsets(consumer, asynchronous=False)
+
+        def commit(final: dict[int, int]) -> bool:
+            if self._commit_future is not None:
+                self._commit_future.result()  # transactions commit one after the other
+            assert self._on_loop is not None
+            self._on_loop(self._sink.commit_transaction(self._partitions(final), consumer.consumer_group_metadata()))
+            return True
+
+        return commit
+
+    def _commit_offsets(self, consumer: Consumer, *, asynchronous: bool) -> Callable[[dict[int, int]], bool]:
+        def commit(offsets: dict[int, int]) -> bool:
+            if not offsets:
+                return True
+            try:
+                consumer.commit(offsets=self._partitions(offsets), asynchronous=asynchronous)
+            except KafkaException as exc:  # not fatal: the next owner re-reads from the last commit, de-duplicated
+                log.warning("commit failed: %s", exc)
+                return False
+            return True
+
+        return commit
+
+    def _partitions(self, offsets: dict[int, int]) -> list[TopicPartition]:
+        return [TopicPartition(self._topic, p, offset) for p, offset in offsets.items()]
 
 
-async def _run_sync(function: Callable[..., Any], *args: Any) -> Any:
-    """Run a plain function on the loop (ledger state is the loop's: the consume thread never touches it)."""
-    return function(*args)
-
-
-def run_batch_engine(context: Any) -> None:
+def run_batch_engine(context: WorkerContext) -> None:
     asyncio.run(_serve(context))
 
 
-async def _serve(context: Any) -> None:
-    """Engine ``batch``: the confluent-kafka loop, our own HTTP endpoints and signal handling, no Faust.
+async def _serve(context: WorkerContext) -> None:
+    """Engine ``batch``: the confluent-kafka loop, our own HTTP endpoints, no Faust.
 
     Faust's consumer refuses to start with nothing to subscribe to, and this engine consumes the request topic
     itself; running Faust only for its web server would cost a second group membership and a thread for
@@ -278,30 +260,19 @@ async def _serve(context: Any) -> None:
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
+    on_stop_signals(lambda _: loop.call_soon_threadsafe(stop.set))
     batch_loop = BatchConsumeLoop(context)
-    pipeline = context.make_pipeline()
-
-    def readiness() -> dict[str, Any] | None:
-        context.health.assigned = batch_loop.assigned.is_set()
-        return context.health.readiness()
-
+    pipeline = batch_loop.shell.start()
     endpoints = Endpoints(
         context.port,
         context.metrics.exposition,
         context.metrics_content_type,
-        readiness,
+        context.readiness.answer,
         host=context.settings.worker.metrics_host,
     )
     endpoints.start()
-    pipeline.start()
-    batch_loop.start(pipeline, loop, pipeline.fail)
-    failed = loop.create_task(pipeline.wait_failed())
-    stopping = loop.create_task(stop.wait())
-    await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
-    if failed.done():
-        context.fatal(failed.result())
+    batch_loop.start(loop, pipeline.fail)
+    await stop.wait()  # a fatal error ends the process from the shell's failure watcher
     log.info("stopping: draining in-flight batches, committing")
     # The consume thread drains and commits; past worker.drain_timeout_s the worker exits without waiting for it
     # (what it held is re-read by the next owner and de-duplicated).

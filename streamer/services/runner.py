@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from streamer.core.errors import StreamerError
 
@@ -118,6 +119,12 @@ class Service:
                 self.on_fatal(self.name, error)
             except Exception:
                 log.exception("service %s: on_fatal failed", self.name)
+
+
+class Stoppable(Protocol):
+    """Anything a composition root starts and must stop at exit (a service, a server, a watcher)."""
+
+    def stop(self) -> None: ...
 
 
 class Background:

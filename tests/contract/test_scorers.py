@@ -3,7 +3,7 @@
 - ``OnnxScorer`` (``adapters.onnx_scorer``) serving the shipped gradient-boosted model and the shipped logistic one;
 - ``OnnxScorer`` serving the logistic graph ``adapters.onnx_logistic.build_logistic`` writes from learnt weights
   (what the online refresher swaps in, ``adapters.online.with_weights``);
-- ``ModelSet`` (``adapters.serving_models``), the set a batch is scored with;
+- ``ModelSet`` (``serving``), the set a batch is scored with;
 - ``FunctionScorer`` (``tests/function_scorer.py``), the pure one.
 
 The declared-graph runner (``core.graph_exec``) and ``ScoringGraph`` consume a scorer (its ``infer``) and expose no

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.core.batching import Batcher, BatchPolicy, FetchWait
+from streamer.core.batching import Batcher, BatchPolicy
 from streamer.core.types import Records
 
 policies = st.builds(BatchPolicy, st.integers(1, 20), st.floats(0, 1, allow_nan=False), st.booleans())
@@ -83,12 +83,3 @@ def test_without_close_when_drained_a_batch_waits_for_its_deadline() -> None:
     batcher.add(chunk(0, 3), 0.0)
     assert batcher.poll(0.0, drained=True) is None
     assert batcher.poll(0.01).offsets == [0, 1, 2]
-
-
-@given(st.lists(st.booleans(), max_size=50), st.integers(1, 4))
-def test_the_fetch_wait_is_long_only_after_enough_full_chunks_in_a_row(fulls: list[bool], after: int) -> None:
-    policy = FetchWait(5, 500, raise_after=after)
-    run = 0
-    for full in fulls:
-        run = run + 1 if full else 0
-        assert policy.update(full) == (500 if run >= after else 5)

@@ -55,6 +55,7 @@ class Incarnation:
     released: list[int] = field(default_factory=list)
     last_committable: int | None = None
     failed: bool = False
+    halted: bool = False
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -176,6 +177,13 @@ class LedgerMachine(RuleBasedStateMachine):
             self.current.failed = True
         self.queues[kind].clear()
 
+    @rule()
+    def the_worker_halts(self) -> None:
+        """A fatal error anywhere in the worker (another partition's failed delivery, a deleted topic): this
+        ledger commits nothing more, neither what moved nor a final position."""
+        self.current.ledger.halt()
+        self.current.halted = True
+
     @rule(landed=st.tuples(st.integers(0, 10), st.integers(0, 10)))
     def crash_and_restart(self, landed: tuple[int, int]) -> None:
         """kill -9: a prefix of what was queued reaches the log, the rest is lost; restart from the commit."""
@@ -227,6 +235,14 @@ class LedgerMachine(RuleBasedStateMachine):
             assert all(a < b for a, b in itertools.pairwise(stable)), log
 
     @invariant()
+    def a_halted_ledger_commits_nothing(self) -> None:
+        ledger = self.current.ledger
+        if self.current.halted:
+            assert ledger.to_commit() is None and ledger.final_commit() is None
+        else:
+            assert ledger.final_commit() == ledger.committable_offset()
+
+    @invariant()
     def stalled_for_is_zero_exactly_when_idle(self) -> None:
         ledger = self.current.ledger
         assert (ledger.stalled_for(self.now + 1.0) == 0.0) == ledger.idle
@@ -235,7 +251,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         """Run to completion without faults: every source offset answered exactly once, of its kind."""
-        if self.current.failed:
+        if self.current.failed or self.current.halted:
             self._crash((0, 0))
         for _ in range(10_000):
             inc = self.current

@@ -129,7 +129,7 @@ def test_the_quality_monitor_exports_each_quantity_of_each_window() -> None:
 
 def test_the_known_label_values_are_the_ones_the_code_uses() -> None:
     """The lists that start at 0 are the model-event types the worker emits and its Redis operations."""
-    emitting = ("app.py", "services/quality_monitor.py", "services/rollout.py", "services/concept_drift.py")
+    emitting = ("wiring/learning.py", "services/quality_monitor.py", "services/rollout.py", "services/concept_drift.py")
     kinds = {
         kind
         for path in emitting

@@ -244,6 +244,26 @@ def test_a_failed_delivery_stops_the_worker_and_commits_nothing_more() -> None:
     asyncio.run(scenario())
 
 
+def test_after_a_fatal_error_no_partition_commits_anything_more_nor_at_revocation() -> None:
+    """The ledgers decide it (halted), not the engine: partition 1's delivered batch is not committed once
+    partition 0's delivery failed, neither by the periodic commit nor as a final position."""
+
+    async def scenario() -> None:
+        pipeline, sink, _ = await make()
+        await pipeline.add([records(1, [0, 1])])
+        await settle()
+        sink.sent[0][1](None)
+        assert pipeline.commits() == {1: 2}
+        await pipeline.add([records(0, [0, 1])])
+        await settle()
+        sink.sent[1][1](OutputError("broker said no"))
+        assert pipeline.failure is not None
+        assert pipeline.commits() == {}
+        assert await pipeline.revoke([0, 1]) == {}
+
+    asyncio.run(scenario())
+
+
 def test_an_exception_in_a_callback_stops_the_worker_instead_of_wedging_a_partition() -> None:
     class Exploding:
         def on_released(self, release: Any, out: Any) -> None:

@@ -1,0 +1,211 @@
+"""The shell both engines share: what a worker hands an engine, and everything an engine does besides consuming.
+
+An engine (``faust.py``: Faust's agent on aiokafka; ``confluent.py``: a librdkafka consume loop) only consumes,
+converts what it consumed to ``Records`` (its client's adapter: ``adapters.faust_consumer``,
+``adapters.kafka_consumer``) and calls into this shell, which owns the rest, once for both:
+
+- **the pipeline and its failure watcher** (``Shell.start``): built on the engine's running loop; the first
+  fatal error of the data path stops the worker with its exit code (``WorkerContext.fatal``);
+- **intake** (``Shell.judge``): per consumed chunk, drained or not and the fetch wait wanted next, decided by
+  ``core.intake.IntakePolicy`` from the partitions' lag;
+- **readiness** (``Readiness``): ``/ready`` is 503 ``starting`` until the first assignment was read back,
+  200 with the partitions after, 503 ``failed`` for good after a fatal error -- one body for both engines'
+  HTTP servers;
+- **the commit path** (``Shell.commit_moved``, ``Shell.revoke``, ``Shell.stop``), step by step:
+
+  1. the ledgers say what may be committed (``ScoringPipeline.commits``: positions that moved; nothing after
+     a fatal error -- the ledger decides, ``PartitionLedger.halt``);
+  2. the engine's ``commit`` callable commits them with its own client: Faust's consumer on the event loop,
+     librdkafka's on the consume thread (the only thread that may touch that consumer: the ``*_from_thread``
+     variants run step 1 on the loop and step 2 on the calling thread);
+  3. only after a commit that succeeded are the ledgers told (``ScoringPipeline.committed``); a failed commit
+     is logged, not fatal -- the next owner re-reads from the last commit and de-duplicates by read-back.
+
+  Partitions that go (revocation, shutdown) are first finished -- every batch handed in scored and its
+  outputs delivered -- and then committed at their final positions: revoke, then commit, never the other way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass, field
+from typing import Any, NoReturn, TypeVar
+
+from streamer.adapters.kafka_producer import KafkaOutputSink
+from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
+from streamer.config import Settings
+from streamer.core.errors import FatalError
+from streamer.core.intake import ChunkVerdict, IntakePolicy, lag
+from streamer.core.types import Records
+from streamer.pipeline import ScoringPipeline
+from streamer.services.runner import Stoppable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Highwater = Callable[[int], int | None]  # partition -> high watermark as the client last saw it (None: unknown)
+AsyncCommit = Callable[[dict[int, int]], Awaitable[bool]]  # partition -> next offset; True once committed
+SyncCommit = Callable[[dict[int, int]], bool]
+OnLoop = Callable[[Coroutine[Any, Any, T]], T]  # run a coroutine on the engine's loop from another thread, wait
+
+HEALTH_BODY = {"status": "ok"}
+
+
+@dataclass(slots=True)
+class Readiness:
+    """What ``/ready`` says: ready once partitions were assigned (and read back), never again after a fatal
+    error."""
+
+    assigned: bool = False
+    fatal: str | None = None
+    partitions: Callable[[], list[int]] = list
+
+    def answer(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, JSON body)."""
+        if self.fatal is not None:
+            return 503, {"status": "failed"}
+        if not self.assigned:
+            return 503, {"status": "starting"}
+        return 200, {"status": "ready", "partitions": self.partitions()}
+
+
+@dataclass(slots=True)
+class WorkerContext:
+    """Everything an engine needs, wired (``app.py``): it only consumes, hands records to the shell, commits."""
+
+    settings: Settings
+    bootstrap: str
+    port: int
+    metrics: WorkerMetrics
+    sink: KafkaOutputSink
+    readiness: Readiness
+    make_pipeline: Callable[[], ScoringPipeline]
+    metrics_content_type: str = CONTENT_TYPE
+    started: list[Stoppable] = field(default_factory=list)
+
+    def fatal(self, error: BaseException) -> NoReturn:
+        """Stop hard: nothing more is acknowledged; the next owner of the partitions reads back the outputs."""
+        code = error.exit_code if isinstance(error, FatalError) else 1
+        self.readiness.fatal = str(error)
+        log.critical("fatal (exit %s): %s", code, error)
+        logging.shutdown()
+        os._exit(code)
+
+
+class Shell:
+    """One engine run: its pipeline, failure watcher, intake decisions and commit path."""
+
+    def __init__(self, context: WorkerContext, intake: IntakePolicy, highwater: Highwater) -> None:
+        self.context = context
+        self.intake = intake
+        self._fetch_wait = intake.fetch_wait()
+        self._highwater = highwater
+        self._pipeline: ScoringPipeline | None = None
+        self._tasks: list[asyncio.Task[Any]] = []  # held here: the loop keeps only weak references to tasks
+
+    @property
+    def pipeline(self) -> ScoringPipeline:
+        if self._pipeline is None:
+            raise RuntimeError("the engine shell has not started")
+        return self._pipeline
+
+    @property
+    def started(self) -> bool:
+        return self._pipeline is not None
+
+    def start(self) -> ScoringPipeline:
+        """Build and start the pipeline on the running loop, and watch it for a fatal error."""
+        if self._pipeline is not None:
+            return self._pipeline
+        pipeline = self._pipeline = self.context.make_pipeline()
+        pipeline.highwater = self._highwater
+        pipeline.start()
+        self.context.readiness.partitions = lambda: pipeline.assigned
+        watcher = asyncio.get_running_loop().create_task(pipeline.wait_failed(), name="streamer-failure")
+        watcher.add_done_callback(lambda done: None if done.cancelled() else self.context.fatal(done.result()))
+        self._tasks.append(watcher)
+        return pipeline
+
+    # ------------------------------------------------------------------------------------------ intake
+
+    def judge(self, chunk: list[Records], consumed: int, highwater: Highwater | None = None) -> ChunkVerdict:
+        """The verdict on a chunk of ``consumed`` records (``chunk``: one ``Records`` per partition), from each
+        partition's lag as ``highwater`` (default: the shell's) says; call it from one thread only."""
+        high = highwater or self._highwater
+        lags = [lag(high(records.partition), records.offsets[-1]) for records in chunk]
+        return self.intake.judge(consumed, lags, self._fetch_wait)
+
+    async def assign(self, partitions: Iterable[int]) -> None:
+        """Take partitions (read back first); the worker is ready once the first assignment is taken."""
+        await self.pipeline.assign(partitions)
+        self.context.readiness.assigned = True
+
+    # ------------------------------------------------------------------------------------------ commits
+
+    async def commit_moved(self, commit: AsyncCommit) -> None:
+        """Steps 1-3 on the loop: commit the positions that moved."""
+        due = self.pipeline.commits()
+        if due and await commit(due):
+            self.pipeline.committed(due)
+
+    def commit_every(self, commit: AsyncCommit, interval_s: float) -> None:
+        """Commit what moved every ``interval_s``, on the loop, for as long as the loop runs."""
+
+        async def every() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                await self.commit_moved(commit)
+
+        self._tasks.append(asyncio.get_running_loop().create_task(every(), name="streamer-commit"))
+
+    async def revoke(self, partitions: Iterable[int], commit: AsyncCommit) -> None:
+        """Finish the partitions that go, then commit their final positions."""
+        await commit(await self.pipeline.revoke(list(partitions)))
+
+    async def stop(self, commit: AsyncCommit, timeout_s: float) -> None:
+        """Finish everything held (within ``timeout_s``, else abandon it: the next owner re-reads and
+        de-duplicates), then commit the final positions."""
+        try:
+            final = await asyncio.wait_for(self.pipeline.stop(), timeout=timeout_s)
+        except TimeoutError:
+            log.warning("in-flight batches abandoned at shutdown; their requests will be re-read and de-duplicated")
+            return
+        await commit(final)
+
+    def commit_moved_from_thread(self, on_loop: OnLoop[Any], commit: SyncCommit) -> None:
+        """Steps 1-3 for a client owned by the calling thread: the ledgers are asked and told on the loop."""
+        due = on_loop(_call(self.pipeline.commits))
+        if due and commit(due):
+            on_loop(_call(self.pipeline.committed, due))
+
+    def revoke_from_thread(self, on_loop: OnLoop[Any], partitions: Iterable[int], commit: SyncCommit) -> None:
+        commit(on_loop(self.pipeline.revoke(list(partitions))))
+
+    def stop_from_thread(self, on_loop: OnLoop[Any], commit: SyncCommit) -> None:
+        commit(on_loop(self.pipeline.stop()))
+
+
+async def _call(function: Callable[..., T], *args: Any) -> T:
+    """A plain function run on the loop (ledger state is the loop's: other threads never touch it)."""
+    return function(*args)
+
+
+def run_on_loop(loop: asyncio.AbstractEventLoop) -> OnLoop[Any]:
+    """``OnLoop`` for ``loop``: submit a coroutine from another thread and wait for its result."""
+
+    def run(coroutine: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coroutine, loop).result()
+
+    return run
+
+
+def lose(on_loop: OnLoop[Any], pipeline: ScoringPipeline, partitions: list[int]) -> None:
+    """Partitions lost without a chance to finish (session expired): dropped, nothing committed."""
+    on_loop(_call(pipeline.lose, partitions))
+
+
+def fail(on_loop: OnLoop[Any], pipeline: ScoringPipeline, error: BaseException) -> None:
+    on_loop(_call(pipeline.fail, error))
