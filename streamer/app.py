@@ -151,11 +151,12 @@ class Health:
     assigned: bool = False
     fatal: str | None = None
     partitions: Callable[[], list[int]] = list
+    worker: str = ""  # the worker's id (worker.worker_id())
 
     def readiness(self) -> dict[str, Any] | None:
         if self.fatal is not None or not self.assigned:
             return None
-        return {"status": "ready", "partitions": self.partitions()}
+        return {"status": "ready", "worker": self.worker, "partitions": self.partitions()}
 
 
 @dataclass(slots=True)
@@ -277,7 +278,7 @@ def run(settings: Settings) -> None:
         read_back, bootstrap, kafka.client, worker.group_id, topics.requests, topics.predictions, topics.dlq
     )
     policy = worker.batch_policy()
-    health = Health()
+    health = Health(worker=worker.worker_id())
     port = worker.metrics_port or free_port()
     context = WorkerContext(settings, bootstrap, port, metrics, sink, health, lambda: pipeline_of())
 
@@ -322,8 +323,9 @@ def run(settings: Settings) -> None:
         context.started.append(oip)
         print(f"oip: {oip.url}/v2", flush=True)
     log.info(
-        "worker starting: engine=%s group=%s requests=%s (%s partitions) models=%s output limits=%s "
+        "worker %s starting: engine=%s group=%s requests=%s (%s partitions) models=%s output limits=%s "
         "metrics=http://127.0.0.1:%s/metrics",
+        health.worker,
         worker.engine,
         worker.group_id,
         topics.requests,
@@ -391,7 +393,9 @@ class _Quality:
             self.store = RedisStateStore.from_settings(
                 settings.redis, windows=parse_windows(settings.evaluation.windows)
             )
-        self.events = ModelEvents(self._events_producer, settings.topics.model_events, self.store, metrics)
+        self.events = ModelEvents(
+            self._events_producer, settings.topics.model_events, self.store, metrics, settings.worker.worker_id()
+        )
         online = [m for versions in scan.loaded.values() for m in versions.values() if m.card.online is not None]
         if self.store is not None:
             self._start_redis_side(settings, bootstrap, self.store, metrics, online)

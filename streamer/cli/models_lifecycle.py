@@ -45,24 +45,35 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
             raise ConfigError(f"no model named {name!r} in {s.models.dir}")
         store = RedisStateStore.from_settings(s.redis)
         channel = ControlChannel(store.client, store.prefix)
-        state = channel.state(name)
-        pinned = state.pin if state.generation else s.models.pins.get(name)
-        champion = pinned if pinned in versions else max(versions)
-        return s, channel, versions, champion
+        pinned = _pinned(channel.state(name), s.models.pins.get(name), versions)
+        return s, channel, versions, pinned if pinned is not None else max(versions)
 
-    def change(name: str, kind: str, version: int | None, build: Callable[[ControlState, int], ControlState]) -> None:
+    def change(
+        name: str,
+        kind: str,
+        version: int | None,
+        build: Callable[[ControlState, int], ControlState],
+        trial: bool = False,
+    ) -> None:
+        """One compare-and-set of ``name``'s shared state; ``trial``: ``version`` goes on trial beside a pinned
+        champion (refused without a pin: ``_trial_problem``)."""
         s, channel, versions, _ = context(name)
         if version is not None and version not in versions:
             raise ConfigError(f"{name} has no version {version} in {s.models.dir} (versions: {versions})")
 
-        def apply(state: ControlState) -> ControlState:
-            pinned = state.pin if state.generation else s.models.pins.get(name)
-            return build(state, pinned if pinned in versions else max(versions))
+        def champion_of(state: ControlState) -> int:
+            pinned = _pinned(state, s.models.pins.get(name), versions)
+            if trial:
+                assert version is not None
+                problem = _trial_problem(name, kind, version, pinned, versions)
+                if problem is not None:
+                    raise ConfigError(problem)
+            return pinned if pinned is not None else max(versions)
 
-        result = channel.update(name, apply)
+        result = channel.update(name, lambda state: build(state, champion_of(state)))
         assert result is not None
         before, after = result
-        _emit(s, kind, name, str(version if version is not None else after.pin), after, before)
+        _emit(s, kind, name, str(version if version is not None else after.pin), after, champion_of(before))
         out.print(
             f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
             + (f", canary {dict(after.canary)}" if after.canary else "")
@@ -95,7 +106,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         version: int,
         weight: Annotated[float, typer.Option(help="Share of keys VERSION serves (sticky per key).")] = 0.1,
     ) -> None:
-        """Serve VERSION of NAME to a share of keys beside the champion."""
+        """Serve VERSION of NAME to a share of keys beside the pinned champion (pin one first: models pin)."""
         if not 0 < weight < 1:
             raise ConfigError(f"models canary: --weight must be in (0, 1), got {weight}")
         change(
@@ -103,16 +114,18 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
             "model-canary",
             version,
             lambda state, champion: rollout.trial(state, champion, version, "canary", weight, f"canary {weight}"),
+            trial=True,
         )
 
     @models_app.command("shadow")
     def models_shadow(name: str, version: int) -> None:
-        """Score every request of NAME's champion with VERSION too; its outputs go to the shadow topic."""
+        """Score every request of NAME's pinned champion with VERSION too; its outputs go to the shadow topic."""
         change(
             name,
             "model-shadow",
             version,
             lambda state, champion: rollout.trial(state, champion, version, "shadow", 0.0, "shadow by command"),
+            trial=True,
         )
 
     @models_app.command("serving")
@@ -191,7 +204,36 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         out.print(table)
 
 
-def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, before: ControlState) -> None:
+def _pinned(state: ControlState, configured: int | None, versions: list[int]) -> int | None:
+    """The pinned champion on disk: the shared state's pin once there is a state, else the config file's."""
+    pin = state.pin if state.generation else configured
+    return pin if pin in versions else None
+
+
+def _trial_problem(name: str, kind: str, version: int, pinned: int | None, versions: list[int]) -> str | None:
+    """Why ``version`` cannot go on trial (``kind``: a canary or shadow command), with the command to run.
+
+    A trial needs a pinned champion. Without one the workers serve the highest version they loaded, and this
+    command cannot choose the champion for the operator: the version to try usually *is* the highest (dropped in
+    unpinned, it already serves every key), and the highest on disk may be one the workers refused. So the
+    command refuses and names the pin to run; the pin is then a decision of its own, with its own event."""
+    stage = kind.removeprefix("model-")
+    others = [v for v in versions if v != version]
+    if pinned == version:
+        return f"{name} {version} is the pinned champion: a {stage} tries another version beside it"
+    if pinned is not None:
+        return None
+    if not others:
+        return f"{name} has only version {version}: a {stage} needs a champion beside it"
+    suggestion = max(others)
+    return (
+        f"{name} has no pinned champion, so the workers serve its highest version and a version dropped in later "
+        f"would take over under the {stage}: pin the champion first (`streamer models pin {name} {suggestion}`), "
+        f"then run `streamer models {stage} {name} {version}` again"
+    )
+
+
+def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, champion_before: int) -> None:
     """The change as a model-events record, when Kafka is configured (best effort: the change is made)."""
     if not s.kafka.bootstrap:
         return
@@ -206,10 +248,7 @@ def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, befor
         "time": time.time(),
         "worker": f"command@{socket.gethostname()}",
         "by": "command",
-        "generation": after.generation,
-        "champion_before": before.pin,
-        "champion": after.pin,
-        "reason": after.reason,
+        **rollout.change_fields(after, champion_before),
     }
     producer = Producer(client_config(s.kafka.bootstrap, s.kafka.client, **{"socket.timeout.ms": 5000}))
     producer.produce(s.topics.model_events, json.dumps(event).encode(), name.encode())

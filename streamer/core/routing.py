@@ -74,6 +74,11 @@ def key_fractions(name: str, keys: Sequence[bytes]) -> np.ndarray:
     return (h >> _MANTISSA_SHIFT).astype(np.float64) * _UNIT
 
 
+def key_fraction(name: str, key: bytes) -> float:
+    """Where one ``key`` falls in [0, 1) for model ``name``: ``key_fractions`` of one key."""
+    return float(key_fractions(name, [key])[0])
+
+
 @dataclass(frozen=True, slots=True)
 class Split:
     """A canary split over loaded versions: ``cards[k]`` serves fractions in [bounds[k-1], bounds[k])."""
