@@ -172,6 +172,11 @@ class WorkerSettings(_Section):
     # Loopback unless configured, like the metrics (in a container: STREAMER_OIP_HOST=0.0.0.0).
     oip_port: Port = 0
     oip_host: str = "127.0.0.1"
+    # Bounds of the OIP server: open connections (past it, the one idle the longest is closed; with none idle, a
+    # 503), and requests waiting for or in scoring (past it, a 503). 512 stays below a usual limit of 1,024
+    # open files with room for the worker's own.
+    oip_max_connections: AtLeastOne = 512
+    oip_max_queued: AtLeastOne = 1024
 
     def worker_id(self) -> str:
         """``name``, else ``<host>:<pid>``: two workers on one host never share an id."""

@@ -1,40 +1,68 @@
 """The Open Inference Protocol v2 (KServe v2 REST) over HTTP: ``streamer serve`` and a worker's ``oip_port``.
 
-A ``ThreadingHTTPServer`` (HTTP/1.1, keep-alive) on its own thread, the same on both engines: a request thread
-parses the URL and the body's protocol fields (``core.oip``), hands the body to the ``OnDemandScorer``
-(``services.on_demand``: the stream's scoring path, concurrent requests in one micro-batch) and answers in the
-protocol's JSON. Every answer is counted in ``streamer_oip_requests_total{model,version,status}`` and timed in
-``streamer_oip_request_duration_seconds{model}``.
+An aiohttp low-level server (HTTP/1.1, keep-alive) on an event loop of its own, run by a thread of its own: the
+engines run their own loops, and this one never shares them, so a burst of HTTP never delays a Kafka batch and
+the reverse. Per request, on that loop: the body and the URL are read and the body's protocol fields parsed
+(``oip.codec``); the body goes to the ``OnDemandScorer`` (the stream's scoring path: concurrent requests in one
+micro-batch), whose answer is awaited without blocking the loop; the answer is written in the protocol's JSON.
+Every answer to a request that names a model is counted in ``streamer_oip_requests_total{model,version,status}``
+and timed in ``streamer_oip_request_duration_seconds{model}``, from the request read to the answer written.
+
+Bounds, each answered at once rather than by waiting:
+
+- **connections**: at most ``max_connections`` open. A connection past the cap closes the one idle the longest
+  (no request in progress: a keep-alive client between requests, a socket that never sent anything), so
+  thousands of silent sockets cannot lock a real client out; when every open connection has a request in
+  progress, the new one gets a 503 with the protocol's error body and is closed. Both are counted in
+  ``streamer_oip_connections_closed_total{cause}`` (``evicted``, ``at-capacity``).
+- **idle**: a connection with no request in progress for ``idle_timeout_s`` is closed (aiohttp's keep-alive
+  timer, which also runs from the connection's start); a body that does not arrive whole in that time is a 408.
+- **queue**: at most ``max_queued`` requests wait for (or are in) scoring; one more is a 503.
+- **body**: a ``Content-Length`` over ``max_bytes`` is refused before the body is read (the status of the
+  ``too-large`` reason) and its connection closed: an unread body cannot be skipped. A POST without
+  ``Content-Length`` is a 411.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import socket
 import threading
 import time
-from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 from urllib.parse import unquote
 
 import msgspec
+from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
-from streamer.core.errors import UNKNOWN_MODEL, DecodeError
+from streamer.config import WorkerSettings
+from streamer.core.errors import TOO_LARGE, UNKNOWN_MODEL, DecodeError
 from streamer.oip import codec as oip
-from streamer.oip.on_demand import OnDemandScorer
+from streamer.oip.on_demand import Answer, OnDemandScorer
 from streamer.serving import ModelSet
 
 log = logging.getLogger(__name__)
+_SETTINGS = WorkerSettings()  # the defaults of the bounds: worker.oip_max_connections, worker.oip_max_queued
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
 JSON = "application/json"
-IDLE_TIMEOUT_S = 30.0  # a connection silent this long (between or within requests) is closed
 BINARY_HEADER = "Inference-Header-Content-Length"
+IDLE_TIMEOUT_S = 30.0  # a connection without a request in progress this long is closed
+SCORE_TIMEOUT_S = 60.0  # a request not scored in this time is a 503 (the scorer is overloaded or stuck)
+# A connection closed with a request body unread (too large, 411, 408) or refused at capacity first reads and
+# drops what its client still sends this long, so that the client reads the answer rather than a reset.
+LINGER_S = 1.0
+BACKLOG = 1024  # connections the kernel holds before they are accepted (the bench opens 64 at once)
 
 
 class OipObserver(Protocol):
     def on_oip_request(self, model: str, version: str, status: int, seconds: float) -> None: ...
+
+    def on_oip_connection_closed(self, cause: str) -> None: ...
 
 
 def output_infos(models: ModelSet, ref: str) -> list[oip.OutputInfo]:
@@ -55,6 +83,113 @@ def _has_rules(models: ModelSet, ref: str) -> bool:
     return spec is not None and any(stage.kind == "rules" for stage in spec.stages.values())
 
 
+class Connections:
+    """The open connections, split into busy (a request in progress) and idle, the least recently active idle
+    one first; plus the accepted ones aiohttp has not connected yet (``pending``: the loop accepts a burst of
+    connections before the first of them is connected, so the cap counts them from their acceptance). Used on
+    the server's loop only. A connection closed to make room leaves the counts at once.
+
+    Invariant: ``open`` (idle + busy + pending) never exceeds the cap the server checks before admitting."""
+
+    def __init__(self) -> None:
+        self.idle: dict[RequestHandler, None] = {}  # insertion order: least recently active first
+        self.busy: set[RequestHandler] = set()
+        self.pending: dict[RequestHandler, None] = {}  # accepted, not connected yet; oldest first
+        self._doomed: set[RequestHandler] = set()  # evicted while pending: closed as soon as connected
+
+    @property
+    def open(self) -> int:
+        return len(self.idle) + len(self.busy) + len(self.pending)
+
+    def admitted(self, connection: RequestHandler) -> None:
+        self.pending[connection] = None
+
+    def opened(self, connection: RequestHandler) -> None:
+        if connection in self._doomed:  # closed once aiohttp has set it up (it starts it after this call)
+            self._doomed.discard(connection)
+            asyncio.get_running_loop().call_soon(connection.force_close)
+        elif self.pending.pop(connection, 0) is None:
+            self.idle[connection] = None
+
+    def closed(self, connection: RequestHandler) -> None:
+        self.idle.pop(connection, None)
+        self.pending.pop(connection, None)
+        self.busy.discard(connection)
+        self._doomed.discard(connection)
+
+    def working(self, connection: RequestHandler) -> None:
+        if connection in self.idle:  # else closed, or evicted: not counted again
+            del self.idle[connection]
+            self.busy.add(connection)
+
+    def rested(self, connection: RequestHandler) -> None:
+        if connection in self.busy:
+            self.busy.discard(connection)
+            self.idle[connection] = None
+
+    def evict_idle(self) -> bool:
+        """Close the connection idle the longest (else the oldest not yet connected: it has sent nothing
+        either); False when every connection has a request in progress."""
+        if self.idle:
+            connection = next(iter(self.idle))
+            del self.idle[connection]
+            connection.force_close()
+            return True
+        if self.pending:  # also where one whose connection never came (a failed transport) leaves
+            connection = next(iter(self.pending))
+            del self.pending[connection]
+            self._doomed.add(connection)
+            return True
+        return False
+
+
+class _Server(web.Server):
+    """aiohttp's low-level server telling ``Connections`` when a connection opens and closes."""
+
+    def __init__(self, handler: Any, connections: Connections, **kwargs: Any) -> None:
+        super().__init__(handler, **kwargs)
+        self.book = connections
+
+    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
+        super().connection_made(handler, transport)
+        self.book.opened(handler)
+
+    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
+        super().connection_lost(handler, exc)
+        self.book.closed(handler)
+
+
+class _Refused(asyncio.Protocol):
+    """A connection past the cap while every slot is busy: a 503 in the protocol's JSON, then closed (after
+    reading what the client sends for a moment, so that it reads the answer rather than a reset)."""
+
+    def __init__(self, response: bytes) -> None:
+        self._response = response
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        transport.write(self._response)
+        if transport.can_write_eof():
+            transport.write_eof()
+        self._timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+
+    def data_received(self, data: bytes) -> None:  # the request it will not get an answer to
+        pass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+
+
+class _ClientErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """aiohttp reports a malformed request (a client's fault, answered 400) with ``logger.exception``: one DEBUG
+    line here, not an ERROR with a traceback per bad client."""
+
+    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: Any) -> None:
+        self.debug(msg, *args, **kwargs)
+
+
 class OipServer:
     def __init__(
         self,
@@ -67,123 +202,170 @@ class OipServer:
         metrics_page: Callable[[], tuple[bytes, str]] | None = None,
         max_bytes: int = 1_048_576,
         server_version: str = "0",
+        *,
+        max_connections: int = _SETTINGS.oip_max_connections,
+        max_queued: int = _SETTINGS.oip_max_queued,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self._models, self._scorer, self._ready = models, scorer, ready
         self._observer, self._metrics_page, self._max_bytes = observer, metrics_page, max_bytes
         self._server_version = server_version
+        self._max_connections, self._max_queued, self._idle_timeout_s = max_connections, max_queued, idle_timeout_s
         self._datatypes: dict[tuple[str, int], dict[str, str]] = {}
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True
-            # A keep-alive connection idle (or trickling) this long is closed: a thread per connection must not
-            # be held forever by clients that went quiet.
-            timeout = IDLE_TIMEOUT_S
-
-            def do_GET(self) -> None:
-                server._handle(self, "GET")
-
-            def do_POST(self) -> None:
-                server._handle(self, "POST")
-
-            def do_PUT(self) -> None:
-                server._handle(self, "PUT")
-
-            def do_DELETE(self) -> None:
-                server._handle(self, "DELETE")
-
-            def log_message(self, format: str, *args: Any) -> None:  # no log line per request
-                pass
-
-            def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-                """What http.server answers itself (a malformed request line or header) as the protocol's JSON."""
-                body = oip.error_body(message or self.responses.get(code, ("error",))[0])
-                self.close_connection = True
-                try:
-                    self.send_response(code, message)
-                    self.send_header("Content-Type", JSON)
-                    self.send_header("Content-Length", str(len(body)))
-                    self.send_header("Connection", "close")
-                    self.end_headers()
-                    if self.command != "HEAD" and code >= 200 and code not in (204, 304):
-                        self.wfile.write(body)
-                except OSError:
-                    pass
-
-        class Server(ThreadingHTTPServer):
-            daemon_threads = True
-            request_queue_size = 1024  # many clients connect at once (the bench opens 64)
-
-        self._server = Server((host, port), Handler)
+        self.connections = Connections()
+        self._queued = 0  # requests waiting for or in scoring (the loop's own count: no lock)
+        body = oip.error_body(
+            f"at capacity: all {max_connections} connections have a request in progress "
+            "(worker.oip_max_connections); retry later"
+        )
+        self._at_capacity = (
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode() + body
+        # Bound now, so that the port is known (and taken) before start().
+        self._socket = socket.create_server((host, port), backlog=BACKLOG)
         self.host = host
-        self.port = self._server.server_address[1]
-        self._thread = threading.Thread(target=self._server.serve_forever, name="streamer-oip", daemon=True)
+        self.port = self._socket.getsockname()[1]
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._run, name="streamer-oip", daemon=True)
+        self._opened = threading.Event()
+        self._open_error: BaseException | None = None
+        self._web: _Server | None = None
+        self._listener: asyncio.Server | None = None
 
     @property
     def url(self) -> str:
         shown = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
         return f"http://{shown}:{self.port}"
 
+    @property
+    def queued(self) -> int:
+        """Requests waiting for or in scoring now."""
+        return self._queued
+
     def start(self) -> None:
         self._scorer.start()
         self._thread.start()
+        self._opened.wait()
+        if self._open_error is not None:
+            raise self._open_error
 
     def stop(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._scorer.stop()
+        """No new connection; requests queued for scoring answered 503 at once; the answers in progress
+        written (up to 2 s), then every connection closed and the loop ended."""
+        if not self._thread.is_alive():
+            self._scorer.stop()
+            self._socket.close()
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), self._loop).result(15)
+        except Exception as exc:  # stopping goes on: the process is ending
+            log.warning("the OIP server did not close cleanly: %r", exc)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        try:
+            self._loop.run_until_complete(self._open())
+        except BaseException as exc:
+            self._open_error = exc
+            self._opened.set()
+            return
+        self._opened.set()
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
+
+    async def _open(self) -> None:
+        self._web = _Server(
+            self._handle,
+            self.connections,
+            keepalive_timeout=self._idle_timeout_s,
+            lingering_time=LINGER_S,
+            access_log=None,
+            logger=_ClientErrors(log, {}),
+        )
+        loop = asyncio.get_running_loop()
+        self._listener = await loop.create_server(self._connection, sock=self._socket, backlog=BACKLOG)
+
+    async def _close(self) -> None:
+        assert self._listener is not None and self._web is not None
+        self._listener.close()
+        await asyncio.to_thread(self._scorer.stop)  # joins the batching thread: off this loop
+        await self._web.shutdown(2.0)
+
+    def _connection(self) -> asyncio.BaseProtocol:
+        """The protocol of a new connection: aiohttp's, after making room under the cap, else a 503."""
+        assert self._web is not None
+        if self.connections.open >= self._max_connections:
+            if not self.connections.evict_idle():
+                self._count_closed("at-capacity")
+                return _Refused(self._at_capacity)
+            self._count_closed("evicted")
+        connection = self._web()
+        self.connections.admitted(connection)
+        return connection
+
+    def _count_closed(self, cause: str) -> None:
+        if self._observer is not None:
+            self._observer.on_oip_connection_closed(cause)
 
     # ------------------------------------------------------------------------------------------- requests
 
-    def _handle(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
         started = time.perf_counter()
+        connection = request.protocol
+        self.connections.working(connection)
         model, version = "", ""
         try:
-            body = self._body(handler)
-            # model names are directory names (no "/"): the whole path can be percent-decoded at once
-            route = oip.route(method, unquote(handler.path.split("?", 1)[0]))
-            model, version = route.model or "", str(route.version) if route.version is not None else ""
-            status, payload, content_type, version = self._answer(route, body, handler, version)
-        except oip.OipError as exc:
-            status, payload, content_type = exc.status, exc.body(), JSON
-        except Exception as exc:  # a bug: the protocol's 500, one log line with the traceback
-            log.exception("OIP request %s %s failed", method, handler.path)
-            status, payload, content_type = 500, oip.error_body(f"internal error: {exc!r}"), JSON
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", content_type)
-            handler.send_header("Content-Length", str(len(payload)))
-            handler.end_headers()
-            handler.wfile.write(payload)
-        except OSError:  # the client went away
-            handler.close_connection = True
-        if model and self._observer is not None:
-            self._observer.on_oip_request(model, version, status, time.perf_counter() - started)
+            try:
+                body = await self._body(request)
+                # model names are directory names (no "/"): the whole path can be percent-decoded at once
+                route = oip.route(request.method, unquote(request.raw_path.split("?", 1)[0]))
+                model, version = route.model or "", str(route.version) if route.version is not None else ""
+                status, payload, content_type, version = await self._answer(route, body, request.headers, version)
+            except oip.OipError as exc:
+                status, payload, content_type = exc.status, exc.body(), JSON
+            except Exception as exc:  # a bug: the protocol's 500, one log line with the traceback
+                log.exception("OIP request %s %s failed", request.method, request.raw_path)
+                status, payload, content_type = 500, oip.error_body(f"internal error: {exc!r}"), JSON
+            response = web.Response(status=status, body=payload, headers={"Content-Type": content_type})
+            if not request.content.at_eof():
+                response.force_close()  # the body was not read: where the next request starts is unknown
+            try:
+                await response.prepare(request)
+                await response.write_eof()
+            except ConnectionError:  # the client went away
+                pass
+            if model and self._observer is not None:
+                self._observer.on_oip_request(model, version, status, time.perf_counter() - started)
+            return response
+        finally:
+            self.connections.rested(connection)
 
-    def _body(self, handler: BaseHTTPRequestHandler) -> bytes:
-        length_text = handler.headers.get("Content-Length")
-        if length_text is None:
-            if handler.command == "POST":
-                handler.close_connection = True
+    async def _body(self, request: web.BaseRequest) -> bytes:
+        length = request.content_length
+        if length is None:
+            if request.method == "POST":
                 raise oip.OipError(411, "a request body needs Content-Length")
             return b""
-        try:
-            length = int(length_text)
-        except ValueError:
-            length = -1
-        if length < 0:
-            handler.close_connection = True  # where the next request starts is unknown
-            raise oip.OipError(400, f"Content-Length {length_text!r} is not a length")
         if length > self._max_bytes:
-            handler.close_connection = True  # the body is not read: the connection cannot be reused
             raise oip.OipError.of(
-                DecodeError("too-large", f"the request has {length} bytes, over the limit of {self._max_bytes}")
+                DecodeError(TOO_LARGE, f"the request has {length} bytes, over the limit of {self._max_bytes}")
             )
-        return handler.rfile.read(length) if length > 0 else b""
+        if length == 0:
+            return b""
+        try:
+            return await asyncio.wait_for(request.content.readexactly(length), self._idle_timeout_s)
+        except TimeoutError:
+            raise oip.OipError(408, f"the body did not arrive within {self._idle_timeout_s:g} s") from None
+        except asyncio.IncompleteReadError:
+            raise oip.OipError(400, f"the body ended before its Content-Length of {length}") from None
 
-    def _answer(
-        self, route: oip.Route, body: bytes, handler: BaseHTTPRequestHandler, version: str
+    async def _answer(
+        self, route: oip.Route, body: bytes, headers: Mapping[str, str], version: str
     ) -> tuple[int, bytes, str, str]:
         kind = route.kind
         if kind == "live":
@@ -213,12 +395,7 @@ class OipServer:
         if kind == "model":
             ref = f"{route.model}@{shown}"
             metadata = oip.model_metadata(
-                route.model,
-                versions,
-                serving,
-                route.version,
-                output_infos(models, ref),
-                _has_rules(models, ref),
+                route.model, versions, serving, route.version, output_infos(models, ref), _has_rules(models, ref)
             )
             return 200, _encode(metadata), JSON, str(shown)
         if kind == "model_ready":
@@ -227,14 +404,14 @@ class OipServer:
             return 200, _encode({"name": route.model, "ready": True}), JSON, str(shown)
         if not self._ready():
             raise oip.OipError(503, "not ready")
-        header_length = handler.headers.get(BINARY_HEADER)
+        header_length = headers.get(BINARY_HEADER)
         if header_length is not None:
             try:
                 body = oip.from_binary(body, int(header_length))
             except ValueError:
                 raise oip.OipError(400, f"{BINARY_HEADER} {header_length!r} is not a number") from None
         head = oip.check_head(body, self._max_bytes)
-        answer = self._scorer.score(body, oip.model_string(route.model, route.version), head.key)
+        answer = await self._scored(body, oip.model_string(route.model, route.version), head.key)
         if answer.error is not None:
             raise oip.OipError.of(answer.error)
         assert answer.body is not None
@@ -243,6 +420,21 @@ class OipServer:
         datatypes = self._output_datatypes(models, prediction["model"], int(served))
         response = oip.response_of(prediction, head.id, head.outputs, datatypes)
         return 200, oip.encode_infer_response(response), JSON, served
+
+    async def _scored(self, body: bytes, model: str, key: bytes | None) -> Answer:
+        """The scorer's answer, awaited on this loop; a 503 at once when ``max_queued`` requests already wait."""
+        if self._queued >= self._max_queued:
+            raise oip.OipError(
+                503, f"the scoring queue is full ({self._queued} requests wait; worker.oip_max_queued): retry later"
+            )
+        self._queued += 1
+        try:
+            future = self._scorer.submit(body, model, key)
+            return await asyncio.wait_for(asyncio.wrap_future(future), SCORE_TIMEOUT_S)
+        except TimeoutError:
+            raise oip.OipError(503, f"not scored within {SCORE_TIMEOUT_S:g} s") from None
+        finally:
+            self._queued -= 1
 
     def _output_datatypes(self, models: ModelSet, name: str, version: int) -> dict[str, str]:
         cached = self._datatypes.get((name, version))

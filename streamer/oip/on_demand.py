@@ -6,7 +6,8 @@ Kafka producer would set it; the routing key from the request's ``parameters.key
 routing (pins, canary, shadow) and model set. What comes back for the row is its prediction body or its
 dead-letter reason.
 
-Batching: request threads hand their record to one batching thread and wait on a future. The thread feeds a
+Batching: the HTTP server hands each record to one batching thread (``submit``) and awaits the future it gets
+back (``score`` waits on it, for a caller on a thread of its own). The thread feeds a
 ``core.batching.Batcher`` with the worker's policy (``batch_max_size``, ``batch_max_wait_ms``,
 ``batch_close_when_drained``): while a batch is being scored, the requests that arrive queue up, and the next
 batch takes all of them (up to ``batch_max_size``) in one scoring call, one ONNX call per model version. With
@@ -14,7 +15,10 @@ batch takes all of them (up to ``batch_max_size``) in one scoring call, one ONNX
 ``batch_max_wait_ms`` bounds the wait otherwise. One batch is scored at a time. (Scoring a lone request on its
 own thread when nothing is queued saves the hand-off at one client, but measured it halves the batching at
 eight: not done.) ``batch_max_size = 1`` turns batching off: each request is
-scored on its own thread (ONNX Runtime runs concurrent calls in parallel).
+scored alone on a thread of a pool (ONNX Runtime runs concurrent calls in parallel).
+
+A future may be cancelled while it waits (its HTTP request timed out or its client went away): the answer is
+then dropped, and the batching thread goes on.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
@@ -63,6 +67,7 @@ class OnDemandScorer:
         self._queue: queue.SimpleQueue[_Queued | None] = queue.SimpleQueue()
         self._offsets = itertools.count()  # next() on a count is atomic: offsets are unique
         self._thread: threading.Thread | None = None
+        self._pool: ThreadPoolExecutor | None = None  # batching off: one request per call, on these threads
         self._stopped = threading.Event()
 
     @property
@@ -73,6 +78,8 @@ class OnDemandScorer:
         if self.batching:
             self._thread = threading.Thread(target=self._run, name="streamer-oip-batch", daemon=True)
             self._thread.start()
+        else:
+            self._pool = ThreadPoolExecutor(thread_name_prefix="streamer-oip-score")
 
     def stop(self) -> None:
         """Stop batching; requests still queued or in the open batch are answered 503 at once, not left to
@@ -81,24 +88,37 @@ class OnDemandScorer:
         self._queue.put(None)
         if self._thread is not None:
             self._thread.join(5)
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)  # a request being scored alone finishes; nothing waits on it here
         while True:
             try:
                 item = self._queue.get_nowait()
             except queue.Empty:
                 break
-            if item is not None and not item[1].done():
-                item[1].set_exception(OipError(503, "the server is stopping"))
+            if item is not None:
+                _settle(item[1], error=OipError(503, "the server is stopping"))
 
-    def score(self, body: bytes, model: str, key: bytes | None = None, timeout_s: float = 60.0) -> Answer:
-        """Score one request body for ``model`` (a model string); blocks until its batch is scored."""
-        if not self.batching:
-            return self._answers(_records([(next(self._offsets), body, model, key)]))[0]
-        future: Future[Answer] = Future()
+    def submit(self, body: bytes, model: str, key: bytes | None = None) -> Future[Answer]:
+        """Queue one request body for ``model`` (a model string); the future is its answer once its batch is
+        scored (``OipError`` 503 when the scorer stops first)."""
         if self._stopped.is_set():
             raise OipError(503, "the server is stopping")
-        self._queue.put(((body, model, key), future))
+        if self._pool is not None:
+            return self._pool.submit(self._one, body, model, key)
+        future: Future[Answer] = Future()
+        if self.batching:
+            self._queue.put(((body, model, key), future))
+        else:  # never started: scored on the caller's thread
+            future.set_result(self._one(body, model, key))
+        return future
+
+    def _one(self, body: bytes, model: str, key: bytes | None) -> Answer:
+        return self._answers(_records([(next(self._offsets), body, model, key)]))[0]
+
+    def score(self, body: bytes, model: str, key: bytes | None = None, timeout_s: float = 60.0) -> Answer:
+        """``submit``, then wait for the answer; ``OipError`` 503 when it is not scored within ``timeout_s``."""
         try:
-            return future.result(timeout_s)
+            return self.submit(body, model, key).result(timeout_s)
         except FutureTimeout:  # the scorer is overloaded or stuck: unavailable, not a bug of this request
             raise OipError(503, f"not scored within {timeout_s:g} s") from None
 
@@ -114,8 +134,7 @@ class OnDemandScorer:
                 item = None
             if item is None and self._stopped.is_set():
                 for future in waiting:  # the open batch: never scored
-                    if not future.done():
-                        future.set_exception(OipError(503, "the server is stopping"))
+                    _settle(future, error=OipError(503, "the server is stopping"))
                 break
             closed = self._take(item, batcher, waiting)
             last = batcher.poll(time.monotonic(), drained=self._queue.empty())
@@ -129,7 +148,7 @@ class OnDemandScorer:
                     log.exception("on-demand batch failed")
                     answers = [Answer(None, DecodeError(SCORING_FAILED, repr(exc)))] * len(batch)
                 for future, answer in zip(futures, answers, strict=True):
-                    future.set_result(answer)
+                    _settle(future, answer)
 
     def _take(self, item: _Queued | None, batcher: Batcher, waiting: list[Future[Answer]]) -> list[Records]:
         """Add ``item`` and everything queued to the open batch; the batches that filled up."""
@@ -161,6 +180,17 @@ class OnDemandScorer:
                 error = scored.errors.get(row) or DecodeError(SCORING_FAILED, "no prediction was produced")
                 answers.append(Answer(None, error))
         return answers
+
+
+def _settle(future: Future[Answer], answer: Answer | None = None, error: BaseException | None = None) -> None:
+    """Give ``future`` its answer or error, unless its waiter gave up on it (cancelled) in the meantime."""
+    try:
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(answer)  # type: ignore[arg-type]
+    except InvalidStateError:
+        pass
 
 
 def _records(requests: list[_Request]) -> Records:

@@ -7,6 +7,7 @@ the example fraud graph (two-phase scoring, then business rules: a ``decision`` 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -44,6 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "STREAMER_MODELS_DIR": str(models),
         "STREAMER_BATCH_MAX_WAIT_MS": "2",
     }
+    environ |= {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}  # the checkout under test
     log_path = root / "serve.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
