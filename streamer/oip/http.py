@@ -52,7 +52,6 @@ _decode = msgspec.json.Decoder().decode
 JSON = "application/json"
 BINARY_HEADER = "Inference-Header-Content-Length"
 IDLE_TIMEOUT_S = 30.0  # a connection without a request in progress this long is closed
-SCORE_TIMEOUT_S = 60.0  # a request not scored in this time is a 503 (the scorer is overloaded or stuck)
 # A connection closed with a request body unread (too large, 411, 408) or refused at capacity first reads and
 # drops what its client still sends this long, so that the client reads the answer rather than a reset.
 LINGER_S = 1.0
@@ -244,7 +243,6 @@ class OipServer:
         return self._queued
 
     def start(self) -> None:
-        self._scorer.start()
         self._thread.start()
         self._opened.wait()
         if self._open_error is not None:
@@ -254,7 +252,6 @@ class OipServer:
         """No new connection; requests queued for scoring answered 503 at once; the answers in progress
         written (up to 2 s), then every connection closed and the loop ended."""
         if not self._thread.is_alive():
-            self._scorer.stop()
             self._socket.close()
             return
         try:
@@ -293,7 +290,7 @@ class OipServer:
     async def _close(self) -> None:
         assert self._listener is not None and self._web is not None
         self._listener.close()
-        await asyncio.to_thread(self._scorer.stop)  # joins the batching thread: off this loop
+        self._scorer.stop()
         await self._web.shutdown(2.0)
 
     def _connection(self) -> asyncio.BaseProtocol:
@@ -422,17 +419,14 @@ class OipServer:
         return 200, oip.encode_infer_response(response), JSON, served
 
     async def _scored(self, body: bytes, model: str, key: bytes | None) -> Answer:
-        """The scorer's answer, awaited on this loop; a 503 at once when ``max_queued`` requests already wait."""
+        """The scorer's answer (scored on this loop); a 503 at once when ``max_queued`` requests already wait."""
         if self._queued >= self._max_queued:
             raise oip.OipError(
                 503, f"the scoring queue is full ({self._queued} requests wait; worker.oip_max_queued): retry later"
             )
         self._queued += 1
         try:
-            future = self._scorer.submit(body, model, key)
-            return await asyncio.wait_for(asyncio.wrap_future(future), SCORE_TIMEOUT_S)
-        except TimeoutError:
-            raise oip.OipError(503, f"not scored within {SCORE_TIMEOUT_S:g} s") from None
+            return await self._scorer.score(body, model, key)
         finally:
             self._queued -= 1
 

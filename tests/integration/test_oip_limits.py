@@ -3,9 +3,10 @@ full house of busy connections answered 503 at once, idle connections evicted fo
 idle timeout, keep-alive kept; and a flood of 2,000 silent connections against ``streamer serve`` that does not
 stop it answering a real request.
 
-The in-process servers score with a stand-in score function (no ONNX) that holds its batch until a gate opens,
-so that "a request in progress" lasts as long as the test needs, whatever the machine's load. Waits are bounded
-polls of the server's own counts, never sleeps sized for a fast machine.
+The in-process servers score with a stand-in score function (no ONNX). To keep requests in progress as long as
+a test needs, whatever the machine's load, a server can hold its batches open (a two-minute batch deadline,
+never reached): the held requests are then answered 503 by the server's stop. Waits are bounded polls of the
+server's own counts, never sleeps sized for a fast machine.
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -56,16 +56,10 @@ class NoSessions:
         return None
 
 
-class GatedScore:
-    """Answers every row with a fixed prediction once ``gate`` is open (a bounded wait)."""
-
-    def __init__(self) -> None:
-        self.gate = threading.Event()
-
-    def __call__(self, records: Records) -> ScoredBatch:
-        self.gate.wait(BOUND_S)
-        body = b'{"id":"r","model":"m","version":"1","score":0.5'
-        return ScoredBatch(records, [body] * len(records), {})
+def score(records: Records) -> ScoredBatch:
+    """Every row's prediction: a fixed one."""
+    body = b'{"id":"r","model":"m","version":"1","score":0.5'
+    return ScoredBatch(records, [body] * len(records), {})
 
 
 def wait_until(condition: Callable[[], bool], what: str) -> None:
@@ -76,21 +70,22 @@ def wait_until(condition: Callable[[], bool], what: str) -> None:
 
 
 @pytest.fixture
-def make_server() -> Iterator[Callable[..., tuple[OipServer, GatedScore, WorkerMetrics]]]:
-    started: list[tuple[OipServer, GatedScore]] = []
+def make_server() -> Iterator[Callable[..., tuple[OipServer, WorkerMetrics]]]:
+    started: list[OipServer] = []
 
-    def make(**bounds: float) -> tuple[OipServer, GatedScore, WorkerMetrics]:
-        score, metrics = GatedScore(), WorkerMetrics()
+    def make(hold: bool = False, **bounds: float) -> tuple[OipServer, WorkerMetrics]:
+        """A started server; ``hold``: its batches stay open (requests stay in progress until it stops)."""
+        metrics = WorkerMetrics()
         models = ModelSet(Catalog({"m": {1: CARD}}), NoSessions())  # type: ignore[arg-type]
-        scorer = OnDemandScorer(score, BatchPolicy(64, 0.001), metrics.on_oip_batch)
+        policy = BatchPolicy(64, 120.0, close_when_drained=False) if hold else BatchPolicy(64, 0.001)
+        scorer = OnDemandScorer(score, policy, metrics.on_oip_batch)
         server = OipServer("127.0.0.1", 0, lambda: models, scorer, lambda: True, metrics, **bounds)  # type: ignore[arg-type]
         server.start()
-        started.append((server, score))
-        return server, score, metrics
+        started.append(server)
+        return server, metrics
 
     yield make
-    for server, score in started:
-        score.gate.set()
+    for server in started:
         server.stop()
 
 
@@ -150,7 +145,7 @@ def open_sockets(pid: int) -> int:
 
 
 def test_a_body_over_the_limit_is_refused_before_it_is_read_and_the_connection_closed(make_server) -> None:
-    server, _, _ = make_server(max_bytes=1000)
+    server, _ = make_server(max_bytes=1000)
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 50000000\r\n\r\n{")
         status, body, closed = read_answer(sock)  # answered although 49,999,999 bytes never come
@@ -159,22 +154,22 @@ def test_a_body_over_the_limit_is_refused_before_it_is_read_and_the_connection_c
     assert closed, "an unread body leaves the connection unusable: it is closed"
 
 
-def test_a_full_scoring_queue_is_a_503_at_once_and_the_queued_requests_are_answered(make_server) -> None:
-    server, score, metrics = make_server(max_queued=2)
+def test_a_full_scoring_queue_is_a_503_at_once_and_stopping_answers_the_queued(make_server) -> None:
+    server, metrics = make_server(hold=True, max_queued=2)
     with ThreadPoolExecutor(2) as pool:
         held = [pool.submit(infer, server) for _ in range(2)]
         wait_until(lambda: server.queued == 2, "two requests wait for scoring")
         status, body = infer(server)
         assert status == 503 and body["error"].startswith("the scoring queue is full (2 requests wait")
-        score.gate.set()
-        assert [f.result(BOUND_S)[0] for f in held] == [200, 200]
+        server.stop()
+        answers = [f.result(BOUND_S) for f in held]
+    assert answers == [(503, {"error": "the server is stopping"})] * 2
     page = metrics.exposition().decode()
-    assert 'streamer_oip_requests_total{model="m",status="503",version=""} 1.0' in page
-    assert 'streamer_oip_requests_total{model="m",status="200",version="1"} 2.0' in page
+    assert 'streamer_oip_requests_total{model="m",status="503",version=""} 3.0' in page
 
 
 def test_past_the_connection_cap_the_idle_are_evicted_and_when_all_are_busy_a_503(make_server) -> None:
-    server, score, metrics = make_server(max_connections=3)
+    server, metrics = make_server(hold=True, max_connections=3)
     silent = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(3)]
     wait_until(lambda: server.connections.open == 3, "three silent connections open")
     with ThreadPoolExecutor(3) as pool:
@@ -187,8 +182,8 @@ def test_past_the_connection_cap_the_idle_are_evicted_and_when_all_are_busy_a_50
             sock.sendall(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
             status, body, closed = read_answer(sock)
         assert status == 503 and closed and json.loads(body)["error"].startswith("at capacity: all 3 connections")
-        score.gate.set()
-        assert [f.result(BOUND_S)[0] for f in held] == [200, 200, 200]
+        server.stop()
+        assert [f.result(BOUND_S)[0] for f in held] == [503, 503, 503]
     page = metrics.exposition().decode()
     assert 'streamer_oip_connections_closed_total{cause="evicted"} 3.0' in page
     assert 'streamer_oip_connections_closed_total{cause="at-capacity"} 1.0' in page
@@ -197,8 +192,7 @@ def test_past_the_connection_cap_the_idle_are_evicted_and_when_all_are_busy_a_50
 
 
 def test_keep_alive_reuses_a_connection_and_idle_ones_are_closed_after_the_timeout(make_server) -> None:
-    server, score, _ = make_server(idle_timeout_s=1.0)
-    score.gate.set()
+    server, _ = make_server(idle_timeout_s=1.0)
     connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=BOUND_S)
     for _ in range(3):
         connection.request("POST", "/v2/models/m/infer", BODY)
@@ -217,7 +211,7 @@ def test_keep_alive_reuses_a_connection_and_idle_ones_are_closed_after_the_timeo
 
 
 def test_a_malformed_request_is_a_400_without_an_error_log(make_server, caplog: pytest.LogCaptureFixture) -> None:
-    server, _, _ = make_server()
+    server, _ = make_server()
     with socket.create_connection(("127.0.0.1", server.port)) as sock:
         sock.sendall(b"\x16\x03\x01 not http at all\r\n\r\n")
         status, _, closed = read_answer(sock)
