@@ -4,16 +4,15 @@ An aiohttp low-level server (HTTP/1.1, keep-alive) on an event loop of its own, 
 engines run their own loops, and this one never shares them, so a burst of HTTP never delays a Kafka batch and
 the reverse. Per request, on that loop: the body and the URL are read and the body's protocol fields parsed
 (``oip.codec``); the body goes to the ``OnDemandScorer`` (the stream's scoring path: concurrent requests in one
-micro-batch), whose answer is awaited without blocking the loop; the answer is written in the protocol's JSON.
+micro-batch, scored on this loop); the answer is written in the protocol's JSON.
 Every answer to a request that names a model is counted in ``streamer_oip_requests_total{model,version,status}``
 and timed in ``streamer_oip_request_duration_seconds{model}``, from the request read to the answer written.
 
 Bounds, each answered at once rather than by waiting:
 
-- **connections**: at most ``max_connections`` open. A connection past the cap closes the one idle the longest
-  (no request in progress: a keep-alive client between requests, a socket that never sent anything), so
-  thousands of silent sockets cannot lock a real client out; when every open connection has a request in
-  progress, the new one gets a 503 with the protocol's error body and is closed. Both are counted in
+- **connections**: at most ``max_connections`` open (``oip.connections``): past the cap, the one idle the
+  longest is closed for the new one; when every open connection has a request in progress, the new one gets a
+  503 with the protocol's error body and is closed. Both are counted in
   ``streamer_oip_connections_closed_total{cause}`` (``evicted``, ``at-capacity``).
 - **idle**: a connection with no request in progress for ``idle_timeout_s`` is closed (aiohttp's keep-alive
   timer, which also runs from the connection's start); a body that does not arrive whole in that time is a 408.
@@ -31,16 +30,16 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import Protocol
 from urllib.parse import unquote
 
 import msgspec
 from aiohttp import web
-from aiohttp.web_protocol import RequestHandler
 
 from streamer.config import WorkerSettings
 from streamer.core.errors import TOO_LARGE, UNKNOWN_MODEL, DecodeError
 from streamer.oip import codec as oip
+from streamer.oip.connections import LINGER_S, ClientErrors, Connections, ConnectionServer, Refused
 from streamer.oip.on_demand import Answer, OnDemandScorer
 from streamer.serving import ModelSet
 
@@ -52,9 +51,6 @@ _decode = msgspec.json.Decoder().decode
 JSON = "application/json"
 BINARY_HEADER = "Inference-Header-Content-Length"
 IDLE_TIMEOUT_S = 30.0  # a connection without a request in progress this long is closed
-# A connection closed with a request body unread (too large, 411, 408) or refused at capacity first reads and
-# drops what its client still sends this long, so that the client reads the answer rather than a reset.
-LINGER_S = 1.0
 BACKLOG = 1024  # connections the kernel holds before they are accepted (the bench opens 64 at once)
 
 
@@ -80,113 +76,6 @@ def output_infos(models: ModelSet, ref: str) -> list[oip.OutputInfo]:
 def _has_rules(models: ModelSet, ref: str) -> bool:
     spec = models.catalog.graphs.get(ref)
     return spec is not None and any(stage.kind == "rules" for stage in spec.stages.values())
-
-
-class Connections:
-    """The open connections, split into busy (a request in progress) and idle, the least recently active idle
-    one first; plus the accepted ones aiohttp has not connected yet (``pending``: the loop accepts a burst of
-    connections before the first of them is connected, so the cap counts them from their acceptance). Used on
-    the server's loop only. A connection closed to make room leaves the counts at once.
-
-    Invariant: ``open`` (idle + busy + pending) never exceeds the cap the server checks before admitting."""
-
-    def __init__(self) -> None:
-        self.idle: dict[RequestHandler, None] = {}  # insertion order: least recently active first
-        self.busy: set[RequestHandler] = set()
-        self.pending: dict[RequestHandler, None] = {}  # accepted, not connected yet; oldest first
-        self._doomed: set[RequestHandler] = set()  # evicted while pending: closed as soon as connected
-
-    @property
-    def open(self) -> int:
-        return len(self.idle) + len(self.busy) + len(self.pending)
-
-    def admitted(self, connection: RequestHandler) -> None:
-        self.pending[connection] = None
-
-    def opened(self, connection: RequestHandler) -> None:
-        if connection in self._doomed:  # closed once aiohttp has set it up (it starts it after this call)
-            self._doomed.discard(connection)
-            asyncio.get_running_loop().call_soon(connection.force_close)
-        elif self.pending.pop(connection, 0) is None:
-            self.idle[connection] = None
-
-    def closed(self, connection: RequestHandler) -> None:
-        self.idle.pop(connection, None)
-        self.pending.pop(connection, None)
-        self.busy.discard(connection)
-        self._doomed.discard(connection)
-
-    def working(self, connection: RequestHandler) -> None:
-        if connection in self.idle:  # else closed, or evicted: not counted again
-            del self.idle[connection]
-            self.busy.add(connection)
-
-    def rested(self, connection: RequestHandler) -> None:
-        if connection in self.busy:
-            self.busy.discard(connection)
-            self.idle[connection] = None
-
-    def evict_idle(self) -> bool:
-        """Close the connection idle the longest (else the oldest not yet connected: it has sent nothing
-        either); False when every connection has a request in progress."""
-        if self.idle:
-            connection = next(iter(self.idle))
-            del self.idle[connection]
-            connection.force_close()
-            return True
-        if self.pending:  # also where one whose connection never came (a failed transport) leaves
-            connection = next(iter(self.pending))
-            del self.pending[connection]
-            self._doomed.add(connection)
-            return True
-        return False
-
-
-class _Server(web.Server):
-    """aiohttp's low-level server telling ``Connections`` when a connection opens and closes."""
-
-    def __init__(self, handler: Any, connections: Connections, **kwargs: Any) -> None:
-        super().__init__(handler, **kwargs)
-        self.book = connections
-
-    def connection_made(self, handler: RequestHandler, transport: asyncio.Transport) -> None:
-        super().connection_made(handler, transport)
-        self.book.opened(handler)
-
-    def connection_lost(self, handler: RequestHandler, exc: BaseException | None = None) -> None:
-        super().connection_lost(handler, exc)
-        self.book.closed(handler)
-
-
-class _Refused(asyncio.Protocol):
-    """A connection past the cap while every slot is busy: a 503 in the protocol's JSON, then closed (after
-    reading what the client sends for a moment, so that it reads the answer rather than a reset)."""
-
-    def __init__(self, response: bytes) -> None:
-        self._response = response
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(self._response)
-        if transport.can_write_eof():
-            transport.write_eof()
-        self._timer = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
-
-    def data_received(self, data: bytes) -> None:  # the request it will not get an answer to
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-
-
-class _ClientErrors(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """aiohttp reports a malformed request (a client's fault, answered 400) with ``logger.exception``: one DEBUG
-    line here, not an ERROR with a traceback per bad client."""
-
-    def exception(self, msg: object, *args: object, exc_info: object = True, **kwargs: Any) -> None:
-        self.debug(msg, *args, **kwargs)
 
 
 class OipServer:
@@ -229,7 +118,7 @@ class OipServer:
         self._thread = threading.Thread(target=self._run, name="streamer-oip", daemon=True)
         self._opened = threading.Event()
         self._open_error: BaseException | None = None
-        self._web: _Server | None = None
+        self._web: ConnectionServer | None = None
         self._listener: asyncio.Server | None = None
 
     @property
@@ -276,13 +165,13 @@ class OipServer:
             self._loop.close()
 
     async def _open(self) -> None:
-        self._web = _Server(
+        self._web = ConnectionServer(
             self._handle,
             self.connections,
             keepalive_timeout=self._idle_timeout_s,
             lingering_time=LINGER_S,
             access_log=None,
-            logger=_ClientErrors(log, {}),
+            logger=ClientErrors(log, {}),
         )
         loop = asyncio.get_running_loop()
         self._listener = await loop.create_server(self._connection, sock=self._socket, backlog=BACKLOG)
@@ -299,7 +188,7 @@ class OipServer:
         if self.connections.open >= self._max_connections:
             if not self.connections.evict_idle():
                 self._count_closed("at-capacity")
-                return _Refused(self._at_capacity)
+                return Refused(self._at_capacity)
             self._count_closed("evicted")
         connection = self._web()
         self.connections.admitted(connection)
