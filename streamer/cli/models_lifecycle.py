@@ -229,7 +229,7 @@ def _trial_problem(name: str, kind: str, version: int, pinned: int | None, versi
     return (
         f"{name} has no pinned champion, so the workers serve its highest version and a version dropped in later "
         f"would take over under the {stage}: pin the champion first (`streamer models pin {name} {suggestion}`), "
-        f"then run `streamer models {stage} {name} {version}` again"
+        f"then start the {stage} again"
     )
 
 
