@@ -139,7 +139,7 @@ def run(settings: Settings) -> None:
         worker = settings.worker
         if worker.scoring_threads:
             executor = ThreadPoolExecutor(worker.scoring_threads, thread_name_prefix="streamer-score")
-        readiness = Readiness()
+        readiness = Readiness(worker=worker.worker_id())
         port = worker.metrics_port or free_port()
         # the same list: what the pipeline factory starts (watchdog, topic watch) is stopped with the rest
         context = WorkerContext(
@@ -152,8 +152,9 @@ def run(settings: Settings) -> None:
             started.append(oip)
             print(f"oip: {oip.url}/v2", flush=True)
         log.info(
-            "worker starting: engine=%s group=%s requests=%s (%s partitions) serving %s output limits=%s "
+            "worker %s starting: engine=%s group=%s requests=%s (%s partitions) serving %s output limits=%s "
             "metrics=http://127.0.0.1:%s/metrics",
+            readiness.worker,
             worker.engine,
             worker.group_id,
             settings.topics.requests,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from streamer.core.ledger import Batch, Release
-from streamer.core.outputs import OutputRecords
+from streamer.core.output_records import OutputRecords
 from streamer.core.scoring import ScoredBatch
 
 

@@ -61,6 +61,8 @@ def oip_server(
         (lambda: (metrics.exposition(), CONTENT_TYPE)) if metrics_page else None,
         settings.worker.max_message_bytes,
         __version__,
+        max_connections=settings.worker.oip_max_connections,
+        max_queued=settings.worker.oip_max_queued,
     )
 
 

@@ -31,6 +31,8 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 SHADOW_OUTCOMES = {"prediction": "prediction", "dead_letter": "failed"}
 # streamer_oip_requests_total{status}: the statuses of an answered inference request start at 0 per version.
 OIP_STATUSES = ("200", "400")
+# streamer_oip_connections_closed_total{cause}: why the OIP server closed a connection itself (oip.http).
+OIP_CONNECTION_CLOSES = ("evicted", "at-capacity")
 LABEL_OUTCOMES = ("joined", "unknown", "duplicate", "reread", "dead_letter")
 REQUEST_OUTCOMES = ("prediction", "dead_letter")
 MODEL_CHANGES = ("loaded", "refused", "removed")
@@ -276,7 +278,7 @@ class MetricFamilies:
             ["model", "version", "outcome"],
             registry=r,
         )
-        # On-demand serving (Open Inference Protocol v2 over HTTP: adapters.oip_http, services.on_demand).
+        # On-demand serving (Open Inference Protocol v2 over HTTP: oip.http, oip.on_demand).
         self.oip_requests = Counter(
             "streamer_oip_requests_total",
             "Open Inference Protocol v2 HTTP requests by model, version served and HTTP status.",
@@ -290,6 +292,15 @@ class MetricFamilies:
             buckets=LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.oip_connections_closed = Counter(
+            "streamer_oip_connections_closed_total",
+            "OIP connections closed to stay within worker.oip_max_connections: cause=evicted (the one idle the "
+            "longest, to let a new one in) or at-capacity (a new one refused with a 503: every slot was busy).",
+            ["cause"],
+            registry=r,
+        )
+        for cause in OIP_CONNECTION_CLOSES:
+            self.oip_connections_closed.labels(cause)
         self.oip_batch_size = BulkHistogram(
             "streamer_oip_batch_size_requests",
             "On-demand requests scored together in one micro-batch (one ONNX call per model version).",

@@ -105,5 +105,8 @@ class ServiceHooks(MetricFamilies):
         self.oip_requests.labels(model, version, str(status)).inc()
         self.oip_latency.labels(model).observe(seconds)
 
+    def on_oip_connection_closed(self, cause: str) -> None:
+        self.oip_connections_closed.labels(cause).inc()
+
     def on_oip_batch(self, requests: int, seconds: float) -> None:
         self.oip_batch_size.observe(requests)

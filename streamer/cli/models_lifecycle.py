@@ -48,18 +48,38 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         channel = ControlChannel(store.client, store.prefix)
         return s, channel, versions, champion_of(s, name, versions, channel.state(name))
 
-    def change(name: str, kind: str, version: int | None, build: Callable[[ControlState, int], ControlState]) -> None:
+    def change(
+        name: str,
+        kind: str,
+        version: int | None,
+        build: Callable[[ControlState, int], ControlState],
+        trial: bool = False,
+    ) -> None:
+        """One compare-and-set of ``name``'s shared state; ``trial``: ``version`` goes on trial beside a pinned
+        champion (refused without a pin: ``_trial_problem``)."""
         s, channel, versions, _ = context(name)
         if version is not None and version not in versions:
             raise ConfigError(f"{name} has no version {version} in {s.models.dir} (versions: {versions})")
 
-        def apply(state: ControlState) -> ControlState:
-            return build(state, champion_of(s, name, versions, state))
+        def champion_now(state: ControlState) -> int:
+            if trial:
+                assert version is not None
+                problem = _trial_problem(name, kind, version, pinned_of(s, name, versions, state), versions)
+                if problem is not None:
+                    raise ConfigError(problem)
+            return champion_of(s, name, versions, state)
 
-        result = channel.update(name, apply)
+        result = channel.update(name, lambda state: build(state, champion_now(state)))
         assert result is not None
         before, after = result
-        _emit(s, kind, name, str(version if version is not None else after.pin), after, before)
+        _emit(
+            s,
+            kind,
+            name,
+            str(version if version is not None else after.pin),
+            after,
+            champion_of(s, name, versions, before),
+        )
         out.print(
             f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
             + (f", canary {dict(after.canary)}" if after.canary else "")
@@ -92,7 +112,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         version: int,
         weight: Annotated[float, typer.Option(help="Share of keys VERSION serves (sticky per key).")] = 0.1,
     ) -> None:
-        """Serve VERSION of NAME to a share of keys beside the champion."""
+        """Serve VERSION of NAME to a share of keys beside the pinned champion (pin one first: models pin)."""
         if not 0 < weight < 1:
             raise ConfigError(f"models canary: --weight must be in (0, 1), got {weight}")
         change(
@@ -100,16 +120,18 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
             "model-canary",
             version,
             lambda state, champion: rollout.trial(state, champion, version, "canary", weight, f"canary {weight}"),
+            trial=True,
         )
 
     @models_app.command("shadow")
     def models_shadow(name: str, version: int) -> None:
-        """Score every request of NAME's champion with VERSION too; its outputs go to the shadow topic."""
+        """Score every request of NAME's pinned champion with VERSION too; its outputs go to the shadow topic."""
         change(
             name,
             "model-shadow",
             version,
             lambda state, champion: rollout.trial(state, champion, version, "shadow", 0.0, "shadow by command"),
+            trial=True,
         )
 
     @models_app.command("serving")
@@ -188,18 +210,46 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         out.print(table)
 
 
-def champion_of(s: Any, name: str, versions: list[int], state: ControlState) -> int:
-    """NAME's champion as every serving mode sees it with ``state`` stored (generation 0: none stored)."""
+def pinned_of(s: Any, name: str, versions: list[int], state: ControlState) -> int | None:
+    """NAME's pinned champion on disk with ``state`` stored (generation 0: none stored; then ``[models] pins``)."""
     from streamer.wiring.models import configured_serving
 
     stored = {name: state} if state.generation else {}
-    policy = rollout.effective_serving(configured_serving(s), stored).get(name, Serving())
-    chosen = champion(versions, policy.pin)
+    pin = rollout.effective_serving(configured_serving(s), stored).get(name, Serving()).pin
+    return pin if pin in versions else None
+
+
+def champion_of(s: Any, name: str, versions: list[int], state: ControlState) -> int:
+    """NAME's champion as every serving mode sees it with ``state`` stored (the one rule: ``routing.champion``)."""
+    chosen = champion(versions, pinned_of(s, name, versions, state))
     assert chosen is not None  # versions is never empty here
     return chosen
 
 
-def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, before: ControlState) -> None:
+def _trial_problem(name: str, kind: str, version: int, pinned: int | None, versions: list[int]) -> str | None:
+    """Why ``version`` cannot go on trial (``kind``: a canary or shadow command), with the command to run.
+
+    A trial needs a pinned champion. Without one the workers serve the highest version they loaded, and this
+    command cannot choose the champion for the operator: the version to try usually *is* the highest (dropped in
+    unpinned, it already serves every key), and the highest on disk may be one the workers refused. So the
+    command refuses and names the pin to run; the pin is then a decision of its own, with its own event."""
+    stage = kind.removeprefix("model-")
+    others = [v for v in versions if v != version]
+    if pinned == version:
+        return f"{name} {version} is the pinned champion: a {stage} tries another version beside it"
+    if pinned is not None:
+        return None
+    if not others:
+        return f"{name} has only version {version}: a {stage} needs a champion beside it"
+    suggestion = max(others)
+    return (
+        f"{name} has no pinned champion, so the workers serve its highest version and a version dropped in later "
+        f"would take over under the {stage}: pin the champion first (`streamer models pin {name} {suggestion}`), "
+        f"then start the {stage} again"
+    )
+
+
+def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, champion_before: int) -> None:
     """The change as a model-events record, when Kafka is configured (best effort: the change is made)."""
     if not s.kafka.bootstrap:
         return
@@ -214,10 +264,7 @@ def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, befor
         "time": time.time(),
         "worker": f"command@{socket.gethostname()}",
         "by": "command",
-        "generation": after.generation,
-        "champion_before": before.pin,
-        "champion": after.pin,
-        "reason": after.reason,
+        **rollout.change_fields(after, champion_before),
     }
     producer = Producer(client_config(s.kafka.bootstrap, s.kafka.client, **{"socket.timeout.ms": 5000}))
     producer.produce(s.topics.model_events, json.dumps(event).encode(), name.encode())

@@ -4,6 +4,8 @@ the environment variables that set them. Declared once; loading, errors and ``co
 from __future__ import annotations
 
 import dataclasses
+import os
+import socket
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -148,6 +150,9 @@ class ModelSettings(_Section):
 class WorkerSettings(_Section):
     engine: Engine = "faust"
     group_id: str = "streamer"
+    # This worker's id in model events, its start log line and /ready: empty = "<host>:<pid>", unique among
+    # the workers of one host; set it (a pod name, say) for an id that survives restarts.
+    name: str = ""
     metrics_port: Port = 9464
     # Where /metrics, /health and /ready listen. Loopback by default: the dev stack and tests need nothing
     # else, and a laptop's worker should not serve its metrics to the network. The container image and
@@ -176,6 +181,15 @@ class WorkerSettings(_Section):
     # before it commits and exits; past it they are abandoned, re-read by the next owner and de-duplicated. An
     # orchestrator's grace period must cover it (deploy/kubernetes: terminationGracePeriodSeconds).
     drain_timeout_s: Seconds = 20.0
+    # Bounds of the OIP server: open connections (past it, the one idle the longest is closed; with none idle, a
+    # 503), and requests waiting for or in scoring (past it, a 503). 512 stays below a usual limit of 1,024
+    # open files with room for the worker's own.
+    oip_max_connections: AtLeastOne = 512
+    oip_max_queued: AtLeastOne = 1024
+
+    def worker_id(self) -> str:
+        """``name``, else ``<host>:<pid>``: two workers on one host never share an id."""
+        return self.name or f"{socket.gethostname()}:{os.getpid()}"
 
     def batch_policy(self) -> BatchPolicy:
         """The micro-batch policy of both serving modes (the stream's partitions, on-demand requests)."""
@@ -252,6 +266,7 @@ ENVIRONMENT: dict[str, tuple[str, str]] = {
     "STREAMER_DEFAULT_MODEL": ("models", "default"),
     "STREAMER_ENGINE": ("worker", "engine"),
     "STREAMER_GROUP_ID": ("worker", "group_id"),
+    "STREAMER_WORKER_NAME": ("worker", "name"),
     "STREAMER_METRICS_PORT": ("worker", "metrics_port"),
     "STREAMER_METRICS_HOST": ("worker", "metrics_host"),
     "STREAMER_OIP_PORT": ("worker", "oip_port"),

@@ -114,6 +114,18 @@ def effective_serving(configured: Mapping[str, Serving], states: Mapping[str, Co
     return serving
 
 
+def change_fields(after: ControlState, champion_before: int) -> dict[str, Any]:
+    """What every ``model-events`` record of a change of the shared state says about it, whoever made it (a
+    command or a rollout): ``champion`` is the champion *after* the change, ``champion_before`` the one serving
+    before it (the pin, else the highest version), with the new state's ``generation`` and ``reason``."""
+    return {
+        "generation": after.generation,
+        "champion_before": champion_before,
+        "champion": after.pin,
+        "reason": after.reason,
+    }
+
+
 def _int_or_none(value: Any) -> int | None:
     return None if value is None else int(value)
 

@@ -32,7 +32,14 @@ import numpy as np
 from streamer.core.cards import ModelCard
 from streamer.core.errors import UNKNOWN_MODEL, DecodeError
 
-_HASH_SPAN = float(1 << 32)
+# The MurmurHash3 64-bit finaliser (fmix64): a bijection of uint64 whose every output bit depends on every input
+# bit, so keys whose CRC-32s differ in a structured way (sequential ids) land at independent-looking places.
+_FMIX_SHIFT = np.uint64(33)
+_FMIX_1 = np.uint64(0xFF51AFD7ED558CCD)
+_FMIX_2 = np.uint64(0xC4CEB9FE1A85EC53)
+_SEED_SHIFT = np.uint64(32)
+_MANTISSA_SHIFT = np.uint64(64 - 53)
+_UNIT = 1.0 / float(1 << 53)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,9 +63,29 @@ def champion(versions: Collection[int], pin: int | None) -> int | None:
     return pin if pin in versions else max(versions)
 
 
+def key_fractions(name: str, keys: Sequence[bytes]) -> np.ndarray:
+    """Where each key falls in [0, 1) for model ``name`` (float64, one per key): stable across processes, runs
+    and platforms.
+
+    A CRC-32 of the key (one C call per key, no Python frame) sits in the low 32 bits of a uint64 and the CRC-32
+    of the model name in the high 32; the whole batch then goes through fmix64 in numpy, and the top 53 bits
+    become the fraction. The CRC alone is not enough: it is linear, so sequential ids (``cust-00000``...) fall
+    in structured places and a 10 % canary got 13.5 % of 1,000 of them. Distinct (name, key CRC) pairs map to
+    distinct 64-bit values, so two keys share a place only when their CRC-32s collide.
+    """
+    seed = np.uint64(zlib.crc32(name.encode())) << _SEED_SHIFT
+    h = np.fromiter(map(zlib.crc32, keys), dtype=np.uint64, count=len(keys)) | seed
+    h ^= h >> _FMIX_SHIFT
+    h *= _FMIX_1
+    h ^= h >> _FMIX_SHIFT
+    h *= _FMIX_2
+    h ^= h >> _FMIX_SHIFT
+    return (h >> _MANTISSA_SHIFT).astype(np.float64) * _UNIT
+
+
 def key_fraction(name: str, key: bytes) -> float:
-    """Where ``key`` falls in [0, 1) for model ``name``: stable across processes and runs (CRC-32, seeded)."""
-    return zlib.crc32(key, zlib.crc32(name.encode())) / _HASH_SPAN
+    """Where one ``key`` falls in [0, 1) for model ``name``: ``key_fractions`` of one key."""
+    return float(key_fractions(name, [key])[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,12 +98,9 @@ class Split:
 
     def assign(self, keys: Sequence[bytes | None], ids: Sequence[str]) -> list[int]:
         """Index into ``cards`` for each request (key, else id)."""
-        name = self.name
-        fractions = np.fromiter(
-            (key_fraction(name, key if key is not None else ids[i].encode()) for i, key in enumerate(keys)),
-            dtype=np.float64,
-            count=len(keys),
-        )
+        if None in keys:  # a null key places its request by the id
+            keys = [key if key is not None else ids[i].encode() for i, key in enumerate(keys)]
+        fractions = key_fractions(self.name, keys)  # type: ignore[arg-type]
         return np.searchsorted(np.asarray(self.bounds), fractions, side="right").tolist()
 
 

@@ -62,14 +62,15 @@ class Readiness:
     assigned: bool = False
     fatal: str | None = None
     partitions: Callable[[], list[int]] = list
+    worker: str = ""  # the worker's id (``WorkerSettings.worker_id()``), in every answer
 
     def answer(self) -> tuple[int, dict[str, Any]]:
         """(HTTP status, JSON body)."""
         if self.fatal is not None:
-            return 503, {"status": "failed"}
+            return 503, {"status": "failed", "worker": self.worker}
         if not self.assigned:
-            return 503, {"status": "starting"}
-        return 200, {"status": "ready", "partitions": self.partitions()}
+            return 503, {"status": "starting", "worker": self.worker}
+        return 200, {"status": "ready", "worker": self.worker, "partitions": self.partitions()}
 
 
 @dataclass(slots=True)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import socket
 import threading
 import time
 from collections.abc import Callable
@@ -87,9 +86,11 @@ class DriftCounts:
 
 
 class ModelEvents:
-    def __init__(self, producer: Any, topic: str, store: StateStore | None, observer: Any) -> None:
+    """Writes ``model-events`` records, each with this worker's id (``worker.worker_id()``: unique per process)."""
+
+    def __init__(self, producer: Any, topic: str, store: StateStore | None, observer: Any, worker: str) -> None:
         self._producer, self._topic, self._store, self._observer = producer, topic, store, observer
-        self._worker = socket.gethostname()
+        self._worker = worker
 
     def emit(self, kind: str, model: str, version: str, **fields: Any) -> bool:
         if self._store is not None:

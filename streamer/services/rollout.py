@@ -10,6 +10,10 @@ Every ``interval_s``, for each model with ``[rollout.NAME] enabled = true``:
    labels for a shadow, the candidate's share of keys for a canary) and apply ``core.rollout.verdict``:
    ``model-promoted`` or ``model-rolled-back``, with the figures behind the decision.
 
+Every event names ``champion`` (the champion after the change) and ``champion_before`` (the one this worker
+saw serving when it decided), as the control commands' events do; the ``champion_*`` figures of a verdict are
+those of ``champion_before``, the version the candidate was judged against.
+
 Each change is a compare-and-set on the control state's generation: when two workers decide at once, one
 writes and the other sees the new state at its next look. The change reaches every worker through the control
 channel (``services.serving_control``); this worker applies it at once.
@@ -77,15 +81,15 @@ class Rollouts(Background):
         assert champion is not None
         if state.generation == 0:
             first = rollout.pinned(state, champion, f"rollout on: {champion} is the champion")
-            return self._write(name, state, first, "rollout-champion", str(champion), {})
+            return self._write(name, state, first, "rollout-champion", str(champion), champion, {})
         candidate = state.candidate
         if candidate is None or candidate not in versions:
             newer = rollout.next_candidate(state, champion, versions)
             if newer is None:
                 return None
             trial = rollout.start_candidate(state, champion, newer, policy)
-            fields = {"champion": champion, "stage": policy.stage, "weight": policy.canary_weight}
-            return self._write(name, state, trial, "rollout-started", str(newer), fields)
+            fields = {"stage": policy.stage, "weight": policy.canary_weight}
+            return self._write(name, state, trial, "rollout-started", str(newer), champion, fields)
         window = self._windows[policy.window]
         now = time.time() if now is None else now
         champion_metrics = self._store.metrics(name, str(champion), window, now)
@@ -93,7 +97,7 @@ class Rollouts(Background):
         decision = rollout.verdict(champion_metrics, candidate_metrics, policy)
         if decision is None:
             return None
-        figures = {"champion": champion, "metric": policy.metric, "window": policy.window, **decision.figures}
+        figures = {"metric": policy.metric, "window": policy.window, **decision.figures}
         if decision.action == "promote":
             reason = f"{candidate} beat {champion} on {policy.metric} by {decision.figures['gain']:.4f}"
             return self._write(
@@ -102,19 +106,33 @@ class Rollouts(Background):
                 rollout.promote(state, candidate, champion, reason),
                 "model-promoted",
                 str(candidate),
+                champion,
                 figures,
             )
         reason = f"{candidate} was worse than {champion} on {policy.metric} by {-decision.figures['gain']:.4f}"
         return self._write(
-            name, state, rollout.rollback(state, champion, reason), "model-rolled-back", str(candidate), figures
+            name,
+            state,
+            rollout.rollback(state, champion, reason),
+            "model-rolled-back",
+            str(candidate),
+            champion,
+            figures,
         )
 
     def _write(
-        self, name: str, before: ControlState, after: ControlState, kind: str, version: str, fields: dict[str, Any]
+        self,
+        name: str,
+        before: ControlState,
+        after: ControlState,
+        kind: str,
+        version: str,
+        champion_before: int,
+        fields: dict[str, Any],
     ) -> str | None:
         if not self._channel.replace(name, before, after):
             return None  # another worker decided first; its state arrives with the next read
         log.warning("rollout of %s: %s (%s)", name, kind, after.reason)
-        self._emit(kind, name, version, reason=after.reason, generation=after.generation, **fields)
+        self._emit(kind, name, version, **rollout.change_fields(after, champion_before), **fields)
         self._apply()
         return kind

@@ -98,7 +98,7 @@ def wire_learning(
     rollout applies its own decision through it at once)."""
     producer = Producer(client_config(bootstrap, settings.kafka.client, **{"linger.ms": 5}))
     drift = DriftCounts(scan.cards())
-    events = ModelEvents(producer, settings.topics.model_events, store, metrics)
+    events = ModelEvents(producer, settings.topics.model_events, store, metrics, settings.worker.worker_id())
     learning = Learning(metrics, drift, events, serving, metrics, producer)
     online = [m for versions in scan.loaded.values() for m in versions.values() if m.card.online is not None]
     if store is not None:

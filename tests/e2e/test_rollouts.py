@@ -11,6 +11,7 @@ result; requests are answered by the champion throughout, exactly once.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,9 +69,15 @@ def test_a_worse_challenger_is_rolled_back_and_a_better_one_promoted_on_labels(
         "STREAMER_MODEL_EVENTS_TOPIC": events_topic,
     }
     config = CONFIG.format(prefix=unique_name("ro"))
-    workers = [worker_factory(t, config, **env) for _ in range(2)]
+    workers = [worker_factory(t, config, **env, STREAMER_WORKER_NAME="scorer-a"), worker_factory(t, config, **env)]
     for worker in workers:
         worker.wait_assigned()
+    # one id per worker, on one host: the configured name, else host:pid; in the start line and /ready
+    ids = ["scorer-a", f"{socket.gethostname()}:{workers[1].process.pid}"]
+    for worker, worker_id in zip(workers, ids, strict=True):
+        assert f"worker {worker_id} starting" in worker.log()
+        wait_for(lambda w=worker: w.ready() is not None, 30, "the worker is ready")
+        assert worker.ready()["worker"] == worker_id  # type: ignore[index]
     sent = 0
 
     def round_of_labelled_requests(seed: int, count: int = 500) -> None:
@@ -129,6 +136,9 @@ def test_a_worse_challenger_is_rolled_back_and_a_better_one_promoted_on_labels(
     assert rolled_back["candidate_labels"] >= 300
     promoted = next(e for e in log if e["type"] == "model-promoted")
     assert promoted["candidate_accuracy"] == 1.0 > promoted["champion_accuracy"] + 0.05
+    assert (promoted["champion_before"], promoted["champion"]) == (1, 3), "champion: the one after the change"
+    assert (rolled_back["champion_before"], rolled_back["champion"]) == (1, 1)
+    assert {e["worker"] for e in log if e["type"] in dict(kinds)} <= set(ids)
     predictions = [json.loads(m.value()) for m in read_all(kafka_broker.address, [t.predictions], sent)]
     assert len(predictions) == sent and {p["version"] for p in predictions} == {"1"}, "the champion answered"
     shadow = [json.loads(m.value()) for m in read_all(kafka_broker.address, [shadow_topic], 1000)]

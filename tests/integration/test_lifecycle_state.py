@@ -142,6 +142,13 @@ def test_two_workers_decide_a_rollout_once_on_labels(
     assert kinds.count(decision) == 1 and kinds.count("rollout-started") == 1
     figures = next(e[3] for e in events if e[0] == decision)
     assert figures["candidate_labels"] == 400 and figures["champion_labels"] == 400
+    # ``champion`` is the champion after each change, ``champion_before`` the one before it
+    champions = [(e[0], e[3]["champion_before"], e[3]["champion"]) for e in events]
+    assert champions == [
+        ("rollout-champion", 1, 1),
+        ("rollout-started", 1, 1),
+        (decision, 1, 2 if decision == "model-promoted" else 1),
+    ]
     state = channel.state("fraud")
     for serving, control, _ in workers:
         control.apply_once()
@@ -197,3 +204,41 @@ def test_compare_and_rollback_commands_read_and_write_the_shared_state(
     assert [(r["version"], r["status"]) for r in listed] == [(1, "serving"), (2, "loaded")]  # the shared pin wins
     refused = run_cli(["models", "promote", "fraud", "7"], env)
     assert refused.returncode == 2 and "no version 7" in refused.stderr and "Traceback" not in refused.stderr
+
+
+def test_a_canary_or_shadow_without_a_pinned_champion_is_refused_with_the_pin_to_run(
+    store: RedisStateStore, redis_server: devstack.ServerInfo, tmp_path: Path
+) -> None:
+    """Unpinned, version 3 already serves every key as the highest: trying it would try nothing, and a version
+    dropped in later would take over. The command names the pin; after it, the trial starts on that pin."""
+    models = tmp_path / "models"
+    for version in (1, 2, 3):
+        write_version(models, "fraud", version, GBDT)
+    (tmp_path / "streamer.toml").write_text(f'[redis]\nkey_prefix = "{store.prefix}"\n')
+    env = {
+        "STREAMER_REDIS_URL": redis_server.address,
+        "STREAMER_MODELS_DIR": str(models),
+        "STREAMER_CONFIG": str(tmp_path / "streamer.toml"),
+    }
+    channel = ControlChannel(store.client, store.prefix)
+    for args in (["canary", "fraud", "3", "--weight", "0.2"], ["shadow", "fraud", "3"]):
+        refused = run_cli(["models", *args], env)
+        assert refused.returncode == 2, refused.stderr
+        assert "no pinned champion" in refused.stderr and "`streamer models pin fraud 2`" in refused.stderr
+        assert "Traceback" not in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+    assert channel.state("fraud").generation == 0, "nothing written"
+    assert run_cli(["models", "pin", "fraud", "2"], env).returncode == 0
+    itself = run_cli(["models", "shadow", "fraud", "2"], env)
+    assert itself.returncode == 2 and "is the pinned champion" in itself.stderr
+    started = run_cli(["models", "canary", "fraud", "3", "--weight", "0.2"], env)
+    assert started.returncode == 0, started.stderr
+    state = channel.state("fraud")
+    assert (state.pin, state.canary, state.generation) == (2, ((3, 0.2),), 2)
+    configured = {**env, "STREAMER_CONFIG": str(tmp_path / "pinned.toml")}
+    (tmp_path / "pinned.toml").write_text(
+        f'[redis]\nkey_prefix = "{store.prefix}-cfg"\n[models]\npins = {{ fraud = 1 }}\n'
+    )
+    shadow = run_cli(["models", "shadow", "fraud", "3"], configured)  # a [models] pin counts: pinned in the state
+    assert shadow.returncode == 0, shadow.stderr
+    pinned = ControlChannel(store.client, f"{store.prefix}-cfg").state("fraud")
+    assert (pinned.pin, pinned.shadow, pinned.generation) == (1, 3, 1)

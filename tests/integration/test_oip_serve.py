@@ -47,6 +47,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         # the package under test, when it is not the installed one (a checkout put first on the path)
         **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
     }
+    environ |= {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}  # the checkout under test
     log_path = root / "serve.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(

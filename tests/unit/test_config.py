@@ -52,6 +52,7 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
         "STREAMER_METRICS_HOST": "0.0.0.0",
         "STREAMER_OIP_PORT": "8080",
         "STREAMER_OIP_HOST": "0.0.0.0",
+        "STREAMER_WORKER_NAME": "scorer-7",
     }
     s = config.load(environ=environ)
     assert s.kafka.bootstrap == "k1:9092,k2:9092" and s.redis.url == "redis://r:6379/1"
@@ -63,6 +64,7 @@ def test_every_contract_variable_is_read(tmp_path: Path, monkeypatch: pytest.Mon
     assert (s.worker.batch_max_size, s.worker.batch_max_wait_ms) == (64, 2.5)
     assert s.worker.metrics_host == "0.0.0.0"
     assert (s.worker.oip_port, s.worker.oip_host) == (8080, "0.0.0.0")
+    assert s.worker.name == s.worker.worker_id() == "scorer-7"
     assert set(environ) == set(config.ENVIRONMENT) - {"STREAMER_STATE_DIR"}
 
 

@@ -76,12 +76,12 @@ def chunk(partition: int, offsets: list[int]) -> Records:
 
 
 def test_readiness_starts_503_is_200_with_the_partitions_once_assigned_and_503_for_good_after_a_fatal() -> None:
-    readiness = Readiness(partitions=lambda: [0, 3])
-    assert readiness.answer() == (503, {"status": "starting"})
+    readiness = Readiness(partitions=lambda: [0, 3], worker="w-1")
+    assert readiness.answer() == (503, {"status": "starting", "worker": "w-1"})
     readiness.assigned = True
-    assert readiness.answer() == (200, {"status": "ready", "partitions": [0, 3]})
+    assert readiness.answer() == (200, {"status": "ready", "worker": "w-1", "partitions": [0, 3]})
     readiness.fatal = "predictions topic deleted"
-    assert readiness.answer() == (503, {"status": "failed"})
+    assert readiness.answer() == (503, {"status": "failed", "worker": "w-1"})
 
 
 def test_the_worker_is_ready_once_the_first_assignment_was_taken() -> None:
@@ -91,7 +91,7 @@ def test_the_worker_is_ready_once_the_first_assignment_was_taken() -> None:
         shell.start()
         assert shell.context.readiness.answer()[0] == 503
         await shell.assign([2, 5])
-        assert shell.context.readiness.answer() == (200, {"status": "ready", "partitions": [2, 5]})
+        assert shell.context.readiness.answer() == (200, {"status": "ready", "worker": "", "partitions": [2, 5]})
 
     asyncio.run(scenario())
 
