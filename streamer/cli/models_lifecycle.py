@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from streamer.core import rollout
-from streamer.core.errors import ConfigError
+from streamer.core.errors import ConfigError, StateStoreError
 from streamer.core.rollout import ControlState
 
 log = logging.getLogger(__name__)
@@ -27,52 +27,86 @@ log = logging.getLogger(__name__)
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+def versions_on_disk(s: Any, name: str) -> list[int]:
+    """The versions of ``name`` in the model repository, ascending."""
+    from streamer.adapters import model_repository
+
+    return sorted(int(p.name) for p in model_repository.version_dirs(s.require_models_dir()) if p.parent.name == name)
+
+
+def champion_of(state: ControlState, file_pin: int | None, versions: list[int]) -> int:
+    """The champion: the control channel's pin once it has one, else the config file's, when that version is on
+    disk; else the highest version."""
+    pinned = state.pin if state.generation else file_pin
+    return pinned if pinned in versions else max(versions)
+
+
+def channel_of(s: Any) -> Any:
+    from streamer.adapters.redis_control import ControlChannel
+    from streamer.adapters.redis_state import RedisStateStore
+
+    s.require_redis_url()
+    store = RedisStateStore.from_settings(s.redis)
+    return ControlChannel(store.client, store.prefix)
+
+
+def serving_champion(s: Any, name: str) -> int | None:
+    """The version serving ``name`` now (None when it has none on disk): the control channel's state when Redis
+    is configured (a warning and the config file's pins when Redis does not answer), else the config's pins."""
+    versions = versions_on_disk(s, name)
+    if not versions:
+        return None
+    state = ControlState()
+    if s.redis.url:
+        try:
+            state = channel_of(s).state(name)
+        except StateStoreError as exc:
+            log.warning("cannot read the serving state from Redis (%s): using the config file's pins", exc)
+    return champion_of(state, s.models.pins.get(name), versions)
+
+
+def context(s: Any, name: str) -> tuple[Any, list[int], int]:
+    """The control channel, the versions of ``name`` on disk and its champion now."""
+    versions = versions_on_disk(s, name)
+    if not versions:
+        raise ConfigError(f"no model named {name!r} in {s.models.dir}")
+    channel = channel_of(s)
+    return channel, versions, champion_of(channel.state(name), s.models.pins.get(name), versions)
+
+
+def change(
+    s: Any, out: Any, name: str, kind: str, version: int | None, build: Callable[[ControlState, int], ControlState]
+) -> ControlState:
+    """Apply ``build(state, champion)`` to ``name``'s control state (compare-and-set), write the ``kind`` event
+    and print the new state. ``version`` must be on disk."""
+    channel, versions, _ = context(s, name)
+    if version is not None and version not in versions:
+        raise ConfigError(f"{name} has no version {version} in {s.models.dir} (versions: {versions})")
+
+    def apply(state: ControlState) -> ControlState:
+        return build(state, champion_of(state, s.models.pins.get(name), versions))
+
+    result = channel.update(name, apply)
+    assert result is not None
+    before, after = result
+    _emit(s, kind, name, str(version if version is not None else after.pin), after, before)
+    out.print(
+        f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
+        + (f", canary {dict(after.canary)}" if after.canary else "")
+        + (f", shadow {after.shadow}" if after.shadow is not None else "")
+    )
+    return after
+
+
 def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
     """Add the lifecycle commands to ``streamer models``."""
-
-    def context(name: str) -> tuple[Any, Any, list[int], int]:
-        """Settings, the control channel, the versions of ``name`` on disk and its champion now."""
-        from streamer.adapters import model_repository
-        from streamer.adapters.redis_control import ControlChannel
-        from streamer.adapters.redis_state import RedisStateStore
-
-        s = settings()
-        s.require_redis_url()
-        versions = sorted(
-            int(p.name) for p in model_repository.version_dirs(s.require_models_dir()) if p.parent.name == name
-        )
-        if not versions:
-            raise ConfigError(f"no model named {name!r} in {s.models.dir}")
-        store = RedisStateStore.from_settings(s.redis)
-        channel = ControlChannel(store.client, store.prefix)
-        state = channel.state(name)
-        pinned = state.pin if state.generation else s.models.pins.get(name)
-        champion = pinned if pinned in versions else max(versions)
-        return s, channel, versions, champion
-
-    def change(name: str, kind: str, version: int | None, build: Callable[[ControlState, int], ControlState]) -> None:
-        s, channel, versions, _ = context(name)
-        if version is not None and version not in versions:
-            raise ConfigError(f"{name} has no version {version} in {s.models.dir} (versions: {versions})")
-
-        def apply(state: ControlState) -> ControlState:
-            pinned = state.pin if state.generation else s.models.pins.get(name)
-            return build(state, pinned if pinned in versions else max(versions))
-
-        result = channel.update(name, apply)
-        assert result is not None
-        before, after = result
-        _emit(s, kind, name, str(version if version is not None else after.pin), after, before)
-        out.print(
-            f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
-            + (f", canary {dict(after.canary)}" if after.canary else "")
-            + (f", shadow {after.shadow}" if after.shadow is not None else "")
-        )
 
     @models_app.command("promote")
     def models_promote(name: str, version: int) -> None:
         """Make VERSION the champion of NAME on every worker (ends any trial)."""
         change(
+            settings(),
+            out,
             name,
             "model-promoted",
             version,
@@ -82,12 +116,26 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
     @models_app.command("rollback")
     def models_rollback(name: str) -> None:
         """End NAME's trial (canary or shadow), or return to the champion before the last promotion."""
-        change(name, "model-rolled-back", None, lambda state, champion: rollout.rollback(state, champion, "by command"))
+        change(
+            settings(),
+            out,
+            name,
+            "model-rolled-back",
+            None,
+            lambda state, champion: rollout.rollback(state, champion, "by command"),
+        )
 
     @models_app.command("pin")
     def models_pin(name: str, version: int) -> None:
         """Serve VERSION of NAME to every key on every worker (ends any trial)."""
-        change(name, "model-pinned", version, lambda state, _: rollout.pinned(state, version, f"pinned {version}"))
+        change(
+            settings(),
+            out,
+            name,
+            "model-pinned",
+            version,
+            lambda state, _: rollout.pinned(state, version, f"pinned {version}"),
+        )
 
     @models_app.command("canary")
     def models_canary(
@@ -99,6 +147,8 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         if not 0 < weight < 1:
             raise ConfigError(f"models canary: --weight must be in (0, 1), got {weight}")
         change(
+            settings(),
+            out,
             name,
             "model-canary",
             version,
@@ -109,6 +159,8 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
     def models_shadow(name: str, version: int) -> None:
         """Score every request of NAME's champion with VERSION too; its outputs go to the shadow topic."""
         change(
+            settings(),
+            out,
             name,
             "model-shadow",
             version,
@@ -153,7 +205,8 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         from streamer.adapters.redis_state import RedisStateStore
         from streamer.core.evaluation import parse_windows
 
-        s, channel, on_disk, champion = context(name)
+        s = settings()
+        channel, on_disk, champion = context(s, name)
         if versions is not None:
             chosen = [int(v) for v in versions.split(",") if v.strip()]
         else:
@@ -193,6 +246,21 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
 
 def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, before: ControlState) -> None:
     """The change as a model-events record, when Kafka is configured (best effort: the change is made)."""
+    emit_event(
+        s,
+        kind,
+        name,
+        version,
+        generation=after.generation,
+        champion_before=before.pin,
+        champion=after.pin,
+        reason=after.reason,
+    )
+
+
+def emit_event(s: Any, kind: str, name: str, version: str, **fields: Any) -> None:
+    """A command's model-events record (``"by": "command"``, the shape of every model event), when Kafka is
+    configured; best effort: what the command did is done, an undelivered event is a warning."""
     if not s.kafka.bootstrap:
         return
     from confluent_kafka import Producer
@@ -206,10 +274,7 @@ def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, befor
         "time": time.time(),
         "worker": f"command@{socket.gethostname()}",
         "by": "command",
-        "generation": after.generation,
-        "champion_before": before.pin,
-        "champion": after.pin,
-        "reason": after.reason,
+        **fields,
     }
     producer = Producer(client_config(s.kafka.bootstrap, s.kafka.client, **{"socket.timeout.ms": 5000}))
     producer.produce(s.topics.model_events, json.dumps(event).encode(), name.encode())
