@@ -41,15 +41,20 @@ def rounded_thresholds(model_text: str) -> str:
     """A LightGBM text model with every numerical split threshold rounded down to float32 (categorical splits,
     whose ``threshold`` indexes their categories, untouched); without ``tree_sizes``, which no longer hold."""
     lines = model_text.split("\n")
-    decisions: list[int] = []
+    threshold_at: int | None = None
+    decisions: list[int] | None = None
     for index, line in enumerate(lines):
-        if line.startswith("decision_type="):
+        if line.startswith("Tree="):
+            threshold_at, decisions = None, None
+        elif line.startswith("threshold="):
+            threshold_at = index
+        elif line.startswith("decision_type="):
             decisions = [int(v) for v in line.split("=", 1)[1].split()]
-        elif line.startswith("threshold=") and decisions:
-            values = line.split("=", 1)[1].split()
+        if threshold_at is not None and decisions is not None:  # both lines of this tree seen, in either order
+            values = lines[threshold_at].split("=", 1)[1].split()
             rounded = [v if decisions[i] & 1 else repr(float32_below(float(v))) for i, v in enumerate(values)]
-            lines[index] = "threshold=" + " ".join(rounded)
-            decisions = []
+            lines[threshold_at] = "threshold=" + " ".join(rounded)
+            threshold_at, decisions = None, None
     return re.sub(r"(?m)^tree_sizes=.*\n", "", "\n".join(lines))
 
 

@@ -8,7 +8,8 @@ The directory's ``MLmodel`` file says which flavors it holds; the first streamer
 - ``onnx``: the ONNX file as is;
 - ``xgboost``: the booster file;
 - ``lightgbm``: the text model of a ``lightgbm.Booster``; a scikit-learn wrapper is a pickle (``--trust-pickle``);
-- ``sklearn``: a skops file, or a pickle / cloudpickle file (``--trust-pickle``).
+- ``sklearn``: a skops file (with the ``skops_trusted_types`` it was logged with, as MLflow loads it), or a
+  pickle / cloudpickle file (``--trust-pickle``).
 
 The model's *signature* gives the feature names and their order (a column-based input schema); a tensor
 signature names none, and the names then come from the model or ``--features``. ``MLmodel`` is read as YAML
@@ -92,7 +93,8 @@ def open_directory(path: Path, trust_pickle: bool, warn: Callable[[str], None], 
     else:
         file = path / flavor["pickled_model"]
         kind = "skops" if flavor.get("serialization_format") == "skops" else "pickle"
-        model = sources.open_file(file, kind, trust_pickle, warn, described)
+        declared = flavor.get("skops_trusted_types") or ()
+        model = sources.open_file(file, kind, trust_pickle, warn, described, declared)
     names = signature_names(mlmodel)
     if names is None:
         return model

@@ -99,7 +99,10 @@ def _dynamic_batch(model: onnx.ModelProto) -> bool:
 
 
 def _add_predicted_probability(model: onnx.ModelProto, probabilities: str) -> None:
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 13)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if opset is None:  # a graph of ai.onnx.ml operators only (onnxmltools' trees): import the default domain
+        opset = 13
+        model.opset_import.add(domain="", version=opset)
     if opset >= 18:  # ReduceMax takes its axes as an input from opset 18 on
         axes = helper.make_tensor(f"{PREDICTED_PROBABILITY}_axes", TensorProto.INT64, [1], [1])
         model.graph.initializer.append(axes)

@@ -6,13 +6,15 @@ The conversion (``export_sklearn``) is the one the shipped demo models are made 
 bytes on every run.
 
 Loading a pickle runs the code it holds: ``load_pickle`` is only called after ``--trust-pickle`` and says so
-in one warning line. A skops file is loaded with skops' default trusted types (scikit-learn's own); other types
-it names are trusted only with ``--trust-pickle`` too.
+in one warning line. A skops file rebuilds objects without running code from the file, but only of the types
+it is told to trust: beyond skops' defaults, those an MLflow model declares (``skops_trusted_types``, as MLflow
+loads it) or, with ``--trust-pickle``, all the file names.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,21 +62,24 @@ def load_pickle(path: Path, warn: Callable[[str], None]) -> Any:
         raise ImportRefused(f"{path}: cannot unpickle it: {type(exc).__name__}: {exc}") from None
 
 
-def load_skops(path: Path, trust: bool, warn: Callable[[str], None]) -> Any:
-    """A skops file: scikit-learn's types are trusted; any other only with ``--trust-pickle``."""
+def load_skops(path: Path, trust: bool, warn: Callable[[str], None], declared: Sequence[str] = ()) -> Any:
+    """A skops file. Types skops does not trust by default are loaded only when ``declared`` (an MLflow model's
+    ``skops_trusted_types``, which MLflow itself loads it with) or with ``--trust-pickle``: skops distrusts some
+    of scikit-learn's own, e.g. a tree's node arrays, which a crafted file can point out of bounds."""
     try:
         import skops.io as sio
     except ImportError as exc:
         raise ImportRefused(f"reading {path} needs skops ({exc}): pip install 'streamer[import]'") from None
     try:
         untrusted = sio.get_untrusted_types(file=path)
-        if untrusted and not trust:
+        undeclared = [t for t in untrusted if t not in declared]
+        if undeclared and not trust:
             raise ImportRefused(
-                f"{path} holds types skops does not trust by default ({', '.join(untrusted[:5])}): pass "
-                "--trust-pickle if you trust whoever wrote it"
+                f"{path} holds types skops does not trust by default ({', '.join(undeclared[:5])}): pass "
+                "--trust-pickle if you trust whoever wrote the file"
             )
-        if untrusted:
-            warn(f"trusting the types {', '.join(untrusted[:5])} of {path} (--trust-pickle)")
+        if undeclared:
+            warn(f"trusting the types {', '.join(undeclared[:5])} of {path} (--trust-pickle)")
         return sio.load(path, trusted=untrusted or None)
     except ImportRefused:
         raise
@@ -143,9 +148,11 @@ class SklearnSource:
 
     def predict(self, matrix: np.ndarray) -> Prediction:
         rows = matrix.astype(np.float64)
-        if self.task == "regression":
-            return Prediction(values=np.asarray(self.model.predict(rows), dtype=np.float64).reshape(-1))
-        return Prediction(probabilities=self.model.predict_proba(rows), labels=np.asarray(self.model.predict(rows)))
+        with warnings.catch_warnings():  # fitted on a DataFrame, given an array in the same column order
+            warnings.filterwarnings("ignore", message="X does not have valid feature names")
+            if self.task == "regression":
+                return Prediction(values=np.asarray(self.model.predict(rows), dtype=np.float64).reshape(-1))
+            return Prediction(probabilities=self.model.predict_proba(rows), labels=np.asarray(self.model.predict(rows)))
 
     def split_thresholds(self) -> dict[int, np.ndarray]:
         """The float64 thresholds of the trees, per input column; none for a pipeline (its trees see the

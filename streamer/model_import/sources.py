@@ -18,7 +18,7 @@ source of its kind is read: none of them, and no pickle loader, is ever imported
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -115,8 +115,16 @@ def open_source(text: str, trust_pickle: bool, warn: Callable[[str], None], work
     return open_file(path, kind, trust_pickle, warn, origin=str(path))
 
 
-def open_file(path: Path, kind: str, trust_pickle: bool, warn: Callable[[str], None], origin: str) -> SourceModel:
-    """A model file of a known ``kind`` (``kind_of``); ``origin`` is how the description names it."""
+def open_file(
+    path: Path,
+    kind: str,
+    trust_pickle: bool,
+    warn: Callable[[str], None],
+    origin: str,
+    trusted_types: Sequence[str] = (),
+) -> SourceModel:
+    """A model file of a known ``kind`` (``kind_of``); ``origin`` is how the description names it;
+    ``trusted_types``: the types a skops file's author declared (an MLflow model's)."""
     if kind == "onnx":
         from streamer.model_import import onnx_graph
 
@@ -126,7 +134,7 @@ def open_file(path: Path, kind: str, trust_pickle: bool, warn: Callable[[str], N
     if kind == "lightgbm":
         return _lightgbm().LightGBMSource.from_file(path, origin)
     if kind == "skops":
-        return wrap(_sklearn().load_skops(path, trust_pickle, warn), origin)
+        return wrap(_sklearn().load_skops(path, trust_pickle, warn, trusted_types), origin)
     if not trust_pickle:
         raise ImportRefused(
             f"{path} is a pickle, and unpickling runs any code the file holds: pass --trust-pickle if you trust "
