@@ -57,6 +57,7 @@ class Proof:
     differing_rows: int
     differences: tuple[Difference, ...] = ()
     cause: str | None = None
+    cause_row: int | None = None  # the proof row the cause names, as ``{row}`` in ``cause``
 
     @property
     def equal(self) -> bool:
@@ -82,6 +83,8 @@ class Proof:
                 column = f" column {d.column} (class {label})"
             shown.append(f"{row_names[d.row]}{column}: {d.what} {d.source:.9g} (source) vs {d.converted:.9g} (onnx)")
         cause = self.cause or "unknown (a pipeline step converted differently, or columns in another order?)"
+        if self.cause_row is not None:
+            cause = cause.replace("{row}", row_names[self.cause_row])
         return (
             f"{self.differing_rows} of {self.rows} rows differ beyond {self.tolerance:g} ({self.measure}); "
             f"first: {'; '.join(shown)}; likely cause: {cause}"
@@ -129,17 +132,17 @@ def _class_order(source: np.ndarray, converted: np.ndarray, tolerance: float) ->
 
 def _threshold_cause(
     matrix: np.ndarray, differing: np.ndarray, thresholds: Mapping[int, np.ndarray], features: Sequence[str]
-) -> str | None:
+) -> tuple[str | None, int | None]:
     crossings = threshold_crossings(matrix, differing[:50], thresholds)
     if not crossings:
-        return None
+        return None, None
     row, feature, value, threshold = crossings[0]
     return (
-        f"float32 split thresholds: {features[feature]!r} = {value:.9g} on proof row {row} lies between the "
+        f"float32 split thresholds: {features[feature]!r} = {value:.9g} on {{row}} lies between the "
         f"source's float64 split threshold {threshold!r} and its float32 rounding "
         f"{float(np.float32(threshold))!r}, which the ONNX tree compares against ({len(crossings)} such "
         "crossings on the differing rows)"
-    )
+    ), row
 
 
 def prove_classifier(
@@ -182,7 +185,8 @@ def prove_classifier(
             bad_rows,
             lambda row: Difference(row, None, float(source_labels[row]), float(converted_labels[row]), "label"),
         )
-    cause = None
+    cause: str | None = None
+    cause_row: int | None = None
     if len(probability_rows):
         order = _class_order(source, converted, tolerance)
         if order is not None:
@@ -191,10 +195,10 @@ def prove_classifier(
                 f"{list(order)} (a converter that reordered the classes)"
             )
         else:
-            cause = _threshold_cause(matrix, probability_rows, thresholds or {}, features)
+            cause, cause_row = _threshold_cause(matrix, probability_rows, thresholds or {}, features)
     else:
         cause = "labels: the probabilities agree but the converted label output maps classes differently"
-    return Proof(rows, "absolute", tolerance, max_gap, len(bad_rows), differences, cause)
+    return Proof(rows, "absolute", tolerance, max_gap, len(bad_rows), differences, cause, cause_row)
 
 
 def prove_regressor(
@@ -219,5 +223,5 @@ def prove_regressor(
     if not len(bad):
         return Proof(rows, "relative", tolerance, max_relative, 0)
     differences = _first(bad, lambda row: Difference(row, None, float(source[row]), float(converted[row]), "value"))
-    cause = _threshold_cause(matrix, bad, thresholds or {}, features)
-    return Proof(rows, "relative", tolerance, max_relative, len(bad), differences, cause)
+    cause, cause_row = _threshold_cause(matrix, bad, thresholds or {}, features)
+    return Proof(rows, "relative", tolerance, max_relative, len(bad), differences, cause, cause_row)

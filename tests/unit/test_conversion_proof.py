@@ -52,6 +52,7 @@ def test_a_value_between_a_float64_threshold_and_its_float32_rounding_is_named()
     )
     assert not proof.equal and proof.differing_rows == 1
     assert proof.cause is not None and proof.cause.startswith("float32 split thresholds: 'b' = 0.50999999")
+    assert "'b' = 0.50999999 on second row lies between" in proof.describe(["first row", "second row"])
 
 
 def test_labels_that_disagree_on_decisive_rows_only() -> None:
