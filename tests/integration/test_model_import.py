@@ -305,6 +305,7 @@ def test_an_mlflow_model_is_imported_by_alias_with_its_signature(
 ) -> None:
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 keeps the file store for local use
     import mlflow
+    import mlflow.artifacts
     import mlflow.sklearn
     from mlflow.models.signature import ModelSignature
     from mlflow.types.schema import ColSpec, Schema
@@ -331,6 +332,9 @@ def test_an_mlflow_model_is_imported_by_alias_with_its_signature(
         options(tmp_path / "models", f"runs:/{run_info.info.run_id}/model", "fraud-gbm", data), 1, print
     )
     assert by_run.model.card.ref == "fraud-gbm@2" and by_run.champion == 1
+    local = mlflow.artifacts.download_artifacts(artifact_uri="models:/fraud-gbm/1", dst_path=str(tmp_path / "dl"))
+    from_directory = import_model(options(tmp_path / "models", local, "fraud-gbm", data), 2, print)
+    assert from_directory.model.card.ref == "fraud-gbm@3" and from_directory.model.card.features == FEATURES
 
 
 def read_events(bootstrap: str, topic: str, expected: int, timeout_s: float = 30.0) -> list[dict[str, object]]:
@@ -348,7 +352,7 @@ def read_events(bootstrap: str, topic: str, expected: int, timeout_s: float = 30
     return events
 
 
-def test_the_holdout_gate_refuses_a_worse_version_force_publishes_it_and_canary_deploys_it(
+def test_the_holdout_gate_refuses_a_worse_version_force_publishes_it_and_each_deploy_is_applied(
     data: dict[str, object],
     tmp_path: Path,
     kafka_broker: devstack.ServerInfo,
@@ -361,7 +365,7 @@ def test_the_holdout_gate_refuses_a_worse_version_force_publishes_it_and_canary_
     events = unique_name("events")
     KafkaAdmin(kafka_broker.address).create_topics([events], 1)
     prefix = unique_name("import")
-    (tmp_path / "streamer.toml").write_text(f'[redis]\nkey_prefix = "{prefix}"\n')
+    (tmp_path / "streamer.toml").write_text(f'[redis]\nkey_prefix = "{prefix}"\n[rollout.fraud]\nenabled = true\n')
     env = {
         "STREAMER_MODELS_DIR": str(models),
         "STREAMER_KAFKA_BOOTSTRAP": kafka_broker.address,
@@ -406,3 +410,15 @@ def test_the_holdout_gate_refuses_a_worse_version_force_publishes_it_and_canary_
     holdout = ["--holdout", str(data["holdout"]), "--label-column", LABEL]
     validated = run(["models", "validate", str(models / "fraud" / "2"), *holdout], tmp_path, **env)
     assert validated.returncode == 0 and f"{card.card['metrics']['auc']:.4f}" in validated.stdout
+    # The other two deploys: a shadow, then the label-driven rollout of [rollout.fraud] (its stage: shadow).
+    channel = ControlChannel(redis.Redis.from_url(redis_server.address), prefix)
+    shadowed = run(["models", "import", str(good), "--name", "fraud", *holdout, "--shadow"], tmp_path, **env)
+    assert shadowed.returncode == 0, shadowed.stderr
+    state = channel.state("fraud")
+    assert (state.pin, state.canary, state.shadow) == (1, (), 3)
+    rolled = run(["models", "import", str(good), "--name", "fraud", *holdout, "--rollout"], tmp_path, **env)
+    assert rolled.returncode == 0, rolled.stderr
+    state = channel.state("fraud")
+    assert (state.pin, state.candidate) == (1, 4) and "new version 4 on trial" in state.reason
+    kinds = [(e["type"], e["version"]) for e in read_events(kafka_broker.address, events, 8)][4:]
+    assert kinds == [("model-imported", "3"), ("model-shadow", "3"), ("model-imported", "4"), ("rollout-started", "4")]
