@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import tomllib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,13 +62,73 @@ def print_holdout(model: Any, holdout: Path | None, label_column: str | None, ou
         out.print(f"{measured.rejected} holdout rows left out: serving would reject them for {model.card.ref}")
 
 
-def _deploy_mode(canary: float | None, shadow: bool, rollout_on: bool) -> str | None:
-    chosen = [m for m, on in (("canary", canary is not None), ("shadow", shadow), ("rollout", rollout_on)) if on]
-    if len(chosen) > 1:
-        raise ConfigError(f"models import: choose one of --canary, --shadow, --rollout (got {', '.join(chosen)})")
-    if canary is not None and not 0 < canary < 1:
-        raise ConfigError(f"models import: --canary must be in (0, 1), got {canary}")
-    return chosen[0] if chosen else None
+@dataclass(frozen=True, slots=True)
+class Deploy:
+    """``--canary W``, ``--shadow`` or ``--rollout``: checked before the import, the champion held before the
+    publish, the trial started after it -- each a control-channel change (``models_lifecycle.change``)."""
+
+    mode: str
+    weight: float = 0.0
+
+    @classmethod
+    def of(cls, canary: float | None, shadow: bool, rollout_on: bool) -> Deploy | None:
+        chosen = [m for m, on in (("canary", canary is not None), ("shadow", shadow), ("rollout", rollout_on)) if on]
+        if len(chosen) > 1:
+            raise ConfigError(f"models import: choose one of --canary, --shadow, --rollout (got {', '.join(chosen)})")
+        if canary is not None and not 0 < canary < 1:
+            raise ConfigError(f"models import: --canary must be in (0, 1), got {canary}")
+        return cls(chosen[0], canary or 0.0) if chosen else None
+
+    def check(self, s: Any, name: str, champion: int | None) -> None:
+        s.require_redis_url()
+        if champion is None:
+            raise ConfigError(f"models import --{self.mode}: {name} has no version serving yet to try this one beside")
+        policy = s.rollout.get(name)
+        if self.mode == "rollout" and (policy is None or not policy.enabled):
+            raise ConfigError(f"models import --rollout: set [rollout.{name}] enabled = true in the config first")
+
+    def hold(self, s: Any, out: Any, name: str, champion: int, new: int) -> None:
+        """Before publishing: pin the champion unless the control state pins it already."""
+        state = models_lifecycle.channel_of(s).state(name)
+        if state.generation and state.pin == champion:
+            return
+        reason = f"pinned {champion} while {name}@{new} is imported"
+        models_lifecycle.change(
+            s, out, name, "model-pinned", champion, lambda st, _: rollout.pinned(st, champion, reason)
+        )
+
+    def apply(self, s: Any, out: Any, name: str, new: int) -> None:
+        """After publishing: start the trial of ``new`` beside the champion."""
+        if self.mode == "rollout":
+            policy = s.rollout[name]
+            models_lifecycle.change(
+                s, out, name, "rollout-started", new, lambda st, champ: rollout.start_candidate(st, champ, new, policy)
+            )
+            return
+        weight, stage = self.weight, self.mode
+        reason = f"{stage} {weight:g} on import" if stage == "canary" else "shadow on import"
+        models_lifecycle.change(
+            s, out, name, f"model-{stage}", new, lambda st, champ: rollout.trial(st, champ, new, stage, weight, reason)
+        )
+
+
+def report(out: Any, result: Any) -> None:
+    """What the import did, for a person: the conversion, the proof, the metrics side by side, the gate."""
+    card = result.model.card
+    out.print(f"converted {result.source} with {result.converter}")
+    proof = result.proof
+    out.print(
+        f"proved equal on {result.proof_data}: max {proof.measure} difference {proof.max_difference:.3g} "
+        f"(tolerance {proof.tolerance:g})"
+    )
+    if result.metrics is not None:
+        rows = [(f"{card.version} (new)", result.metrics)]
+        if result.champion_metrics is not None:
+            rows.append((f"{result.champion} (champion)", result.champion_metrics))
+        out.print(metrics_table(rows))
+    if result.verdict is not None:
+        out.print(("gate passed: " if result.verdict.passed else "gate FORCED: ") + result.verdict.describe())
+    out.print(f"published {card.ref} at {result.path} in {result.seconds:.1f} s")
 
 
 def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any, err: Any) -> None:
@@ -120,21 +181,17 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any, err
         from streamer.model_import.importer import ImportOptions, import_model
 
         s = settings()
-        mode = _deploy_mode(canary, shadow, rollout_on)
+        deploy = Deploy.of(canary, shadow, rollout_on)
         models_dir = Path(s.models.dir)
         models_dir.mkdir(parents=True, exist_ok=True)
         champion = models_lifecycle.serving_champion(s, name)
-        policy = s.rollout.get(name)
-        if mode is not None:
-            s.require_redis_url()
-            if champion is None:
-                raise ConfigError(f"models import --{mode}: {name} has no version serving yet to try this one beside")
-        if mode == "rollout" and (policy is None or not policy.enabled):
-            raise ConfigError(f"models import --rollout: set [rollout.{name}] enabled = true in the config first")
+        if deploy is not None:
+            deploy.check(s, name, champion)
         if tracking_uri is not None:
             from streamer.model_import import mlflow_source
 
             mlflow_source.set_tracking_uri(tracking_uri)
+        prose = {"description": description, "intended_use": intended_use, "training_data": training_data}
         options = ImportOptions(
             source=source,
             name=name,
@@ -152,85 +209,25 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any, err
             allow_missing=allow_missing,
             version=version,
             round_thresholds=round_thresholds,
-            card=_card_prose(
-                card_file,
-                {
-                    "description": description,
-                    "intended_use": intended_use,
-                    "training_data": training_data,
-                    "limitations": limitations,
-                },
-            ),
+            card=_card_prose(card_file, {**prose, "limitations": limitations}),
         )
-
-        def hold(new: int) -> None:
-            """Before publishing a version to deploy: pin the champion unless the control state pins it."""
-            assert champion is not None
-            state = models_lifecycle.channel_of(s).state(name)
-            if not (state.generation and state.pin == champion):
-                models_lifecycle.change(
-                    s,
-                    out,
-                    name,
-                    "model-pinned",
-                    champion,
-                    lambda st, _: rollout.pinned(st, champion, f"pinned {champion} while {name}@{new} is imported"),
-                )
 
         def warn(line: str) -> None:
             err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
 
-        result = import_model(options, champion, warn, before_publish=hold if mode else lambda _: None)
-        card = result.model.card
+        def before_publish(new: int) -> None:
+            if deploy is not None and champion is not None:
+                deploy.hold(s, out, name, champion, new)
+
+        result = import_model(options, champion, warn, before_publish)
+        new = result.model.card.version
         fields = result.event_fields()
-        models_lifecycle.emit_event(s, "model-imported", name, str(card.version), **fields, deploy=mode)
+        models_lifecycle.emit_event(s, "model-imported", name, str(new), **fields, deploy=deploy and deploy.mode)
         if as_json:
-            out.print_json(json.dumps({"model": name, "version": card.version, "path": str(result.path), **fields}))
+            out.print_json(json.dumps({"model": name, "version": new, "path": str(result.path), **fields}))
         else:
-            out.print(f"converted {result.source} with {result.converter}")
-            proof = result.proof
-            out.print(
-                f"proved equal on {result.proof_data}: max {proof.measure} difference {proof.max_difference:.3g} "
-                f"(tolerance {proof.tolerance:g})"
-            )
-            if result.metrics is not None:
-                rows = [(f"{card.version} (new)", result.metrics)]
-                if result.champion_metrics is not None:
-                    rows.append((f"{result.champion} (champion)", result.champion_metrics))
-                out.print(metrics_table(rows))
-            if result.verdict is not None:
-                verdict = result.verdict
-                out.print(("gate passed: " if verdict.passed else "gate FORCED: ") + verdict.describe())
-            out.print(f"published {card.ref} at {result.path} in {result.seconds:.1f} s")
-        new = card.version
-        if mode == "canary":
-            assert canary is not None
-            weight = canary
-            models_lifecycle.change(
-                s,
-                out,
-                name,
-                "model-canary",
-                new,
-                lambda st, champ: rollout.trial(st, champ, new, "canary", weight, f"canary {weight} on import"),
-            )
-        elif mode == "shadow":
-            models_lifecycle.change(
-                s,
-                out,
-                name,
-                "model-shadow",
-                new,
-                lambda st, champ: rollout.trial(st, champ, new, "shadow", 0.0, "shadow on import"),
-            )
-        elif mode == "rollout":
-            assert policy is not None
-            models_lifecycle.change(
-                s, out, name, "rollout-started", new, lambda st, champ: rollout.start_candidate(st, champ, new, policy)
-            )
-        elif champion is not None and not as_json:
-            serving = models_lifecycle.serving_champion(s, name)
-            if serving != new:
-                out.print(
-                    f"{name} stays on {serving} (pinned): `streamer models promote {name} {new}` serves the new one"
-                )
+            report(out, result)
+        if deploy is not None:
+            deploy.apply(s, out, name, new)
+        elif champion is not None and not as_json and models_lifecycle.serving_champion(s, name) != new:
+            out.print(f"{name} stays on its pinned version: `streamer models promote {name} {new}` serves {new}")

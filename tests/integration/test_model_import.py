@@ -28,6 +28,7 @@ from onnx import helper
 from streamer.adapters import devstack, model_repository
 from streamer.adapters.kafka_admin import KafkaAdmin
 from streamer.adapters.redis_control import ControlChannel
+from streamer.cli import main
 from streamer.core.errors import ImportRefused
 from streamer.model_import import sklearn_source
 from streamer.model_import.data import read_table, rows_for
@@ -90,6 +91,33 @@ def run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[s
     return subprocess.run(
         [sys.executable, "-m", "streamer", *args], capture_output=True, text=True, timeout=240, cwd=cwd, env=settings
     )
+
+
+@pytest.fixture
+def streamer_cli(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``streamer ARGS`` in this process (``streamer.cli.main``, exit code and both streams captured): the same
+    code path as the command, without an interpreter start per call (a few seconds with the converters' imports).
+    Each test also runs the real command at least once."""
+
+    def invoke(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
+        for name in [k for k in os.environ if k.startswith("STREAMER_")]:
+            monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["streamer", *args])
+        capsys.readouterr()
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+        captured = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, captured.out, captured.err)
+
+    return invoke
 
 
 def one_line_refusal(result: subprocess.CompletedProcess[str], *expected: str) -> str:
@@ -255,7 +283,9 @@ def test_a_float64_split_threshold_is_refused_with_its_cause_and_rounding_fixes_
     assert fixed.proof.equal and fixed.model.card.ref == "edited@1"
 
 
-def test_user_mistakes_are_one_line_and_exit_2(data: dict[str, object], tmp_path: Path) -> None:
+def test_user_mistakes_are_one_line_and_exit_2(
+    data: dict[str, object], tmp_path: Path, streamer_cli: Callable[..., subprocess.CompletedProcess[str]]
+) -> None:
     x, y = data["x"], data["y"]
     models = tmp_path / "models"
     models.mkdir()
@@ -263,18 +293,20 @@ def test_user_mistakes_are_one_line_and_exit_2(data: dict[str, object], tmp_path
     (tmp_path / "notes.md").write_text("# not a model\n")
     env = {"STREAMER_MODELS_DIR": str(models)}
     common = ["--reference", str(data["reference"])]
-    one_line_refusal(run(["models", "import", "missing.skops", "--name", "m"], tmp_path, **env), "no such file")
     one_line_refusal(
-        run(["models", "import", "notes.md", "--name", "m"], tmp_path, **env), "cannot tell what kind of model"
+        streamer_cli(["models", "import", "missing.skops", "--name", "m"], tmp_path, **env), "no such file"
     )
     one_line_refusal(
+        streamer_cli(["models", "import", "notes.md", "--name", "m"], tmp_path, **env), "cannot tell what kind of model"
+    )
+    one_line_refusal(  # the real command, once: its exit code and its stderr as a shell sees them
         run(["models", "import", str(pickled), "--name", "m", *common], tmp_path, **env),
         "is a pickle",
         "--trust-pickle",
     )
     five = ",".join(FEATURES[:5])
     one_line_refusal(
-        run(
+        streamer_cli(
             ["models", "import", str(pickled), "--name", "m", "--trust-pickle", "--features", five, *common],
             tmp_path,
             **env,
@@ -283,13 +315,13 @@ def test_user_mistakes_are_one_line_and_exit_2(data: dict[str, object], tmp_path
     )
     booster = tmp_path / "booster.json"
     train("xgboost", x, y).save_model(str(booster))  # type: ignore[arg-type]
-    ok = run(["models", "import", str(booster), "--name", "m", *common], tmp_path, **env)
+    ok = streamer_cli(["models", "import", str(booster), "--name", "m", *common], tmp_path, **env)
     assert ok.returncode == 0, ok.stderr
     from sklearn.linear_model import LinearRegression
 
     regressor = save("linear", LinearRegression().fit(x, x[:, 0]), tmp_path)  # type: ignore[index, arg-type]
     one_line_refusal(
-        run(
+        streamer_cli(
             ["models", "import", str(regressor), "--name", "m", "--features", ",".join(FEATURES), *common],
             tmp_path,
             **env,
@@ -358,6 +390,7 @@ def test_the_holdout_gate_refuses_a_worse_version_force_publishes_it_and_each_de
     kafka_broker: devstack.ServerInfo,
     redis_server: devstack.ServerInfo,
     unique_name: Callable[[str], str],
+    streamer_cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     x, y = data["x"], data["y"]
     models = tmp_path / "models"
@@ -384,7 +417,7 @@ def test_the_holdout_gate_refuses_a_worse_version_force_publishes_it_and_each_de
     worse = save("forest", weak, tmp_path / "worse")
     gate += ["--trust-pickle", "--features", ",".join(FEATURES)]  # skops: a forest's trees need trusting
     refusal = one_line_refusal(
-        run(["models", "import", str(worse), "--name", "fraud", *gate], tmp_path, **env),
+        streamer_cli(["models", "import", str(worse), "--name", "fraud", *gate], tmp_path, **env),
         "fraud@2 not published: worse than the champion fraud@1 on the holdout",
         "auc",
         "--force",
@@ -408,15 +441,15 @@ def test_the_holdout_gate_refuses_a_worse_version_force_publishes_it_and_each_de
     assert imported["gate"]["forced"] is True and imported["gate"]["metric"] == "auc"  # type: ignore[index]
     assert imported["metrics"]["auc"] == card.card["metrics"]["auc"]  # type: ignore[index]
     holdout = ["--holdout", str(data["holdout"]), "--label-column", LABEL]
-    validated = run(["models", "validate", str(models / "fraud" / "2"), *holdout], tmp_path, **env)
+    validated = streamer_cli(["models", "validate", str(models / "fraud" / "2"), *holdout], tmp_path, **env)
     assert validated.returncode == 0 and f"{card.card['metrics']['auc']:.4f}" in validated.stdout
     # The other two deploys: a shadow, then the label-driven rollout of [rollout.fraud] (its stage: shadow).
     channel = ControlChannel(redis.Redis.from_url(redis_server.address), prefix)
-    shadowed = run(["models", "import", str(good), "--name", "fraud", *holdout, "--shadow"], tmp_path, **env)
+    shadowed = streamer_cli(["models", "import", str(good), "--name", "fraud", *holdout, "--shadow"], tmp_path, **env)
     assert shadowed.returncode == 0, shadowed.stderr
     state = channel.state("fraud")
     assert (state.pin, state.canary, state.shadow) == (1, (), 3)
-    rolled = run(["models", "import", str(good), "--name", "fraud", *holdout, "--rollout"], tmp_path, **env)
+    rolled = streamer_cli(["models", "import", str(good), "--name", "fraud", *holdout, "--rollout"], tmp_path, **env)
     assert rolled.returncode == 0, rolled.stderr
     state = channel.state("fraud")
     assert (state.pin, state.candidate) == (1, 4) and "new version 4 on trial" in state.reason
