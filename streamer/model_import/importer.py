@@ -238,7 +238,8 @@ def import_model(
         proof = measure.prove(source, model, outputs, rows)
         if not proof.equal:
             hint = ""
-            if (proof.cause or "").startswith("float32 split thresholds") and hasattr(source, "round_thresholds"):
+            thresholds = (proof.cause or "").startswith("float32 split thresholds")
+            if thresholds and hasattr(source, "round_thresholds") and not options.round_thresholds:
                 hint = (
                     "; --round-thresholds converts the thresholds rounded down to float32, keeping every input's side"
                 )
@@ -252,13 +253,14 @@ def import_model(
         if holdout is not None and options.label_column is not None:
             result = _gate(options, version, model, current, holdout, result)
         card = _card_table(options, result, holdout)
-        model = _stage(folder, options, version, data, replace(spec, card=card))
+        _stage(folder, options, version, data, replace(spec, card=card))
         before_publish(version)
         try:
             path = publish_version(options.models_dir, options.name, version, data, card_text(replace(spec, card=card)))
         except FileExistsError:
             raise ImportRefused(f"{options.name}@{version} appeared while importing: run the import again") from None
-    return replace(result, path=path, model=model, seconds=time.perf_counter() - started)
+    published = model_repository.load_version(path)  # what the workers will load, read back
+    return replace(result, path=path, model=published, seconds=time.perf_counter() - started)
 
 
 def _gate(
