@@ -8,7 +8,8 @@ rows; 1,000 drawn for the proof) and a holdout (a quarter of ``--rows``, labelle
 
 - ``command``: wall time of ``python -m streamer models import ...`` (interpreter start, the command's imports,
   the libraries of that kind, conversion, proof, holdout metrics, publish): what a user waits;
-- ``import``: ``ImportResult.seconds`` of the same steps in one warm process (libraries already imported).
+- ``import``: ``ImportResult.seconds`` of the same steps in one warm process (libraries already imported);
+- ``(startup)``: ``python -m streamer --version``, the part of every command that is not the import.
 
 Medians of the repeats; figures on a shared machine vary with its load (the table says the load average).
 Appends to ``bench/results/model_import.jsonl``.
@@ -115,6 +116,13 @@ def main() -> int:
             )
             import_s.append(result.seconds)
         rows.append({"kind": kind, "command_s": statistics.median(command_s), "import_s": statistics.median(import_s)})
+    startup = []
+    for _ in range(args.repeat):  # the fixed part of every command: the interpreter and the streamer command
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")} | {"PYTHONPATH": str(ROOT)}
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "streamer", "--version"], capture_output=True, env=environ, check=True)
+        startup.append(time.perf_counter() - started)
+    rows.append({"kind": "(startup)", "command_s": statistics.median(startup), "import_s": 0.0})
     load = os.getloadavg()[0]
     print(f"{'kind':10} {'command s':>10} {'import s':>9}   ({args.rows} training rows; load average {load:.1f})")
     for row in rows:
