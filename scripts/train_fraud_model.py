@@ -18,6 +18,9 @@ The forest model is a small random forest (few shallow trees, at least a few doz
 near 100 kB): the third member, with the trees and the logistic model, of the shipped ensemble example. It too
 lives outside ``models/``; its card has the same contract, metrics on the same held-out split and ``[reference]``.
 
+The ONNX export and the ``[reference]`` table are ``streamer models import``'s own
+(``streamer.model_import.sklearn_source.export_sklearn``, ``streamer.model_import.card_writer.reference_table``).
+
 The same seed gives the same data; scikit-learn's trees (and the forest, fitted on one core) are deterministic given
 ``random_state``; the ONNX bytes may differ across skl2onnx versions, which is why the card carries the hash.
 """
@@ -31,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamer.model_import.card_writer import reference_table
+from streamer.model_import.sklearn_source import export_sklearn
 from streamer.synthetic import FEATURES, SEED, labels, transactions
 
 # The serving contract both cards share; each card adds its own tables, then [card], then [reference].
@@ -105,42 +110,6 @@ limitations = "Synthetic data from one hidden logistic rule; no missing values; 
 )
 
 
-def reference_table(x: np.ndarray) -> str:
-    """The ``[reference]`` table: decile bins of each training column."""
-    from streamer.core.drift import reference_of
-
-    lines = ["", "[reference]  # training distribution per feature (decile bins), for drift (PSI)"]
-    for column, name in enumerate(FEATURES):
-        ref = reference_of(x[:, column])
-        edges = ", ".join(f"{e:.6g}" for e in ref.edges)
-        fractions = ", ".join(f"{f:.6f}" for f in ref.fractions)
-        lines.append(f"{name} = {{ edges = [{edges}], fractions = [{fractions}] }}")
-    return "\n".join(lines) + "\n"
-
-
-def export(model: object, x_train: np.ndarray) -> bytes:
-    """skl2onnx without ZipMap, input named ``float_input``, opset imports in a fixed order."""
-    from skl2onnx import to_onnx
-
-    estimator = model.steps[-1][1] if hasattr(model, "steps") else model
-    onx = to_onnx(
-        model,
-        x_train[:1].astype(np.float32),
-        options={id(estimator): {"zipmap": False}},
-        target_opset={"": 17, "ai.onnx.ml": 3},
-    )
-    onx.graph.input[0].name = "float_input"
-    for node in onx.graph.node:
-        node.input[:] = ["float_input" if i == "X" else i for i in node.input]
-    # skl2onnx fills opset_import from a set, so its order follows Python's hash seed; sort it so that the same
-    # seed gives the same bytes (and sha256) on every run.
-    imports = sorted((o.domain, o.version) for o in onx.opset_import)
-    del onx.opset_import[:]
-    for domain, version in imports:
-        onx.opset_import.add(domain=domain, version=version)
-    return onx.SerializeToString()
-
-
 def main() -> int:
     from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
     from sklearn.linear_model import LogisticRegression
@@ -159,7 +128,7 @@ def main() -> int:
     x = transactions(args.rows)
     y = labels(x)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_size=0.25, random_state=SEED, stratify=y)
-    reference = reference_table(x_train)
+    reference = reference_table(FEATURES, x_train)
     trees, depth = 60, 3
     forest_trees, forest_depth, forest_leaf = 16, 7, 40
     forest = RandomForestClassifier(
@@ -177,7 +146,7 @@ def main() -> int:
     for out, template, model in models:
         model.fit(x_train, y_train)
         probability = model.predict_proba(x_test)[:, 1]
-        data = export(model, x_train)
+        data = export_sklearn(model, x_train[:1].astype(np.float32))
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.onnx").write_bytes(data)
         card = template.format(

@@ -22,6 +22,7 @@ from streamer.adapters.onnx_calibration import check_calibration
 from streamer.adapters.onnx_models import CARD_FILE, MODEL_FILE, LoadedModel, session_options, sha256_of
 from streamer.core.cards import GraphSignature, ModelCard, TensorInfo, check_signature, parse_card
 from streamer.core.errors import ModelError, ScoringError
+from streamer.core.graph.scoring_graph import GraphResult, ScoringGraph
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,8 @@ def load_version(version_dir: Path, intra_op_num_threads: int = 1) -> LoadedMode
 
     Order matters: the paths are confined first, then the bytes are hashed and compared with the card, and
     only then does ONNX Runtime (a large C++ parser) see the file, so a tampered or swapped file never reaches
-    it. Models are ONNX only: nothing here (or anywhere in streamer) unpickles.
+    it. Models are ONNX only: nothing a worker imports unpickles (the one pickle loader is `streamer models
+    import --trust-pickle`, converting a pickled model to ONNX before it ever reaches this function).
     """
     card_path = version_dir / CARD_FILE
     model_path = version_dir / MODEL_FILE
@@ -130,25 +132,29 @@ def sample_rows(card: ModelCard, rows: int = 2) -> np.ndarray:
     return np.tile(np.asarray(row, dtype=np.float32), (rows, 1))
 
 
+def score_rows(model: LoadedModel, matrix: np.ndarray) -> GraphResult:
+    """``score`` and ``label`` of a float32 feature matrix, read from the outputs exactly as serving reads them
+    (the card's output references through ``ScoringGraph.single``); ``ScoringError`` when ONNX Runtime fails."""
+    card = model.card
+
+    def infer(_: ModelCard, rows: np.ndarray) -> dict[str, np.ndarray]:
+        try:
+            values = model.session.run(None, {card.input: rows})
+        except Exception as exc:  # ONNX Runtime's own error types
+            raise ScoringError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
+        return {name: np.asarray(value) for name, value in zip(model.output_names, values, strict=True)}
+
+    return ScoringGraph.single(card).run(matrix, infer)
+
+
 def check_serving(model: LoadedModel) -> None:
     """Score sample rows and read ``score`` and ``label`` exactly as serving will, or raise ``ModelError``.
 
     Catches what the signature cannot: an output reference that does not select one value per row (a
     multiclass ``score = "probabilities"``), a graph that only takes batches of one, a non-finite score.
     """
-    from streamer.core.graph.scoring_graph import ScoringGraph
-
-    card = model.card
-
-    def infer(_: ModelCard, matrix: np.ndarray) -> dict[str, np.ndarray]:
-        try:
-            values = model.session.run(None, {card.input: matrix})
-        except Exception as exc:  # ONNX Runtime's own error types
-            raise ScoringError(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__) from None
-        return {name: np.asarray(value) for name, value in zip(model.output_names, values, strict=True)}
-
     try:
-        result = ScoringGraph.single(card).run(sample_rows(card), infer)
+        result = score_rows(model, sample_rows(model.card))
     except ScoringError as exc:
         raise ModelError(str(model.path), f"warm-up on sample rows failed: {exc.detail}") from None
     if not np.isfinite(result.score).all():

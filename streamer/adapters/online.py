@@ -16,7 +16,8 @@ Lifecycle of a version whose card has ``[online]``:
    scored entirely by one set of weights. If Redis is unreachable the last weights keep serving;
    ``streamer_online_weights_age_seconds`` shows how stale they are;
 4. ``freeze`` turns the current shared weights into an ordinary model version directory (``streamer models
-   freeze``): same card without ``[online]``, next version number, new checksum.
+   freeze``): same card without ``[online]``, next version number, new checksum, published atomically
+   (``onnx_models.publish_version``) like an imported version.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 
 from streamer.adapters.onnx_logistic import GraphForm, LogisticWeights, build_logistic, read_logistic_file
-from streamer.adapters.onnx_models import CARD_FILE, MODEL_FILE, LoadedModel, session_options
+from streamer.adapters.onnx_models import CARD_FILE, LoadedModel, next_version, publish_version, session_options
 from streamer.core import learner
 from streamer.core.cards import GraphSignature, ModelCard, TensorInfo, check_signature
 from streamer.core.errors import ModelError
@@ -212,8 +213,7 @@ def freeze(store: StateStore, model: LoadedModel, models_dir: Path) -> Path:
     shared = store.online_weights(card.name, str(card.version))
     if shared is None:
         raise LookupError(f"{card.ref} has no shared weights in Redis (no worker has served it)")
-    frozen_version = max(int(p.name) for p in (models_dir / card.name).iterdir() if p.name.isdigit()) + 1
-    target = models_dir / card.name / str(frozen_version)
+    frozen_version = next_version(models_dir, card.name)
     data = build_logistic(card, weights_of(spec, shared))
     text = (model.path.parent / CARD_FILE).read_text()
     text = re.sub(r"(?m)^version = \d+$", f"version = {frozen_version}", text, count=1)
@@ -224,7 +224,4 @@ def freeze(store: StateStore, model: LoadedModel, models_dir: Path) -> Path:
         f'[card]\nfrozen_from = "{card.ref} after {shared.updates} online updates"\n',
         1,
     )
-    target.mkdir(parents=True)
-    (target / MODEL_FILE).write_bytes(data)
-    (target / CARD_FILE).write_text(text)
-    return target
+    return publish_version(models_dir, card.name, frozen_version, data, text)

@@ -1,4 +1,5 @@
-"""``streamer models list | validate | freeze``, and the lifecycle commands of ``models_lifecycle``."""
+"""``streamer models list | validate | freeze``, the lifecycle commands of ``models_lifecycle`` and ``models import``
+(``model_import``)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from streamer.cli import models_lifecycle
-from streamer.cli.base import app, out, settings
+from streamer.cli import model_import, models_lifecycle
+from streamer.cli.base import app, err, out, settings
 from streamer.core.errors import ConfigError
 from streamer.core.routing import Serving, champion
 
@@ -63,12 +64,17 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-re
 @models_app.command("validate")
 def models_validate(
     version_dir: Annotated[Path, typer.Argument(help="A <models>/<name>/<version> directory.")],
+    holdout: Annotated[Path | None, typer.Option(help="Labelled data (CSV/Parquet): print its metrics.")] = None,
+    label_column: Annotated[str | None, typer.Option(help="The label column of --holdout.")] = None,
 ) -> None:
-    """Load one model version as a worker would; a refusal is one line naming the file (exit code 2)."""
+    """Load one model version as a worker would; a refusal is one line naming the file (exit code 2). With
+    --holdout, the version's metrics on it (accuracy, AUC, log loss, or RMSE), as `models import` measures them."""
     from streamer.adapters import model_repository
 
     model = model_repository.load_version(version_dir)
     out.print(f"ok: {model.card.ref} ({len(model.card.features)} features, outputs {', '.join(model.output_names)})")
+    if holdout is not None or label_column is not None:
+        model_import.print_holdout(model, holdout, label_column, out)
 
 
 @models_app.command("freeze")
@@ -103,3 +109,4 @@ def models_freeze(
 
 
 models_lifecycle.register(models_app, settings, out)
+model_import.register(models_app, settings, out, err)

@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from streamer.core import rollout
-from streamer.core.errors import ConfigError
+from streamer.core.errors import ConfigError, StateStoreError
 from streamer.core.rollout import ControlState
 from streamer.core.routing import Serving, champion
 
@@ -28,68 +28,108 @@ log = logging.getLogger(__name__)
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 
 
+def versions_on_disk(s: Any, name: str) -> list[int]:
+    """The versions of ``name`` in the model repository, ascending."""
+    from streamer.adapters import model_repository
+
+    return sorted(int(p.name) for p in model_repository.version_dirs(s.require_models_dir()) if p.parent.name == name)
+
+
+def pinned_of(s: Any, name: str, versions: list[int], state: ControlState) -> int | None:
+    """NAME's pinned champion on disk with ``state`` stored (generation 0: none stored; then ``[models] pins``)."""
+    from streamer.wiring.models import configured_serving
+
+    stored = {name: state} if state.generation else {}
+    pin = rollout.effective_serving(configured_serving(s), stored).get(name, Serving()).pin
+    return pin if pin in versions else None
+
+
+def champion_of(s: Any, name: str, versions: list[int], state: ControlState) -> int:
+    """NAME's champion as every serving mode sees it with ``state`` stored (the one rule: ``routing.champion``)."""
+    chosen = champion(versions, pinned_of(s, name, versions, state))
+    assert chosen is not None  # versions is never empty here
+    return chosen
+
+
+def channel_of(s: Any) -> Any:
+    from streamer.adapters.redis_control import ControlChannel
+    from streamer.adapters.redis_state import RedisStateStore
+
+    s.require_redis_url()
+    store = RedisStateStore.from_settings(s.redis)
+    return ControlChannel(store.client, store.prefix)
+
+
+def serving_champion(s: Any, name: str) -> int | None:
+    """The version serving ``name`` now (None when it has none on disk): the control channel's state when Redis
+    is configured (a warning and the config file's pins when Redis does not answer), else the config's pins."""
+    versions = versions_on_disk(s, name)
+    if not versions:
+        return None
+    state = ControlState()
+    if s.redis.url:
+        try:
+            state = channel_of(s).state(name)
+        except StateStoreError as exc:
+            log.warning("cannot read the serving state from Redis (%s): using the config file's pins", exc)
+    return champion_of(s, name, versions, state)
+
+
+def context(s: Any, name: str) -> tuple[Any, list[int], int]:
+    """The control channel, the versions of ``name`` on disk and its champion now."""
+    versions = versions_on_disk(s, name)
+    if not versions:
+        raise ConfigError(f"no model named {name!r} in {s.models.dir}")
+    channel = channel_of(s)
+    return channel, versions, champion_of(s, name, versions, channel.state(name))
+
+
+def change(
+    s: Any,
+    out: Any,
+    name: str,
+    kind: str,
+    version: int | None,
+    build: Callable[[ControlState, int], ControlState],
+    trial: bool = False,
+) -> ControlState:
+    """Apply ``build(state, champion)`` to ``name``'s control state (compare-and-set), write the ``kind`` event
+    and print the new state. ``version`` must be on disk; ``trial``: it goes on trial beside a pinned champion
+    (refused without a pin: ``_trial_problem``)."""
+    channel, versions, _ = context(s, name)
+    if version is not None and version not in versions:
+        raise ConfigError(f"{name} has no version {version} in {s.models.dir} (versions: {versions})")
+
+    def apply(state: ControlState) -> ControlState:
+        if trial:
+            assert version is not None
+            problem = _trial_problem(name, kind, version, pinned_of(s, name, versions, state), versions)
+            if problem is not None:
+                raise ConfigError(problem)
+        return build(state, champion_of(s, name, versions, state))
+
+    result = channel.update(name, apply)
+    assert result is not None
+    before, after = result
+    champion_before = champion_of(s, name, versions, before)
+    _emit(s, kind, name, str(version if version is not None else after.pin), after, champion_before)
+    out.print(
+        f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
+        + (f", canary {dict(after.canary)}" if after.canary else "")
+        + (f", shadow {after.shadow}" if after.shadow is not None else "")
+    )
+    return after
+
+
 def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
     """Add the lifecycle commands to ``streamer models``."""
-
-    def context(name: str) -> tuple[Any, Any, list[int], int]:
-        """Settings, the control channel, the versions of ``name`` on disk and its champion now."""
-        from streamer.adapters import model_repository
-        from streamer.adapters.redis_control import ControlChannel
-        from streamer.adapters.redis_state import RedisStateStore
-
-        s = settings()
-        s.require_redis_url()
-        versions = sorted(
-            int(p.name) for p in model_repository.version_dirs(s.require_models_dir()) if p.parent.name == name
-        )
-        if not versions:
-            raise ConfigError(f"no model named {name!r} in {s.models.dir}")
-        store = RedisStateStore.from_settings(s.redis)
-        channel = ControlChannel(store.client, store.prefix)
-        return s, channel, versions, champion_of(s, name, versions, channel.state(name))
-
-    def change(
-        name: str,
-        kind: str,
-        version: int | None,
-        build: Callable[[ControlState, int], ControlState],
-        trial: bool = False,
-    ) -> None:
-        """One compare-and-set of ``name``'s shared state; ``trial``: ``version`` goes on trial beside a pinned
-        champion (refused without a pin: ``_trial_problem``)."""
-        s, channel, versions, _ = context(name)
-        if version is not None and version not in versions:
-            raise ConfigError(f"{name} has no version {version} in {s.models.dir} (versions: {versions})")
-
-        def champion_now(state: ControlState) -> int:
-            if trial:
-                assert version is not None
-                problem = _trial_problem(name, kind, version, pinned_of(s, name, versions, state), versions)
-                if problem is not None:
-                    raise ConfigError(problem)
-            return champion_of(s, name, versions, state)
-
-        result = channel.update(name, lambda state: build(state, champion_now(state)))
-        assert result is not None
-        before, after = result
-        _emit(
-            s,
-            kind,
-            name,
-            str(version if version is not None else after.pin),
-            after,
-            champion_of(s, name, versions, before),
-        )
-        out.print(
-            f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
-            + (f", canary {dict(after.canary)}" if after.canary else "")
-            + (f", shadow {after.shadow}" if after.shadow is not None else "")
-        )
 
     @models_app.command("promote")
     def models_promote(name: str, version: int) -> None:
         """Make VERSION the champion of NAME on every worker (ends any trial)."""
         change(
+            settings(),
+            out,
             name,
             "model-promoted",
             version,
@@ -99,12 +139,26 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
     @models_app.command("rollback")
     def models_rollback(name: str) -> None:
         """End NAME's trial (canary or shadow), or return to the champion before the last promotion."""
-        change(name, "model-rolled-back", None, lambda state, champion: rollout.rollback(state, champion, "by command"))
+        change(
+            settings(),
+            out,
+            name,
+            "model-rolled-back",
+            None,
+            lambda state, champion: rollout.rollback(state, champion, "by command"),
+        )
 
     @models_app.command("pin")
     def models_pin(name: str, version: int) -> None:
         """Serve VERSION of NAME to every key on every worker (ends any trial)."""
-        change(name, "model-pinned", version, lambda state, _: rollout.pinned(state, version, f"pinned {version}"))
+        change(
+            settings(),
+            out,
+            name,
+            "model-pinned",
+            version,
+            lambda state, _: rollout.pinned(state, version, f"pinned {version}"),
+        )
 
     @models_app.command("canary")
     def models_canary(
@@ -112,10 +166,12 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         version: int,
         weight: Annotated[float, typer.Option(help="Share of keys VERSION serves (sticky per key).")] = 0.1,
     ) -> None:
-        """Serve VERSION of NAME to a share of keys beside the pinned champion (pin one first: models pin)."""
+        """Serve VERSION of NAME to a share of keys beside the champion."""
         if not 0 < weight < 1:
             raise ConfigError(f"models canary: --weight must be in (0, 1), got {weight}")
         change(
+            settings(),
+            out,
             name,
             "model-canary",
             version,
@@ -127,6 +183,8 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
     def models_shadow(name: str, version: int) -> None:
         """Score every request of NAME's pinned champion with VERSION too; its outputs go to the shadow topic."""
         change(
+            settings(),
+            out,
             name,
             "model-shadow",
             version,
@@ -172,7 +230,8 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         from streamer.adapters.redis_state import RedisStateStore
         from streamer.core.evaluation import parse_windows
 
-        s, channel, on_disk, champion = context(name)
+        s = settings()
+        channel, on_disk, champion = context(s, name)
         if versions is not None:
             chosen = [int(v) for v in versions.split(",") if v.strip()]
         else:
@@ -210,22 +269,6 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         out.print(table)
 
 
-def pinned_of(s: Any, name: str, versions: list[int], state: ControlState) -> int | None:
-    """NAME's pinned champion on disk with ``state`` stored (generation 0: none stored; then ``[models] pins``)."""
-    from streamer.wiring.models import configured_serving
-
-    stored = {name: state} if state.generation else {}
-    pin = rollout.effective_serving(configured_serving(s), stored).get(name, Serving()).pin
-    return pin if pin in versions else None
-
-
-def champion_of(s: Any, name: str, versions: list[int], state: ControlState) -> int:
-    """NAME's champion as every serving mode sees it with ``state`` stored (the one rule: ``routing.champion``)."""
-    chosen = champion(versions, pinned_of(s, name, versions, state))
-    assert chosen is not None  # versions is never empty here
-    return chosen
-
-
 def _trial_problem(name: str, kind: str, version: int, pinned: int | None, versions: list[int]) -> str | None:
     """Why ``version`` cannot go on trial (``kind``: a canary or shadow command), with the command to run.
 
@@ -251,6 +294,12 @@ def _trial_problem(name: str, kind: str, version: int, pinned: int | None, versi
 
 def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, champion_before: int) -> None:
     """The change as a model-events record, when Kafka is configured (best effort: the change is made)."""
+    emit_event(s, kind, name, version, **rollout.change_fields(after, champion_before))
+
+
+def emit_event(s: Any, kind: str, name: str, version: str, **fields: Any) -> None:
+    """A command's model-events record (``"by": "command"``, the shape of every model event), when Kafka is
+    configured; best effort: what the command did is done, an undelivered event is a warning."""
     if not s.kafka.bootstrap:
         return
     from confluent_kafka import Producer
@@ -264,7 +313,7 @@ def _emit(s: Any, kind: str, name: str, version: str, after: ControlState, champ
         "time": time.time(),
         "worker": f"command@{socket.gethostname()}",
         "by": "command",
-        **rollout.change_fields(after, champion_before),
+        **fields,
     }
     producer = Producer(client_config(s.kafka.bootstrap, s.kafka.client, **{"socket.timeout.ms": 5000}))
     producer.produce(s.topics.model_events, json.dumps(event).encode(), name.encode())

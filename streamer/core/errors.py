@@ -26,6 +26,8 @@ The kinds:
   metadata); retriable.
 - ``TopicRangeError``, ``BatchFileError``: what ``streamer batch`` was asked to read or write cannot be.
 - ``DevStackError``: a server of the embedded development stack did not come up.
+- ``ImportRefused``: ``streamer models import`` will not publish: the source cannot be read or converted, the
+  converted model does not answer like its source, or the new version is worse than the champion.
 - ``FatalError`` and its kinds: the worker cannot make progress and must exit, non-zero, for its replacement
   to recover by read-back: ``OutputError`` (3: an output could not be delivered), ``TopicsChanged`` (4: an
   output topic was deleted or resized under the worker), ``Stalled`` (5: a partition held work without
@@ -192,6 +194,10 @@ class TopicRangeError(StreamerError):
 
 class BatchFileError(StreamerError):
     """A file cannot be read or written as asked (unknown format, unreadable, not a table)."""
+
+
+class ImportRefused(StreamerError):
+    """A model import stopped before publishing; the message names the cause and, where there is one, the fix."""
 
 
 class DevStackError(StreamerError):
