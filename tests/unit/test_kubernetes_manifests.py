@@ -223,8 +223,15 @@ def environment(workload: dict[str, Any], resources: tuple[dict[str, Any], ...])
     for source in spec.get("envFrom", []):
         env |= one(resources, "ConfigMap", source["configMapRef"]["name"])["data"]
     for variable in spec.get("env", []):
-        env[variable["name"]] = variable.get("value", f"<{variable['valueFrom']['secretKeyRef']['key']}>")
+        env[variable["name"]] = variable["value"] if "value" in variable else placeholder(variable["valueFrom"])
     return env
+
+
+def placeholder(source: dict[str, Any]) -> str:
+    """What stands for a value the cluster fills in: a secret's key, or a pod field (the pod's name)."""
+    if "secretKeyRef" in source:
+        return f"<{source['secretKeyRef']['key']}>"
+    return f"<{source['fieldRef']['fieldPath']}>"
 
 
 def config_file(workload: dict[str, Any], resources: tuple[dict[str, Any], ...], env: dict[str, str]) -> str:
@@ -254,6 +261,11 @@ def test_every_streamer_variable_is_one_the_config_accepts(where: str) -> None:
     assert {"STREAMER_CONFIG", "STREAMER_KAFKA_BOOTSTRAP", "STREAMER_KAFKA_SASL_PASSWORD"} <= set(env)
 
 
+def test_each_worker_pod_is_named_by_its_pod_in_model_events_logs_and_ready() -> None:
+    env = environment(worker_deployment(), flavour("keda"))
+    assert env["STREAMER_WORKER_NAME"] == "<metadata.name>"
+
+
 def test_the_manifests_settings_load_and_keep_their_secrets_out_of_the_config_map(tmp_path: Path) -> None:
     settings = loaded_settings(tmp_path)
     assert settings.unknown_env == ()
@@ -269,6 +281,7 @@ def test_the_manifests_settings_load_and_keep_their_secrets_out_of_the_config_ma
         ref["secretKeyRef"]["key"]
         for workload in (worker_deployment(), one(flavour("keda"), "Job"))
         for ref in (v["valueFrom"] for v in container(workload).get("env", []) if "valueFrom" in v)
+        if "secretKeyRef" in ref
     }
     referenced |= {
         item["key"]
