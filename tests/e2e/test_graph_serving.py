@@ -31,7 +31,7 @@ from tests.e2e.test_model_lifecycle import wait_for
 
 def graph_repository(tmp_path: Path) -> Path:
     models = tmp_path / "models"
-    for name in ("fraud-online", "fraud-forest"):
+    for name in ("fraud-online", "fraud-forest", "fraud-derived"):
         shutil.copytree(REPO / "examples" / "models" / name, models / name)
     shutil.copytree(REPO / "models" / "fraud", models / "fraud")
     shutil.copytree(REPO / "examples" / "graphs", tmp_path / "graphs")
