@@ -111,7 +111,7 @@ def _check_entity(entity: str) -> None:
 def feature_key(value: float | int | str | bytes | None) -> bytes | None:
     """The key bytes of a request feature used as an entity key, written the way the loader writes a JSON key:
     an integral number as an integer (``123.0`` and ``123`` -> ``b"123"``), text as UTF-8; ``None``, NaN (a
-    missing feature) and infinities -> no key. ``core.graph_exec`` writes numeric key columns the same way."""
+    missing feature) and infinities -> no key. ``core.graph.execution`` writes numeric key columns the same way."""
     if value is None or isinstance(value, bytes):
         return value
     if isinstance(value, str):
