@@ -118,6 +118,48 @@ def review_reason(stage: str) -> str:
     return f"enrichment {stage!r} failed: the feature store did not answer"
 
 
+@dataclass(slots=True)
+class _Enrichments:
+    """The graph's enrichments over one batch so far: each row's worst outcome code, and what the stages'
+    ``on_failure`` made of the rows they failed -- a dead letter's detail (``refused``) or a review's reason
+    (``forced``), the first stage's in execution order winning."""
+
+    rows: int
+    worst: np.ndarray | None = None
+    refused: np.ndarray | None = None
+    forced: np.ndarray | None = None
+
+    def add(self, graph: str, stage: Stage, codes: np.ndarray, error: str | None) -> int:
+        """Record one stage's outcome codes; returns how many rows it failed."""
+        self.worst = codes if self.worst is None else np.maximum(self.worst, codes)
+        failed = codes == _CODE[FAILED]
+        count = int(np.count_nonzero(failed))
+        if count and stage.on_failure == DEAD_LETTER:
+            detail = f"graph {graph} stage {stage.name!r}: the entity features could not be read ({error})"
+            self.refused = _first_wins(self.refused, failed, detail, self.rows)
+        elif count and stage.on_failure == REVIEW:
+            self.forced = _first_wins(self.forced, failed, review_reason(stage.name), self.rows)
+        return count
+
+    def overrule(self, decision: list[str] | None, reasons: list[list[str]] | None) -> None:
+        """``on_failure = "review"``: the rules' decision and reasons replaced on the rows a stage failed."""
+        if self.forced is None:
+            return
+        assert decision is not None and reasons is not None  # parse_graph refuses review without rules
+        for i in np.flatnonzero(np.not_equal(self.forced, None)).tolist():
+            decision[i], reasons[i] = REVIEW, [self.forced[i]]
+
+    def outcomes(self) -> np.ndarray | None:
+        """The prediction's ``enrichment`` per row (None: the graph has no enrich stage)."""
+        return _OUTCOME_NAMES[self.worst] if self.worst is not None else None
+
+
+def _first_wins(texts: np.ndarray | None, rows: np.ndarray, text: str, size: int) -> np.ndarray:
+    texts = np.full(size, None, dtype=object) if texts is None else texts
+    texts[rows & np.equal(texts, None)] = text
+    return texts
+
+
 def no_lookup(stage: Stage, keys: Sequence[bytes | None]) -> Enrichment:
     """Where no feature store is configured: every row gets the defaults, and a row with a key counts as failed
     (its features were not read), so the stage's ``on_failure`` applies as when the store is down."""
@@ -163,8 +205,7 @@ def run_graph(
     decision: list[str] | None = None
     reasons: list[list[str]] | None = None
     everyone = np.arange(rows)
-    worst: np.ndarray | None = None  # the worst enrichment outcome code per row so far
-    forced: np.ndarray | None = None  # per row: the reason of a decision forced to review, or None
+    enrichments = _Enrichments(rows)
     for name in spec.order:
         stage = spec.stages[name]
         started = clock()
@@ -182,18 +223,7 @@ def run_graph(
                 columns[feature] = enriched.values[:, k].astype(np.float64)
             codes = enrichment_outcomes(enriched, lookup_keys)
             columns[f"{name}.enrichment"] = _OUTCOME_NAMES[codes]
-            worst = codes if worst is None else np.maximum(worst, codes)
-            failed = codes == _CODE[FAILED]
-            failed_rows = int(np.count_nonzero(failed))
-            if failed_rows and stage.on_failure == DEAD_LETTER:
-                if run.refused is None:
-                    run.refused = np.full(rows, None, dtype=object)
-                detail = f"graph {spec.ref} stage {name!r}: the entity features could not be read ({enriched.error})"
-                run.refused[failed & np.equal(run.refused, None)] = detail
-            elif failed_rows and stage.on_failure == REVIEW:
-                if forced is None:
-                    forced = np.full(rows, None, dtype=object)
-                forced[failed & np.equal(forced, None)] = review_reason(name)
+            failed_rows = enrichments.add(spec.ref, stage, codes, enriched.error)
             misses = int(rows - np.count_nonzero(enriched.found))
             took = clock() - started
             failure = enriched.error is not None
@@ -226,14 +256,11 @@ def run_graph(
             decision = [decided.decisions[i] for i in decided.decision.tolist()]
             reasons = decided.reasons
         run.stats.append(StageStats(spec.name, name, rows, clock() - started))
-    if forced is not None:  # on_failure = "review": the rules' decision is overruled on those rows
-        assert decision is not None and reasons is not None  # parse_graph refuses review without rules
-        for i in np.flatnonzero(np.not_equal(forced, None)).tolist():
-            decision[i], reasons[i] = REVIEW, [forced[i]]
+    enrichments.overrule(decision, reasons)
     score = columns[spec.output]
     label = columns[f"{spec.output}.label"].astype(np.int64)
-    enrichment = _OUTCOME_NAMES[worst] if worst is not None else None
-    run.result = GraphResult(score, label, outputs, decision, reasons, enrichment)
+    run.result = GraphResult(score, label, outputs, decision, reasons, enrichments.outcomes())
+    run.refused = enrichments.refused
     return run
 
 
