@@ -48,7 +48,7 @@ bench: venv
 # Rebuild the shipped demo models from their seeded training script (reproducible; not needed for tests).
 model: venv
 	$(BIN)/python scripts/train_fraud_model.py --out models/fraud/1 --online-out examples/models/fraud-online/1 \
-	  --forest-out examples/models/fraud-forest/1
+	  --forest-out examples/models/fraud-forest/1 --derived-out examples/models/fraud-derived/1
 
 clean:
 	rm -rf $(VENV) .streamer .pytest_cache .ruff_cache .hypothesis streamer-data

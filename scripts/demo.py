@@ -72,14 +72,14 @@ def wait_for(pattern: str, log_path: Path, process: subprocess.Popen, timeout_s:
 
 
 def demo_models(state_dir: Path) -> Path:
-    """The shipped ``fraud`` model plus the examples (online, forest) and the example graphs; ``fraud`` stays
+    """The shipped ``fraud`` model plus the examples (online, forest, derived) and the example graphs; ``fraud`` stays
     the default."""
     import shutil
 
     models = state_dir / "models"
     shutil.rmtree(models, ignore_errors=True)
     shutil.copytree(ROOT / "models" / "fraud", models / "fraud")
-    for name in ("fraud-online", "fraud-forest"):
+    for name in ("fraud-online", "fraud-forest", "fraud-derived"):
         shutil.copytree(ROOT / "examples" / "models" / name, models / name)
     graphs = state_dir / "graphs"  # beside models/: the worker serves the example graphs too
     shutil.rmtree(graphs, ignore_errors=True)

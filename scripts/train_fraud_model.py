@@ -1,7 +1,8 @@
-"""Train the shipped demo models -- `models/fraud/1`, `examples/models/fraud-{online,forest}/1` -- reproducibly.
+"""Train the shipped demo models -- `models/fraud/1`, `examples/models/fraud-{online,forest,derived}/1` --
+reproducibly.
 
     .venv/bin/python scripts/train_fraud_model.py --out models/fraud/1 --online-out examples/models/fraud-online/1 \
-        --forest-out examples/models/fraud-forest/1
+        --forest-out examples/models/fraud-forest/1 --derived-out examples/models/fraud-derived/1
 
 The data are synthetic card transactions (numpy, seed 7); fraud is a noisy logistic rule of the features
 (``streamer.synthetic.fraud_logit``, also behind the synthetic traffic of `streamer produce`). A gradient-boosted tree
@@ -18,6 +19,11 @@ The forest model is a small random forest (few shallow trees, at least a few doz
 near 100 kB): the third member, with the trees and the logistic model, of the shipped ensemble example. It too
 lives outside ``models/``; its card has the same contract, metrics on the same held-out split and ``[reference]``.
 
+The derived model is a standardised logistic regression on features that a scoring graph derives
+(``examples/graphs/fraud-cascade.toml``: log1p of the amount, and the night-time hour bands as one-hot columns).
+Its training rows are derived by that file's own transform stage, through ``streamer.core.graph.transforms``,
+so that it is trained on exactly what the graph feeds it.
+
 The ONNX export and the ``[reference]`` table are ``streamer models import``'s own
 (``streamer.model_import.sklearn_source.export_sklearn``, ``streamer.model_import.card_writer.reference_table``).
 
@@ -30,10 +36,13 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+import tomllib
 from pathlib import Path
 
 import numpy as np
 
+from streamer.core.graph import transforms
+from streamer.core.graph.spec import parse_graph
 from streamer.model_import.card_writer import reference_table
 from streamer.model_import.sklearn_source import export_sklearn
 from streamer.synthetic import FEATURES, SEED, labels, transactions
@@ -109,6 +118,38 @@ limitations = "Synthetic data from one hidden logistic rule; no missing values; 
     + METRICS
 )
 
+DERIVED_CARD = (
+    HEAD.format(name="fraud-derived")
+    + """
+[card]
+description = "Logistic regression on standardised features, two of them derived by the scoring graph examples/graphs/fraud-cascade.toml (log1p of the amount; the hour's band, one-hot); the first phase of that graph's cascade."
+intended_use = "Demonstration of a model reading features a scoring graph derives. Not for real fraud decisions."
+"""
+    + TRAINING
+    + """\
+limitations = "Reads log_amount and hour_band=early/late, which only the fraud-cascade graph computes: served alone, a request must carry them itself."
+"""
+    + METRICS
+)
+DERIVED_GRAPH = Path(__file__).resolve().parents[1] / "examples" / "graphs" / "fraud-cascade.toml"
+DERIVED_FEATURES = (
+    "log_amount",
+    "hour_band=early",
+    "hour_band=late",
+    "merchant_risk",
+    "distance_km",
+    "velocity_1h",
+    "account_age_days",
+)
+
+
+def derived(x: np.ndarray) -> np.ndarray:
+    """The rows as the fraud-cascade graph feeds its first model: its transform stage applied to ``x``."""
+    spec = parse_graph(tomllib.loads(DERIVED_GRAPH.read_text()), str(DERIVED_GRAPH))
+    columns = {name: x[:, i].astype(np.float64) for i, name in enumerate(FEATURES)}
+    columns.update(transforms.apply(spec.stages["derived"].ops, columns, len(x)))
+    return np.column_stack([columns[name] for name in DERIVED_FEATURES])
+
 
 def main() -> int:
     from sklearn.ensemble import GradientBoostingClassifier, RandomForestClassifier
@@ -122,6 +163,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=Path("models/fraud/1"))
     parser.add_argument("--online-out", type=Path, default=Path("examples/models/fraud-online/1"))
     parser.add_argument("--forest-out", type=Path, default=Path("examples/models/fraud-forest/1"))
+    parser.add_argument("--derived-out", type=Path, default=Path("examples/models/fraud-derived/1"))
     parser.add_argument("--rows", type=int, default=40_000)
     args = parser.parse_args()
 
@@ -138,19 +180,23 @@ def main() -> int:
         n_jobs=1,
         random_state=SEED,
     )
+    raw = (FEATURES, x_train, x_test, reference)
+    derived_train, derived_test = derived(x_train), derived(x_test)
+    on_derived = (DERIVED_FEATURES, derived_train, derived_test, reference_table(DERIVED_FEATURES, derived_train))
     models = (
-        (args.out, CARD, GradientBoostingClassifier(n_estimators=trees, max_depth=depth, random_state=SEED)),
-        (args.online_out, ONLINE_CARD, make_pipeline(StandardScaler(), LogisticRegression())),
-        (args.forest_out, FOREST_CARD, forest),
+        (args.out, CARD, GradientBoostingClassifier(n_estimators=trees, max_depth=depth, random_state=SEED), raw),
+        (args.online_out, ONLINE_CARD, make_pipeline(StandardScaler(), LogisticRegression()), raw),
+        (args.forest_out, FOREST_CARD, forest, raw),
+        (args.derived_out, DERIVED_CARD, make_pipeline(StandardScaler(), LogisticRegression()), on_derived),
     )
-    for out, template, model in models:
-        model.fit(x_train, y_train)
-        probability = model.predict_proba(x_test)[:, 1]
-        data = export_sklearn(model, x_train[:1].astype(np.float32))
+    for out, template, model, (features, x_fit, x_held_out, reference_text) in models:
+        model.fit(x_fit, y_train)
+        probability = model.predict_proba(x_held_out)[:, 1]
+        data = export_sklearn(model, x_fit[:1].astype(np.float32))
         out.mkdir(parents=True, exist_ok=True)
         (out / "model.onnx").write_bytes(data)
         card = template.format(
-            features="[" + ", ".join(f'"{f}"' for f in FEATURES) + "]",
+            features="[" + ", ".join(f'"{f}"' for f in features) + "]",
             sha256=hashlib.sha256(data).hexdigest(),
             trees=trees,
             depth=depth,
@@ -164,7 +210,7 @@ def main() -> int:
             accuracy=accuracy_score(y_test, (probability >= 0.5).astype(int)),
             log_loss=log_loss(y_test, probability),
             held_out=len(y_test),
-            extra=reference,
+            extra=reference_text,
         )
         (out / "card.toml").write_text(card)
         print(f"wrote {out}/model.onnx ({len(data)} bytes) and card.toml")

@@ -1,4 +1,4 @@
-"""Scoring graphs on disk: ``graphs/<name>.toml`` beside the model repository (``core.graph_spec``).
+"""Scoring graphs on disk: ``graphs/<name>.toml`` beside the model repository (``core.graph.spec``).
 
 ``load_graphs`` parses every file and checks every graph against the models the worker serves, so that a graph
 naming a missing model, reading a feature nobody provides or forming a cycle stops the start with one line
@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 
 from streamer.core.errors import ConfigError
-from streamer.core.graph.spec import BINARY, GraphSpec, card_of, check, parse_graph
+from streamer.core.graph.spec import BINARY, GraphSpec, bind, card_of, parse_graph
 from streamer.core.routing import Catalog
 
 
@@ -39,13 +39,14 @@ def read_graphs(directory: Path) -> list[GraphSpec]:
 
 
 def with_graphs(catalog: Catalog, graphs: list[GraphSpec]) -> Catalog:
-    """``catalog`` serving ``graphs`` too, each checked against the catalog's models (ConfigError otherwise)."""
+    """``catalog`` serving ``graphs`` too, each bound to the catalog's models: ordered by what its stages read,
+    their models' features included, and checked against them (ConfigError otherwise)."""
     cards = {name: dict(versions) for name, versions in catalog.cards.items()}
     by_ref = dict(catalog.graphs)
-    for spec in graphs:
-        if spec.name in catalog.cards:
-            raise ConfigError(f"{spec.source}: a model is already named {spec.name!r}")
-        check(spec, catalog.resolve)
+    for parsed in graphs:
+        if parsed.name in catalog.cards:
+            raise ConfigError(f"{parsed.source}: a model is already named {parsed.name!r}")
+        spec = bind(parsed, catalog.resolve)
         output = spec.stages[spec.output]
         task = catalog.resolve(output.model).task if output.kind == "model" and output.model else BINARY
         cards.setdefault(spec.name, {})[spec.version] = card_of(spec, task)

@@ -30,6 +30,9 @@ class DataPathHooks(MetricFamilies):
                     self.enrichment_misses.labels(stats.graph, stats.stage).inc(stats.misses)
                 if stats.failed:
                     self.enrichment_failures.labels(stats.graph, stats.stage).inc()
+                if stats.failed_rows:
+                    failed_rows = self.enrichment_failed_rows.labels(stats.graph, stats.stage, stats.on_failure)
+                    failed_rows.inc(stats.failed_rows)
 
     def on_released(self, release: Release[ScoredBatch], out: OutputRecords) -> None:
         scored, sent = release.result, release.send

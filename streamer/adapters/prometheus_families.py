@@ -271,6 +271,14 @@ class MetricFamilies:
             ["graph", "stage"],
             registry=r,
         )
+        self.enrichment_failed_rows = Counter(
+            "streamer_enrichment_failed_rows_total",
+            "Rows whose entity features could not be read (the store down, too slow, or skipped by the breaker), "
+            "by what the stage's on_failure made of them: defaults (decided on the defaults), dead-letter "
+            "(enrichment-failed dead letters) or review (the decision forced to review).",
+            ["graph", "stage", "on_failure"],
+            registry=r,
+        )
         self.shadow_predictions = Counter(
             "streamer_shadow_predictions_total",
             "Challengers' passes over the champion's requests: outcome=prediction (written to the shadow topic and "

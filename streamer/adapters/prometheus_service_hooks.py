@@ -38,12 +38,13 @@ class ServiceHooks(MetricFamilies):
                 self.oip_requests.labels(name, str(version), status)
             self.oip_latency.labels(name)
         for graph in graphs:  # a declared graph's stage counters (and its enrichments') start at 0 too
-            for stage, enrich in stage_labels(graph):
+            for stage, on_failure in stage_labels(graph):
                 self.stage_rows.labels(graph.name, stage)
                 self.stage_seconds.labels(graph.name, stage)
-                if enrich:
+                if on_failure is not None:  # an enrichment
                     self.enrichment_misses.labels(graph.name, stage)
                     self.enrichment_failures.labels(graph.name, stage)
+                    self.enrichment_failed_rows.labels(graph.name, stage, on_failure)
         self.model_share.clear()
         self.shadow_share.clear()
         for name, version, _ in versions:  # every loaded version: 0 unless it shadows the champion

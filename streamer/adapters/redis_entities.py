@@ -31,7 +31,8 @@ tries (``error`` says it was skipped), so that a Redis that is down costs nothin
 connection attempt or a ``timeout_s`` wait per batch; the first lookup after that tries again (and reopens the
 breaker for another ``retry_after_s`` if it fails). The lookups use a client of their own, built from the
 connection settings of the one given (URL, AUTH, TLS), with ``socket_timeout`` and ``socket_connect_timeout`` of
-``timeout_s`` (default 50 ms, per socket read, so a large batch that streams in is not cut off) and no retries:
+``timeout_s`` (default 50 ms, per socket read, so a large batch that streams in is not cut off; a ``Lookup`` may
+ask for another, a graph's ``timeout_ms``, and gets a pool of its own) and no retries:
 the given client's timeout (5 s for the shared state's) and any retries would stall scoring for seconds. After a
 timeout the connection is dropped, so a late reply is never read as the next batch's. While the breaker is open,
 a lookup costs ~5 µs, whatever the batch. The loader (``put``) and ``read`` use the client given, with its own
@@ -46,6 +47,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +80,7 @@ class Lookup:
     keys: Sequence[bytes | None]
     features: tuple[str, ...]
     defaults: tuple[float, ...]
+    timeout_s: float | None = None  # how long the lookup may wait for Redis (None: the store's ``timeout_s``)
 
     def __post_init__(self) -> None:
         # Checked here, where the graph builds the request, so that ``lookup`` itself has nothing to refuse.
@@ -86,6 +89,8 @@ class Lookup:
             raise ValueError(f"{len(self.features)} features but {len(self.defaults)} defaults")
         if len(set(self.features)) != len(self.features):
             raise ValueError(f"features named twice in {self.features}")
+        if self.timeout_s is not None and not self.timeout_s > 0:
+            raise ValueError(f"timeout_s must be positive, not {self.timeout_s}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +111,7 @@ def _check_entity(entity: str) -> None:
 def feature_key(value: float | int | str | bytes | None) -> bytes | None:
     """The key bytes of a request feature used as an entity key, written the way the loader writes a JSON key:
     an integral number as an integer (``123.0`` and ``123`` -> ``b"123"``), text as UTF-8; ``None``, NaN (a
-    missing feature) and infinities -> no key. ``core.graph_exec`` writes numeric key columns the same way."""
+    missing feature) and infinities -> no key. ``core.graph.execution`` writes numeric key columns the same way."""
     if value is None or isinstance(value, bytes):
         return value
     if isinstance(value, str):
@@ -153,6 +158,8 @@ class EntityFeatureStore:
         module docstring). ``clock`` is for tests of the breaker."""
         self._client = client
         self._fast = _short_timeout_client(client, timeout_s)
+        self._fast_by_timeout = {timeout_s: self._fast}  # a pool per timeout a graph's stages ask for
+        self._pools_lock = threading.Lock()
         self.prefix = prefix
         self.timeout_s = timeout_s
         self.retry_after_s = retry_after_s
@@ -181,7 +188,21 @@ class EntityFeatureStore:
 
     def close(self) -> None:
         """Close the lookup connections (the given client is the caller's)."""
-        self._fast.close()
+        for fast in list(self._fast_by_timeout.values()):
+            fast.close()
+
+    def _fast_client(self, timeout_s: float | None) -> redis.Redis:
+        """The lookup client with this timeout: the store's own, or one made on first use (a graph's stages ask
+        for a handful of timeouts at most, so a pool each costs nothing)."""
+        if timeout_s is None or timeout_s == self.timeout_s:
+            return self._fast
+        fast = self._fast_by_timeout.get(timeout_s)
+        if fast is None:
+            with self._pools_lock:  # scoring threads share the store: make each pool once
+                fast = self._fast_by_timeout.get(timeout_s)
+                if fast is None:
+                    fast = self._fast_by_timeout[timeout_s] = _short_timeout_client(self._client, timeout_s)
+        return fast
 
     # ------------------------------------------------------------------------------------------- lookup
 
@@ -206,7 +227,7 @@ class EntityFeatureStore:
             return self._defaults(rows, defaults, None)
         self.round_trips += 1
         try:
-            replies = self._read(request.entity, list(slots), request.features)
+            replies = self._read(self._fast_client(request.timeout_s), request.entity, list(slots), request.features)
         except (redis.RedisError, OSError) as exc:
             return self._fail(rows, defaults, exc)
         # One flat list of floats, the defaults' row first, then one row per distinct key: numpy gets it in one
@@ -250,7 +271,7 @@ class EntityFeatureStore:
             error=None,
         )
 
-    def _read(self, entity: str, keys: list[bytes], features: tuple[str, ...]) -> list[Any]:
+    def _read(self, fast: redis.Redis, entity: str, keys: list[bytes], features: tuple[str, ...]) -> list[Any]:
         """One ``HMGET`` per key, pipelined: one write, then the replies in order. Packed here in one ``join``
         rather than queued on a redis-py ``Pipeline``, whose per-command Python work (packing and bookkeeping)
         was 85 % of a 1,024-row batch (``bench/enrichment.py``); the wire traffic is the same. An error reply
@@ -260,7 +281,7 @@ class EntityFeatureStore:
         fields = b"".join(b"$%d\r\n%s\r\n" % (len(f), f) for f in (field.encode() for field in features))
         head = b"*%d\r\n$5\r\nHMGET\r\n" % (2 + len(features))
         blob = b"".join([b"%s$%d\r\n%s%s\r\n%s" % (head, len(name) + len(k), name, k, fields) for k in keys])
-        pool = self._fast.connection_pool
+        pool = fast.connection_pool
         connection = pool.get_connection()
         try:
             connection.send_packed_command([blob])

@@ -9,12 +9,11 @@ Reading:
   ``core.columns.score_columns`` (``arrow_tables``: which columns, and what a cell is).
 
 Writing predictions: JSONL (the prediction envelope without ``latency_ms``, as the worker writes it otherwise),
-or CSV or Parquet with one column per table field of the envelope's declaration (``core.outputs``: ``id,
-model, version, score, label, outputs, decision, reasons``; a structured field as its JSON text, an absent one
-null) followed by where the row came from (``line`` of a JSONL file, ``row`` of a CSV or Parquet file,
-``partition, offset`` of a topic). Rejects are JSON lines ``{line|row|partition+offset, error, detail,
-original}``, ``original`` being the input line, the CSV row, a Parquet row as JSON, or the message value, as
-text.
+or CSV or Parquet with one column per table field of the envelope's declaration (``core.outputs.TABLE_FIELDS``,
+in its order; a structured field as its JSON text, an absent one null) followed by where the row came from
+(``line`` of a JSONL file, ``row`` of a CSV or Parquet file, ``partition, offset`` of a topic). Rejects are
+JSON lines ``{line|row|partition+offset, error, detail, original}``, ``original`` being the input line, the CSV
+row, a Parquet row as JSON, or the message value, as text.
 
 pyarrow is imported when a CSV or Parquet file is read or written, not for JSONL.
 """

@@ -56,7 +56,7 @@ def register(app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
         dot: Annotated[bool, typer.Option("--dot", help="Print the graphviz source instead of text.")] = False,
     ) -> None:
         """One graph, stage by stage in execution order, with what each stage reads."""
-        from streamer.core.graph.spec import describe, to_dot
+        from streamer.core.graph.drawing import describe, to_dot
 
         catalog = loaded()
         matches = [g for ref, g in catalog.graphs.items() if ref == name or g.name == name]

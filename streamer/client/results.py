@@ -20,8 +20,8 @@ from streamer.core.outputs import Prediction, Source
 class DeadLetter(StreamerError):
     """The worker could not score the request and wrote it to the dead-letter topic (contract section 5).
 
-    ``reason`` is the ``streamer-error`` header (``schema``, ``unknown-model``, ``invalid-json``, ``too-large``,
-    ``non-finite``, ``scoring-failed``), ``detail`` the human sentence; ``source`` where the request was read;
+    ``reason`` is the ``streamer-error`` header (one of the reason table, ``core.errors.REASONS``: ``schema``,
+    ``unknown-model``, ``enrichment-failed``...), ``detail`` the human sentence; ``source`` where the request was read;
     ``key`` and ``value`` the request's bytes as the dead letter carries them."""
 
     def __init__(

@@ -45,6 +45,7 @@ UNKNOWN_MODEL = "unknown-model"
 TOO_LARGE = "too-large"
 NON_FINITE = "non-finite"
 SCORING_FAILED = "scoring-failed"
+ENRICHMENT_FAILED = "enrichment-failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +99,13 @@ REASONS: dict[str, DeadLetterReason] = {
             500,
             "the model failed on the batch or returned a non-finite score, or a graph's model was removed by hot "
             "reload",
+        ),
+        DeadLetterReason(
+            ENRICHMENT_FAILED,
+            503,
+            'a graph\'s enrich stage with `on_failure = "dead-letter"` could not read the entity features (the '
+            "feature store was down, slower than the stage's `timeout_ms`, or skipped by its breaker after a "
+            "failure); sending the request again later can succeed",
         ),
     )
 }

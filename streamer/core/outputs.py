@@ -15,7 +15,8 @@ files: ``latency_ms``). Nothing else spells the envelope:
   differ), and a test holds the bulk encoder's bytes equal to msgspec's encoding of the struct.
 
 Invariants: a prediction's bytes are ``msgspec.json.encode(Prediction(...))``, fields in declaration order,
-``decision`` and ``reasons`` only when a graph's rules decided, ``label`` always (``null`` for a regressor).
+``decision`` and ``reasons`` only when a graph's rules decided, ``enrichment`` only when a graph enriched, ``label``
+always (``null`` for a regressor).
 ``latency_ms`` is the last field: it is measured when the prediction is produced, so the scoring path hands on
 *open* bodies (without it and the closing brace) and ``finish_predictions`` closes a batch of them at once.
 """
@@ -25,7 +26,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -44,6 +45,10 @@ def _meta(
     """A field's description (it goes into the JSON Schema) and what is derived from the field (module doc)."""
     extra = {"rows": rows, "oip": oip, "table": table, "topic": topic}
     return Meta(description=description, extra=extra, **constraints)
+
+
+# Where a graph's entity features came from, per row, best first (``core.graph.stages`` derives its names from it).
+EnrichmentOutcome = Literal["store", "missing", "failed"]
 
 
 class Source(msgspec.Struct, frozen=True):
@@ -79,6 +84,20 @@ class Prediction(msgspec.Struct, kw_only=True):
     ) = UNSET
     reasons: (
         Annotated[list[str | list[str]], _meta("why the rules decided so", rows=True, oip="BYTES", table="json")]
+        | UnsetType
+    ) = UNSET
+    enrichment: (
+        Annotated[
+            EnrichmentOutcome | list[EnrichmentOutcome],
+            _meta(
+                "where a graph's entity features came from: store (read), missing (no such entity, or no key: its "
+                "defaults), failed (the feature store did not answer: its defaults, and the graph's on_failure "
+                "applied); the worst over the graph's enrich stages",
+                rows=True,
+                oip="BYTES",
+                table="string",
+            ),
+        ]
         | UnsetType
     ) = UNSET
     source: Annotated[Source, _meta("the request's coordinates")]

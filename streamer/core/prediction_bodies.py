@@ -4,8 +4,10 @@ columnar summary that the metrics, the prediction log and ``streamer batch``'s t
 A JSON request owns one matrix row and gets plain values; an OIP request owns ``batch.rows_of(j)`` and gets
 arrays, also for a single row (contract section 2). The common batch -- every request one JSON row -- is
 encoded by ``outputs.encode_single_predictions``, a column at a time; any other by ``outputs.open_bodies`` of
-one ``Prediction`` per request. A request whose score is not finite is ``scoring-failed``; one whose
-prediction would not fit the predictions topic is ``too-large``. Failed requests leave no trace in the summary.
+one ``Prediction`` per request. A request whose score is not finite is ``scoring-failed``; one with a row a
+graph refused (``GraphRun.refused``: its enrichment failed, ``on_failure = "dead-letter"``) is
+``enrichment-failed``; one whose prediction would not fit the predictions topic is ``too-large``. Failed
+requests leave no trace in the summary.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 
 from streamer.core import outputs, requests
 from streamer.core.cards import ModelCard
-from streamer.core.errors import SCORING_FAILED, TOO_LARGE, DecodeError
+from streamer.core.errors import ENRICHMENT_FAILED, SCORING_FAILED, TOO_LARGE, DecodeError
 from streamer.core.features import FeatureBatch
 from streamer.core.graph.scoring_graph import GraphResult
 from streamer.core.headers import RECORD_OVERHEAD_BYTES
@@ -117,18 +119,23 @@ def answer_requests(
     batch: FeatureBatch,
     result: GraphResult,
     max_output_bytes: int,
+    refused: np.ndarray | None = None,
 ) -> ModelAnswers:
-    """Cut the model's per-row results into per-request bodies, encoded a column at a time."""
+    """Cut the model's per-row results into per-request bodies, encoded a column at a time. ``refused``: per
+    result row, the detail of an ``enrichment-failed`` dead letter or None (``GraphRun.refused``)."""
     rows = decoded.rows
     topic, partition, offsets = records.topic, records.partition, records.offsets
     accepted = [members[j] for j in batch.accepted]  # indices into decoded.wires, in batch order
     request_rows = [rows[i] for i in accepted]
     ids = request_ids(records, decoded, accepted)
     run = _ModelRun(card, records, batch, result, accepted, request_rows, ids, decoded.tensors)
+    if refused is not None:
+        _refuse(run, refused)
     if batch.starts is None and not decoded.tensors:
         finite = np.isfinite(result.score)
         if not finite.all():
-            run.failed.update(dict.fromkeys(np.flatnonzero(~finite).tolist(), _non_finite(card)))
+            for j in np.flatnonzero(~finite).tolist():
+                run.failed.setdefault(j, _non_finite(card))
         offsets_of = [offsets[row] for row in request_rows]
         columns = outputs.row_columns(result)
         open_bodies = outputs.encode_single_predictions(
@@ -151,6 +158,23 @@ def _non_finite(card: ModelCard) -> DecodeError:
     return DecodeError(SCORING_FAILED, f"{card.ref} returned a non-finite score")
 
 
+def _refuse(run: _ModelRun, refused: np.ndarray) -> None:
+    """Fail every request owning a refused row, with that row's detail (one error per distinct detail)."""
+    rows = np.flatnonzero(np.not_equal(refused, None))
+    if not rows.size:
+        return
+    owner = rows if run.batch.starts is None else np.searchsorted(run.batch.starts, rows, side="right") - 1
+    errors: dict[str, DecodeError] = {}
+    for j, row in zip(owner.tolist(), rows.tolist(), strict=True):
+        if j in run.failed:
+            continue
+        detail = refused[row]
+        error = errors.get(detail)
+        if error is None:
+            error = errors[detail] = DecodeError(ENRICHMENT_FAILED, detail)
+        run.failed[j] = error
+
+
 def _general_bodies(run: _ModelRun) -> list[bytes]:
     """Bodies when some requests are OIP (several rows each, arrays per field): one ``Prediction`` per request."""
     columns = outputs.row_columns(run.result)
@@ -160,7 +184,7 @@ def _general_bodies(run: _ModelRun) -> list[bytes]:
     predictions: list[outputs.Prediction] = []
     for j, i in enumerate(run.accepted):
         start, stop = run.batch.rows_of(j)
-        if not finite[start:stop].all():
+        if not finite[start:stop].all() and j not in run.failed:
             run.failed[j] = _non_finite(card)
         source = outputs.Source(records.topic, records.partition, records.offsets[run.request_rows[j]])
         fields = outputs.request_fields(columns, start, stop, arrays=i in run.tensors)

@@ -5,7 +5,8 @@ requests by their distinct model strings (``routing``, resolved once per string,
 feature matrix per model version (``features``), run that model's scoring graph (``graph``) once, and encode
 the predictions in bulk (``outputs``, the envelope's declaration). A bad row never fails its batch-mates; a
 failed model run fails only the rows of that model, as ``scoring-failed``; a score that is not finite is
-``scoring-failed`` for that request; a prediction over the output limit (an OIP request with very many rows)
+``scoring-failed`` for that request; a graph row whose enrichment failed under ``on_failure = "dead-letter"``
+is ``enrichment-failed``; a prediction over the output limit (an OIP request with very many rows)
 is a ``too-large`` dead letter.
 
 ``ScoredBatch.bodies`` hold each prediction's JSON without its closing brace: ``latency_ms`` is measured when
@@ -179,19 +180,20 @@ def _score_model(
         return
     if observe_matrix is not None:
         observe_matrix(card, batch.matrix)
+    refused = None
     try:
         declared = run.graphs.catalog.graphs.get(card.ref) if run.graphs is not None else None
         if declared is None:
             result = graph.run(batch.matrix, infer)
         else:
             assert run.graphs is not None
-            result = _run_declared(run, run.graphs, declared, members, batch, scored)
+            result, refused = _run_declared(run, run.graphs, declared, members, batch, scored)
     except ScoringError as exc:
         for j in batch.accepted:
             errors[rows[members[j]]] = DecodeError(SCORING_FAILED, exc.detail)
             error_models[rows[members[j]]] = card.ref
         return
-    answers = answer_requests(records, decoded, card, members, batch, result, limits.max_output_bytes)
+    answers = answer_requests(records, decoded, card, members, batch, result, limits.max_output_bytes, refused)
     for j, row in enumerate(answers.request_rows):
         if j in answers.failed:
             errors[row] = answers.failed[j]
@@ -203,8 +205,9 @@ def _score_model(
 
 def _run_declared(
     run: _Run, context: GraphContext, spec: GraphSpec, members: list[int], batch: FeatureBatch, scored: ScoredBatch
-) -> GraphResult:
-    """A declared graph over the accepted rows: each matrix row with its request's key and id."""
+) -> tuple[GraphResult, np.ndarray | None]:
+    """A declared graph over the accepted rows: each matrix row with its request's key and id. Returns the
+    result and the rows the graph refused (``GraphRun.refused``)."""
     records, decoded = run.records, run.decoded
     accepted = [members[j] for j in batch.accepted]
     keys = [records.keys[decoded.rows[i]] for i in accepted]
@@ -215,7 +218,7 @@ def _run_declared(
         ids = [i for i, c in zip(ids, counts, strict=True) for _ in range(c)]
     done = run_graph(spec, batch.matrix, keys, ids, context.catalog.route, run.infer, context.lookup, context.clock)
     scored.stages.extend(done.stats)
-    return done.result
+    return done.result, done.refused
 
 
 def outcome_counts(

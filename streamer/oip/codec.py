@@ -15,7 +15,7 @@ of a canary split, as a Kafka record key would be) and the requested ``outputs``
 Errors are the protocol's ``{"error": "<message>"}``: a refused request's message starts with the stream's
 dead-letter reason, so a bad row reads the same on demand as in the dead-letter topic, and its HTTP status is
 the reason's, from the one reason table (``errors.REASONS``: 400, 404 for ``unknown-model``, 413 for
-``too-large``, 500 for ``scoring-failed``); 503 while the server is not ready.
+``too-large``, 500 for ``scoring-failed``, 503 for ``enrichment-failed``); 503 while the server is not ready.
 """
 
 from __future__ import annotations

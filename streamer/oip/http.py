@@ -75,9 +75,10 @@ def output_infos(models: ModelSet, ref: str) -> list[responses.OutputInfo]:
     ]
 
 
-def _has_rules(models: ModelSet, ref: str) -> bool:
+def _optional_fields(models: ModelSet, ref: str) -> frozenset[str]:
+    """The optional prediction fields a model's answers carry: a declared graph's (``GraphSpec.optional_fields``)."""
     spec = models.catalog.graphs.get(ref)
-    return spec is not None and any(stage.kind == "rules" for stage in spec.stages.values())
+    return spec.optional_fields() if spec is not None else frozenset()
 
 
 class OipServer:
@@ -283,7 +284,7 @@ class OipServer:
         if kind == "model":
             ref = f"{route.model}@{shown}"
             metadata = responses.model_metadata(
-                route.model, versions, serving, route.version, output_infos(models, ref), _has_rules(models, ref)
+                route.model, versions, serving, route.version, output_infos(models, ref), _optional_fields(models, ref)
             )
             return 200, _encode(metadata), JSON, str(shown)
         if kind == "model_ready":

@@ -136,14 +136,14 @@ class OutputInfo:
     shape: tuple[int, ...]
 
 
-def _answered_fields(card: ModelCard, has_rules: bool) -> list[dict[str, Any]]:
+def _answered_fields(card: ModelCard, optional: frozenset[str]) -> list[dict[str, Any]]:
     """The streamer's fields a model's response carries: the required ones (``label`` when the card names one)
-    and, when a graph's rules decide, the optional ones."""
+    and the optional ones its answers fill (a graph's ``decision`` and ``reasons``, ``enrichment``)."""
     listed = []
     for spec in outputs.FIELDS:
         if not spec.rows or spec.oip is None:
             continue
-        present = has_rules if not spec.required else spec.name != "label" or card.label is not None
+        present = spec.name in optional if not spec.required else spec.name != "label" or card.label is not None
         if present:
             listed.append({"name": spec.name, "datatype": spec.oip, "shape": [-1]})
     return listed
@@ -155,7 +155,7 @@ def model_metadata(
     serving: int | None,
     version: int | None = None,
     model_outputs: Iterable[OutputInfo] = (),
-    has_rules: bool = False,
+    optional_fields: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """``GET /v2/models/{name}[/versions/{v}]``: inputs, outputs, datatypes and shapes from the card.
 
@@ -167,7 +167,7 @@ def model_metadata(
         {"name": output_name(o.name), "datatype": o.datatype, "shape": [-1 if d < 0 else d for d in o.shape]}
         for o in model_outputs
     ]
-    listed += _answered_fields(card, has_rules)
+    listed += _answered_fields(card, optional_fields)
     return {
         "name": name,
         "versions": [str(version)] if version is not None else [str(v) for v in sorted(cards)],

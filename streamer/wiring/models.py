@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +28,7 @@ from streamer.config import Settings
 from streamer.core.cards import ModelCard
 from streamer.core.errors import ConfigError
 from streamer.core.graph.execution import Enrichment, Lookup, no_lookup
+from streamer.core.graph.stages import Stage
 from streamer.core.routing import Catalog, Serving
 from streamer.core.scoring import Limits, ScoredBatch, score_records
 from streamer.core.types import Records
@@ -86,19 +87,23 @@ def load_models(settings: Settings) -> Models:
 
 
 def entity_lookup(settings: Settings, catalog: Catalog) -> Lookup:
-    """The feature store of the graphs' enrichment stages: Redis when configured, else defaults (said once)."""
+    """The feature store of the graphs' enrichment stages: Redis when configured, else none (said once: every
+    lookup then fails, and each stage's ``on_failure`` decides what its rows get)."""
     stages = [s for spec in catalog.graphs.values() for s in spec.stages.values() if s.kind == "enrich"]
     if not stages:
         return no_lookup
     if not settings.redis.url:
-        log.warning("no Redis configured: enrichment stages %s serve their defaults", ", ".join(s.name for s in stages))
+        log.warning(
+            "no Redis configured: enrichment stages %s cannot read entity features (on_failure applies to every row)",
+            ", ".join(f"{s.name} (on_failure = {s.on_failure})" for s in stages),
+        )
         return no_lookup
     store = EntityFeatureStore.from_settings(settings.redis)
 
-    def lookup(stage: Any, keys: Any) -> Enrichment:
+    def lookup(stage: Stage, keys: Sequence[bytes | None]) -> Enrichment:
         names = tuple(name for name, _ in stage.defaults)
         defaults = tuple(default for _, default in stage.defaults)
-        found = store.lookup(EntityLookup(stage.entity, keys, names, defaults))
+        found = store.lookup(EntityLookup(stage.entity, keys, names, defaults, stage.timeout_ms / 1000))
         return Enrichment(found.values, found.found, found.error)
 
     return lookup

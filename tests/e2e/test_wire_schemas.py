@@ -5,8 +5,9 @@ validates against ``schemas/prediction.schema.json`` and decodes through the env
 
 The traffic covers each shape of the envelope: one-row JSON requests (with and without an id, by field and by
 header), OIP requests of one and several rows, a graph whose rules add ``decision`` and ``reasons`` (JSON and
-OIP), a regressor without a label, and one request per dead-letter reason -- ``scoring-failed`` from a model
-whose score is not finite for a negative input (a square root).
+OIP), a graph with an enrichment (``enrichment``), a regressor without a label, and one request per dead-letter
+reason -- ``scoring-failed`` from a model whose score is not finite for a negative input (a square root),
+``enrichment-failed`` from that enrichment's lookup, which has no feature store here.
 """
 
 from __future__ import annotations
@@ -59,6 +60,25 @@ decision = "deny"
 reason = "fraud score at or above 0.5"
 """
 
+# An enrichment without a feature store (none is configured here): a keyed row's lookup fails and is dead-lettered
+# (enrichment-failed); a row without a key has no entity to read ("enrichment": "missing").
+ENRICHED_GRAPH = f"""
+name = "fraud-enriched"
+version = 1
+inputs = {json.dumps(FEATURES)}
+output = "gbdt"
+
+[stages.account]
+kind = "enrich"
+entity = "account"
+features = {{ flagged = 0.0 }}
+on_failure = "dead-letter"
+
+[stages.gbdt]
+kind = "model"
+model = "fraud"
+"""
+
 
 def repository(tmp_path: Path) -> Path:
     """``fraud`` as shipped, the rules graph beside it, and ``root``: a regressor scoring sqrt(x)."""
@@ -66,6 +86,7 @@ def repository(tmp_path: Path) -> Path:
     shutil.copytree(REPO / "models" / "fraud", models / "fraud")
     (tmp_path / "graphs").mkdir()
     (tmp_path / "graphs" / "fraud-rules.toml").write_text(RULES_GRAPH)
+    (tmp_path / "graphs" / "fraud-enriched.toml").write_text(ENRICHED_GRAPH)
     graph = helper.make_graph(
         [helper.make_node("Sqrt", ["float_input"], ["root"])],
         "root",
@@ -107,12 +128,14 @@ def traffic() -> list[tuple[bytes | None, bytes | None, list | None]]:
         (b"k7", request(id="ruled-1", model="fraud-rules", features=features[1]), None),
         (b"k8", request(model="fraud-rules", **oip_columns), None),
         (b"k9", request(id="root-4", model="root", features={"x": 4.0}), None),
+        (None, request(id="unkeyed", model="fraud-enriched", features=features[4]), None),
         (b"d1", b"{not json", None),  # invalid-json
         (b"d2", request(id="d2", features={"amount": 1.0}), None),  # schema: features missing
         (b"d3", request(id="d3", model="nope", features=features[0]), None),  # unknown-model
         (b"d4", request(id="d4", features=features[0], padding="x" * 5000), None),  # too-large
         (b"d5", b'{"id": "d5", "model": "root", "features": {"x": 1e999}}', None),  # non-finite
         (b"d6", request(id="d6", model="root", features={"x": -1.0}), None),  # scoring-failed: sqrt(-1)
+        (b"d7", request(id="d7", model="fraud-enriched", features=features[5]), None),  # enrichment-failed
         (None, None, None),  # a tombstone: schema
     ]
 
@@ -143,12 +166,14 @@ def test_every_output_of_a_running_worker_validates_against_the_schemas(
         declared = outputs.decode(message.value())  # strict: types, version pattern, required fields
         assert list(document) == [f.name for f in outputs.FIELDS if f.name in document]  # declaration order
         assert ("decision" in document) == ("reasons" in document) == (declared.model == "fraud-rules")
+        assert ("enrichment" in document) == (declared.model == "fraud-enriched")
     by_id = {outputs.decode(m.value()).id: outputs.decode(m.value()) for m in predictions}
     assert {"plain", "by-header", "oip-3", "oip-1", "ruled-0", "ruled-1", "oip-graph", "root-4"} <= set(by_id)
     assert len(by_id["oip-3"].score) == 3 and len(by_id["oip-1"].score) == 1  # arrays, also for one row
     assert by_id["ruled-1"].decision == "review" and by_id["ruled-1"].reasons == ["amount over 2000"]
     assert len(by_id["oip-graph"].decision) == 2 and all(isinstance(r, list) for r in by_id["oip-graph"].reasons)
     assert by_id["root-4"].label is None and by_id["root-4"].score == 2.0
+    assert by_id["unkeyed"].enrichment == "missing"
     assert any(pid.startswith(f"{t.requests}:") for pid in by_id)  # the default id
 
     reasons = []

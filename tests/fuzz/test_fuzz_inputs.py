@@ -278,9 +278,11 @@ def test_a_list_where_a_graph_names_a_stage_or_an_op_is_a_config_error() -> None
         broken["output"] = []
         with pytest.raises(ConfigError, match="output must name"):
             parse_graph(broken, "graph.toml")
-    [graph] = [t for t in GRAPH_TABLES if any(s.get("kind") == "transform" for s in t["stages"].values())]
-    broken = copy.deepcopy(graph)
-    transform = next(s for s in broken["stages"].values() if s.get("kind") == "transform")
-    transform["ops"][0]["op"] = ["ratio"]
-    with pytest.raises(ConfigError, match="is not one of"):
-        parse_graph(broken, "graph.toml")
+    graphs = [t for t in GRAPH_TABLES if any(s.get("kind") == "transform" for s in t["stages"].values())]
+    assert graphs
+    for graph in graphs:
+        broken = copy.deepcopy(graph)
+        transform = next(s for s in broken["stages"].values() if s.get("kind") == "transform")
+        transform["ops"][0]["op"] = ["ratio"]
+        with pytest.raises(ConfigError, match="is not one of"):
+            parse_graph(broken, "graph.toml")

@@ -199,8 +199,9 @@ def test_parquet_round_trip_keeps_types_ids_models_and_rows(tmp_path: Path) -> N
     assert result.returncode == 0, result.stderr
     out = pq.read_table(tmp_path / "out.pq")
     # every table field of the prediction envelope, in its order, then where the row came from
-    assert out.schema.names == ["id", "model", "version", "score", "label", "outputs", "decision", "reasons", "row"]
-    assert [str(t) for t in out.schema.types] == [*["string"] * 3, "double", "int64", *["string"] * 3, "int64"]
+    fields = ["id", "model", "version", "score", "label", "outputs", "decision", "reasons", "enrichment"]
+    assert out.schema.names == [*fields, "row"]
+    assert [str(t) for t in out.schema.types] == [*["string"] * 3, "double", "int64", *["string"] * 4, "int64"]
     outputs = [json.loads(text) for text in out.column("outputs").to_pylist()]
     assert [o["probabilities"][1] for o in outputs] == pytest.approx(out.column("score").to_pylist(), abs=1e-6)
     assert [o["label"] for o in outputs] == out.column("label").to_pylist()
@@ -273,7 +274,7 @@ def test_stdout_and_stderr_when_no_files_are_named(tmp_path: Path) -> None:
     )
     result = run_batch(tmp_path, "in.csv", "--output-format", "csv")
     assert result.returncode == 0, result.stderr
-    header = '"id","model","version","score","label","outputs","decision","reasons","row"'
+    header = '"id","model","version","score","label","outputs","decision","reasons","enrichment","row"'
     assert result.stdout.splitlines()[0] == header
     assert len(result.stdout.splitlines()) == 2
     assert '"row": 2, "error": "non-finite"' in result.stderr  # rejects on stderr

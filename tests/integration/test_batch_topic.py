@@ -169,8 +169,8 @@ def test_without_an_end_offset_the_range_ends_when_the_topic_is_idle(
     assert result.returncode == 0, result.stderr
     assert "90 rows: 81 predictions, 9 dead letters" in result.stderr
     table = pq.read_table(tmp_path / "p.parquet")
-    names = ["id", "model", "version", "score", "label", "outputs", "decision", "reasons", "partition", "offset"]
-    assert table.schema.names == names
+    names = ["id", "model", "version", "score", "label", "outputs", "decision", "reasons", "enrichment"]
+    assert table.schema.names == [*names, "partition", "offset"]
     missing = run_batch(tmp_path, kafka_broker.address, "--from-topic", "no-such-topic-here")
     assert missing.returncode == 2 and "topic no-such-topic-here does not exist" in missing.stderr
 

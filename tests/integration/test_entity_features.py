@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -275,6 +276,33 @@ def test_a_frozen_redis_times_out_within_timeout_s_and_replies_never_mix(
     after = store.lookup(Lookup("account", [b"y"], ("v",), (-1.0,)))
     assert after.error is None and after.values[0, 0] == 2.0
     store.close()
+
+
+def test_a_lookup_may_wait_longer_than_the_stores_timeout_on_a_pool_of_its_own(
+    own_redis: Callable[[], devstack.ServerInfo],
+) -> None:
+    """A graph stage's ``timeout_ms``: frozen for a moment, Redis fails the store's 50 ms lookup but answers a
+    lookup that may wait 30 s once it thaws (no timing asserted: only which lookup failed)."""
+    server = own_redis()
+    clock = FakeClock()
+    store = EntityFeatureStore(redis.Redis.from_url(server.address), timeout_s=0.05, clock=clock)
+    store.put("account", [(b"x", {"v": 1.0})])
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        short = store.lookup(Lookup("account", [b"x"], ("v",), (-1.0,)))
+        clock.now += store.retry_after_s  # past the breaker that failure opened: the next lookup tries
+        thawed = threading.Timer(0.5, os.kill, (server.pid, signal.SIGCONT))
+        thawed.start()
+        patient = store.lookup(Lookup("account", [b"x"], ("v",), (-1.0,), timeout_s=30.0))
+        thawed.join()
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+    assert short.error is not None and "Timeout" in short.error and short.values[0, 0] == -1.0
+    assert patient.error is None and patient.found.tolist() == [True] and patient.values[0, 0] == 1.0
+    assert store.lookup(Lookup("account", [b"x"], ("v",), (-1.0,), timeout_s=30.0)).values[0, 0] == 1.0
+    store.close()
+    with pytest.raises(ValueError, match="timeout_s must be positive"):
+        Lookup("account", [b"x"], ("v",), (0.0,), timeout_s=0.0)
 
 
 def test_auth_from_the_settings_carries_over_and_a_wrong_password_is_an_error_not_an_exception(

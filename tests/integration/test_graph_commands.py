@@ -11,7 +11,7 @@ from tests.integration.test_topics_and_models import run
 
 
 def repository(tmp_path: Path) -> dict[str, str]:
-    for name in ("fraud-online", "fraud-forest"):
+    for name in ("fraud-online", "fraud-forest", "fraud-derived"):
         shutil.copytree(REPO / "examples" / "models" / name, tmp_path / "models" / name)
     shutil.copytree(REPO / "models" / "fraud", tmp_path / "models" / "fraud")
     shutil.copytree(REPO / "examples" / "graphs", tmp_path / "graphs")
@@ -29,7 +29,9 @@ def test_graph_list_and_show_describe_the_shipped_graphs(tmp_path: Path) -> None
     listed = run(["graph", "list", "--json"], tmp_path, **env)
     assert listed.returncode == 0, listed.stderr
     graphs = {g["graph"]: g for g in json.loads(listed.stdout)}
-    assert set(graphs) == {"fraud-graph@1", "fraud-ensemble@1"}
+    assert set(graphs) == {"fraud-graph@1", "fraud-ensemble@1", "fraud-cascade@1"}
+    # the cascade is declared before the transform its first model reads: it runs after it
+    assert list(graphs["fraud-cascade@1"]["stages"].items()) == [("derived", "transform"), ("phases", "cascade")]
     assert list(graphs["fraud-graph@1"]["stages"].items()) == [
         ("account", "enrich"),
         ("derived", "transform"),
@@ -40,6 +42,9 @@ def test_graph_list_and_show_describe_the_shipped_graphs(tmp_path: Path) -> None
     assert shown.returncode == 0, shown.stderr
     assert "phases: cascade fraud-online -> fraud when 0.25 <= score <= 0.6" in shown.stdout
     assert "decide: rules (first-match, 6 rules, default allow)  <- account, derived, phases" in shown.stdout
+    assert "account: enrich account by key -> chargebacks_90d, flagged (on failure: review)" in shown.stdout
+    cascade = run(["graph", "show", "fraud-cascade"], tmp_path, **env)
+    assert "phases: cascade fraud-derived -> fraud when 0.25 <= score <= 0.6  <- derived" in cascade.stdout
     dot = run(["graph", "show", "fraud-ensemble", "--dot"], tmp_path, **env)
     assert dot.stdout.startswith('digraph "fraud-ensemble@1"') and '"gbdt" -> "mean";' in dot.stdout
     drawn = run(["graph", "show", "fraud-graph", "--svg", str(tmp_path / "g.svg")], tmp_path, **env)

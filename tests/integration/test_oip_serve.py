@@ -191,7 +191,7 @@ def test_a_graph_with_rules_answers_its_decision_per_row(server: str) -> None:
     metadata = client.get_model_metadata("fraud-graph")
     features = metadata["parameters"]["features"].split(",")
     assert metadata["inputs"] == [{"name": f, "datatype": "FP32", "shape": [-1]} for f in features]
-    assert [o["name"] for o in metadata["outputs"]] == ["score", "label", "decision", "reasons"]
+    assert [o["name"] for o in metadata["outputs"]] == ["score", "label", "decision", "reasons", "enrichment"]
     inputs = []
     for k, name in enumerate(features):
         tensor = triton.InferInput(name, [50], "FP32")
@@ -203,6 +203,13 @@ def test_a_graph_with_rules_answers_its_decision_per_row(server: str) -> None:
     reasons = [json.loads(r) for r in result.as_numpy("reasons")]
     assert len(reasons) == 50 and all(isinstance(r, list) and r for r in reasons)
     assert result.as_numpy("score").shape == (50,)
+    assert {str(e) for e in result.as_numpy("enrichment")} == {"missing"}  # no parameters.key: no entity to read
+    # with a key, but no Redis configured here: the lookup fails, and the default on_failure with rules is review
+    keyed = client.infer("fraud-graph", inputs, parameters={"key": "acct-000001"})
+    assert {str(e) for e in keyed.as_numpy("enrichment")} == {"failed"}
+    assert {str(d) for d in keyed.as_numpy("decision")} == {"review"}
+    reason = ["enrichment 'account' failed: the feature store did not answer"]
+    assert [json.loads(r) for r in keyed.as_numpy("reasons")] == [reason] * 50
 
 
 def test_metrics_page_is_served_beside_the_protocol(server: str) -> None:

@@ -1,4 +1,4 @@
-"""Declared scoring graphs (``core.graph_spec``, ``core.graph_exec``) with a fake inference function: parsing and
+"""Declared scoring graphs (``core.graph.spec``, ``core.graph.execution``) with a fake inference function: parsing and
 validation (random DAGs and cycles), ensemble maths, the cascade's row-order merge for any split, and graphs
 routed and encoded by ``score_records`` like models."""
 
@@ -14,8 +14,9 @@ from hypothesis import strategies as st
 
 from streamer.core.cards import ModelCard, OutputRef
 from streamer.core.errors import ConfigError
+from streamer.core.graph.drawing import describe, to_dot
 from streamer.core.graph.execution import Enrichment, run_graph
-from streamer.core.graph.spec import card_of, check, describe, parse_graph, to_dot
+from streamer.core.graph.spec import bind, card_of, parse_graph
 from streamer.core.routing import Catalog, Serving, Split
 from streamer.core.scoring import score_records
 from streamer.core.types import Records
@@ -66,8 +67,7 @@ def graph(stages: dict, output: str, inputs: tuple[str, ...] = FEATURES, **extra
 
 
 def run(spec_table: dict, x: np.ndarray, catalog: Catalog = CATALOG, lookup=None, keys=None):
-    spec = parse_graph(spec_table, "test")
-    check(spec, catalog.resolve)
+    spec = bind(parse_graph(spec_table, "test"), catalog.resolve)
     keys = keys if keys is not None else [f"k{i}".encode() for i in range(len(x))]
     kwargs = {"lookup": lookup} if lookup is not None else {}
     return run_graph(
@@ -154,8 +154,7 @@ def test_random_dags_parse_in_dependency_order_and_a_back_edge_is_a_cycle(n: int
     stages["m"] = {"kind": "model", "model": "cheap"}
     names = list(stages)
     shuffled = data.draw(st.permutations(names))
-    spec = parse_graph(graph({k: stages[k] for k in shuffled}, "m"), "test")
-    check(spec, CATALOG.resolve)
+    spec = bind(parse_graph(graph({k: stages[k] for k in shuffled}, "m"), "test"), CATALOG.resolve)
     position = {name: k for k, name in enumerate(spec.order)}
     for i in range(n):
         source = stages[f"s{i}"]["ops"][0]["input"]
@@ -223,8 +222,7 @@ def test_random_dags_parse_in_dependency_order_and_a_back_edge_is_a_cycle(n: int
 )
 def test_an_invalid_graph_is_one_error_naming_the_stage(stages: dict, output: str, message: str) -> None:
     with pytest.raises(ConfigError) as raised:
-        spec = parse_graph(graph(stages, output), "graphs/g.toml")
-        check(spec, CATALOG.resolve)
+        bind(parse_graph(graph(stages, output), "graphs/g.toml"), CATALOG.resolve)
     assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
@@ -287,7 +285,7 @@ def test_a_graph_is_routed_scored_and_encoded_like_a_model() -> None:
         ),
         "test",
     )
-    check(spec, CATALOG.resolve)
+    spec = bind(spec, CATALOG.resolve)
     catalog = Catalog({**MODELS, "g": {1: card_of(spec)}}, graphs={spec.ref: spec})
     rows = [{"id": f"r{i}", "model": "g", "features": {"a": float(i - 2), "b": 0.5}} for i in range(5)]
     rows.append({"id": "bad-key", "model": "g", "features": {"a": 3.0, "b": 0.5}})

@@ -8,7 +8,7 @@ every value decodes back through the declaration.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import numpy as np
@@ -28,17 +28,20 @@ def batches(draw: Any) -> dict[str, Any]:
     n = draw(st.integers(1, 6))
     column = lambda element: st.lists(element, min_size=n, max_size=n)  # noqa: E731
     rules = draw(st.booleans())
+    rows = {
+        "score": draw(column(finite)),
+        "label": draw(st.none() | column(st.integers(-(2**53), 2**53))),
+        "outputs": {name: draw(column(cell)) for name in draw(names)},
+        "decision": draw(column(text)) if rules else None,
+        "reasons": draw(column(st.lists(text, max_size=3))) if rules else None,
+        "enrichment": draw(st.none() | column(st.sampled_from(get_args(outputs.EnrichmentOutcome)))),
+    }
+    assert tuple(rows) == outputs.ROW_FIELDS, "a per-row field of the declaration has no strategy here"
     return {
         "ids": draw(column(text)),
         "model": draw(text),
         "version": str(draw(st.integers(1, 10_000))),
-        "rows": {
-            "score": draw(column(finite)),
-            "label": draw(st.none() | column(st.integers(-(2**53), 2**53))),
-            "outputs": {name: draw(column(cell)) for name in draw(names)},
-            "decision": draw(column(text)) if rules else None,
-            "reasons": draw(column(st.lists(text, max_size=3))) if rules else None,
-        },
+        "rows": rows,
         "topic": draw(st.text(min_size=1, max_size=12)),
         "partition": draw(st.integers(0, 1000)),
         "offsets": draw(column(st.integers(0, 2**62))),
@@ -105,3 +108,4 @@ def test_table_columns_hold_each_rows_json(batch: dict[str, Any]) -> None:
     else:
         assert columns["reasons"] == [msgspec.json.encode(r) for r in rows["reasons"]]
         assert columns["decision"] == rows["decision"]
+    assert columns["enrichment"] == rows["enrichment"]  # a string column as it is, or null

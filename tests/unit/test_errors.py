@@ -95,6 +95,7 @@ def test_every_dead_letter_reason_is_documented() -> None:
         errors.TOO_LARGE,
         errors.NON_FINITE,
         errors.SCORING_FAILED,
+        errors.ENRICHMENT_FAILED,
     } == DEAD_LETTER_REASONS
     missing = sorted(r for r in DEAD_LETTER_REASONS if f"`{r}`" not in text)
     assert missing == [], f"dead-letter reasons not documented in README.md or docs/: {missing}"

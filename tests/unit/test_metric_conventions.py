@@ -169,8 +169,13 @@ def test_a_declared_graphs_stage_and_enrichment_counters_start_at_zero() -> None
     metrics.on_models([], [], [graph])
     samples = exported(metrics)
     labels = stage_labels(graph)
-    assert any(stage.endswith("/then") for stage, _ in labels) and any(enrich for _, enrich in labels)
-    for stage, enrich in labels:
+    assert any(stage.endswith("/then") for stage, _ in labels) and any(policy for _, policy in labels)
+    for stage, on_failure in labels:
+        enrich = on_failure is not None
         assert zero(samples, "streamer_graph_stage_rows_total", graph="fraud-graph", stage=stage), stage
         assert zero(samples, "streamer_graph_stage_seconds_total", graph="fraud-graph", stage=stage), stage
         assert zero(samples, "streamer_enrichment_misses_total", graph="fraud-graph", stage=stage) == enrich
+        failed_rows = zero(
+            samples, "streamer_enrichment_failed_rows_total", graph="fraud-graph", stage=stage, on_failure=on_failure
+        )
+        assert failed_rows == enrich, stage

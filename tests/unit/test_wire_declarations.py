@@ -72,7 +72,7 @@ def test_the_per_row_fields_are_the_graph_results() -> None:
 
 
 def test_the_oip_tensor_fields_and_the_closing_field_come_from_the_declaration() -> None:
-    assert STREAMER_OUTPUTS == ("score", "label", "decision", "reasons")
+    assert STREAMER_OUTPUTS == ("score", "label", "decision", "reasons", "enrichment")
     assert outputs.CLOSING == "latency_ms" and outputs.FIELD["latency_ms"].topic
     assert [f.name for f in outputs.TABLE_FIELDS] == [
         "id",
@@ -83,6 +83,7 @@ def test_the_oip_tensor_fields_and_the_closing_field_come_from_the_declaration()
         "outputs",
         "decision",
         "reasons",
+        "enrichment",
     ]
 
 
@@ -105,6 +106,7 @@ def test_a_table_has_a_column_per_table_field_then_where_the_row_came_from() -> 
             "outputs": '{"p":[0.75,0.25]}',
             "decision": "allow",
             "reasons": '["ok"]',
+            "enrichment": None,
             "row": 1,
         }
     ]

@@ -1,4 +1,4 @@
-"""Running a declared scoring graph (``core.graph_spec``) over one batch, a stage at a time, on columns.
+"""Running a bound scoring graph (``core.graph.spec``) over one batch, a stage at a time, on columns.
 
 The batch is a dict of columns (``float64`` arrays of one value per row; the request key as text under
 ``"key"``), filled from the request features the graph reads and grown by each stage in topological order:
@@ -7,7 +7,12 @@ The batch is a dict of columns (``float64`` arrays of one value per row; the req
   for a request naming the model, so one key always meets the same version);
 - ``transform``: ``core.transforms.apply``;
 - ``enrich``: one injected lookup for the whole batch (``Lookup``: Redis in the worker), a default for every
-  missing key or field and for every row when the store is down -- counted, never failing the batch;
+  missing key or field and for every row when the store fails -- never failing the batch. Each row's outcome
+  (``stages.STORE``, ``MISSING`` or ``FAILED``) is the text column ``<stage>.enrichment``, which rules can
+  read, and the worst over the graph's enrichments is the prediction's ``enrichment``. A row whose lookup
+  failed then gets what the stage's ``on_failure`` says: its defaults (``defaults``), a dead letter
+  (``dead-letter``: ``GraphRun.refused``, an ``enrichment-failed`` dead letter), or the decision ``review``
+  whatever the rules decided (``review``), with the reason ``review_reason``;
 - ``ensemble``: the members' score columns combined (mean, weighted, vote, max) or fed to a stacking model;
 - ``cascade``: the first model on every row; the second only on the rows whose first score lies in
   [low, high] (unsure), results merged back in row order with ``<stage>.path`` = "first" or "then";
@@ -29,7 +34,17 @@ from streamer.core.errors import DecodeError, ScoringError
 from streamer.core.graph import rules as rules_module
 from streamer.core.graph import transforms as transforms_module
 from streamer.core.graph.scoring_graph import GraphResult, Infer, ScoringGraph
-from streamer.core.graph.spec import GraphSpec, Stage, member_weights
+from streamer.core.graph.spec import GraphSpec
+from streamer.core.graph.stages import (
+    DEAD_LETTER,
+    ENRICHMENT_OUTCOMES,
+    FAILED,
+    MISSING,
+    REVIEW,
+    STORE,
+    Stage,
+    member_weights,
+)
 from streamer.core.routing import Split
 
 
@@ -52,31 +67,102 @@ class StageStats:
     stage: str  # a cascade reports "<stage>/first" and "<stage>/then"
     rows: int
     seconds: float
-    misses: int = 0  # enrichment: rows that got defaults
+    misses: int = 0  # enrichment: rows that got defaults (missing or failed)
     failed: bool = False  # enrichment: the store did not answer
+    failed_rows: int = 0  # enrichment: rows whose features could not be read, handled as ``on_failure`` says
+    on_failure: str = ""  # enrichment: its on_failure
 
 
-def stage_labels(spec: GraphSpec) -> list[tuple[str, bool]]:
-    """(``stage`` of every ``StageStats`` a run of ``spec`` can report, whether it is an enrichment): known at
-    load, so that the graph's counters start at 0 instead of appearing with their first row."""
-    labels: list[tuple[str, bool]] = []
+def stage_labels(spec: GraphSpec) -> list[tuple[str, str | None]]:
+    """(``stage`` of every ``StageStats`` a run of ``spec`` can report, the ``on_failure`` of an enrichment or
+    None for any other stage): known at load, so that the graph's counters start at 0 instead of appearing with
+    their first row."""
+    labels: list[tuple[str, str | None]] = []
     for name in spec.order:
-        kind = spec.stages[name].kind
-        if kind == "cascade":
-            labels += [(f"{name}/first", False), (f"{name}/then", False)]
+        stage = spec.stages[name]
+        if stage.kind == "cascade":
+            labels += [(f"{name}/first", None), (f"{name}/then", None)]
         else:
-            labels.append((name, kind == "enrich"))
+            labels.append((name, stage.on_failure if stage.kind == "enrich" else None))
     return labels
 
 
 @dataclass(slots=True)
 class GraphRun:
+    """A batch's result, per-stage stats, and ``refused``: per row, the detail of its ``enrichment-failed``
+    dead letter (an enrichment with ``on_failure = "dead-letter"`` failed for it) or None; None when no row is."""
+
     result: GraphResult
     stats: list[StageStats] = field(default_factory=list)
+    refused: np.ndarray | None = None
+
+
+_OUTCOME_NAMES = np.array(ENRICHMENT_OUTCOMES, dtype=object)
+_CODE = {name: code for code, name in enumerate(ENRICHMENT_OUTCOMES)}
+
+
+def enrichment_outcomes(enriched: Enrichment, keys: Sequence[bytes | None]) -> np.ndarray:
+    """Each row's outcome code (an index into ``ENRICHMENT_OUTCOMES``, worst highest): ``FAILED`` where the
+    lookup failed and the row has a key, ``MISSING`` where it has none or the store knows no such entity,
+    ``STORE`` where its features were read."""
+    found = np.asarray(enriched.found, dtype=bool)
+    codes = np.where(found, _CODE[STORE], _CODE[MISSING]).astype(np.int8)
+    if enriched.error is not None:
+        has_key = np.fromiter((key is not None for key in keys), dtype=bool, count=len(keys))
+        codes[has_key & ~found] = _CODE[FAILED]
+    return codes
+
+
+def review_reason(stage: str) -> str:
+    """The reason of a decision forced to ``review`` by an enrichment that failed (stable, for counting)."""
+    return f"enrichment {stage!r} failed: the feature store did not answer"
+
+
+@dataclass(slots=True)
+class _Enrichments:
+    """The graph's enrichments over one batch so far: each row's worst outcome code, and what the stages'
+    ``on_failure`` made of the rows they failed -- a dead letter's detail (``refused``) or a review's reason
+    (``forced``), the first stage's in execution order winning."""
+
+    rows: int
+    worst: np.ndarray | None = None
+    refused: np.ndarray | None = None
+    forced: np.ndarray | None = None
+
+    def add(self, graph: str, stage: Stage, codes: np.ndarray, error: str | None) -> int:
+        """Record one stage's outcome codes; returns how many rows it failed."""
+        self.worst = codes if self.worst is None else np.maximum(self.worst, codes)
+        failed = codes == _CODE[FAILED]
+        count = int(np.count_nonzero(failed))
+        if count and stage.on_failure == DEAD_LETTER:
+            detail = f"graph {graph} stage {stage.name!r}: the entity features could not be read ({error})"
+            self.refused = _first_wins(self.refused, failed, detail, self.rows)
+        elif count and stage.on_failure == REVIEW:
+            self.forced = _first_wins(self.forced, failed, review_reason(stage.name), self.rows)
+        return count
+
+    def overrule(self, decision: list[str] | None, reasons: list[list[str]] | None) -> None:
+        """``on_failure = "review"``: the rules' decision and reasons replaced on the rows a stage failed."""
+        if self.forced is None:
+            return
+        assert decision is not None and reasons is not None  # parse_graph refuses review without rules
+        for i in np.flatnonzero(np.not_equal(self.forced, None)).tolist():
+            decision[i], reasons[i] = REVIEW, [self.forced[i]]
+
+    def outcomes(self) -> np.ndarray | None:
+        """The prediction's ``enrichment`` per row (None: the graph has no enrich stage)."""
+        return _OUTCOME_NAMES[self.worst] if self.worst is not None else None
+
+
+def _first_wins(texts: np.ndarray | None, rows: np.ndarray, text: str, size: int) -> np.ndarray:
+    texts = np.full(size, None, dtype=object) if texts is None else texts
+    texts[rows & np.equal(texts, None)] = text
+    return texts
 
 
 def no_lookup(stage: Stage, keys: Sequence[bytes | None]) -> Enrichment:
-    """Where no feature store is configured: every row gets the defaults (and counts as a miss)."""
+    """Where no feature store is configured: every row gets the defaults, and a row with a key counts as failed
+    (its features were not read), so the stage's ``on_failure`` applies as when the store is down."""
     rows = len(keys)
     defaults = np.array([d for _, d in stage.defaults], dtype=np.float64)
     return Enrichment(np.tile(defaults, (rows, 1)), np.zeros(rows, dtype=bool), "no feature store configured")
@@ -119,6 +205,7 @@ def run_graph(
     decision: list[str] | None = None
     reasons: list[list[str]] | None = None
     everyone = np.arange(rows)
+    enrichments = _Enrichments(rows)
     for name in spec.order:
         stage = spec.stages[name]
         started = clock()
@@ -134,8 +221,13 @@ def run_graph(
             enriched = lookup(stage, lookup_keys)
             for k, (feature, _) in enumerate(stage.defaults):
                 columns[feature] = enriched.values[:, k].astype(np.float64)
+            codes = enrichment_outcomes(enriched, lookup_keys)
+            columns[f"{name}.enrichment"] = _OUTCOME_NAMES[codes]
+            failed_rows = enrichments.add(spec.ref, stage, codes, enriched.error)
             misses = int(rows - np.count_nonzero(enriched.found))
-            run.stats.append(StageStats(spec.name, name, rows, clock() - started, misses, enriched.error is not None))
+            took = clock() - started
+            failure = enriched.error is not None
+            run.stats.append(StageStats(spec.name, name, rows, took, misses, failure, failed_rows, stage.on_failure))
             continue
         elif stage.kind == "ensemble":
             score, label = _ensemble(stage, columns, keys, ids, route, infer)
@@ -164,9 +256,11 @@ def run_graph(
             decision = [decided.decisions[i] for i in decided.decision.tolist()]
             reasons = decided.reasons
         run.stats.append(StageStats(spec.name, name, rows, clock() - started))
+    enrichments.overrule(decision, reasons)
     score = columns[spec.output]
     label = columns[f"{spec.output}.label"].astype(np.int64)
-    run.result = GraphResult(score, label, outputs, decision, reasons)
+    run.result = GraphResult(score, label, outputs, decision, reasons, enrichments.outcomes())
+    run.refused = enrichments.refused
     return run
 
 

@@ -28,13 +28,16 @@ Infer = Callable[[ModelCard, np.ndarray], Mapping[str, np.ndarray]]
 @dataclass(frozen=True, slots=True)
 class GraphResult:
     """Per-row results of a batch: ``score`` [rows] float64, ``label`` [rows] int64 or None, raw outputs; a
-    declared graph with rules adds each row's ``decision`` and ``reasons``."""
+    declared graph with rules adds each row's ``decision`` and ``reasons``, one with an enrichment each row's
+    ``enrichment`` (``store``, ``missing`` or ``failed``: an object array of str). The attributes are the
+    per-row fields of the prediction (``core.outputs``), named and ordered alike (a test holds them equal)."""
 
     score: np.ndarray
     label: np.ndarray | None
     outputs: dict[str, np.ndarray]
     decision: list[str] | None = None
     reasons: list[list[str]] | None = None
+    enrichment: np.ndarray | None = None
 
 
 @dataclass(frozen=True, slots=True)
