@@ -9,7 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from streamer.cli.base import app, err, out, settings
+from streamer.cli.base import app, err, out, plain, settings
 from streamer.core.errors import ConfigError, StreamerError
 
 # ---------------------------------------------------------------------------------------------- features
@@ -77,7 +77,7 @@ def features_load(
         raise ConfigError(f"features load: {exc}") from None
     except redis.RedisError as exc:
         raise StreamerError(f"features load: Redis: {exc}") from None
-    out.print(f"loaded {written} {entity} entities from {file}")
+    out.print(plain(f"loaded {written} {entity} entities from {file}"))
 
 
 @features_app.command("get")
@@ -101,7 +101,7 @@ def features_get(
         raise StreamerError(f"features get: Redis: {exc}") from None
     if not stored:
         where = store.key_of(entity, key.encode()).decode(errors="replace")
-        err.print(f"no {entity} entity {key!r} ({where})", markup=False, highlight=False)
+        err.print(plain(f"no {entity} entity {key!r} ({where})"))
         raise typer.Exit(1)
     values: dict[str, Any] = {}
     for name, raw in sorted(stored.items()):
