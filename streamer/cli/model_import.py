@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streamer.cli import models_lifecycle
+from streamer.cli.base import warning
 from streamer.core import rollout
 from streamer.core.errors import ConfigError, ImportRefused
 from streamer.core.holdout import HoldoutMetrics
@@ -134,7 +135,7 @@ def report(out: Any, result: Any) -> None:
     out.print(Text(f"published {card.ref} at {result.path} in {result.seconds:.1f} s"))
 
 
-def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any, err: Any) -> None:
+def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
     """Add ``import`` to ``streamer models``."""
 
     @models_app.command("import")
@@ -216,7 +217,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any, err
         )
 
         def warn(line: str) -> None:
-            err.print(Text.assemble(("warning:", "yellow"), " ", line), highlight=False, soft_wrap=True)
+            warning(line)
 
         def before_publish(new: int) -> None:
             if deploy is not None and champion is not None:

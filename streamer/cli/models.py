@@ -12,7 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streamer.cli import model_import, models_lifecycle
-from streamer.cli.base import app, err, out, plain, settings
+from streamer.cli.base import app, out, plain, settings
 from streamer.core import names
 from streamer.core.errors import ConfigError
 from streamer.core.routing import Serving, champion
@@ -123,4 +123,4 @@ def models_freeze(
 
 
 models_lifecycle.register(models_app, settings, out)
-model_import.register(models_app, settings, out, err)
+model_import.register(models_app, settings, out)

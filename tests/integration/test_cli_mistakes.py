@@ -62,6 +62,8 @@ def place(
 ) -> Iterator[Place]:
     root = tmp_path_factory.mktemp("mistakes")
     shutil.copytree(REPO / "models" / "fraud", root / "models" / "fraud")
+    shutil.copytree(REPO / "examples" / "models", root / "graphs-example" / "models")  # graphs read "account"
+    shutil.copytree(REPO / "examples" / "graphs", root / "graphs-example" / "graphs")
     (root / "in.jsonl").write_text('{"id": "a", "features": {"amount": 1}}\n')
     (root / "typo.toml").write_text('[kafka.client]\n"securty.protocol" = "SSL"\n')
     (root / "value.toml").write_text('[kafka.client]\n"security.protocol" = "SSLL"\n')
@@ -152,6 +154,12 @@ def cases(p: Place) -> list[Case]:
         ),
         Case("typo-describe-topic", ["topics", "describe", p.topics["requests"] + "x"], ["did you mean"]),
         Case("typo-batch-from-topic", ["batch", "--from-topic", p.topics["requests"] + "x"], ["did you mean"]),
+        Case(
+            "typo-features-entity",
+            ["features", "get", "acount", "42"],
+            ["did you mean 'account'"],
+            {"STREAMER_MODELS_DIR": "graphs-example/models"},
+        ),
         Case("consume-no-partition", ["consume", "--partition", "7", "--timeout", "1"], ["partition 7"]),
         # missing files
         Case("missing-produce-file", ["produce", "--file", "nope.jsonl"], ["nope.jsonl"]),
@@ -228,7 +236,8 @@ CASE_IDS = [
     "config-missing-file", "env-bad-engine", "env-bad-number", "env-bad-models-dir", "markup-freeze-card",
     "markup-graph-name", "markup-model-name", "typo-batch-model", "typo-batch-version", "typo-eval-model",
     "typo-compare-version", "typo-compare-model", "typo-promote-model", "typo-pin-version", "typo-freeze-model",
-    "typo-graph", "typo-consume-topic", "typo-describe-topic", "typo-batch-from-topic", "consume-no-partition",
+    "typo-graph", "typo-consume-topic", "typo-describe-topic", "typo-batch-from-topic", "typo-features-entity",
+    "consume-no-partition",
     "missing-produce-file", "missing-batch-file", "missing-batch-output-dir", "missing-validate-dir",
     "missing-features-file", "missing-import-source", "missing-label-file", "bad-label-file",
     "produce-missing-topic", "batch-to-missing-topic", "topics-create-mismatch", "worker-partitions-differ",
