@@ -96,7 +96,7 @@ def produce_requests(
     )
     if topic not in metadata.topics:
         names = [name for name in metadata.topics if not name.startswith("__")]
-        raise unknown("topic", topic, names, then=f"create it with `streamer topics create {topic}`")
+        raise unknown("topic", topic, names, then=f"create it with `streamer topics create {topic}`", listed=False)
     failures: list[str] = []
 
     def delivered(error: Any, _message: Any) -> None:
@@ -186,7 +186,7 @@ def consume_lines(
         found = metadata.topics.get(topic)
         if found is None or found.error is not None:
             names = [name for name in metadata.topics if not name.startswith("__")]
-            raise unknown("topic", topic, names)
+            raise unknown("topic", topic, names, then="`streamer topics list` shows the topics", listed=False)
         available = sorted(found.partitions)
         chosen = sorted(set(partitions)) if partitions else available
         missing = [p for p in chosen if p not in available]

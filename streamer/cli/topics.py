@@ -44,7 +44,9 @@ def require_topic(s: config.Settings, name: str, admin: Any | None = None, then:
     """The partition count of ``name``, or the refusal naming the command that creates it (and close names)."""
     found = existing(s, admin if admin is not None else admin_of(s))
     if name not in found:
-        raise unknown("topic", name, found, then=then or f"create it with `streamer topics create {name}`")
+        raise unknown(
+            "topic", name, found, then=then or f"create it with `streamer topics create {name}`", listed=False
+        )
     return found[name]
 
 
@@ -80,7 +82,7 @@ def topics_describe(
     wanted = names or [name for name in s.topics.all() if name in found]
     for name in wanted:
         if name not in found:
-            raise unknown("topic", name, found, then=f"`streamer topics create {name}` creates it")
+            raise unknown("topic", name, found, then=f"`streamer topics create {name}` creates it", listed=False)
     groups = {s.topics.requests: s.worker.group_id, s.topics.feedback: feedback_group(s.worker.group_id)}
     for name in wanted:
         group = groups.get(name)
@@ -164,7 +166,7 @@ def topics_delete(
     found = existing(s, admin)
     for name in names:
         if name not in found:
-            raise unknown("topic", name, found)
+            raise unknown("topic", name, found, then="`streamer topics list` shows the topics", listed=False)
     if not yes:
         raise ConfigError(f"topics delete: this erases every record of {', '.join(names)}: add --yes to delete")
     admin.delete_topics(names)

@@ -31,23 +31,28 @@ def suggestion(name: str, known: Iterable[str]) -> str | None:
     return close[0] if close else None
 
 
-def hint(name: str, known: Iterable[str]) -> str:
-    """``did you mean 'x'?``, else ``known: a, b``, else ``none exist``."""
+def hint(name: str, known: Iterable[str], listed: bool = True) -> str:
+    """``did you mean 'x'?``, else ``known: a, b`` (``listed``; else ``none is close``), else ``none exist``."""
     names = sorted(set(known))
     close = suggestion(name, names)
     if close is not None:
         return f"did you mean {close!r}?"
     if not names:
         return "none exist"
+    if not listed:
+        return "none is close"
     listed = ", ".join(names[:MAX_LISTED]) + (f", ... ({len(names)} in all)" if len(names) > MAX_LISTED else "")
     return f"known: {listed}"
 
 
-def unknown(kind: str, name: str, known: Iterable[str], where: str = "", then: str = "") -> ConfigError:
-    """The refusal of a name that does not exist: ``no KIND named 'NAME'[ in WHERE] (HINT)[: THEN]``."""
+def unknown(
+    kind: str, name: str, known: Iterable[str], where: str = "", then: str = "", listed: bool = True
+) -> ConfigError:
+    """The refusal of a name that does not exist: ``no KIND named 'NAME'[ in WHERE] (HINT)[; THEN]``; ``listed``:
+    whether the hint may list the known names (not for a cluster's topics: ``then`` says where to see them)."""
     place = f" in {where}" if where else ""
     after = f"; {then}" if then else ""
-    return ConfigError(f"no {kind} named {name!r}{place} ({hint(name, known)}){after}")
+    return ConfigError(f"no {kind} named {name!r}{place} ({hint(name, known, listed)}){after}")
 
 
 def check(kind: str, name: str, known: Iterable[str], where: str = "", then: str = "") -> str:

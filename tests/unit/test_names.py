@@ -19,6 +19,7 @@ def test_a_hint_always_gives_the_next_step() -> None:
     assert hint("fraudd", ["fraud"]) == "did you mean 'fraud'?"
     assert hint("zzz", ["b", "a"]) == "known: a, b"
     assert hint("zzz", []) == "none exist"
+    assert hint("zzz", ["b", "a"], listed=False) == "none is close"
     many = [f"topic-{i:02d}" for i in range(MAX_LISTED + 3)]
     assert hint("zzz", many).endswith(f"... ({len(many)} in all)")
 
