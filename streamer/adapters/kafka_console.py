@@ -90,13 +90,17 @@ def produce_requests(
     rate: float = 0.0,
     progress: bool = False,
     linger_ms: int = 5,
+    create: str | None = None,
 ) -> SendReport:
+    """Send ``messages`` to ``topic`` (which must exist: ``create`` is the command a refusal names, default
+    ``streamer topics create TOPIC``), at most ``rate`` a second, timed from when the producer is ready."""
     producer, metadata = warmed_producer(
         client_config(bootstrap, client, **{"linger.ms": linger_ms, "enable.idempotence": True})
     )
     if topic not in metadata.topics:
         names = [name for name in metadata.topics if not name.startswith("__")]
-        raise unknown("topic", topic, names, then=f"create it with `streamer topics create {topic}`", listed=False)
+        command = create or f"streamer topics create {topic}"
+        raise unknown("topic", topic, names, then=f"create it with `{command}`", listed=False)
     failures: list[str] = []
 
     def delivered(error: Any, _message: Any) -> None:

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from streamer.cli.base import app, err, plain, repository_versions, settings
+from streamer.cli.topics import create_command
 from streamer.core.errors import ConfigError
 from streamer.core.names import check_model_ref
 from streamer.core.types import OutgoingMessage
@@ -54,7 +55,8 @@ def produce_command(
         else synthetic_requests(count, keys=keys, model=model, seed=seed, run=run)
     )
     target = topic or s.topics.requests
-    sent = produce_requests(s.require_bootstrap(), s.kafka.client, target, messages, rate=rate, progress=not quiet)
+    bootstrap, client, create = s.require_bootstrap(), s.kafka.client, create_command(s, target)
+    sent = produce_requests(bootstrap, client, target, messages, rate=rate, progress=not quiet, create=create)
     err.print(plain(f"sent {sent.count} messages to {target} in {sent.seconds:.2f} s ({sent.rate:,.0f}/s)"))
     if labels_out is not None:
         with open(labels_out, "w", encoding="utf-8") as labels:
@@ -83,9 +85,9 @@ def label_command(
         raise ConfigError("label: give ID LABEL, or --file FILE (one of them)")
     messages = _labels_of(file) if file is not None else [_label(request_id or "", label or 0.0, key, model)]
     s = settings()
-    sent = produce_requests(
-        s.require_bootstrap(), s.kafka.client, s.topics.feedback, messages, progress=not quiet and file is not None
-    )
+    feedback, create = s.topics.feedback, create_command(s, s.topics.feedback)
+    progress = not quiet and file is not None
+    sent = produce_requests(s.require_bootstrap(), s.kafka.client, feedback, messages, progress=progress, create=create)
     err.print(plain(f"sent {sent.count} label{'s' if sent.count != 1 else ''} to {s.topics.feedback}"))
 
 

@@ -40,13 +40,17 @@ def existing(s: config.Settings, admin: Any) -> dict[str, int]:
     return {name: count for name, count in admin.partition_counts().items() if not name.startswith("__")}
 
 
+def create_command(s: config.Settings, name: str) -> str:
+    """The command that creates ``name``: the whole set for one of streamer's topics (they must agree)."""
+    return "streamer topics create" if name in s.topics.all() else f"streamer topics create {name}"
+
+
 def require_topic(s: config.Settings, name: str, admin: Any | None = None, then: str = "") -> int:
     """The partition count of ``name``, or the refusal naming the command that creates it (and close names)."""
     found = existing(s, admin if admin is not None else admin_of(s))
     if name not in found:
-        raise unknown(
-            "topic", name, found, then=then or f"create it with `streamer topics create {name}`", listed=False
-        )
+        then = then or f"create it with `{create_command(s, name)}`"
+        raise unknown("topic", name, found, then=then, listed=False)
     return found[name]
 
 
