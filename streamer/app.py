@@ -31,12 +31,14 @@ from streamer.adapters.devstack import free_port
 from streamer.adapters.kafka_admin import KafkaAdmin
 from streamer.adapters.kafka_producer import KafkaOutputSink
 from streamer.adapters.kafka_readback import read_back
+from streamer.adapters.listening import Listener, ensure_free
 from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.config import Settings
+from streamer.core import topic_partitions
 from streamer.core.errors import BrokerError, BrokerUnreachable, ConfigError
 from streamer.engines.common import Readiness, WorkerContext
 from streamer.pipeline import PipelineTopics, ScoringPipeline
-from streamer.serve import oip_server
+from streamer.serve import oip_server, worker_oip_listener
 from streamer.services.runner import Stoppable
 from streamer.services.topic_watch import TopicWatch
 from streamer.services.watchdog import Watchdog
@@ -65,13 +67,15 @@ def check_topics(settings: Settings, admin: KafkaAdmin) -> int:
     missing = [n for n in names if n not in counts]
     if missing:
         raise ConfigError(f"topic(s) {', '.join(missing)} do not exist: run `streamer topics create`")
-    if len(set(counts.values())) != 1:
-        shown = ", ".join(f"{n}={counts[n]}" for n in names)
+    ordered = {n: counts[n] for n in names}
+    target = counts[topics.requests]
+    if topic_partitions.disagreeing(ordered, target):
         raise ConfigError(
-            f"partition counts differ ({shown}): predictions and dead letters go to their request's partition "
-            "number, so the three topics need the same count"
+            f"partition counts differ ({topic_partitions.describe(ordered)}): predictions and dead letters go to "
+            f"their request's partition number, so these topics need the request topic's count; to fix it, "
+            f"{topic_partitions.repair(ordered, target)}"
         )
-    return counts[topics.requests]
+    return target
 
 
 def wait_for_broker(
@@ -105,8 +109,24 @@ def wait_for_broker(
             attempt += 1
 
 
+def metrics_listener(settings: Settings) -> Listener:
+    """The worker's ``/metrics`` address, as a refusal names it."""
+    return Listener(
+        settings.worker.metrics_host,
+        settings.worker.metrics_port,
+        "worker.metrics_host (STREAMER_METRICS_HOST)",
+        "worker.metrics_port (STREAMER_METRICS_PORT)",
+        "set STREAMER_METRICS_PORT=0 for a free port (printed at start), or another port",
+    )
+
+
 def run(settings: Settings) -> None:
     bootstrap = settings.require_bootstrap()
+    # a taken port is refused before the broker wait and the model loading, for either engine (Faust's web
+    # server would log the bind failure at ERROR with a traceback and exit 1)
+    ensure_free(metrics_listener(settings))
+    if settings.worker.oip_port:
+        ensure_free(worker_oip_listener(settings))
     # librdkafka's connection-failure lines go to DEBUG (LibrdkafkaLog): one line per attempt is ours, naming
     # the last cause (refused credentials, an untrusted CA, nobody listening)
     probe = KafkaAdmin(bootstrap, settings.kafka.client, timeout_s=min(10.0, max(settings.kafka.startup_retry_s, 1.0)))

@@ -1,8 +1,15 @@
 """Logging set-up, one place for the CLI and for Faust's worker (which would otherwise install its own).
 
-``STREAMER_LOG_LEVEL`` (default INFO) and ``STREAMER_LOG_JSON`` (1/true: one JSON object per line, with any
-``extra`` fields such as partition, offset and model). Nothing is logged per request at INFO: requests are
-counted in metrics; logs carry model loads, rebalances, recoveries and failures.
+``STREAMER_LOG_LEVEL`` and ``STREAMER_LOG_JSON`` (1/true: one JSON object per line, with any ``extra`` fields
+such as partition, offset and model). Nothing is logged per request at INFO: requests are counted in metrics;
+logs carry model loads, rebalances, recoveries and failures.
+
+The level, in order: ``STREAMER_LOG_LEVEL`` when set; else the default the caller configured (``configure``):
+INFO for the long-running processes (``streamer worker``, ``streamer serve``), whose INFO lines are the
+operator's record, and WARNING for every other command, which prints its answer and nothing else unless asked
+(``streamer -v``: INFO, ``-vv``: DEBUG). The levels mean: INFO, what happened as it should (a model loaded, a
+partition assigned, a clean stop); WARNING, what an operator should look at (a refused model, a drift, an
+unreachable server being retried); a clean run logs no WARNING.
 """
 
 from __future__ import annotations
@@ -32,9 +39,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(body, default=str)
 
 
+_default = "INFO"
+
+
 def level() -> str:
-    wanted = os.environ.get("STREAMER_LOG_LEVEL", "INFO").upper()
-    return wanted if wanted in logging.getLevelNamesMapping() else "INFO"
+    """The effective level name: ``STREAMER_LOG_LEVEL`` when it names a level, else the configured default."""
+    wanted = os.environ.get("STREAMER_LOG_LEVEL", "").upper()
+    return wanted if wanted in logging.getLevelNamesMapping() else _default
 
 
 def dict_config() -> dict[str, Any]:
@@ -52,8 +63,14 @@ def dict_config() -> dict[str, Any]:
             "stderr": {"class": "logging.StreamHandler", "formatter": "streamer", "stream": "ext://sys.stderr"}
         },
         "root": {"level": level(), "handlers": ["stderr"]},
+        # watchfiles logs every change it sees at INFO; the model watcher logs what it does with them
+        "loggers": {"watchfiles": {"level": "WARNING"}},
     }
 
 
-def configure() -> None:
+def configure(default: str | None = None) -> None:
+    """Install the handler at ``level()``; ``default`` (a level name) replaces the default level first."""
+    global _default
+    if default is not None:
+        _default = default.upper()
     logging.config.dictConfig(dict_config())

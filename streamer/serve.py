@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from streamer import __version__
+from streamer.adapters.listening import Listener, ensure_free, translated
 from streamer.adapters.model_repository import ScanResult
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.config import Settings
@@ -39,6 +40,28 @@ from streamer.wiring.signals import on_stop_signals
 log = logging.getLogger(__name__)
 
 
+def worker_oip_listener(settings: Settings) -> Listener:
+    """The OIP address of a worker (``worker.oip_host``:``worker.oip_port``), as a refusal names it."""
+    return Listener(
+        settings.worker.oip_host,
+        settings.worker.oip_port,
+        "worker.oip_host (STREAMER_OIP_HOST)",
+        "worker.oip_port (STREAMER_OIP_PORT)",
+        "set STREAMER_OIP_PORT to another port, or to 0 for no OIP server in this worker",
+    )
+
+
+def serve_listener(settings: Settings, port: int | None, host: str | None) -> Listener:
+    """The address of ``streamer serve``: ``--port``/``--host``, else ``worker.oip_port`` (else 8080)/``_host``."""
+    return Listener(
+        settings.worker.oip_host if host is None else host,
+        port if port is not None else (settings.worker.oip_port or 8080),
+        "serve --host" if host is not None else "worker.oip_host (STREAMER_OIP_HOST)",
+        "serve --port" if port is not None else "worker.oip_port (STREAMER_OIP_PORT, else 8080)",
+        "choose another --port, or --port 0 for a free one (printed at start)",
+    )
+
+
 def oip_server(
     settings: Settings,
     serving: ServingModels,
@@ -48,9 +71,26 @@ def oip_server(
     port: int | None = None,
     host: str | None = None,
     metrics_page: bool = False,
+    listener: Listener | None = None,
 ) -> OipServer:
-    """The server (not started) on ``port``/``host`` (default: ``worker.oip_port``/``worker.oip_host``)."""
+    """The server (not started) on ``port``/``host`` (default: ``worker.oip_port``/``worker.oip_host``); a
+    bind that fails is one line naming ``listener``'s settings (default: the worker's)."""
     scorer = OnDemandScorer(score, settings.worker.batch_policy(), metrics.on_oip_batch)
+    chosen = listener or worker_oip_listener(settings)
+    with translated(chosen):
+        return _server(settings, serving, scorer, metrics, ready, port, host, metrics_page)
+
+
+def _server(
+    settings: Settings,
+    serving: ServingModels,
+    scorer: OnDemandScorer,
+    metrics: WorkerMetrics,
+    ready: Callable[[], bool],
+    port: int | None,
+    host: str | None,
+    metrics_page: bool,
+) -> OipServer:
     return OipServer(
         settings.worker.oip_host if host is None else host,
         settings.worker.oip_port if port is None else port,
@@ -88,8 +128,11 @@ def standalone(settings: Settings) -> Standalone:
     return Standalone(serving, metrics, score, models.scan)
 
 
-def run_serve(settings: Settings, port: int, host: str | None = None) -> None:
-    """``streamer serve``: the models over OIP v2 HTTP until SIGINT/SIGTERM, without Kafka."""
+def run_serve(settings: Settings, port: int | None = None, host: str | None = None) -> None:
+    """``streamer serve``: the models over OIP v2 HTTP until SIGINT/SIGTERM, without Kafka. ``port``/``host``:
+    ``--port``/``--host`` (None: ``serve_listener``'s defaults); a taken port is refused before the models load."""
+    listener = serve_listener(settings, port, host)
+    ensure_free(listener)
     stop = threading.Event()
     on_stop_signals(lambda _: stop.set())  # a stop while the models load ends it as soon as they are loaded
     built = standalone(settings)
@@ -100,7 +143,17 @@ def run_serve(settings: Settings, port: int, host: str | None = None) -> None:
         started += [control] if control is not None else []
         watcher = watch_models(settings, serving, built.scan, built.metrics)
         started += [watcher] if watcher is not None else []
-        server = oip_server(settings, serving, built.score, built.metrics, lambda: True, port, host, metrics_page=True)
+        server = oip_server(
+            settings,
+            serving,
+            built.score,
+            built.metrics,
+            lambda: True,
+            listener.port,
+            listener.host,
+            metrics_page=True,
+            listener=listener,
+        )
         server.start()
         started.insert(0, server)
         log.info(

@@ -1,12 +1,16 @@
 """Seeded synthetic card transactions: the training data of the demo model and the traffic of the demo.
 
 One hidden rule (``fraud_logit``) makes the labels, so a label stream produced here is the ground truth the
-shipped ``fraud`` model was trained to approximate. Everything is a pure function of its seed.
+shipped ``fraud`` model was trained to approximate. Everything is a pure function of its seed, and the request
+ids of a run also carry a run token (``run_token()``): the same seed gives the same traffic in every run, and
+ids that differ from one run to the next, so that labels join the predictions of one run only
+(``r-<seed>-<run>-<index>``; ``synthetic_labels`` gives the ground truth of the same requests).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,16 +64,41 @@ def labels_of(logit: np.ndarray, seed: int = SEED) -> np.ndarray:
     return (rng.random(len(logit)) < 1.0 / (1.0 + np.exp(-logit))).astype(np.int64)
 
 
+def run_token() -> str:
+    """A short random token that makes one run's request ids unique (6 hex digits)."""
+    return secrets.token_hex(3)
+
+
+def request_id(seed: int, run: str, index: int) -> str:
+    """The id of request ``index`` of a run: ``r-<seed>-<run>-<index>`` (``r-<seed>-<index>`` without a token)."""
+    return f"r-{seed}-{run}-{index}" if run else f"r-{seed}-{index}"
+
+
+def _cards(count: int, keys: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed + 1000).integers(0, max(keys, 1), size=count)
+
+
 def synthetic_requests(
-    count: int, *, keys: int = 100, model: str | None = None, seed: int = 1
+    count: int, *, keys: int = 100, model: str | None = None, seed: int = 1, run: str | None = None
 ) -> Iterator[OutgoingMessage]:
-    """``count`` requests over ``keys`` card ids, features drawn like the demo model's training data."""
+    """``count`` requests over ``keys`` card ids, features drawn like the demo model's training data; ``run``:
+    the ids' run token (None: a fresh one, ``run_token()``; "" for none)."""
     rows = transactions(count, seed=seed)
-    rng = np.random.default_rng(seed + 1000)
-    cards = rng.integers(0, max(keys, 1), size=count)
+    cards = _cards(count, keys, seed)
+    token = run_token() if run is None else run
     for index in range(count):
         features = features_of(rows[index])
-        body: dict[str, Any] = {"id": f"r-{seed}-{index}", "features": features}
+        body: dict[str, Any] = {"id": request_id(seed, token, index), "features": features}
         if model is not None:
             body["model"] = model
         yield OutgoingMessage(f"card-{cards[index]}".encode(), json.dumps(body).encode())
+
+
+def synthetic_labels(count: int, *, keys: int = 100, seed: int = 1, run: str) -> Iterator[dict[str, Any]]:
+    """The true labels of ``synthetic_requests(count, keys=keys, seed=seed, run=run)``, in the same order, as
+    ``{"key", "value": {"id", "label"}}`` lines (what ``streamer label --file`` sends)."""
+    truth = labels(transactions(count, seed=seed), seed=seed)
+    cards = _cards(count, keys, seed)
+    for index in range(count):
+        value = {"id": request_id(seed, run, index), "label": int(truth[index])}
+        yield {"key": f"card-{cards[index]}", "value": value}

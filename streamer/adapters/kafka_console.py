@@ -1,8 +1,13 @@
-"""The user-side clients of ``streamer produce`` and ``streamer consume`` (confluent-kafka).
+"""The user-side clients of ``streamer produce``, ``streamer label`` and ``streamer consume`` (confluent-kafka).
 
-``produce`` sends messages (synthetic ones from ``streamer.synthetic``, or a JSONL file), keyed, at a given
-rate; ``consume`` prints what a ``read_committed`` consumer sees, from the beginning of the topic, without
-committing (a throwaway group), so it never disturbs the workers.
+``produce`` sends messages (synthetic ones from ``streamer.synthetic``, a JSONL file, or labels), keyed, at a
+given rate, to a topic that must exist: the producer reads the metadata of every topic (which creates none)
+and refuses a missing one -- a producer that asked for it by name would have the broker create it with the
+broker's default partition count, which the worker then refuses. The producer is warmed before the clock
+starts (``kafka_admin.warmed_producer``), so the first messages' timestamps, and so the predictions'
+``latency_ms``, do not include the producer's own start. ``consume`` prints what a ``read_committed``
+consumer sees, from the beginning of the topic (or an offset, or its end), without committing (no group is
+joined), so it never disturbs the workers.
 """
 
 from __future__ import annotations
@@ -14,12 +19,19 @@ import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
 
-from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config
-from streamer.core.errors import StreamerError
+from streamer.adapters.kafka_admin import (
+    LIBRDKAFKA_LOG,
+    client_config,
+    new_client,
+    partition_offsets,
+    warmed_producer,
+)
+from streamer.core.errors import ConfigError, StreamerError
+from streamer.core.names import unknown
 from streamer.core.types import OutgoingMessage
 
 
@@ -34,8 +46,13 @@ class SendReport:
 
 
 def read_jsonl(path: Path, limit: int = 0) -> Iterator[OutgoingMessage]:
-    """Lines of a JSONL file: a request value, or ``{"key": ..., "value": {...}}`` to set the key."""
-    with open(path, encoding="utf-8") as file:
+    """Lines of a JSONL file: a request value, or ``{"key": ..., "value": {...}}`` to set the key. The file is
+    opened now: one that cannot be is refused before anything connects (``open_jsonl``)."""
+    return _messages(open_jsonl(path), path, limit)
+
+
+def _messages(file: IO[str], path: Path, limit: int) -> Iterator[OutgoingMessage]:
+    with file:
         sent = 0
         for number, line in enumerate(file, 1):
             if not line.strip():
@@ -56,6 +73,14 @@ def read_jsonl(path: Path, limit: int = 0) -> Iterator[OutgoingMessage]:
                 return
 
 
+def open_jsonl(path: Path) -> IO[str]:
+    """``path`` opened for reading, or the one line that says why not (``ConfigError``)."""
+    try:
+        return open(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror} (check the path)") from None
+
+
 def produce_requests(
     bootstrap: str,
     client: dict[str, Any],
@@ -65,8 +90,17 @@ def produce_requests(
     rate: float = 0.0,
     progress: bool = False,
     linger_ms: int = 5,
+    create: str | None = None,
 ) -> SendReport:
-    producer = Producer(client_config(bootstrap, client, **{"linger.ms": linger_ms, "enable.idempotence": True}))
+    """Send ``messages`` to ``topic`` (which must exist: ``create`` is the command a refusal names, default
+    ``streamer topics create TOPIC``), at most ``rate`` a second, timed from when the producer is ready."""
+    producer, metadata = warmed_producer(
+        client_config(bootstrap, client, **{"linger.ms": linger_ms, "enable.idempotence": True})
+    )
+    if topic not in metadata.topics:
+        names = [name for name in metadata.topics if not name.startswith("__")]
+        command = create or f"streamer topics create {topic}"
+        raise unknown("topic", topic, names, then=f"create it with `{command}`", listed=False)
     failures: list[str] = []
 
     def delivered(error: Any, _message: Any) -> None:
@@ -118,9 +152,21 @@ def _text(data: bytes | None) -> str | None:
 
 
 def consume_lines(
-    bootstrap: str, client: dict[str, Any], topic: str, count: int = 0, idle_timeout_s: float = 5.0, meta: bool = False
+    bootstrap: str,
+    client: dict[str, Any],
+    topic: str,
+    count: int = 0,
+    idle_timeout_s: float = 5.0,
+    meta: bool = False,
+    partitions: list[int] | None = None,
+    offset: int | None = None,
+    from_end: bool = False,
 ) -> Iterator[str]:
-    consumer = Consumer(
+    """The records of ``topic`` as JSON lines: ``partitions`` (default all), each from ``offset`` (default its
+    first record) or, ``from_end``, from its end (only what is written from now on); at most ``count``, until
+    nothing arrived for ``idle_timeout_s``."""
+    consumer = new_client(
+        Consumer,
         client_config(
             bootstrap,
             client,
@@ -131,20 +177,37 @@ def consume_lines(
                 "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 5,
             },
-        )
+        ),
     )
     # Assign every partition instead of joining a group: no rebalance wait, and nothing committed.
     try:
-        metadata = consumer.list_topics(topic, timeout=10)
+        metadata = consumer.list_topics(timeout=10)  # every topic: asking for one by name could create it
     except KafkaException as exc:  # unreachable, untrusted or refused: one line naming the cause, no traceback
         consumer.poll(0)  # delivers the queued log lines: the cause of a connection failure
         consumer.close()
         raise StreamerError(f"cannot read cluster metadata: {exc}{LIBRDKAFKA_LOG.cause()}") from None
-    if topic not in metadata.topics or metadata.topics[topic].error is not None:
+    try:
+        found = metadata.topics.get(topic)
+        if found is None or found.error is not None:
+            names = [name for name in metadata.topics if not name.startswith("__")]
+            raise unknown("topic", topic, names, then="`streamer topics list` shows the topics", listed=False)
+        available = sorted(found.partitions)
+        chosen = sorted(set(partitions)) if partitions else available
+        missing = [p for p in chosen if p not in available]
+        if missing:
+            raise ConfigError(
+                f"consume: topic {topic} has no partition {missing[0]} (it has {len(available)}: "
+                f"0-{len(available) - 1})"
+            )
+        if from_end:  # the broker's reported end is not trusted (kafka_admin.partition_offsets)
+            ends = {row.partition: row.end for row in partition_offsets(bootstrap, client, topic, None)}
+            starts = {p: ends[p] for p in chosen}
+        else:
+            starts = {p: OFFSET_BEGINNING if offset is None else offset for p in chosen}
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in chosen])
+    except BaseException:
         consumer.close()
-        raise StreamerError(f"topic {topic} does not exist")
-    partitions = sorted(metadata.topics[topic].partitions)
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        raise
     seen = 0
     last = time.monotonic()
     try:

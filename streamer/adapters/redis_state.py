@@ -94,7 +94,11 @@ def translated(what: str) -> Iterator[None]:
             retriable=False,
         ) from exc
     except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, *_TRANSIENT_REPLIES) as exc:
-        raise StateStoreError(f"redis {what}: {exc}", retriable=True) from exc
+        raise StateStoreError(
+            f"redis {what}: Redis did not answer ({exc}); check that it runs at redis.url (STREAMER_REDIS_URL; "
+            "`streamer dev up` starts one)",
+            retriable=True,
+        ) from exc
     except redis.RedisError as exc:
         raise StateStoreError(
             f"redis {what}: Redis refused the call ({exc}); see the Redis server's log", retriable=False

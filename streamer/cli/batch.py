@@ -12,8 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from streamer import config
-from streamer.cli.base import app, err, settings
+from streamer.cli.base import app, err, plain, settings
+from streamer.cli.topics import require_topic
 from streamer.core.errors import ConfigError
+from streamer.core.names import check_model_ref
 
 
 @app.command("batch")
@@ -50,17 +52,27 @@ def batch_command(
         str | None, typer.Option(help="Re-score a topic's records instead of a file (read_committed, no commits).")
     ] = None,
     partition: Annotated[
-        list[int] | None, typer.Option(help="With --from-topic: only this partition (repeatable; default all).")
+        list[int] | None,
+        typer.Option(
+            help="With --from-topic: only this partition (repeatable; default all). `streamer topics describe "
+            "TOPIC` shows each partition's offsets."
+        ),
     ] = None,
     from_offset: Annotated[
-        int | None, typer.Option(help="First offset of each partition (default: beginning).")
+        int | None,
+        typer.Option(
+            min=0,
+            help="First offset, in EACH partition (offsets are per partition: on a topic of 8 partitions holding "
+            "2,000 records, each has about 250, so --from-offset 1000 reads nothing; default: the beginning).",
+        ),
     ] = None,
     to_offset: Annotated[
         int | None,
         typer.Option(
-            help="End offset, exclusive: a partition is done once its position reaches it. Without it the range "
-            "ends when a consume returns nothing for --idle-ms (high watermarks are not used: the embedded "
-            "broker reports wrong ones)."
+            min=0,
+            help="End offset in each partition, exclusive: a partition is done once its position reaches it. "
+            "Without it the range ends when a consume returns nothing for --idle-ms (high watermarks are not "
+            "used: the embedded broker reports wrong ones).",
         ),
     ] = None,
     from_time: Annotated[
@@ -103,7 +115,13 @@ def batch_command(
         raise ConfigError("batch: give --output or --to-topic, not both")
     if batch_size < 1:
         raise ConfigError("batch: --batch-size must be at least 1")
+    if output is not None and not output.parent.is_dir():
+        raise ConfigError(f"batch: --output {output}: {output.parent} is not a directory")
     s = settings()
+    if from_topic is not None:
+        require_topic(s, from_topic, then="`streamer topics list` shows the topics")
+    if to_topic is not None:
+        require_topic(s, to_topic)
     source_format = "jsonl" if from_topic is not None else batch_files.format_of(input_path, input_format)
     sink_format = batch_files.format_of(output, output_format)
     if output is None and to_topic is None and sink_format == "parquet":
@@ -116,6 +134,8 @@ def batch_command(
         reported = KafkaAdmin(s.require_bootstrap(), s.kafka.client).max_message_bytes([to_topic])[to_topic]
         output_bytes = reported or UNREPORTED_MAX_BYTES
     built = offline_scorer(s, output_bytes)  # the worker's models, limits, lookups and serving state
+    if model is not None:  # rows that name no model go to it: a typo would make every one a reject
+        check_model_ref(model, built.scorer.catalog.cards, str(s.models.dir))
 
     total: int | None
     if from_topic is not None:
@@ -167,9 +187,9 @@ def batch_command(
     finally:
         for file in opened:
             file.close()
-    err.print(f"{summary.line()}; served by {built.served}", highlight=False, soft_wrap=True, markup=False)
+    err.print(plain(f"{summary.line()}; served by {built.served}"), soft_wrap=True)
     if summary.reasons:
-        err.print(f"rejects: {rejects or 'stderr'}", highlight=False, soft_wrap=True)
+        err.print(plain(f"rejects: {rejects or 'stderr'}"), soft_wrap=True)
 
 
 def _epoch_ms(text: str | None, option: str) -> int | None:
@@ -227,6 +247,7 @@ def _progress(show: bool, total: int | None, name: object) -> Iterator[Any]:
     if not show:
         yield None
         return
+    from rich.markup import escape
     from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
     bar = Progress(
@@ -238,7 +259,7 @@ def _progress(show: bool, total: int | None, name: object) -> Iterator[Any]:
         console=err,
         transient=True,
     )
-    task = bar.add_task(f"scoring {name}", total=total, rows=0, rate=0.0)
+    task = bar.add_task(f"scoring {escape(str(name))}", total=total, rows=0, rate=0.0)  # a name is not markup
     started = time.monotonic()
 
     def update(consumed: int, rows: int) -> None:

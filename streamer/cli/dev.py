@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from streamer.cli.base import app, out, settings
+from streamer.cli.base import app, out, plain, settings
 
 dev_app = typer.Typer(help="The embedded stack: a Kafka-compatible broker and redis-server on loopback.")
 app.add_typer(dev_app, name="dev")
@@ -20,11 +20,10 @@ def dev_up() -> None:
     state_dir = Path(settings().dev.state_dir)
     state, started = devstack.up(state_dir)
     verb = "started" if started else "already running"
-    out.print(
-        f"broker  {state.kafka_bootstrap}  (pid {state.broker.pid}, {verb}, ready in {state.broker.startup_s:.2f} s)"
-    )
-    out.print(f"redis   {state.redis_url}  (pid {state.redis.pid}, {verb}, ready in {state.redis.startup_s:.2f} s)")
-    out.print(f"state   {state_dir / devstack.STATE_FILE}; logs in {state_dir / 'logs'}")
+    broker, redis = state.broker, state.redis
+    out.print(plain(f"broker  {state.kafka_bootstrap}  (pid {broker.pid}, {verb}, ready in {broker.startup_s:.2f} s)"))
+    out.print(plain(f"redis   {state.redis_url}  (pid {redis.pid}, {verb}, ready in {redis.startup_s:.2f} s)"))
+    out.print(plain(f"state   {state_dir / devstack.STATE_FILE}; logs in {state_dir / 'logs'}"))
 
 
 @dev_app.command("down")
@@ -48,6 +47,6 @@ def dev_status() -> None:
     healthy = devstack.health(state)
     for server in (state.broker, state.redis):
         mark = "up" if healthy[server.name] else "DOWN"
-        out.print(f"{server.name:<7} {server.address:<28} pid {server.pid:<8} {mark}  log {server.log_path}")
+        out.print(plain(f"{server.name:<7} {server.address:<28} pid {server.pid:<8} {mark}  log {server.log_path}"))
     if not all(healthy.values()):
         raise typer.Exit(1)

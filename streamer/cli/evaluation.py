@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from streamer.cli.base import app, out, settings
+from streamer.cli.base import app, out, plain, settings
+from streamer.core import names
 
 eval_app = typer.Typer(help="Rolling evaluation from joined labels (shared by all workers, in Redis).")
 app.add_typer(eval_app, name="eval")
@@ -29,10 +30,13 @@ def eval_show(
     from streamer.core.evaluation import parse_windows
 
     s = settings()
+    version_dirs = model_repository.version_dirs(s.require_models_dir())
+    if model is not None:  # a typo is an error, not an empty table
+        names.check("model", model, [d.parent.name for d in version_dirs], str(s.models.dir))
     store = RedisStateStore.from_settings(s.redis, windows=parse_windows(s.evaluation.windows))
     now = time.time()
     rows = []
-    for version_dir in model_repository.version_dirs(s.require_models_dir()):
+    for version_dir in version_dirs:
         name, version = version_dir.parent.name, version_dir.name
         if model is not None and name != model:
             continue
@@ -47,5 +51,5 @@ def eval_show(
     table = Table("model", "version", "window", "labels", "accuracy", "log loss", "precision", "recall", "AUC")
     for r in rows:
         cells = ["—" if math.isnan(r[k]) else f"{r[k]:.4f}" for k in figures]
-        table.add_row(r["model"], r["version"], r["window"], str(r["count"]), *cells)
+        table.add_row(plain(r["model"]), r["version"], r["window"], str(r["count"]), *cells)
     out.print(table)

@@ -9,7 +9,8 @@ from typing import Annotated, Any
 
 import typer
 
-from streamer.cli.base import app, err, out, settings
+from streamer.cli.base import app, err, out, plain, settings, warning
+from streamer.core import names
 from streamer.core.errors import ConfigError, StreamerError
 
 # ---------------------------------------------------------------------------------------------- features
@@ -57,6 +58,26 @@ def _entity_rows(path: Path, key_field: str) -> Iterator[tuple[bytes, dict[str, 
             yield key, features
 
 
+def declared_entities(s: Any) -> list[str]:
+    """The entity types the declared graphs' enrichment stages read (none without graphs)."""
+    from streamer.adapters import graph_repository
+
+    models_dir = Path(s.models.dir)
+    if not models_dir.is_dir():
+        return []
+    directory = graph_repository.graphs_dir(models_dir, s.models.graphs_dir)
+    specs = graph_repository.read_graphs(directory) if directory is not None else []
+    return sorted({stage.entity for spec in specs for stage in spec.stages.values() if stage.kind == "enrich"})
+
+
+def _undeclared(s: Any, entity: str) -> str | None:
+    """Why ``entity`` looks like a typo (graphs read entities, none of them this one), or None."""
+    declared = declared_entities(s)
+    if not declared or entity in declared:
+        return None
+    return f"no graph reads entity type {entity!r} ({names.hint(entity, declared)})"
+
+
 @features_app.command("load")
 def features_load(
     entity: Annotated[str, typer.Argument(help="The entity type, e.g. account.")],
@@ -69,7 +90,11 @@ def features_load(
 
     from streamer.adapters.redis_entities import EntityFeatureStore
 
-    store = EntityFeatureStore.from_settings(settings().redis)
+    s = settings()
+    typo = _undeclared(s, entity)
+    if typo is not None:  # loading ahead of the graph that will read it is allowed: said, not refused
+        warning(f"features load: {typo}")
+    store = EntityFeatureStore.from_settings(s.redis)
     try:
         store.key_of(entity, b"")  # a bad entity type is refused before reading the file
         written = store.put(entity, _entity_rows(file, key_field), ttl_s=ttl_s)
@@ -77,7 +102,7 @@ def features_load(
         raise ConfigError(f"features load: {exc}") from None
     except redis.RedisError as exc:
         raise StreamerError(f"features load: Redis: {exc}") from None
-    out.print(f"loaded {written} {entity} entities from {file}")
+    out.print(plain(f"loaded {written} {entity} entities from {file}"))
 
 
 @features_app.command("get")
@@ -92,7 +117,11 @@ def features_get(
 
     from streamer.adapters.redis_entities import EntityFeatureStore
 
-    store = EntityFeatureStore.from_settings(settings().redis)
+    s = settings()
+    typo = _undeclared(s, entity)
+    if typo is not None:
+        raise ConfigError(f"features get: {typo}")
+    store = EntityFeatureStore.from_settings(s.redis)
     try:
         stored = store.read(entity, key.encode())
     except ValueError as exc:
@@ -101,7 +130,7 @@ def features_get(
         raise StreamerError(f"features get: Redis: {exc}") from None
     if not stored:
         where = store.key_of(entity, key.encode()).decode(errors="replace")
-        err.print(f"no {entity} entity {key!r} ({where})", markup=False, highlight=False)
+        err.print(plain(f"no {entity} entity {key!r} ({where})"))
         raise typer.Exit(1)
     values: dict[str, Any] = {}
     for name, raw in sorted(stored.items()):

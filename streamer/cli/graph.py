@@ -12,7 +12,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from streamer.core import names
 from streamer.core.errors import ConfigError
 
 
@@ -44,7 +46,8 @@ def register(app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
             return
         table = Table("graph", "stages (in order)", "output")
         for row in rows:
-            table.add_row(row["graph"], ", ".join(f"{n} ({k})" for n, k in row["stages"].items()), row["output"])
+            stages = ", ".join(f"{n} ({k})" for n, k in row["stages"].items())
+            table.add_row(Text(row["graph"]), Text(stages), Text(row["output"]))
         out.print(table)
 
     @graph_app.command("show")
@@ -61,8 +64,8 @@ def register(app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
         catalog = loaded()
         matches = [g for ref, g in catalog.graphs.items() if ref == name or g.name == name]
         if not matches:
-            known = ", ".join(sorted(catalog.graphs)) or "none"
-            raise ConfigError(f"graph show: no graph named {name!r} (graphs: {known})")
+            known = [g.name for g in catalog.graphs.values()] + list(catalog.graphs)
+            raise names.unknown("graph", name, known, then="`streamer graph list` shows them")
         spec = max(matches, key=lambda g: g.version)
         source = to_dot(spec)
         if dot:
@@ -75,5 +78,10 @@ def register(app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
             if executable is None:
                 raise ConfigError("graph show --svg: graphviz's `dot` is not installed (apt-get install graphviz)")
             kind = svg.suffix.lstrip(".") or "svg"
-            subprocess.run([executable, f"-T{kind}", "-o", str(svg)], input=source, text=True, check=True, timeout=30)
-            out.print(f"drawn to {svg}")
+            drawn = subprocess.run(
+                [executable, f"-T{kind}", "-o", str(svg)], input=source, text=True, capture_output=True, timeout=30
+            )
+            if drawn.returncode != 0:
+                cause = drawn.stderr.strip().splitlines()[-1] if drawn.stderr.strip() else f"exit {drawn.returncode}"
+                raise ConfigError(f"graph show --svg {svg}: graphviz's dot failed: {cause}")
+            out.print(Text(f"drawn to {svg}"))

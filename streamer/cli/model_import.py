@@ -20,8 +20,10 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from streamer.cli import models_lifecycle
+from streamer.cli.base import warning
 from streamer.core import rollout
 from streamer.core.errors import ConfigError, ImportRefused
 from streamer.core.holdout import HoldoutMetrics
@@ -45,7 +47,7 @@ def metrics_table(rows: list[tuple[str, HoldoutMetrics]]) -> Table:
     table = Table("version", "rows", *names)
     for label, metrics in rows:
         figures = metrics.figures()
-        table.add_row(label, str(metrics.rows), *(f"{figures[n]:.4f}" if n in figures else "-" for n in names))
+        table.add_row(Text(label), str(metrics.rows), *(f"{figures[n]:.4f}" if n in figures else "-" for n in names))
     return table
 
 
@@ -59,7 +61,7 @@ def print_holdout(model: Any, holdout: Path | None, label_column: str | None, ou
     measured = holdout_metrics(model, read_table(holdout, "--holdout"), label_column)
     out.print(metrics_table([(str(model.card.version), measured.metrics)]))
     if measured.rejected:
-        out.print(f"{measured.rejected} holdout rows left out: serving would reject them for {model.card.ref}")
+        out.print(Text(f"{measured.rejected} holdout rows left out: serving would reject them for {model.card.ref}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,11 +117,13 @@ class Deploy:
 def report(out: Any, result: Any) -> None:
     """What the import did, for a person: the conversion, the proof, the metrics side by side, the gate."""
     card = result.model.card
-    out.print(f"converted {result.source} with {result.converter}")
+    out.print(Text(f"converted {result.source} with {result.converter}"))
     proof = result.proof
     out.print(
-        f"proved equal on {result.proof_data}: max {proof.measure} difference {proof.max_difference:.3g} "
-        f"(tolerance {proof.tolerance:g})"
+        Text(
+            f"proved equal on {result.proof_data}: max {proof.measure} difference {proof.max_difference:.3g} "
+            f"(tolerance {proof.tolerance:g})"
+        )
     )
     if result.metrics is not None:
         rows = [(f"{card.version} (new)", result.metrics)]
@@ -127,11 +131,11 @@ def report(out: Any, result: Any) -> None:
             rows.append((f"{result.champion} (champion)", result.champion_metrics))
         out.print(metrics_table(rows))
     if result.verdict is not None:
-        out.print(("gate passed: " if result.verdict.passed else "gate FORCED: ") + result.verdict.describe())
-    out.print(f"published {card.ref} at {result.path} in {result.seconds:.1f} s")
+        out.print(Text(("gate passed: " if result.verdict.passed else "gate FORCED: ") + result.verdict.describe()))
+    out.print(Text(f"published {card.ref} at {result.path} in {result.seconds:.1f} s"))
 
 
-def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any, err: Any) -> None:
+def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> None:
     """Add ``import`` to ``streamer models``."""
 
     @models_app.command("import")
@@ -213,7 +217,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any, err
         )
 
         def warn(line: str) -> None:
-            err.print(f"[yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+            warning(line)
 
         def before_publish(new: int) -> None:
             if deploy is not None and champion is not None:
@@ -230,4 +234,4 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any, err
         if deploy is not None:
             deploy.apply(s, out, name, new)
         elif champion is not None and not as_json and models_lifecycle.serving_champion(s, name) != new:
-            out.print(f"{name} stays on its pinned version: `streamer models promote {name} {new}` serves {new}")
+            out.print(Text(f"{name} stays on its pinned version: `streamer models promote {name} {new}` serves {new}"))

@@ -9,9 +9,11 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from streamer.cli import model_import, models_lifecycle
-from streamer.cli.base import app, err, out, settings
+from streamer.cli.base import app, out, plain, settings
+from streamer.core import names
 from streamer.core.errors import ConfigError
 from streamer.core.routing import Serving, champion
 
@@ -54,10 +56,17 @@ def models_list(as_json: Annotated[bool, typer.Option("--json", help="Machine-re
     table = Table("model", "version", "status", "task", "features", "metrics")
     for row in rows:
         if row["status"] == "refused":
-            table.add_row(row["name"], str(row["version"]), "[red]refused[/]", row["error"], "", "")
+            table.add_row(plain(row["name"]), str(row["version"]), Text("refused", "red"), plain(row["error"]), "", "")
             continue
         metrics = ", ".join(f"{k}={v}" for k, v in row["metrics"].items())
-        table.add_row(row["name"], str(row["version"]), row["status"], row["task"], str(len(row["features"])), metrics)
+        table.add_row(
+            plain(row["name"]),
+            str(row["version"]),
+            row["status"],
+            row["task"],
+            str(len(row["features"])),
+            plain(metrics),
+        )
     out.print(table)
 
 
@@ -72,7 +81,9 @@ def models_validate(
     from streamer.adapters import model_repository
 
     model = model_repository.load_version(version_dir)
-    out.print(f"ok: {model.card.ref} ({len(model.card.features)} features, outputs {', '.join(model.output_names)})")
+    out.print(
+        plain(f"ok: {model.card.ref} ({len(model.card.features)} features, outputs {', '.join(model.output_names)})")
+    )
     if holdout is not None or label_column is not None:
         model_import.print_holdout(model, holdout, label_column, out)
 
@@ -92,10 +103,13 @@ def models_freeze(
 
     s = settings()
     models_dir = s.require_models_dir()
-    versions = [d for d in model_repository.version_dirs(models_dir) if d.parent.name == name]
+    every = model_repository.version_dirs(models_dir)
+    names.check("model", name, [d.parent.name for d in every], str(models_dir))
+    versions = [d for d in every if d.parent.name == name]
     chosen = [d for d in versions if version is None or d.name == str(version)]
     if not chosen:
-        raise ConfigError(f"models freeze: no version {version or ''} of {name!r} in {models_dir}")
+        shown = ", ".join(d.name for d in versions)
+        raise ConfigError(f"models freeze: {name} has no version {version} in {models_dir} (versions: {shown})")
     model = model_repository.load_version(chosen[-1])
     if model.card.online is None:
         raise ConfigError(f"models freeze: {model.card.ref} is not an online model (its card has no [online])")
@@ -105,8 +119,8 @@ def models_freeze(
     except LookupError as exc:
         raise ConfigError(f"models freeze: {exc}") from None
     frozen = model_repository.load_version(target)
-    out.print(f"froze {model.card.ref} into {frozen.card.ref} at {target}")
+    out.print(plain(f"froze {model.card.ref} into {frozen.card.ref} at {target}"))
 
 
 models_lifecycle.register(models_app, settings, out)
-model_import.register(models_app, settings, out, err)
+model_import.register(models_app, settings, out)

@@ -17,8 +17,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from streamer.core import rollout
+from streamer.core import names, rollout
 from streamer.core.errors import ConfigError, StateStoreError
 from streamer.core.rollout import ControlState
 from streamer.core.routing import Serving, champion
@@ -33,6 +34,13 @@ def versions_on_disk(s: Any, name: str) -> list[int]:
     from streamer.adapters import model_repository
 
     return sorted(int(p.name) for p in model_repository.version_dirs(s.require_models_dir()) if p.parent.name == name)
+
+
+def model_names(s: Any) -> list[str]:
+    """The model names of the repository on disk."""
+    from streamer.adapters import model_repository
+
+    return sorted({p.parent.name for p in model_repository.version_dirs(s.require_models_dir())})
 
 
 def pinned_of(s: Any, name: str, versions: list[int], state: ControlState) -> int | None:
@@ -79,7 +87,7 @@ def context(s: Any, name: str) -> tuple[Any, list[int], int]:
     """The control channel, the versions of ``name`` on disk and its champion now."""
     versions = versions_on_disk(s, name)
     if not versions:
-        raise ConfigError(f"no model named {name!r} in {s.models.dir}")
+        raise names.unknown("model", name, model_names(s), str(s.models.dir))
     channel = channel_of(s)
     return channel, versions, champion_of(s, name, versions, channel.state(name))
 
@@ -114,9 +122,11 @@ def change(
     champion_before = champion_of(s, name, versions, before)
     _emit(s, kind, name, str(version if version is not None else after.pin), after, champion_before)
     out.print(
-        f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
-        + (f", canary {dict(after.canary)}" if after.canary else "")
-        + (f", shadow {after.shadow}" if after.shadow is not None else "")
+        Text(
+            f"{name}: {kind} (generation {after.generation}): champion {after.pin}"
+            + (f", canary {dict(after.canary)}" if after.canary else "")
+            + (f", shadow {after.shadow}" if after.shadow is not None else "")
+        )
     )
     return after
 
@@ -208,13 +218,13 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         table = Table("model", "champion", "canary", "shadow", "rolled back", "generation", "last change")
         for name, state in sorted(states.items()):
             table.add_row(
-                name,
+                Text(name),
                 str(state.pin),
                 ", ".join(f"{v}: {w:g}" for v, w in state.canary) or "-",
                 str(state.shadow) if state.shadow is not None else "-",
                 ", ".join(map(str, state.rolled_back)) or "-",
                 str(state.generation),
-                state.reason or "-",
+                Text(state.reason or "-"),
             )
         out.print(table)
 
@@ -233,7 +243,7 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
         s = settings()
         channel, on_disk, champion = context(s, name)
         if versions is not None:
-            chosen = [int(v) for v in versions.split(",") if v.strip()]
+            chosen = _versions(versions, on_disk, name, s.models.dir)
         else:
             candidate = channel.state(name).candidate
             chosen = [champion] + ([candidate] if candidate is not None else [v for v in on_disk if v != champion][-1:])
@@ -267,6 +277,21 @@ def register(models_app: typer.Typer, settings: Callable[[], Any], out: Any) -> 
                 *(f"{row[k]:.4f}" if row["labels"] else "-" for k in ("accuracy", "log_loss", "auc")),
             )
         out.print(table)
+
+
+def _versions(text: str, on_disk: list[int], name: str, models_dir: str) -> list[int]:
+    """``--versions 1,2`` as versions of ``name`` that exist (a missing one is an error, not an empty column)."""
+    chosen = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) not in on_disk:
+            shown = ", ".join(map(str, on_disk))
+            raise ConfigError(f"models compare: {name} has no version {part!r} in {models_dir} (versions: {shown})")
+        chosen.append(int(part))
+    if not chosen:
+        raise ConfigError(f"models compare: --versions {text!r} names no version (e.g. --versions 1,2)")
+    return chosen
 
 
 def _trial_problem(name: str, kind: str, version: int, pinned: int | None, versions: list[int]) -> str | None:
@@ -304,7 +329,7 @@ def emit_event(s: Any, kind: str, name: str, version: str, **fields: Any) -> Non
         return
     from confluent_kafka import Producer
 
-    from streamer.adapters.kafka_admin import client_config
+    from streamer.adapters.kafka_admin import client_config, new_client
 
     event = {
         "type": kind,
@@ -315,7 +340,7 @@ def emit_event(s: Any, kind: str, name: str, version: str, **fields: Any) -> Non
         "by": "command",
         **fields,
     }
-    producer = Producer(client_config(s.kafka.bootstrap, s.kafka.client, **{"socket.timeout.ms": 5000}))
+    producer = new_client(Producer, client_config(s.kafka.bootstrap, s.kafka.client, **{"socket.timeout.ms": 5000}))
     producer.produce(s.topics.model_events, json.dumps(event).encode(), name.encode())
     if producer.flush(10):
         log.warning("the %s event was not delivered to %s", kind, s.topics.model_events)

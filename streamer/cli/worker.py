@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from streamer.cli.base import app, settings
+from streamer.cli.base import app, configure_logs, settings
 from streamer.wiring.signals import on_stop_signals
 
 
@@ -28,6 +28,7 @@ def _stop_cleanly_until_serving() -> None:
 def worker_command() -> None:
     """Run one scoring worker until SIGINT/SIGTERM (then finish in-flight batches, commit, exit 0)."""
     _stop_cleanly_until_serving()
+    configure_logs(long_running=True)
     from streamer import app as worker_app
 
     worker_app.run(settings())
@@ -44,5 +45,5 @@ def serve_command(
     """Serve the models over Open Inference Protocol v2 HTTP (KServe v2, Triton clients), without Kafka."""
     from streamer.serve import run_serve
 
-    s = settings()
-    run_serve(s, port if port is not None else (s.worker.oip_port or 8080), host)
+    configure_logs(long_running=True)
+    run_serve(settings(), port, host)

@@ -9,7 +9,9 @@ output topics and *assigns* the consumer at those explicit offsets before it ret
 join, no asynchronous ``OFFSET_END`` reset racing the first send. An answer is written after its request, so
 at an offset at or past the end the client saw. The embedded broker under-reports its high watermark (the last
 batch's base offset + 1): the client then reads a few older records first, which match no id in flight and are
-skipped. Records are read ``read_committed`` (contract section 3: exactly one answer per request).
+skipped. Records are read ``read_committed`` (contract section 3: exactly one answer per request). The
+producer, too, is ready before the constructor returns (connected, its idempotent producer id assigned:
+``kafka_admin.warmed_producer``), so the first call's time is the workers', not the client's start.
 
 Per answer on the shared topics the thread does one msgspec decode of the ``id`` field and a dict lookup
 (``answers.route_answers``). Wake-ups are batched: a blocking call's future is set once per call, asyncio calls
@@ -35,10 +37,10 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from functools import partial
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from streamer import config
-from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config
+from streamer.adapters.kafka_admin import LIBRDKAFKA_LOG, client_config, warmed_producer
 from streamer.client.answers import route_answers
 from streamer.client.requests import Features, Request, RequestRecord, encode_requests
 from streamer.client.results import ClientClosed, DeliveryFailed, Outcome, Prediction, ScoreTimeout
@@ -109,18 +111,25 @@ class ScoringClient:
         except BaseException:
             self._consumer.close()
             raise
-        self._producer = Producer(
-            client_config(
-                bootstrap,
-                client,
-                **{
-                    "enable.idempotence": True,
-                    "acks": "all",
-                    "linger.ms": linger_ms,
-                    "message.timeout.ms": max(int(timeout_s * 1000), 1000),
-                },
+        # warmed (connected, producer id assigned) before the first call's clock starts: a cold idempotent
+        # producer holds its first messages ~500 ms on the embedded broker (kafka_admin.warmed_producer)
+        try:
+            self._producer, _ = warmed_producer(
+                client_config(
+                    bootstrap,
+                    client,
+                    **{
+                        "enable.idempotence": True,
+                        "acks": "all",
+                        "linger.ms": linger_ms,
+                        "message.timeout.ms": max(int(timeout_s * 1000), 1000),
+                    },
+                ),
+                startup_timeout_s,
             )
-        )
+        except BaseException:
+            self._consumer.close()
+            raise
         self._running = True
         self._thread = threading.Thread(target=self._serve, name="streamer-client", daemon=True)
         self._thread.start()

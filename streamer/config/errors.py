@@ -54,7 +54,10 @@ def error_of(
     if unknown := re.match(r"^Object contains unknown field `(?P<key>.+)`$", problem):
         key = unknown["key"]
         if not parts:
-            return ConfigError(f"unknown section [{key}] {where}: known are {', '.join([*SECTIONS, 'rollout'])}")
+            sections = [*SECTIONS, "rollout"]
+            close = difflib.get_close_matches(key, sections, n=1)
+            advice = f"did you mean [{close[0]}]?" if close else f"known are {', '.join(sections)}"
+            return ConfigError(f"unknown section [{key}] {where}: {advice}")
         known = list(_field_types(bare(hint)))
         close = difflib.get_close_matches(key, known, n=1)
         advice = f"did you mean {setting_name(*parts, close[0])}?" if close else f"known are {', '.join(known)}"

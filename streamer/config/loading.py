@@ -13,6 +13,7 @@ from typing import Any
 import msgspec
 
 from streamer.config.errors import bare, error_of, optional
+from streamer.config.redaction import REDACTED, is_secret
 from streamer.config.schema import (
     DEFAULT_CONFIG_FILE,
     DEV_STATE_FILE,
@@ -26,9 +27,12 @@ from streamer.config.schema import (
 )
 from streamer.config.sources import Source, setting_name, source_of
 from streamer.core.errors import ConfigError
+from streamer.core.names import suggestion
 from streamer.core.rollout import RolloutPolicy
 
 # ---------------------------------------------------------------------------------------------- loading
+
+PROPERTIES_URL = "https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md"
 
 
 def load(
@@ -87,6 +91,7 @@ def load_with_sources(
     )
     settings = _with_sasl_password(settings)
     _validate(settings, sources)
+    _check_kafka_client(settings.kafka.client, source_of("kafka.client", sources))
     if source_of("models.dir", sources).kind != "default" and not Path(settings.models.dir).is_dir():
         raise ConfigError(
             f"models.dir: {settings.models.dir} is not a directory {source_of('models.dir', sources).cause()}"
@@ -171,6 +176,35 @@ def _validate(settings: Settings, sources: Mapping[str, Source]) -> None:
             also = f"{topic!r} is also topics.{seen[topic]}" if topic else "empty"
             raise fail(f"topics.{field.name}", f"{also}: topic names must be distinct and non-empty")
         seen[topic] = field.name
+
+
+def _check_kafka_client(client: Mapping[str, Any], source: Source) -> None:
+    """``[kafka.client]`` as librdkafka judges it (``adapters.librdkafka_config``): every property known and its
+    value taken. One line naming the property, with a suggestion for a misspelt one; a secret's value never
+    appears. What librdkafka checks only when it creates a client (a TLS file that is missing, a SASL mechanism
+    this build lacks) depends on the machine, not on the settings: ``config show`` of a deployment's settings
+    works anywhere, and the first client a command creates says it in one line (``kafka_admin.new_client``)."""
+    if not client:
+        return
+    # confluent-kafka is imported only when there is something to ask it (config show, --help stay light)
+    from streamer.adapters import librdkafka_config
+
+    def clean(text: str) -> str:
+        for key, value in client.items():
+            if is_secret(key) and str(value):
+                text = text.replace(str(value), REDACTED)
+        return text
+
+    for key, value in client.items():
+        problem = librdkafka_config.property_problem(key, value)
+        if problem is None:
+            continue
+        name = setting_name("kafka", "client", key)
+        if librdkafka_config.unknown_property(problem):
+            close = suggestion(key, librdkafka_config.property_names())
+            advice = f"did you mean {close!r}?" if close else f"librdkafka's properties are listed in {PROPERTIES_URL}"
+            raise ConfigError(f"unknown setting {name} {source.cause()}: not a librdkafka property; {advice}")
+        raise ConfigError(f"{name}: librdkafka refuses it: {clean(problem)} {source.cause()}")
 
 
 def _with_sasl_password(settings: Settings) -> Settings:

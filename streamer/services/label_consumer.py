@@ -39,6 +39,11 @@ log = logging.getLogger(__name__)
 OUTCOMES = {JOINED: "joined", UNKNOWN: "unknown", DUPLICATE: "duplicate", REREAD: "reread"}
 
 
+def feedback_group(group_id: str) -> str:
+    """The consumer group of the workers' label consumers (``streamer topics describe`` shows its lag)."""
+    return f"{group_id}-feedback"
+
+
 class LabelConsumer(Background):
     def __init__(
         self,
@@ -60,7 +65,7 @@ class LabelConsumer(Background):
             bootstrap,
             client,
             **{
-                "group.id": f"{group_id}-feedback",
+                "group.id": feedback_group(group_id),
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "session.timeout.ms": session_timeout_ms,

@@ -80,6 +80,7 @@ class ModelWatcher(Background):
         self._pending: dict[Path, _Seen] = {}
         self._wake = threading.Event()
         self._inotify: threading.Thread | None = None
+        self._inotify_stop = threading.Event()  # ends watchfiles' loop (checked every 50 ms)
         self._use_inotify = use_inotify
         self.service = Service("model-watcher", self._step, interval_s=0.0)
 
@@ -95,7 +96,8 @@ class ModelWatcher(Background):
         super().start()
 
     def stop(self, timeout_s: float = 5.0) -> None:
-        self.service.stop(0)
+        self.service.request_stop()  # first, so that the woken step sees it and scans no more
+        self._inotify_stop.set()
         self._wake.set()
         self.service.stop(timeout_s)
 
@@ -105,9 +107,10 @@ class ModelWatcher(Background):
         except ImportError:
             log.info("watchfiles is not installed: polling %s every %.1f s", self._dir, self._interval_s)
             return
-        stop = threading.Event()
         try:
-            for _ in watchfiles.watch(self._dir, stop_event=stop, debounce=100, step=50, raise_interrupt=False):
+            for _ in watchfiles.watch(
+                self._dir, stop_event=self._inotify_stop, debounce=100, step=50, raise_interrupt=False
+            ):
                 self._wake.set()
                 if self.service.stopping:
                     return
@@ -160,7 +163,10 @@ class ModelWatcher(Background):
         ref = f"{path.parent.name}@{path.name}"
         models = self._serving.remove(ref)
         fallback = models.catalog.serving_version(path.parent.name)
-        log.warning(
+        # an operator removed a version: routine while another serves the name, a warning when none is left
+        # (its requests become unknown-model dead letters)
+        log.log(
+            logging.INFO if fallback else logging.WARNING,
             "hot reload: %s was removed from %s; %s",
             ref,
             self._dir,

@@ -85,6 +85,21 @@ class DriftCounts:
             return counts.take() if counts.rows >= min_rows else None
 
 
+# Model events that report things going as they should: logged at INFO. Every other kind asks an operator to
+# look (a refused version, an accuracy under the floor, a drift, a rollout that rolled back) and is a WARNING.
+ROUTINE_EVENTS = frozenset(
+    {"model-loaded", "model-removed", "accuracy-recovered", "rollout-champion", "rollout-started", "model-promoted"}
+)
+
+
+def event_level(kind: str, fields: dict[str, Any]) -> int:
+    """The log level of a model event: INFO for ``ROUTINE_EVENTS`` and a concept drift's recovery (the error
+    rate fell), WARNING for the rest."""
+    if kind in ROUTINE_EVENTS or (kind == "concept-drift" and fields.get("direction") == "fall"):
+        return logging.INFO
+    return logging.WARNING
+
+
 class ModelEvents:
     """Writes ``model-events`` records, each with this worker's id (``worker.worker_id()``: unique per process)."""
 
@@ -106,7 +121,7 @@ class ModelEvents:
         self._producer.produce(self._topic, json.dumps(event).encode(), model.encode())
         self._producer.poll(0)
         self._observer.on_model_event(kind)
-        log.warning("model event %s: %s", kind, json.dumps(event))
+        log.log(event_level(kind, fields), "model event %s: %s", kind, json.dumps(event))
         return True
 
 

@@ -68,6 +68,10 @@ class Service:
         self._thread.start()
         return self
 
+    def request_stop(self) -> None:
+        """Ask the service to stop after its current step, without waiting (``stop`` waits)."""
+        self._stop.set()
+
     def stop(self, timeout_s: float = 10.0) -> None:
         self._stop.set()
         if self._thread.is_alive() and self._thread is not threading.current_thread():

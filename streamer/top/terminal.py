@@ -92,10 +92,11 @@ def render(view: View) -> RenderableType:
 
     workers = Table("worker", "state", "req/s", "lag", "partitions", "in flight", **_LEFT)
     for w in view.workers:
-        state = "[green]up[/]" if w.up else f"[red]down[/] {w.error or ''}"
+        # scraped text (an error, a model name) is never markup: Text, not a markup string
+        state = Text("up", "green") if w.up else Text.assemble(("down", "red"), f" {w.error or ''}")
         lag = f"{w.lag_messages:,.0f}" if w.up else "-"
         workers.add_row(
-            _short(w.target),
+            Text(_short(w.target)),
             state,
             _rate(w.requests_per_s),
             lag,
@@ -106,8 +107,8 @@ def render(view: View) -> RenderableType:
     requests = Table("model", "version", "pred/s", "dead/s", "predictions", "dead letters", **_LEFT)
     for r in view.requests:
         requests.add_row(
-            r.model,
-            r.version,
+            Text(r.model),
+            Text(r.version),
             _rate(r.predictions_per_s),
             _rate(r.dead_letters_per_s),
             f"{r.predictions_total:,.0f}",
@@ -126,7 +127,7 @@ def render(view: View) -> RenderableType:
     reasons = Table("dead-letter reason", "total", "per s", **_LEFT)
     for d in view.dead_letters:
         if d.total > 0:
-            reasons.add_row(d.reason, f"{d.total:,.0f}", _rate(d.per_s))
+            reasons.add_row(Text(d.reason), f"{d.total:,.0f}", _rate(d.per_s))
     if not requests.rows:
         requests.add_row("(no requests yet)", "", "", "", "", "")
     if not reasons.rows:
@@ -135,7 +136,7 @@ def render(view: View) -> RenderableType:
     accuracy = Table("model", "version", "window", "rolling accuracy", "labels", **_LEFT)
     for a in view.accuracy:
         labels = "-" if a.labels is None else f"{a.labels:,.0f}"
-        accuracy.add_row(a.model, a.version, a.window, f"{a.accuracy:.3f}", labels)
+        accuracy.add_row(Text(a.model), Text(a.version), Text(a.window), f"{a.accuracy:.3f}", labels)
     if not accuracy.rows:
         accuracy.add_row("(no labels joined yet)", "", "", "", "")
 

@@ -172,7 +172,7 @@ def test_without_an_end_offset_the_range_ends_when_the_topic_is_idle(
     names = ["id", "model", "version", "score", "label", "outputs", "decision", "reasons", "enrichment"]
     assert table.schema.names == [*names, "partition", "offset"]
     missing = run_batch(tmp_path, kafka_broker.address, "--from-topic", "no-such-topic-here")
-    assert missing.returncode == 2 and "topic no-such-topic-here does not exist" in missing.stderr
+    assert missing.returncode == 2 and "no topic named 'no-such-topic-here'" in missing.stderr
 
 
 def consume_all(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> list[Any]:

@@ -56,9 +56,10 @@ def test_topics_create_reports_a_partition_mismatch(
         "STREAMER_DLQ_TOPIC": unique_name("d"),
     }
     result = run(["topics", "create", "--partitions", "4"], tmp_path, **env)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "exists with 2, expected 4" in result.stdout
-    assert "different partition counts" in result.stderr
+    assert "partition counts differ from 4" in result.stderr and "Traceback" not in result.stderr
+    assert f"`streamer topics delete {existing} --yes`" in result.stderr
 
 
 ONLINE_MODEL = REPO / "examples" / "models" / "fraud-online" / "1"

@@ -59,6 +59,10 @@ def values_of(info: mi.Type) -> st.SearchStrategy[Any]:
 BY_HAND = {
     **{f"topics.{t}": TEXT.filter(lambda v: v != "" and v not in DEFAULT_TOPICS) for t in TOPIC_FIELDS},
     "evaluation.windows": st.sampled_from(["5m", "30s,5m", "5m,1h,24h", "1m,5m,7d"]),
+    # librdkafka properties that take any text: the loader asks librdkafka about every key (unknown ones refused)
+    "kafka.client": st.dictionaries(
+        st.sampled_from(["client.id", "sasl.username", "sasl.password", "ssl.key.password"]), TEXT, max_size=3
+    ),
 }
 # kafka.sasl_password is also written into kafka.client (test_config.py)
 ELSEWHERE = {"evaluation.floor_window", "models.dir", "models.canary", "kafka.transactional", "kafka.sasl_password"}

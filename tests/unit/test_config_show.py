@@ -102,7 +102,7 @@ def test_a_secret_never_appears_in_either_format(tmp_path: Path, secret: str) ->
         f"[redis]\nurl = {json.dumps(f'redis://app:{secret}@r:6379/0', ensure_ascii=False)}\n"
         "[kafka.client]\n"
         f'"sasl.password" = {quoted}\n"ssl.key.password" = {quoted}\n"ssl.keystore.password" = {quoted}\n'
-        f'"sasl.oauthbearer.client.secret" = {quoted}\n"my.token" = {quoted}\n'
+        f'"sasl.oauthbearer.client.secret" = {quoted}\n"sasl.oauthbearer.config" = {quoted}\n'
         f'"sasl.oauthbearer.token.endpoint.url" = {json.dumps(f"https://id:{secret}@idp/token", ensure_ascii=False)}\n'
     ).replace("\x7f", "\\u007f")
     environ = {"STREAMER_REDIS_PASSWORD": secret, "STREAMER_KAFKA_BOOTSTRAP": f"SASL_SSL://u:{secret}@k:9092"}

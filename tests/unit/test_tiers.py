@@ -32,6 +32,7 @@ FORBIDDEN = {
     "streamer.adapters.devstack": "starts the embedded broker and redis-server",
     "streamer.adapters.http_endpoints": "listens on a socket (/metrics, /health)",
     "streamer.oip.http": "listens on a socket (the OIP server)",
+    "streamer.adapters.listening": "binds sockets (whether a port is free)",
 }
 DEVSTACK_FIXTURES = {"kafka_broker", "redis_server", "topic_factory", "stack_logs"}
 # (file relative to tests/, module or fixture) -> why it may
