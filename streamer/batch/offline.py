@@ -5,9 +5,9 @@ Two scoring paths, chosen by what the input is, both ending in the same ONNX Run
 
 - **Requests** -- JSONL lines, or the messages of a topic -- are ``Records`` scored by
   ``core.scoring.score_records``, the exact function the worker runs: same decoder, same dead-letter reasons
-  and details, same prediction bytes. Its per-row cost is JSON: decoding, features from dicts and encoding
-  predictions hold the GIL (py-spy: 53 % of JSONL -> JSONL, ONNX Runtime 9 %), so JSON in and out runs at
-  about 2.4x the streaming worker, not 10x (README, Offline scoring).
+  and details, same prediction bytes. Its per-row cost is JSON: decoding and encoding hold the GIL, so a JSONL
+  file's blocks of lines (``files.LinesBlock``) are split, scored and encoded in worker processes, one per core,
+  and only a block's bytes cross to them and its output's bytes back.
 - **Tables** -- CSV and Parquet rows -- never become JSON: ``core.columns.score_columns`` builds each model's
   float32 matrix a column at a time from Arrow arrays and rejects rows with the reasons the request decoder
   and the value rules give the same row as a request. Encoding each row as a JSON request and calling
@@ -21,12 +21,14 @@ or Parquet columns (every table field of the envelope), or a topic (the envelope
 request's timestamp, keyed like the request, with the worker's ``streamer-source-*`` headers). Every row ends
 as a prediction or a reject ``{where, error, detail, original}``; a bad row never fails its batch-mates.
 
-Chunks are scored on a few threads at once and read and written on threads of their own (``run``): Arrow's
-readers and writers and ONNX Runtime release the GIL, so a table's reading, scoring and writing overlap.
+Chunks are scored on a few threads (or, for JSONL files, processes) at once and read and written on threads of
+their own (``run``): Arrow's readers and writers and ONNX Runtime release the GIL, so a table's reading, scoring
+and writing overlap.
 """
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import queue
 import threading
@@ -242,8 +244,10 @@ def run(
     pool: Executor
     if processes:  # forked before this function starts any thread
         _FORKED = (score, predictions, rejects)
+        gc.freeze()  # what the workers inherit is never scanned by their collector (nor copied by its writes)
         pool = ProcessPoolExecutor(max(threads, 1), mp_context=multiprocessing.get_context("fork"))
         pool.submit(int).result()  # the workers are forked now, before the reader and writer threads start
+        gc.unfreeze()
         submit: Callable[[Chunk], Future[_Done]] = partial(pool.submit, _in_worker)
     else:
         pool = ThreadPoolExecutor(max(threads, 1), thread_name_prefix="batch-score")
