@@ -176,6 +176,7 @@ def start_worker(bootstrap: str, topics: dict[str, str], workdir: Path, **env: s
         "STREAMER_DLQ_TOPIC": topics["dlq"],
         "STREAMER_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}",
         "STREAMER_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),  # this checkout, not whatever the environment's editable install points at
         **env,
     }
     log_path = workdir / "worker.log"
