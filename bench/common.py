@@ -211,6 +211,7 @@ def record(name: str, results: dict) -> None:
         "host": platform.node(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
+        "command": " ".join(["bench/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
         **results,
     }
     path = ROOT / "bench" / "results" / f"{name}.jsonl"

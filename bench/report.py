@@ -172,8 +172,9 @@ SECTIONS: list[tuple[str, str, Callable[[dict[str, Any]], bool], str, Callable[[
         "bench/hot_path.py --before-code DIR",
         hot_path,
         "`score_records` + `output_records` over 10,000-row batches of the shipped model, in one process: each step's "
-        "earlier implementation (kept in the bench) against the current one, interleaved rounds, medians; the whole "
-        "path of two checkouts in alternating interpreters.",
+        "earlier implementation (kept in the bench) against the current one, interleaved rounds, medians; `ascii` "
+        "compares an alternative that was not taken (a `bytes.isascii` call per value) with the one copy of the batch "
+        "the decoder keeps. The whole path: two checkouts in alternating interpreters.",
     ),
     (
         "Producing predictions",
@@ -210,7 +211,13 @@ def main() -> int:
         if run is None:
             page.append(f"No run of `{command}` recorded yet.")
             continue
-        page += [*wrap(how), "", *wrap(run_line(run, f".venv/bin/python {command}")), "", *table(run)]
+        page += [
+            *wrap(how),
+            "",
+            *wrap(run_line(run, f".venv/bin/python {run.get('command', command)}")),
+            "",
+            *table(run),
+        ]
     PAGE.write_text("\n".join(page) + "\n")
     print(f"wrote {PAGE.relative_to(ROOT)}")
     return 0
