@@ -322,19 +322,7 @@ class ScoringPipeline:
         for batch in batches:
             self._queued.append((ledger, batch))
             self._queued_rows += len(batch.records)
-            records = batch.records
-            self._observe(
-                self._stages.batched(
-                    batch.partition,
-                    batch.seq,
-                    records.offsets[0],
-                    records.timestamps_ms[0],
-                    batch.opened_at,
-                    batch.closed_at,
-                    self._clock(),
-                    self._wall_ms(),
-                )
-            )
+            self._observe(self._stages.batched(batch, self._clock(), self._wall_ms()))
         if batches:
             self._dispatch.set()
 

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from streamer.core.ledger import Batch
+
 STAGES = ("consumed", "batched", "scored", "produced", "delivered", "committed")
 
 
@@ -77,24 +79,18 @@ class StageSamples:
     def __len__(self) -> int:
         return len(self._batches) + sum(map(len, self._uncommitted.values()))
 
-    def batched(
-        self,
-        partition: int,
-        seq: int,
-        offset: int,
-        appended_ms: float,
-        consumed_at: float,
-        closed_at: float,
-        now: float,
-        wall_now_ms: float,
-    ) -> Observations:
-        """Sample batch ``seq``'s first row (at ``offset``, record timestamp ``appended_ms``), consumed at
-        ``consumed_at`` and batched at ``closed_at``. A record without a timestamp (not positive) is sampled
-        from ``consumed`` on, without its time to it."""
-        sample, to_consumed = StageSample.consumed(partition, offset, appended_ms, consumed_at, now, wall_now_ms)
-        self._batches[(partition, seq)] = sample
+    def batched(self, batch: Batch, now: float, wall_now_ms: float) -> Observations:
+        """Sample the first row of a closed batch: consumed at the batch's ``opened_at`` (the ledger's clock is
+        the shell's: it counts from when the engine got the row) and batched at its ``closed_at``; ``now`` and
+        ``wall_now_ms`` are the shell's clock and the wall clock read together. A record without a timestamp (not
+        positive) is sampled from ``consumed`` on, without its time to it."""
+        records = batch.records
+        appended_ms = records.timestamps_ms[0]
+        partition, offset = batch.partition, records.offsets[0]
+        sample, to_consumed = StageSample.consumed(partition, offset, appended_ms, batch.opened_at, now, wall_now_ms)
+        self._batches[(partition, batch.seq)] = sample
         observed = [("consumed", to_consumed)] if appended_ms > 0 else []
-        return [*observed, ("batched", sample.reach("batched", closed_at))]
+        return [*observed, ("batched", sample.reach("batched", batch.closed_at))]
 
     def reached(self, partition: int, seq: int, stage: str, now: float) -> Observations:
         """Batch ``seq`` was ``scored`` or ``produced`` at ``now``."""
