@@ -41,9 +41,12 @@ chaos: venv
 demo: venv
 	$(BIN)/python scripts/demo.py
 
+# The benches behind docs/performance.md, then the page itself, from their results (bench/results/*.jsonl).
 bench: venv
-	$(BIN)/python bench/throughput.py
-	$(BIN)/python bench/latency.py
+	$(BIN)/python bench/throughput.py --repeat 3
+	$(BIN)/python bench/latency.py --repeat 3
+	$(BIN)/python bench/batch_scoring.py --pairs jsonl:jsonl,jsonl:parquet,csv:csv,parquet:parquet
+	$(BIN)/python bench/report.py
 
 # Rebuild the shipped demo models from their seeded training script (reproducible; not needed for tests).
 model: venv

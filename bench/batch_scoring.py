@@ -55,6 +55,7 @@ def run_offline(source: Path, out_fmt: str, directory: Path, threads: int, rows:
     """(rows/s by the engine's summary, rows/s over the command's wall time)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")}
     env["STREAMER_MODELS_DIR"] = str(ROOT / "models")
+    env["PYTHONPATH"] = str(ROOT)  # this checkout, not whatever the environment's editable install points at
     output = directory / f"out.{out_fmt}"
     started = time.monotonic()
     result = subprocess.run(

@@ -10,6 +10,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +46,71 @@ def fresh_topics(bootstrap: str, partitions: int, *names: str) -> dict[str, str]
     topics = {name: f"bench-{name}-{token}" for name in names}
     KafkaAdmin(bootstrap).create_topics(topics.values(), partitions)
     return topics
+
+
+KEYS = 2000  # entity keys of the requests, over 8 partitions: what users run
+WORKER_TOPICS = ("requests", "predictions", "feedback", "dlq", "model_events", "shadow")
+
+
+def worker_topics(bootstrap: str, partitions: int) -> dict[str, str]:
+    """Fresh names for every topic a worker reads or writes (the requests' partition count for each)."""
+    return fresh_topics(bootstrap, partitions, *WORKER_TOPICS)
+
+
+def load(bootstrap: str, topic: str, count: int, rate: float = 0.0, seed: int = 1) -> subprocess.Popen[str]:
+    """The load generator, a process of its own (``load.py``: linger 5 ms, idempotent, acks=all, 2,000 keys)."""
+    options = ["--rate", str(rate), "--keys", str(KEYS), "--seed", str(seed)]
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "load.py"), bootstrap, topic, str(count), *options],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
+def preload_as_clients(bootstrap: str, topic: str, count: int) -> float:
+    """Pre-load ``count`` requests through ``load.py`` as fast as it sends them; returns its rate."""
+    process = load(bootstrap, topic, count)
+    out, _ = process.communicate(timeout=900)
+    if process.returncode != 0 or not out.startswith("SENT"):
+        raise SystemExit(f"load.py failed: {out[-2000:]}")
+    return count / float(out.split()[2])
+
+
+def user_worker(
+    bootstrap: str,
+    topics: dict[str, str],
+    workdir: Path,
+    engine: str,
+    redis_url: str | None,
+    code: str | None = None,
+    **env: str,
+) -> tuple[subprocess.Popen, Path]:
+    """``streamer worker`` through its CLI, as users run it: Redis configured when ``redis_url`` (then every
+    background service runs: the prediction log, the label consumer, online refresh of the online model loaded
+    beside ``fraud``, the control channel, concept drift), models watched, the topic watch and the watchdog on.
+    ``code``: run it from that checkout."""
+    settings = {
+        "STREAMER_ENGINE": engine,
+        **(
+            {"STREAMER_MODELS_DIR": str(online_models(workdir)), "STREAMER_DEFAULT_MODEL": "fraud"} if redis_url else {}
+        ),
+        "STREAMER_LOG_LEVEL": "INFO",
+        "STREAMER_MODEL_EVENTS_TOPIC": topics["model_events"],
+        "STREAMER_SHADOW_TOPIC": topics["shadow"],
+        **({"STREAMER_REDIS_URL": redis_url} if redis_url else {}),
+        **({"PYTHONPATH": code} if code else {}),
+        **env,
+    }
+    return start_worker(bootstrap, topics, workdir, **settings)
+
+
+def online_models(workdir: Path) -> Path:
+    """The shipped ``fraud`` model and the online ``fraud-online`` beside it (so that online refresh runs)."""
+    models = workdir / "online-models"
+    if not models.exists():
+        shutil.copytree(ROOT / "models" / "fraud", models / "fraud")
+        shutil.copytree(ROOT / "examples" / "models" / "fraud-online", models / "fraud-online")
+    return models
 
 
 def preload(bootstrap: str, topic: str, count: int, keys: int = 1000) -> float:
@@ -110,6 +176,7 @@ def start_worker(bootstrap: str, topics: dict[str, str], workdir: Path, **env: s
         "STREAMER_DLQ_TOPIC": topics["dlq"],
         "STREAMER_GROUP_ID": f"bench-{uuid.uuid4().hex[:6]}",
         "STREAMER_LOG_LEVEL": "WARNING",
+        "PYTHONPATH": str(ROOT),  # this checkout, not whatever the environment's editable install points at
         **env,
     }
     log_path = workdir / "worker.log"
@@ -135,15 +202,32 @@ def record(name: str, results: dict) -> None:
     line = {
         "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "commit": commit,
+        "dirty": bool(
+            subprocess.run(["git", "status", "--porcelain", "--", "streamer"], cwd=ROOT, capture_output=True).stdout
+        ),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "cpus": os.cpu_count(),
+        "host": platform.node(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "python": platform.python_version(),
+        "command": " ".join(["bench/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
         **results,
     }
     path = ROOT / "bench" / "results" / f"{name}.jsonl"
     path.parent.mkdir(exist_ok=True)
     with open(path, "a") as file:
         file.write(json.dumps(line) + "\n")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
 
 
 def batch_stats(log_path: Path) -> dict[str, float]:

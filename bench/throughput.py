@@ -1,26 +1,34 @@
-"""Throughput: N pre-loaded requests over 8 partitions, one worker, against baselines in the same run.
+"""Throughput: N pre-loaded requests over 8 partitions, one worker as users run it, against baselines in the same
+run.
 
-    .venv/bin/python bench/throughput.py [--count 200000] [--rows batch,batch+redis,batch+tx,faust]
-        [--baselines passthrough,faust-relay,bare-faust] [--before-code DIR --rows before:batch,batch]
+    .venv/bin/python bench/throughput.py [--count 200000] [--rows batch+redis,batch,faust+redis]
+        [--baselines passthrough,faust-relay,bare-faust] [--before-code DIR --rows before:batch+redis,batch+redis]
 
-Rows (``--rows``, comma-separated): ``batch`` / ``faust`` -- the engine with scoring, reorder, exactly-once
-read-back and dead letters on, no Redis; options joined with ``+``: ``redis`` -- Redis configured (every
-prediction logged for the label join); ``tx`` -- ``kafka.transactional = true`` (batch only); ``online`` --
-scoring the online model (``fraud-online``: logged with its features, weights refreshed every second);
-``threads=N`` -- ``worker.scoring_threads = N``; ``kafka.KEY=VALUE`` -- any ``[kafka]`` setting.
+The worker is ``streamer worker`` started through its CLI (a process of its own), with its six topics, scoring,
+reorder, exactly-once read-back and dead letters on; the requests (over 2,000 keys) are pre-loaded by the load
+generator process (``load.py``: linger 5 ms, idempotent, acks=all) and the outputs read back by a
+``read_committed`` consumer. The rate is requests over the time from the worker's assignment to the last output
+read back.
+
+Rows (``--rows``, comma-separated): ``batch`` / ``faust`` -- the engine, no Redis; options joined with ``+``:
+``redis`` -- Redis configured (the embedded redis-server: every background service runs, every prediction is
+logged for the label join); ``tx`` -- ``kafka.transactional = true`` (batch only); ``online`` -- scoring the
+online model (``fraud-online``: logged with its features, weights refreshed every second); ``threads=N`` --
+``worker.scoring_threads = N``; ``kafka.KEY=VALUE`` -- any ``[kafka]`` setting.
 
 Baselines: a plain confluent-kafka consume -> produce -> commit passthrough in Python (the ceiling of a Python
-relay); a Faust agent relaying each event with a confluent-kafka producer as a user would write it
-(``faust_relay.py``: the Faust engine's yardstick); a bare Faust agent that only counts. The rate is requests
-over the time from the consumer being assigned to the last output read back. A row named ``before:ROW`` runs the
-worker from the checkout ``--before-code DIR`` (``git worktree add DIR COMMIT``): before/after figures in one run.
+relay: the batch engine's yardstick); a Faust agent relaying each event with a confluent-kafka producer as a user
+would write it (``faust_relay.py``: ``take_events(1000, within=0.05)``, the Faust engine's yardstick); a bare
+Faust agent that only counts. A row named ``before:ROW`` runs the worker from the checkout ``--before-code DIR``
+(``git worktree add DIR COMMIT``): before/after figures in one run. Every figure is also a ratio to each baseline
+of the same run; ``batch+redis`` is also given against ``batch`` (what Redis costs). Appends to
+``bench/results/throughput.jsonl``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -34,11 +42,12 @@ from common import (
     count_until,
     embedded_stack,
     fresh_topics,
-    preload,
+    preload_as_clients,
     record,
     row_config,
-    start_worker,
+    user_worker,
     wait_for_log,
+    worker_topics,
 )
 
 from streamer.adapters import devstack
@@ -52,44 +61,32 @@ BASELINES = {
 }
 
 
-def online_models(workdir: Path) -> Path:
-    models = workdir / "online-models"
-    if not models.exists():
-        shutil.copytree(ROOT / "models" / "fraud", models / "fraud")
-        shutil.copytree(ROOT / "examples" / "models" / "fraud-online", models / "fraud-online")
-    return models
-
-
 def run_engine(
     bootstrap: str, row: str, count: int, partitions: int, workdir: Path, redis_url: str, worker_code: str | None
 ) -> float:
+    name = row
     if row.startswith("before:"):
         row = row.removeprefix("before:")
     else:
         worker_code = None
     engine, *options = row.split("+")
-    topics = fresh_topics(bootstrap, partitions, "requests", "predictions", "feedback", "dlq")
-    preload(bootstrap, topics["requests"], count)
-    env = {"STREAMER_ENGINE": engine, "STREAMER_LOG_LEVEL": "INFO"}
-    if "redis" in options or "online" in options:
-        env |= {
-            "STREAMER_REDIS_URL": redis_url,
-            "STREAMER_MODELS_DIR": str(online_models(workdir)),
-            "STREAMER_DEFAULT_MODEL": "fraud-online" if "online" in options else "fraud",
-        }
-    if worker_code:
-        env["PYTHONPATH"] = worker_code
-    rundir = workdir / row.replace("+", "-").replace("=", "-")
+    topics = worker_topics(bootstrap, partitions)
+    preload_as_clients(bootstrap, topics["requests"], count)
+    env: dict[str, str] = {}
+    redis = redis_url if "redis" in options or "online" in options else None
+    if "online" in options:
+        env["STREAMER_DEFAULT_MODEL"] = "fraud-online"
+    rundir = workdir / name.replace("+", "-").replace("=", "-").replace(":", "-")
     rundir.mkdir(parents=True, exist_ok=True)
     (rundir / "streamer.toml").write_text(row_config(options))
-    process, log_path = start_worker(bootstrap, topics, rundir, **env)
+    process, log_path = user_worker(bootstrap, topics, rundir, engine, redis, worker_code, **env)
     try:
         wait_for_log(log_path, r"assigned partitions \[", process)
         started = time.monotonic()
         seen, last = count_until(bootstrap, [topics["predictions"], topics["dlq"]], count, timeout_s=600)
         if seen < count or last is None:
             raise SystemExit(f"{row}: only {seen} of {count} outputs")
-        BATCHES.setdefault(row, []).append(batch_stats(log_path))
+        BATCHES.setdefault(name, []).append(batch_stats(log_path))
         return count / (last - started)
     finally:
         process.terminate()
@@ -98,7 +95,7 @@ def run_engine(
 
 def run_helper(bootstrap: str, script: str, count: int, partitions: int, workdir: Path) -> float:
     topics = fresh_topics(bootstrap, partitions, "requests", "out")
-    preload(bootstrap, topics["requests"], count)
+    preload_as_clients(bootstrap, topics["requests"], count)
     workdir.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [sys.executable, str(ROOT / "bench" / script), bootstrap, topics["requests"], topics["out"], str(count)],
@@ -118,7 +115,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--partitions", type=int, default=8)
-    parser.add_argument("--rows", default="batch,batch+redis,batch+tx,faust")
+    parser.add_argument("--rows", default="batch+redis,batch,faust+redis")
     parser.add_argument("--baselines", default="passthrough,faust-relay")
     parser.add_argument(
         "--repeat", type=int, default=1, help="Run every row and baseline this many times, interleaved."
@@ -151,12 +148,20 @@ def main() -> int:
     for name, stats in BATCHES.items():
         if stats and stats[-1]:
             print(f"  {name}: " + ", ".join(f"{k} {v}" for k, v in stats[-1].items()))
+    ratios = {name: {c: round(rate / rows[c], 2) for c in columns} for name, rate in rows.items()}
+    for name in rows:
+        plain = name.replace("+redis", "")
+        if "+redis" in name and plain in rows:
+            ratios[name]["same row without Redis"] = round(rows[name] / rows[plain], 2)
+            print(f"  {name} / {plain}: {rows[name] / rows[plain]:.2f} (what Redis costs)")
     record(
         "throughput",
         {
             "count": args.count,
             "partitions": args.partitions,
+            "setup": "CLI worker, 8 partitions, 2000 keys, load.py preload, read_committed",
             "runs": runs,
+            "ratios": ratios,
             "batches": BATCHES,
             "before": args.before_code,
         },

@@ -38,6 +38,7 @@ from streamer.core.intake import lag
 from streamer.core.ledger import Batch, PartitionLedger, ReadBack, Release
 from streamer.core.output_records import OutputRecords, output_records
 from streamer.core.scoring import ScoredBatch
+from streamer.core.stages import Observations, StageSamples
 from streamer.core.types import Records
 from streamer.observers import FanOut, PipelineObserver
 
@@ -97,6 +98,7 @@ class ScoringPipeline:
         self._wall_ms = wall_clock_ms
         self._lag_interval_s = lag_interval_s
         self._ledgers: dict[int, PartitionLedger[ScoredBatch]] = {}
+        self._stages = StageSamples()  # one sampled request per batch, timed stage by stage (core.stages)
         self._recovering: dict[int, asyncio.Future[None]] = {}
         self._slots = asyncio.Semaphore(max_inflight)
         self._inflight = 0
@@ -220,6 +222,7 @@ class ScoringPipeline:
                 final[ledger.partition] = offset
             ledger.revoke()
             self._ledgers.pop(ledger.partition, None)
+            self._stages.forget(ledger.partition)
         if ledgers:
             log.info("revoked partitions %s of %s", [ledger.partition for ledger in ledgers], self.topics.requests)
         return final
@@ -228,6 +231,7 @@ class ScoringPipeline:
         """Partitions lost without a chance to finish (session expired): drop them, commit nothing."""
         for p in partitions:
             ledger = self._ledgers.pop(p, None)
+            self._stages.forget(p)
             if ledger is not None:
                 give_up = ledger.revoke()
                 log.warning("lost partition %s of %s: gave up %s", p, self.topics.requests, give_up)
@@ -242,19 +246,24 @@ class ScoringPipeline:
         return due
 
     def committed(self, offsets: dict[int, int]) -> None:
+        now = self._clock()
         for p, offset in offsets.items():
             ledger = self._ledgers.get(p)
             if ledger is not None:
                 ledger.committed(offset)
+            self._observe(self._stages.committed(p, offset, now))
 
     # ----------------------------------------------------------------------------------------- intake
 
-    async def add(self, chunk: Sequence[Records], drained: bool = False) -> None:
+    async def add(self, chunk: Sequence[Records], drained: bool = False, consumed_at: float | None = None) -> None:
         """Hand in consumed records (each of one partition, each partition's in offset order). ``drained``:
-        the consumer has nothing more buffered, so open batches close now instead of waiting for batch-mates."""
+        the consumer has nothing more buffered, so open batches close now instead of waiting for batch-mates.
+        ``consumed_at``: when the engine got them from its consumer (this pipeline's clock; default now): the
+        ledgers count a batch's wait from it, hand-over included."""
         if self.failure is not None:
             raise self.failure
         now = self._clock()
+        at = now if consumed_at is None else min(consumed_at, now)
         opened = False
         for records in chunk:
             ledger = self._ledgers.get(records.partition)
@@ -268,7 +277,7 @@ class ScoringPipeline:
                 await waiting
                 ledger = self._ledgers[records.partition]
             was_open = ledger.next_deadline() is not None
-            self._submit(ledger, ledger.add(records, now))
+            self._submit(ledger, ledger.add(records, at))
             opened = opened or (not was_open and ledger.next_deadline() is not None)
         if drained:
             for ledger in list(self._ledgers.values()):
@@ -313,8 +322,13 @@ class ScoringPipeline:
         for batch in batches:
             self._queued.append((ledger, batch))
             self._queued_rows += len(batch.records)
+            self._observe(self._stages.batched(batch, self._clock(), self._wall_ms()))
         if batches:
             self._dispatch.set()
+
+    def _observe(self, observations: Observations) -> None:
+        for stage, seconds in observations:
+            self._observer.on_stage(stage, seconds)
 
     async def _run_dispatcher(self) -> None:
         """Score queued batches, all partitions' at once, at most ``max_inflight`` jobs at a time.
@@ -371,6 +385,7 @@ class ScoringPipeline:
         now = self._clock()
         touched = {}
         for (ledger, batch), scored in zip(job, scored_batches, strict=True):
+            self._observe(self._stages.reached(ledger.partition, batch.seq, "scored", now))
             for release in ledger.scored(batch.seq, scored.errors, scored, now):
                 self._send(ledger, release)
             touched[ledger.partition] = ledger
@@ -383,16 +398,21 @@ class ScoringPipeline:
     def _send(self, ledger: PartitionLedger[ScoredBatch], release: Release[ScoredBatch]) -> None:
         if release.skipped:
             self._observer.on_skipped(ledger.partition, release.skipped)
+        seq = release.batch.seq
         if not release.has_output:
+            self._stages.drop(ledger.partition, seq)
             return  # everything was already in the log: the ledger counted it delivered
         out = output_records(release.result, release.send, self._wall_ms(), self._max_dead_letter_bytes)
         self._observer.on_released(release, out)
-        self._sink.send(out, partial(self._guarded, self._delivered, ledger, release.batch.seq))
+        self._observe(self._stages.reached(ledger.partition, seq, "produced", self._clock()))
+        self._sink.send(out, partial(self._guarded, self._delivered, ledger, seq))
 
     def _delivered(self, ledger: PartitionLedger[ScoredBatch], seq: int, error: BaseException | None) -> None:
         if error is not None:
             ledger.failed(seq)
             self.fail(error)
             return
-        ledger.delivered(seq, self._clock())
+        now = self._clock()
+        ledger.delivered(seq, now)
+        self._observe(self._stages.delivered(ledger.partition, seq, now))
         self._progress.set()

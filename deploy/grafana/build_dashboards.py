@@ -27,6 +27,19 @@ OVERVIEW = [
         "s",
     ),
     (
+        "Where latency goes: p99 per stage of a sampled request (each from the stage before)",
+        "histogram_quantile(0.99, sum by (le, stage) (rate(streamer_stage_latency_seconds_bucket[1m])))",
+        "s",
+    ),
+    (
+        "Event-loop lag p50 / p99 (how late a scheduled callback runs)",
+        [
+            ("p50", "histogram_quantile(0.5, sum by (le) (rate(streamer_event_loop_lag_seconds_bucket[1m])))"),
+            ("p99", "histogram_quantile(0.99, sum by (le) (rate(streamer_event_loop_lag_seconds_bucket[1m])))"),
+        ],
+        "s",
+    ),
+    (
         "Consumer lag by partition (approximate on the embedded broker)",
         "sum by (partition) (streamer_consumer_lag_messages)",
         "short",

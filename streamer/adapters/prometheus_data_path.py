@@ -82,5 +82,11 @@ class DataPathHooks(MetricFamilies):
     def on_stalled(self, partition: int, seconds: float) -> None:
         self.stalls.labels(str(partition)).inc()
 
+    def on_stage(self, stage: str, seconds: float) -> None:
+        self.stage_series[stage].observe(seconds)
+
+    def on_loop_lag(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
+
     def on_inference(self, model: str, version: str, seconds: float) -> None:
         self.inference.labels(model, version).observe(seconds)

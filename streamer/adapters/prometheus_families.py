@@ -22,8 +22,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from streamer.adapters.prometheus_histograms import BulkHistogram
 from streamer.core.errors import DEAD_LETTER_REASONS
+from streamer.core.stages import STAGES
 
 LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# Stages of the data path and the event loop's lag are often well under a millisecond.
+FINE_BUCKETS_S = (0.0001, 0.00025, 0.0005, *LATENCY_BUCKETS_S)
 SCORE_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 # streamer_labels_total{outcome}: one per feedback record (services.label_consumer).
@@ -119,6 +122,22 @@ class MetricFamilies:
             "streamer_end_to_end_latency_seconds",
             "From the request's Kafka timestamp to the prediction being produced.",
             buckets=LATENCY_BUCKETS_S,
+            registry=r,
+        )
+        self.stage_latency = BulkHistogram(
+            "streamer_stage_latency_seconds",
+            "Time a sampled request (each batch's first row) took to reach each stage of the data path from the "
+            "stage before: consumed (from its Kafka timestamp), batched, scored, produced, delivered, committed.",
+            ["stage"],
+            buckets=FINE_BUCKETS_S,
+            registry=r,
+        )
+        self.stage_series = {stage: self.stage_latency.labels(stage) for stage in STAGES}
+        self.loop_lag = BulkHistogram(
+            "streamer_event_loop_lag_seconds",
+            "How late a callback the worker schedules on its event loop runs (a probe every 0.1 s): time the loop "
+            "spent on something else, or waiting for the GIL.",
+            buckets=FINE_BUCKETS_S,
             registry=r,
         )
         self.reorder_depth = Gauge(

@@ -75,52 +75,89 @@ class LinesChunk:
     progress: int
 
 
-def read_jsonl(path: Path, size: int, model: str | None) -> Iterator[LinesChunk]:
-    """Non-blank lines of ``path`` in chunks of ``size``; ``model`` applies to lines that name none (as the
-    ``streamer-model`` header does for a topic)."""
-    headers = model_header(model)
+@dataclass(frozen=True, slots=True)
+class LinesBlock:
+    """``count`` consecutive lines of a JSONL file, not yet split: cheap to hand to a worker process (one bytes
+    object, not one per line). ``first`` is the 0-based number of its first line, ``text`` the lines without
+    the last newline, ``progress`` the bytes of the file consumed up to its end; ``model`` applies to lines that
+    name none."""
+
+    topic: str
+    first: int
+    text: bytes
+    count: int
+    progress: int
+    model: str | None = None
+
+
+def jsonl_blocks(path: Path, size: int, model: str | None) -> Iterator[LinesBlock]:
+    """The lines of ``path`` in blocks of ``size`` (blank ones included: they keep their number), read in large
+    blocks and cut in C -- no Python work per line."""
     topic = f"file:{path.name}"
-    offsets: list[int] = []
-    values: list[bytes] = []
-    number = 0
-    consumed = 0
     try:
         file = open(path, "rb")  # noqa: SIM115
     except OSError as exc:
         raise BatchFileError(f"cannot read {path}: {exc.strerror}") from None
+    first = consumed = 0
     with file:
         rest = b""
         while True:
             block = file.read(BLOCK_BYTES)
-            if block:
-                data = rest + block
-                cut = data.rfind(b"\n")
-                if cut < 0:
-                    rest = data
-                    continue
-                text, rest = data[:cut], data[cut + 1 :]
-                consumed += cut + 1
-            else:
-                text, rest = rest, b""
-                consumed += len(text)
-            lines = text.split(b"\n") if block or text else []
-            if b"\r" in text:
-                lines = [line.rstrip(b"\r\n") for line in lines]
-            if b"" in lines or any(map(bytes.isspace, lines)):
-                kept = [(number + i, line) for i, line in enumerate(lines) if line.strip()]
-                offsets += [i for i, _ in kept]
-                values += [line for _, line in kept]
-            else:
-                offsets += range(number, number + len(lines))
-                values += lines
-            number += len(lines)
-            while len(offsets) >= size or (not block and offsets):
-                take = min(size, len(offsets))
-                records = Records(topic, 0, offsets[:take], [None] * take, values[:take], [0] * take, [headers] * take)
-                del offsets[:take], values[:take]
-                yield LinesChunk(records, "line", consumed)
+            data = rest + block
+            cut = data.rfind(b"\n") + 1 if block else len(data)
+            whole, rest = data[:cut], data[cut:]
+            lines = whole.count(b"\n") + (1 if not block and whole and not whole.endswith(b"\n") else 0)
+            start = 0
+            while lines >= size or (not block and lines):
+                take = min(size, lines)
+                stop = _after_line(whole, start, take)
+                consumed += stop - start
+                yield LinesBlock(topic, first, whole[start:stop].removesuffix(b"\n"), take, consumed, model)
+                first, lines, start = first + take, lines - take, stop
+            rest = whole[start:] + rest
             if not block:
                 return
+
+
+def _after_line(text: bytes, start: int, lines: int) -> int:
+    """The position just after the ``lines``-th newline from ``start``, or the end of ``text`` when it holds
+    fewer: a proportional guess, corrected by counting in C and a few ``find`` calls."""
+    total = text.count(b"\n", start)
+    if total < lines:
+        return len(text)
+    position = start + (len(text) - start) * lines // total
+    seen = text.count(b"\n", start, position)  # newlines in [start, position)
+    while seen >= lines:  # too far: back onto the newline before, which no longer counts
+        position = text.rfind(b"\n", start, position)
+        seen -= 1
+    while seen < lines:
+        position = text.find(b"\n", position) + 1
+        seen += 1
+    return position
+
+
+def lines_chunk(block: LinesBlock) -> LinesChunk:
+    """A block's requests as the worker gets them: one ``Records`` (the 0-based line number as offset), blank
+    lines skipped (they keep their number), a trailing ``\\r`` dropped."""
+    lines = block.text.split(b"\n") if block.count else []
+    if b"\r" in block.text:
+        lines = [line.rstrip(b"\r\n") for line in lines]
+    first = block.first
+    if b"" in lines or any(map(bytes.isspace, lines)):
+        kept = [(first + i, line) for i, line in enumerate(lines) if line.strip()]
+        offsets, values = [i for i, _ in kept], [line for _, line in kept]
+    else:
+        offsets, values = list(range(first, first + len(lines))), lines
+    n = len(values)
+    headers = model_header(block.model)
+    records = Records(block.topic, 0, offsets, [None] * n, values, [0] * n, [headers] * n)  # type: ignore[arg-type]
+    return LinesChunk(records, "line", block.progress)
+
+
+def read_jsonl(path: Path, size: int, model: str | None) -> Iterator[LinesChunk]:
+    """Lines of ``path`` in chunks of ``size`` (blank lines skipped, counted in the size); ``model`` applies to
+    lines that name none (as the ``streamer-model`` header does for a topic)."""
+    return map(lines_chunk, jsonl_blocks(path, size, model))
 
 
 def _pyarrow() -> Any:
@@ -195,9 +232,10 @@ class JsonlPredictions:
     def __init__(self, file: IO[bytes]) -> None:
         self._file = file
 
-    def write_bodies(self, bodies: list[bytes]) -> None:
-        if bodies:
-            self._file.write(outputs.close_without_latency(bodies))
+    def write_text(self, lines: bytes) -> None:
+        """Write closed prediction lines (``outputs.close_without_latency``)."""
+        if lines:
+            self._file.write(lines)
 
     def close(self) -> None:
         self._file.flush()

@@ -24,6 +24,9 @@ from streamer.core import outputs
 from streamer.core.columns import ScoredColumns
 from streamer.core.scoring import ScoredBatch
 
+# (open bodies, keys, timestamps, partition or None, source offsets, source topic): predictions for a topic.
+Messages = tuple[list[bytes], list[bytes | None], list[int], int | None, list[int], str]
+
 
 class ScoredChunk(Protocol):
     """A scored chunk as the sinks see it: every row a prediction or a reject, in input order."""
@@ -38,7 +41,7 @@ class ScoredChunk(Protocol):
 
     def rejects(self) -> list[dict[str, Any]]: ...
 
-    def messages(self) -> tuple[list[bytes], list[bytes | None], list[int], int | None, list[int], str]: ...
+    def messages(self) -> Messages: ...
 
 
 def _text(value: bytes | None) -> str | None:
@@ -162,7 +165,7 @@ class ScoredLines:
             entries.append({**place, "error": error.reason, "detail": error.detail, "original": original})
         return entries
 
-    def messages(self) -> tuple[list[bytes], list[bytes | None], list[int], int | None, list[int], str]:
+    def messages(self) -> Messages:
         records = self.chunk.records
         rows = self._answered()
         if self.chunk.where == "offset":
@@ -241,7 +244,7 @@ class ScoredTable:
             for row, text in zip(rows, originals, strict=True)
         ]
 
-    def messages(self) -> tuple[list[bytes], list[bytes | None], list[int], int | None, list[int], str]:
+    def messages(self) -> Messages:
         rows, _ = self._order()
         now = int(time.time() * 1000)
         offsets = (rows + self.chunk.first).tolist()

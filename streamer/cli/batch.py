@@ -47,7 +47,13 @@ def batch_command(
     ] = None,
     model: Annotated[str | None, typer.Option(help="Model for rows that name none (name or name@version).")] = None,
     batch_size: Annotated[int, typer.Option(help="Rows per chunk: one ONNX call per model version.")] = 8192,
-    threads: Annotated[int, typer.Option(help="Chunks scored at once, one model call each (0: one per core).")] = 0,
+    threads: Annotated[
+        int,
+        typer.Option(
+            help="Chunks scored at once, one model call each (0: one per core); a JSONL file's in as many worker "
+            "processes."
+        ),
+    ] = 0,
     from_topic: Annotated[
         str | None, typer.Option(help="Re-score a topic's records instead of a file (read_committed, no commits).")
     ] = None,
@@ -157,7 +163,7 @@ def batch_command(
         where = ["partition", "offset"]
     elif source_format == "jsonl":
         assert input_path is not None
-        chunks = batch_files.read_jsonl(input_path, batch_size, model)
+        chunks = batch_files.jsonl_blocks(input_path, batch_size, model)  # split where they are scored
         total, where = batch_files.file_size(input_path), ["line"]
     else:
         assert input_path is not None
@@ -174,6 +180,7 @@ def batch_command(
         if rejects is not None:
             opened.append(reject_file)
         reject_sink = offline.RejectSink(batch_files.Rejects(reject_file))
+        at_once = threads or os.cpu_count() or 1
         with _progress(not quiet and sys.stderr.isatty(), total, input_path or from_topic) as progress:
             summary = offline.run(
                 chunks,
@@ -182,7 +189,9 @@ def batch_command(
                 reject_sink,
                 progress,
                 prefetch=from_topic is None,
-                threads=threads or os.cpu_count() or 1,
+                threads=at_once,
+                # JSON lines hold the GIL while they are decoded and encoded: worker processes, not threads
+                processes=source_format == "jsonl" and from_topic is None and at_once > 1,
             )
     finally:
         for file in opened:

@@ -18,7 +18,7 @@ import numpy as np
 from streamer.core.headers import dead_letter_headers, fit_dead_letter, source_headers
 from streamer.core.outputs import finish_predictions
 from streamer.core.scoring import ScoredBatch
-from streamer.core.types import Headers, SourceRef
+from streamer.core.types import Headers, SourceRef, pick
 
 
 @dataclass(slots=True)
@@ -56,15 +56,16 @@ def output_records(
         dead_rows = [row for row in rows if bodies[row] is None]
     else:
         prediction_rows, dead_rows = list(rows), []
+    # The common batch -- every row a prediction, all of them sent -- takes the columns as they are.
     values, latencies = finish_predictions(
-        [bodies[row] for row in prediction_rows],  # type: ignore[misc]
-        [records.timestamps_ms[row] for row in prediction_rows],
+        pick(bodies, prediction_rows),  # type: ignore[arg-type]
+        pick(records.timestamps_ms, prediction_rows),
         now_ms,
     )
     predictions = TopicRecords(
-        [keys[row] for row in prediction_rows],
+        pick(keys, prediction_rows),
         values,  # type: ignore[arg-type]
-        source_headers(records.topic, records.partition, [offsets[row] for row in prediction_rows]),
+        source_headers(records.topic, records.partition, pick(offsets, prediction_rows)),
     )
     out = OutputRecords(records.partition, predictions, TopicRecords(), latencies)
     if scored.shadow is not None:

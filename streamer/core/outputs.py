@@ -211,6 +211,11 @@ class _Slot:
 _SLOT, _INT_SLOT = _Slot(b"%s"), _Slot(b"%d")
 
 
+def _array_slot(width: int) -> _Slot:
+    """A row of a 2-D numeric column: a JSON array of ``width`` slots, each filled from one column of it."""
+    return _Slot(b"[" + b",".join([b"%s"] * width) + b"]")
+
+
 def _object(members: Mapping[str, Any]) -> bytes:
     """The bytes template of one JSON object: ``members`` in their order (a ``_Slot``; a dict: a nested object;
     anything else: a constant). ``%`` in names and constants is escaped."""
@@ -226,26 +231,48 @@ def _object(members: Mapping[str, Any]) -> bytes:
     return b",".join(parts)
 
 
+_ABSENT, _VALUE, _ARRAY = "absent", "value", "array"  # what a per-row field holds, in a template's shape
+Kind = str | tuple[str, int]
+
+
 @functools.lru_cache(maxsize=4096)
 def _single_template(model: str, version: str, topic: str, partition: int, shape: tuple[tuple[str, Any], ...]) -> bytes:
     """The open template of a one-row prediction, generated from the declaration and kept per distinct shape.
 
-    ``shape``: each per-row field, in declaration order, with what it holds: True (a column), False (no value:
-    null for a required field, absent for an optional one) or the names of a mapping's columns (``outputs``)."""
+    ``shape``: each per-row field, in declaration order, with what it holds: ``_ABSENT`` (null for a required
+    field, absent for an optional one), a column's kind (``_VALUE``: one value per row; ``(_ARRAY, k)``: a 2-D
+    numeric array, each row a JSON array of k numbers), or a mapping's columns (``outputs``) as (name, kind)
+    pairs. Kinds are strings, never bools or ints: the cache must not take ``(_ARRAY, 1)`` for ``True``."""
     members: dict[str, Any] = {"id": _SLOT, "model": model, "version": version}
     for name, kind in shape:
-        if isinstance(kind, tuple):
-            members[name] = dict.fromkeys(kind, _SLOT)
-        elif kind:
-            members[name] = _SLOT
-        elif name not in OPTIONAL_ROW_FIELDS:
-            members[name] = None
+        if kind == _ABSENT:
+            if name not in OPTIONAL_ROW_FIELDS:
+                members[name] = None
+        elif kind == _VALUE or (kind and kind[0] == _ARRAY):
+            members[name] = _column_slot(kind)
+        else:
+            members[name] = {key: _column_slot(column) for key, column in kind}
     source = {"topic": topic, "partition": partition, "offset": _INT_SLOT}
     members["source"] = {name: source[name] for name in Source.__struct_fields__}
     missing = [f.name for f in FIELDS if f.required and f.name not in members]
     if missing or not set(members) <= set(FIELD):
         raise ValueError(f"the prediction's fields {sorted(members)} do not match the declaration (missing {missing})")
     return b"{" + _object({f.name: members[f.name] for f in FIELDS if f.name in members})
+
+
+def _column_slot(kind: Kind) -> _Slot:
+    return _SLOT if kind == _VALUE else _array_slot(kind[1])
+
+
+def _json_column(value: Any) -> tuple[Kind, list[list[bytes]]]:
+    """A per-row column's kind in the template and its JSON text, one list per slot.
+
+    A 2-D numeric array (a model's class probabilities) takes one slot per column of it, each encoded a column
+    at a time: no Python list per row. Anything else is one slot, each row's value encoded by msgspec (a list, a
+    dict, a string)."""
+    if type(value) is np.ndarray and value.ndim == 2 and value.dtype.kind in "biuf":
+        return (_ARRAY, value.shape[1]), [_json_lines(value[:, k].tolist()) for k in range(value.shape[1])]
+    return _VALUE, [_json_lines(value.tolist() if isinstance(value, np.ndarray) else value)]
 
 
 def encode_single_predictions(
@@ -259,27 +286,33 @@ def encode_single_predictions(
 ) -> list[bytes]:
     """The open bodies of one-row predictions of one model version, a column at a time.
 
-    ``rows``: the per-row fields as ``row_columns`` gives them (one item per prediction). The bytes template is
-    generated from the declaration's field order (once per shape, then cached) and formatted once per row: the
-    same bytes as ``open_bodies`` of the same ``Prediction`` structs (a property test holds them equal),
-    without a Python object per row. Raises ``ValueError`` when a required field has no value.
+    ``rows``: the per-row fields (one item per prediction), as the model's result holds them (``result_fields``:
+    numpy arrays, a dict of them for ``outputs``) or as lists (``row_columns``). The bytes template is generated
+    from the declaration's field order (once per shape, then cached) and formatted once per row: the same bytes
+    as ``open_bodies`` of the same ``Prediction`` structs (a property test holds them equal), without a Python
+    object per row. Raises ``ValueError`` when a required field has no value.
     """
     if not ids:
         return []
     if not rows.keys() <= _ROW_SET:
         raise ValueError(f"no per-row field {sorted(rows.keys() - _ROW_SET)} in the declaration")
-    shape = []
-    columns: dict[str, Sequence[Sequence[Any]]] = {"id": (_json_lines(ids),), "source": (offsets,)}
+    shape: list[tuple[str, Any]] = []
+    columns: dict[str, list[Sequence[Any]]] = {"id": [_json_lines(ids)], "source": [offsets]}
     for name in ROW_FIELDS:
         value = rows.get(name)
         if value is None:
-            shape.append((name, False))
+            shape.append((name, _ABSENT))
         elif type(value) is dict:
-            shape.append((name, tuple(value)))
-            columns[name] = [_json_lines(column) for column in value.values()]
+            kinds, texts = [], []
+            for key, column in value.items():
+                kind, text = _json_column(column)
+                kinds.append((key, kind))
+                texts += text
+            shape.append((name, tuple(kinds)))
+            columns[name] = texts
         else:
-            shape.append((name, True))
-            columns[name] = (_json_lines(value),)
+            kind, columns[name] = _json_column(value)
+            shape.append((name, kind))
     template = _single_template(model, version, topic, partition, tuple(shape))
     ordered = [column for name in _SLOT_ORDER for column in columns.get(name, ())]
     return [template % row for row in zip(*ordered, strict=True)]
@@ -293,7 +326,7 @@ def open_bodies(predictions: Sequence[Prediction]) -> list[bytes]:
     return [line[:-1] for line in _json_lines(predictions)]
 
 
-_CLOSE = b"%s," + _constant(CLOSING) + b":%s}"
+_CLOSING_MEMBER = b"," + _encoder.encode(CLOSING) + b":"
 
 
 def finish_predictions(
@@ -302,12 +335,17 @@ def finish_predictions(
     """Close each open body with its ``latency_ms`` (from the request's Kafka timestamp to ``now_ms``).
 
     Returns the values and the latencies (milliseconds, rounded to microseconds), computed for the batch at once.
+    The closing members are encoded in one call and cut apart in C, and each body is extended by one C-level
+    concatenation: the body is not formatted a second time.
     """
+    if len(open_bodies) != len(timestamps_ms):
+        raise ValueError(f"{len(open_bodies)} bodies for {len(timestamps_ms)} timestamps")
     if not open_bodies:
         return [], np.empty(0)
     latencies = np.round(now_ms - np.asarray(timestamps_ms, dtype=np.float64), 3)
-    texts = _json_lines(latencies.tolist())
-    return [_CLOSE % pair for pair in zip(open_bodies, texts, strict=True)], latencies
+    texts = _encoder.encode_lines(latencies.tolist())  # b"4.1\n5.2\n": no JSON number holds a newline
+    closings = (_CLOSING_MEMBER + texts[:-1].replace(b"\n", b"}\n" + _CLOSING_MEMBER) + b"}").split(b"\n")
+    return list(map(bytes.__add__, open_bodies, closings)), latencies
 
 
 def close_without_latency(open_bodies: Sequence[bytes]) -> bytes:

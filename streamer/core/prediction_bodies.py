@@ -12,6 +12,7 @@ requests leave no trace in the summary.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,7 +25,7 @@ from streamer.core.errors import ENRICHMENT_FAILED, SCORING_FAILED, TOO_LARGE, D
 from streamer.core.features import FeatureBatch
 from streamer.core.graph.scoring_graph import GraphResult
 from streamer.core.headers import RECORD_OVERHEAD_BYTES
-from streamer.core.types import Records
+from streamer.core.types import Records, pick
 
 
 @dataclass(slots=True)
@@ -81,10 +82,13 @@ class ModelAnswers:
     summary: ModelSummary
 
 
+_id_of = operator.attrgetter("id")
+
+
 def request_ids(records: Records, decoded: requests.DecodedRequests, members: list[int]) -> list[str]:
     """The ids of the decoded requests ``members``: each one's own, else the default id (contract section 2)."""
     wires, rows, offsets = decoded.wires, decoded.rows, records.offsets
-    ids = [wires[i].id for i in members]
+    ids = list(map(_id_of, pick(wires, members)))  # type: ignore[arg-type]
     if None in ids or "" in ids:
         topic, partition = records.topic, records.partition
         pairs = zip(ids, members, strict=True)
@@ -125,8 +129,8 @@ def answer_requests(
     result row, the detail of an ``enrichment-failed`` dead letter or None (``GraphRun.refused``)."""
     rows = decoded.rows
     topic, partition, offsets = records.topic, records.partition, records.offsets
-    accepted = [members[j] for j in batch.accepted]  # indices into decoded.wires, in batch order
-    request_rows = [rows[i] for i in accepted]
+    accepted = pick(members, batch.accepted)  # indices into decoded.wires, in batch order
+    request_rows = pick(rows, accepted)
     ids = request_ids(records, decoded, accepted)
     run = _ModelRun(card, records, batch, result, accepted, request_rows, ids, decoded.tensors)
     if refused is not None:
@@ -136,10 +140,9 @@ def answer_requests(
         if not finite.all():
             for j in np.flatnonzero(~finite).tolist():
                 run.failed.setdefault(j, _non_finite(card))
-        offsets_of = [offsets[row] for row in request_rows]
-        columns = outputs.row_columns(result)
+        offsets_of = pick(offsets, request_rows)
         open_bodies = outputs.encode_single_predictions(
-            ids, card.name, str(card.version), columns, topic, partition, offsets_of
+            ids, card.name, str(card.version), outputs.result_fields(result), topic, partition, offsets_of
         )
     else:
         open_bodies = _general_bodies(run)

@@ -21,6 +21,7 @@ and requires them to agree.
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Sequence
@@ -61,8 +62,9 @@ class WireRequest(msgspec.Struct):
     model: str | None = None
 
 
-class PlainRequest(msgspec.Struct):
-    """The common request: every feature a number. Decoded as such, its features need no per-value check."""
+class PlainRequest(msgspec.Struct, gc=False):
+    """The common request: every feature a number. Decoded as such, its features need no per-value check.
+    Not tracked by the garbage collector (decoded JSON holds no reference cycle)."""
 
     features: dict[str, float]
     inputs: Any = msgspec.UNSET
@@ -72,6 +74,41 @@ class PlainRequest(msgspec.Struct):
 
 _request_decoder = msgspec.json.Decoder(WireRequest)
 _plain_decoder = msgspec.json.Decoder(PlainRequest)
+
+
+def feature_field(k: int) -> str:
+    """The attribute holding feature k in the features of a request decoded by ``typed_decoder``."""
+    return f"f{k}"
+
+
+@functools.lru_cache(maxsize=64)
+def typed_decoder(features: tuple[str, ...]) -> msgspec.json.Decoder[Any]:
+    """The decoder of the commonest request of all: to a model whose features are ``features``, with exactly
+    these features, each a number. They land in a struct (feature k in ``feature_field(k)``), not a dict, and
+    neither it nor the request is tracked by the garbage collector: no container per request, and about half the
+    decoding time of ``PlainRequest`` (measured). It accepts a subset of what ``PlainRequest`` accepts, with the
+    same values (a duplicate key: the last one, as a dict keeps it); whatever it refuses -- another feature, a
+    missing one, a null, a string, a number beyond float64 -- is decoded by the general rules instead."""
+    fields = [feature_field(k) for k in range(len(features))]
+    features_type = msgspec.defstruct(
+        "TypedFeatures",
+        [(name, float) for name in fields],
+        rename=dict(zip(fields, features, strict=True)),
+        forbid_unknown_fields=True,
+        gc=False,
+    )
+    request = msgspec.defstruct(
+        "TypedRequest",
+        [
+            ("features", features_type),
+            ("inputs", Any, msgspec.UNSET),
+            ("id", str | None, None),
+            ("model", str | None, None),
+        ],
+        gc=False,
+    )
+    return msgspec.json.Decoder(request)
+
 
 # msgspec decodes nested JSON recursively, also where it skips a value (an unknown field, an ``Any``): a value
 # nested about a thousand deep raises ``RecursionError``, not ``msgspec.DecodeError``. Both mean bad input.
@@ -160,14 +197,17 @@ class DecodedRequests:
     ``rows[i]`` is the batch row of ``wires[i]`` (ascending); ``tensors`` maps ``i`` to the decoded inputs of
     an OIP request (absent for a JSON request, whose ``wires[i].features`` is set); ``errors`` maps a batch row
     to its dead-letter reason. Every row of the batch is in exactly one of ``rows`` and ``errors``. ``plain``:
-    every request is JSON with numbers only (``PlainRequest``), so features need no per-value check.
+    every request is JSON with numbers only (``PlainRequest``), so features need no per-value check. ``typed``:
+    the features are ``typed_decoder(typed)`` structs (every request has exactly these features, as numbers),
+    not mappings.
     """
 
     rows: list[int]
-    wires: list[WireRequest] | list[PlainRequest]
+    wires: list[WireRequest] | list[PlainRequest] | list[Any]
     tensors: dict[int, tuple[Tensor, ...]] = field(default_factory=dict)
     errors: dict[int, DecodeError] = field(default_factory=dict)
     plain: bool = False
+    typed: tuple[str, ...] | None = None
 
 
 _inputs_of = operator.attrgetter("inputs")
@@ -178,12 +218,25 @@ def decode_requests(
     *,
     max_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     max_rows: int = DEFAULT_MAX_ROWS,
+    features: tuple[str, ...] | None = None,
 ) -> DecodedRequests:
-    """Decode a batch of request values (contract section 2), each on its own; bad rows are reported, not raised."""
+    """Decode a batch of request values (contract section 2), each on its own; bad rows are reported, not raised.
+
+    ``features``: the features of the model most requests are expected to name (the default one); a batch
+    whose every request has exactly these, as numbers, is decoded by ``typed_decoder``."""
     decode = _request_decoder.decode
     unset = msgspec.UNSET
     if values and None not in values and max(map(len, values)) <= max_bytes and b"".join(values).isascii():
         # The common batch -- ASCII JSON requests with numeric "features", within the limit -- in C-level passes.
+        # ``b"".join(...).isascii()`` copies the batch once and scans it in C: measured faster than a
+        # ``bytes.isascii`` call per value (0.21 against 0.33 ms for 10,000 requests).
+        if features is not None:
+            try:
+                typed = list(map(typed_decoder(features).decode, values))
+            except DECODE_ERRORS:
+                typed = None
+            if typed is not None and list(map(_inputs_of, typed)).count(unset) == len(typed):
+                return DecodedRequests(list(range(len(values))), typed, plain=True, typed=features)
         try:
             plain = list(map(_plain_decoder.decode, values))
         except DECODE_ERRORS:

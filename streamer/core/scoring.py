@@ -17,8 +17,9 @@ the prediction is produced (contract section 3) and appended then, for the batch
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -31,8 +32,8 @@ from streamer.core.graph.scoring_graph import GraphResult, Infer, ScoringGraph
 from streamer.core.graph.spec import GraphSpec
 from streamer.core.headers import model_from_headers
 from streamer.core.prediction_bodies import ModelSummary, answer_requests, request_ids
-from streamer.core.routing import Catalog
-from streamer.core.types import Records
+from streamer.core.routing import Catalog, Split
+from streamer.core.types import Records, pick
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +84,17 @@ def score_records(
     clock: Callable[[], float] = lambda: 0.0,
 ) -> ScoredBatch:
     """Score every row of ``records``; ``observe_matrix`` sees each model's accepted matrix (drift counts)."""
-    decoded = requests.decode_requests(records.values, max_bytes=limits.max_message_bytes, max_rows=limits.max_rows)
+    decode = partial(requests.decode_requests, max_bytes=limits.max_message_bytes, max_rows=limits.max_rows)
+    decoded = decode(records.values, features=_expected_features(catalog))
     scored = ScoredBatch(records, [None] * len(records), dict(decoded.errors))
+    routed = _route(records, decoded, catalog, scored)
+    if decoded.typed is not None and not _all_take(decoded.typed, routed.values(), catalog):
+        # Some request goes to a model with other features (named, canary, shadow): decode them as mappings.
+        decoded = decode(records.values)
+        scored = ScoredBatch(records, [None] * len(records), dict(decoded.errors))
+        routed = _route(records, decoded, catalog, scored)
     context = GraphContext(catalog, lookup, clock) if catalog.graphs else None
-    for card, members in _route(records, decoded, catalog, scored).values():
+    for card, members in routed.values():
         run = _Run(records, decoded, infer, limits, context)
         _score_model(run, card, members, scored, graph_for(card), observe_matrix)
         challenger = catalog.shadow_of(card)
@@ -97,6 +105,25 @@ def score_records(
             if served:
                 _score_model(run, challenger, served, scored.shadow, graph_for(challenger), None)
     return scored
+
+
+def _expected_features(catalog: Catalog) -> tuple[str, ...] | None:
+    """The features of the version(s) a request naming no model goes to, when they agree; else None."""
+    try:
+        route = catalog.route(None)
+    except DecodeError:
+        return None
+    cards = route.cards if isinstance(route, Split) else (route,)
+    return cards[0].features if all(card.features == cards[0].features for card in cards) else None
+
+
+def _all_take(features: tuple[str, ...], routed: Iterable[tuple[ModelCard, list[int]]], catalog: Catalog) -> bool:
+    """Whether every version the batch goes to -- and every challenger scoring beside one -- has ``features``."""
+    for card, _ in routed:
+        challenger = catalog.shadow_of(card)
+        if card.features != features or (challenger is not None and challenger.features != features):
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +138,7 @@ class _Run:
 
 
 _model_of = operator.attrgetter("model")
+_features_of = operator.attrgetter("features")
 
 
 def _route(
@@ -169,9 +197,9 @@ def _score_model(
         features = [None if i in tensors else wires[i].features for i in members]
         member_tensors = {j: tensors[i] for j, i in enumerate(members) if i in tensors}
     else:
-        features = [wires[i].features for i in members]
+        features = list(map(_features_of, pick(wires, members)))  # type: ignore[arg-type]
         member_tensors = None
-    batch = build_matrix(card, features, member_tensors, decoded.plain)  # type: ignore[arg-type]
+    batch = build_matrix(card, features, member_tensors, decoded.plain, decoded.typed is not None)
     errors, error_models = scored.errors, scored.error_models
     for j, error in batch.errors:
         errors[rows[members[j]]] = error
@@ -194,12 +222,18 @@ def _score_model(
             error_models[rows[members[j]]] = card.ref
         return
     answers = answer_requests(records, decoded, card, members, batch, result, limits.max_output_bytes, refused)
-    for j, row in enumerate(answers.request_rows):
-        if j in answers.failed:
-            errors[row] = answers.failed[j]
-            error_models[row] = card.ref
-        else:
-            scored.bodies[row] = answers.bodies[j]
+    request_rows, bodies = answers.request_rows, scored.bodies
+    first, count = (request_rows[0], len(request_rows)) if request_rows else (0, 0)
+    if count == len(answers.bodies) and request_rows[-1] - first + 1 == count:  # consecutive rows: one slice
+        bodies[first : first + count] = answers.bodies
+    else:
+        for row, body in zip(request_rows, answers.bodies, strict=True):
+            bodies[row] = body
+    for j, error in answers.failed.items():
+        row = request_rows[j]
+        bodies[row] = None
+        errors[row] = error
+        error_models[row] = card.ref
     scored.models.append(answers.summary)
 
 

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import numpy as np
 
 Scalar = float | str | None
+T = TypeVar("T")
 Headers = list[tuple[str, bytes | None]]
 
 
@@ -91,6 +93,15 @@ class Records:
             list(timestamps_ms) if timestamps_ms is not None else [0] * n,
             list(headers) if headers is not None else [None] * n,
         )
+
+
+def pick(column: list[T], positions: Sequence[int]) -> list[T]:
+    """``column``'s items at ``positions`` (ascending, distinct, each within the column), in one C-level pass;
+    the column itself, not a copy, when ``positions`` is every position -- the common batch, where every row is
+    accepted. The result is read, never mutated."""
+    if len(positions) == len(column):
+        return column
+    return list(map(column.__getitem__, positions))
 
 
 @dataclass(frozen=True, slots=True)

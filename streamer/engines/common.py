@@ -40,6 +40,7 @@ from streamer.config import Settings
 from streamer.core.errors import FatalError
 from streamer.core.intake import ChunkVerdict, IntakePolicy, lag
 from streamer.core.types import Records
+from streamer.engines.loop_lag import watch_loop_lag
 from streamer.pipeline import ScoringPipeline
 from streamer.services.runner import Stoppable
 
@@ -125,9 +126,11 @@ class Shell:
         pipeline.highwater = self._highwater
         pipeline.start()
         self.context.readiness.partitions = lambda: pipeline.assigned
-        watcher = asyncio.get_running_loop().create_task(pipeline.wait_failed(), name="streamer-failure")
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(pipeline.wait_failed(), name="streamer-failure")
         watcher.add_done_callback(lambda done: None if done.cancelled() else self.context.fatal(done.result()))
         self._tasks.append(watcher)
+        self._tasks.append(loop.create_task(watch_loop_lag(self.context.metrics.on_loop_lag), name="streamer-loop-lag"))
         return pipeline
 
     # ------------------------------------------------------------------------------------------ intake

@@ -178,10 +178,11 @@ class BatchConsumeLoop:
                     paused = False
                 messages = consumer.consume(num_messages=shell.intake.chunk, timeout=shell.intake.handover_wait_s)
                 if messages:
+                    consumed_at = time.monotonic()  # the pipeline's clock
                     chunk = records_of(topic, messages)
                     if chunk:
                         verdict = shell.judge(chunk, len(messages), highwater)
-                        on_loop(pipeline.add(chunk, drained=verdict.drained))
+                        on_loop(pipeline.add(chunk, drained=verdict.drained, consumed_at=consumed_at))
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     self._commit(consumer)
                     last_commit = time.monotonic()

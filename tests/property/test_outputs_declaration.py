@@ -109,3 +109,47 @@ def test_table_columns_hold_each_rows_json(batch: dict[str, Any]) -> None:
         assert columns["reasons"] == [msgspec.json.encode(r) for r in rows["reasons"]]
         assert columns["decision"] == rows["decision"]
     assert columns["enrichment"] == rows["enrichment"]  # a string column as it is, or null
+
+
+@st.composite
+def result_arrays(draw: Any) -> dict[str, Any]:
+    """Per-row fields as a model's result holds them: numpy columns, 2-D ones (class probabilities) included."""
+    n = draw(st.integers(1, 6))
+    floats = st.floats(allow_nan=False, allow_infinity=False, width=32)
+    outputs_ = {}
+    for name in draw(names):
+        width = draw(st.integers(0, 3))
+        dtype = draw(st.sampled_from([np.float32, np.float64, np.int64]))
+        element = st.integers(-(2**53), 2**53) if dtype is np.int64 else floats
+        values = draw(st.lists(element, min_size=n * width, max_size=n * width))
+        outputs_[name] = np.asarray(values, dtype=dtype).reshape(n, width)
+    label = draw(st.none() | st.lists(st.integers(-(2**31), 2**31), min_size=n, max_size=n))
+    return {
+        "score": np.asarray(draw(st.lists(floats, min_size=n, max_size=n)), dtype=np.float32),
+        "label": None if label is None else np.asarray(label, dtype=np.int64),
+        "outputs": outputs_,
+        "decision": None,
+        "reasons": None,
+        "enrichment": None,
+    }
+
+
+@given(result_arrays())
+def test_the_bulk_encoder_takes_the_results_arrays_as_they_are(rows: dict[str, Any]) -> None:
+    """A 2-D output encoded a column at a time (no list per row) writes what msgspec writes of each row's list."""
+    n = len(rows["score"])
+    ids, offsets = [f"r{k}" for k in range(n)], list(range(n))
+    listed = {
+        "score": rows["score"].tolist(),
+        "label": None if rows["label"] is None else rows["label"].tolist(),
+        "outputs": {name: column.tolist() for name, column in rows["outputs"].items()},
+        "decision": None,
+        "reasons": None,
+        "enrichment": None,
+    }
+    from_arrays = outputs.encode_single_predictions(ids, "m", "1", rows, "t", 0, offsets)
+    assert from_arrays == outputs.encode_single_predictions(ids, "m", "1", listed, "t", 0, offsets)
+    batch = {"ids": ids, "model": "m", "version": "1", "rows": listed, "topic": "t", "partition": 0}
+    values, latencies = outputs.finish_predictions(from_arrays, [0] * n, 2.0)
+    expected = [msgspec.json.encode(declared({**batch, "offsets": offsets}, k, 2.0)) for k in range(n)]
+    assert values == expected and latencies.tolist() == [2.0] * n

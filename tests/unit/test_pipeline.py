@@ -385,3 +385,35 @@ class Recorder:
         if hook.startswith("__"):
             raise AttributeError(hook)
         return lambda *args: self.calls.setdefault(hook, []).append(args)
+
+
+def test_each_batch_s_first_row_is_timed_through_every_stage_in_order() -> None:
+    """One sample per batch, stamped by the shell at each stage with its own clock: consumed (from the record's
+    timestamp; the fake wall clock reads 5,000 ms), batched, scored, produced, delivered, committed."""
+
+    async def scenario() -> None:
+        recorder = Recorder()
+        pipeline, sink, clock = await make(observer=recorder, executor=HeldExecutor(hold=False))
+        chunk = Records.of("req", 0, [0, 1, 2], [json.dumps({"features": {"a": 1}}).encode()] * 3, [b"k"] * 3)
+        chunk.timestamps_ms[:] = [4_000, 4_001, 4_002]
+        clock.now = 101.0
+        await pipeline.add([chunk], consumed_at=100.5)  # two batches of two rows: [0, 1] and [2]
+        await settle()
+        clock.now = 102.0
+        await pipeline.add([], drained=True)
+        await settle()
+        stages = [stage for stage, _ in recorder.calls["on_stage"]]
+        assert stages.count("consumed") == stages.count("batched") == 2
+        assert stages.count("produced") == 2 and "delivered" not in stages
+        clock.now = 103.0
+        sink.deliver_all()
+        pipeline.committed(pipeline.commits())
+        timings = recorder.calls["on_stage"]
+        first = next(seconds for stage, seconds in timings if stage == "consumed")
+        # the clocks read 101.0 and 5,000 ms together: consumed at 100.5 is 4,500 ms, 500 ms after its timestamp
+        assert first == pytest.approx(0.5)
+        assert [stage for stage, _ in timings].count("committed") == 2
+        assert all(seconds >= 0 for _, seconds in timings)
+        await pipeline.stop()
+
+    asyncio.run(scenario())
