@@ -131,7 +131,13 @@ def test_the_worker_refuses_to_start_on_a_partition_mismatch(
     t = topics(4)
     t.predictions = unique_name("pred2")
     KafkaAdmin(kafka_broker.address).create_topics([t.predictions], 2)
-    env = {"STREAMER_KAFKA_BOOTSTRAP": kafka_broker.address, "STREAMER_MODELS_DIR": str(REPO / "models"), **t.env()}
+    env = {
+        "STREAMER_KAFKA_BOOTSTRAP": kafka_broker.address,
+        "STREAMER_MODELS_DIR": str(REPO / "models"),
+        "STREAMER_METRICS_PORT": "0",  # another worker on this host may hold the default port
+        "PYTHONPATH": str(REPO),  # this checkout's code, whatever the environment's editable install points at
+        **t.env(),
+    }
     result = subprocess.run(
         [sys.executable, "-m", "streamer.cli", "worker"],
         cwd=tmp_path,
