@@ -40,6 +40,7 @@ from streamer.serve import oip_server
 from streamer.services.runner import Stoppable
 from streamer.services.topic_watch import TopicWatch
 from streamer.services.watchdog import Watchdog
+from streamer.wiring import signals
 from streamer.wiring.learning import Learning, state_store, wire_learning
 from streamer.wiring.models import (
     OutputLimits,
@@ -75,10 +76,11 @@ def check_topics(settings: Settings, admin: KafkaAdmin) -> int:
 
 
 def wait_for_broker(
-    admin: KafkaAdmin, bootstrap: str, timeout_s: float, retry_s: float, sleep: Callable[[float], None] = time.sleep
+    admin: KafkaAdmin, bootstrap: str, timeout_s: float, retry_s: float, sleep: Callable[[float], object] = time.sleep
 ) -> None:
     """Return once the broker answers a metadata request; log each failed attempt; ``BrokerUnreachable`` (exit 6)
-    after ``timeout_s``. Every attempt is itself bounded by the admin client's timeout."""
+    after ``timeout_s``. Every attempt is itself bounded by the admin client's timeout. ``sleep`` may end early
+    (a stop request: the caller checks for it after the wait)."""
     started = time.monotonic()
     attempt = 1
     while True:
@@ -102,6 +104,7 @@ def wait_for_broker(
                 retry_s,
             )
             sleep(retry_s)
+            signals.exit_if_requested("waiting for the broker")
             attempt += 1
 
 
@@ -110,11 +113,14 @@ def run(settings: Settings) -> None:
     # librdkafka's connection-failure lines go to DEBUG (LibrdkafkaLog): one line per attempt is ours, naming
     # the last cause (refused credentials, an untrusted CA, nobody listening)
     probe = KafkaAdmin(bootstrap, settings.kafka.client, timeout_s=min(10.0, max(settings.kafka.startup_retry_s, 1.0)))
-    wait_for_broker(probe, bootstrap, settings.kafka.startup_timeout_s, settings.kafka.startup_retry_s)
+    wait_for_broker(probe, bootstrap, settings.kafka.startup_timeout_s, settings.kafka.startup_retry_s, signals.sleep)
+    signals.exit_if_requested("waiting for the broker")
     admin = KafkaAdmin(bootstrap, settings.kafka.client)
     partitions = check_topics(settings, admin)
     limits_out = output_limits(settings, admin)
+    signals.exit_if_requested("checking the topics")
     models = load_models(settings)
+    signals.exit_if_requested("loading the models")
     enabled_rollouts = [name for name, policy in settings.rollout.items() if policy.enabled]
     if enabled_rollouts and not settings.redis.url:
         raise ConfigError(f"rollout.{enabled_rollouts[0]}: a rollout needs Redis (labels and the control channel)")
@@ -166,6 +172,7 @@ def run(settings: Settings) -> None:
         shown = "127.0.0.1" if worker.metrics_host in ("0.0.0.0", "") else worker.metrics_host
         print(f"metrics: http://{shown}:{port}/metrics", flush=True)  # stdout: stderr carries the (JSON) logs
         Path(settings.dev.state_dir).mkdir(parents=True, exist_ok=True)
+        signals.exit_if_requested("starting the services")
         _run_engine(context)
     finally:
         for service in started:
@@ -185,10 +192,12 @@ def _run_engine(context: WorkerContext) -> None:
     if context.settings.worker.engine == "batch":
         from streamer.engines.confluent import run_batch_engine
 
+        signals.exit_if_requested("importing the engine")
         run_batch_engine(context)
     else:
         from streamer.engines.faust import run_faust_engine
 
+        signals.exit_if_requested("importing the engine")
         run_faust_engine(context)
 
 

@@ -195,9 +195,11 @@ class ScoringPipeline:
                 time.monotonic() - started,
                 {p: found.get(p, ReadBack()).describe() for p in new},
             )
-            waiting.set_result(None)
+            if not waiting.done():
+                waiting.set_result(None)
         except BaseException as exc:
-            waiting.set_exception(exc)
+            if not waiting.done():
+                waiting.set_exception(exc)
             raise
         finally:
             for p in new:
@@ -265,7 +267,9 @@ class ScoringPipeline:
                         "dropping records of unassigned partition %s from %s", records.partition, records.offsets[0]
                     )
                     continue
-                await waiting
+                # shielded: an intake cancelled meanwhile (the engine stopping) must not cancel the assignment's
+                # future under the read-back that will complete it (seen: InvalidStateError, a crashed worker)
+                await asyncio.shield(waiting)
                 ledger = self._ledgers[records.partition]
             was_open = ledger.next_deadline() is not None
             self._submit(ledger, ledger.add(records, now))

@@ -23,6 +23,7 @@ from streamer.oip.http import OipServer
 from streamer.oip.on_demand import OnDemandScorer
 from streamer.services.runner import Stoppable
 from streamer.serving import ServingModels
+from streamer.wiring import signals
 from streamer.wiring.models import (
     ScoreFn,
     batch_scorer,
@@ -34,7 +35,6 @@ from streamer.wiring.models import (
     served,
 )
 from streamer.wiring.serving_state import control_channel, follow_serving_state, watch_models
-from streamer.wiring.signals import on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def standalone(settings: Settings) -> Standalone:
 def run_serve(settings: Settings, port: int, host: str | None = None) -> None:
     """``streamer serve``: the models over OIP v2 HTTP until SIGINT/SIGTERM, without Kafka."""
     stop = threading.Event()
-    on_stop_signals(lambda _: stop.set())  # a stop while the models load ends it as soon as they are loaded
+    signals.on_stop(lambda _: stop.set())  # a stop while the models load ends it as soon as they are loaded
     built = standalone(settings)
     serving, worker = built.serving, settings.worker
     started: list[Stoppable] = []

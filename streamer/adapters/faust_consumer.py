@@ -21,13 +21,17 @@ What is reached into, each checked by ``tests/contract/test_faust_internals.py``
    wait, changed while it runs (``set_fetch_wait``; aiokafka reads it for every fetch request it builds).
 4. ``faust ThreadDelegateConsumer._thread`` and ``AIOKafkaConsumerThread.commit(offsets)``: exact offsets
    committed on the consumer's own thread (``commit_offsets``).
+5. ``mode.Worker.install_signal_handlers``: extended (``StreamerWorker``), so that a stop requested before Faust
+   installed its handlers is handed to them.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -101,6 +105,25 @@ class StreamerConsumer(faust_aiokafka.Consumer):
 
 class StreamerTransport(faust_aiokafka.Transport):
     Consumer = StreamerConsumer
+
+
+class StreamerWorker(faust.Worker):
+    """Faust's worker, taking over a stop requested while the process started (``wiring.signals``).
+
+    Faust installs its own SIGTERM/SIGINT handlers when its worker starts (they drain and commit through the
+    app's shutdown signals). A stop recorded before that moment would otherwise be lost: once they are in place,
+    ``requested()`` is asked and a recorded signal is sent again, to them."""
+
+    def __init__(self, *args: Any, requested: Callable[[], signal.Signals | None], **kwargs: Any) -> None:
+        self._stop_requested = requested
+        super().__init__(*args, **kwargs)
+
+    def install_signal_handlers(self) -> None:
+        super().install_signal_handlers()
+        earlier = self._stop_requested()
+        if earlier is not None:
+            log.info("stop requested by %s while starting: stopping", earlier.name)
+            os.kill(os.getpid(), earlier)
 
 
 class TunedApp(faust.App):

@@ -43,7 +43,7 @@ from streamer.adapters.kafka_consumer import cached_highwater, records_of
 from streamer.core.errors import OutputError
 from streamer.core.intake import IntakePolicy
 from streamer.engines.common import OnLoop, Shell, WorkerContext, fail, lose, run_on_loop
-from streamer.wiring.signals import on_stop_signals
+from streamer.wiring import signals
 
 log = logging.getLogger(__name__)
 
@@ -260,7 +260,7 @@ async def _serve(context: WorkerContext) -> None:
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    on_stop_signals(lambda _: loop.call_soon_threadsafe(stop.set))
+    signals.on_stop(lambda _: loop.call_soon_threadsafe(stop.set))  # at once if one came during the start
     batch_loop = BatchConsumeLoop(context)
     pipeline = batch_loop.shell.start()
     endpoints = Endpoints(

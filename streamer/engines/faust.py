@@ -30,9 +30,10 @@ from faust.types import TP
 
 from streamer import logs
 from streamer.adapters import faust_consumer
-from streamer.adapters.faust_consumer import FetchTuning, TunedApp
+from streamer.adapters.faust_consumer import FetchTuning, StreamerWorker, TunedApp
 from streamer.core.intake import IntakePolicy
 from streamer.engines.common import HEALTH_BODY, Shell, WorkerContext
+from streamer.wiring import signals
 
 log = logging.getLogger(__name__)
 
@@ -149,6 +150,16 @@ def _add_pages(app: faust.App, context: WorkerContext) -> None:
 
 def run_faust_engine(context: WorkerContext) -> None:
     app = build_app(context)
-    faust.Worker(
-        app, loglevel=logs.level(), logging_config=logs.dict_config(), quiet=True, redirect_stdouts=False
-    ).execute_from_commandline()
+    signals.exit_if_requested("building the Faust app")
+    worker = StreamerWorker(
+        app,
+        loglevel=logs.level(),
+        logging_config=logs.dict_config(),
+        quiet=True,
+        redirect_stdouts=False,
+        requested=lambda: signals.STOP.requested,
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:  # Faust's loop removed its handlers as it closed: the default action would be back until the exit
+        signals.exiting()

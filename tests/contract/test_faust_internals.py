@@ -44,6 +44,7 @@ REACHED: list[tuple[Any, str]] = [
     (faust_aiokafka.AIOKafkaConsumerThread, "commit"),  # exact offsets, on the consumer's thread
     (faust_consumer_base.ThreadDelegateConsumer, "highwater"),  # public, read for the lag
     (aiokafka.AIOKafkaConsumer, "start"),
+    (faust.Worker, "install_signal_handlers"),  # extended: a stop recorded before it is sent again (StreamerWorker)
 ]
 
 
