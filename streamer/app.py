@@ -11,9 +11,10 @@ predictions and dead-letter topics have different partition counts (each output 
 partition number, which is what keeps per-key order end to end whatever partitioner producers use).
 
 Once running, the worker exits 0 on SIGTERM/SIGINT after finishing what it holds, and non-zero when it cannot
-make progress (``core.errors.FatalError``: 3 an output could not be delivered, 4 an output topic was deleted
-or resized, 5 a partition stalled). Before such an exit ``/ready`` answers 503; the next owner of the
-partitions recovers by read-back.
+make progress (``core.errors.FatalError``: 3 an output could not be delivered, 4 a topic was deleted or
+resized, 5 a partition stalled, 7 a Kafka error did not clear within ``kafka.error_timeout_s``), and 2 when a
+background service meets an error no retry can fix (refused credentials: ``services.runner``). Before such an
+exit ``/ready`` answers 503; the next owner of the partitions recovers by read-back.
 """
 
 from __future__ import annotations
@@ -34,9 +35,12 @@ from streamer.adapters.kafka_readback import read_back
 from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.config import Settings
 from streamer.core.errors import BrokerError, BrokerUnreachable, ConfigError
-from streamer.engines.common import Readiness, WorkerContext
+from streamer.core.kafka_faults import PRODUCER
+from streamer.engines.common import Readiness, WorkerContext, service_stopped
 from streamer.pipeline import PipelineTopics, ScoringPipeline
 from streamer.serve import oip_server
+from streamer.services import runner
+from streamer.services.kafka_faults import FaultWatch
 from streamer.services.runner import Stoppable
 from streamer.services.topic_watch import TopicWatch
 from streamer.services.watchdog import Watchdog
@@ -126,6 +130,9 @@ def run(settings: Settings) -> None:
         raise ConfigError(f"rollout.{enabled_rollouts[0]}: a rollout needs Redis (labels and the control channel)")
     serving, metrics = models.serving, WorkerMetrics()
     export_models(serving, metrics)
+    readiness = Readiness(worker=settings.worker.worker_id())
+    # before any service is built: one that stops on an error no retry can fix ends the worker (exit 2)
+    runner.set_process_fatal_hook(service_stopped(readiness))
     started: list[Stoppable] = []
     learning: Learning | None = None
     sink: KafkaOutputSink | None = None
@@ -145,12 +152,14 @@ def run(settings: Settings) -> None:
         worker = settings.worker
         if worker.scoring_threads:
             executor = ThreadPoolExecutor(worker.scoring_threads, thread_name_prefix="streamer-score")
-        readiness = Readiness(worker=worker.worker_id())
         port = worker.metrics_port or free_port()
         # the same list: what the pipeline factory starts (watchdog, topic watch) is stopped with the rest
         context = WorkerContext(
             settings, bootstrap, port, metrics, sink, readiness, lambda: pipeline_of(), started=started
         )
+        faults = context.faults = FaultWatch(settings.kafka.error_timeout_s, context.fatal)  # started by the engine
+        started.append(faults)
+        sink.report_faults(lambda detail: faults.seen(PRODUCER, "the output producer", detail), faults.clear_producer)
         pipeline_of = partial(_pipeline, context, admin, partitions, limits_out, score, executor, learning, bootstrap)
         if worker.oip_port:  # on-demand serving beside the stream: the same score, the same model set
             oip = oip_server(settings, serving, score, metrics, lambda: readiness.fatal is None)

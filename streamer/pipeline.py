@@ -157,7 +157,8 @@ class ScoringPipeline:
         self.failure = error
         for ledger in self._ledgers.values():
             ledger.halt()  # nothing more is committed: the ledgers decide it from here on
-        log.critical("%s; stopping: the next owner of the partitions recovers by read-back", error)
+        # said once, by the worker as it exits (its one CRITICAL line); the next owner recovers by read-back
+        log.info("data path halted: nothing more is committed")
         self._failed.set()
         self._progress.set()
         self._room.set()

@@ -11,16 +11,20 @@ Redis for the control channel (followed while it runs, like a worker) and a grap
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from streamer import __version__
 from streamer.adapters.model_repository import ScanResult
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.config import Settings
+from streamer.core.errors import StreamerError, exit_code_of
 from streamer.oip.http import OipServer
 from streamer.oip.on_demand import OnDemandScorer
+from streamer.services import runner
 from streamer.services.runner import Stoppable
 from streamer.serving import ServingModels
 from streamer.wiring import signals
@@ -92,6 +96,8 @@ def run_serve(settings: Settings, port: int, host: str | None = None) -> None:
     """``streamer serve``: the models over OIP v2 HTTP until SIGINT/SIGTERM, without Kafka."""
     stop = threading.Event()
     signals.on_stop(lambda _: stop.set())  # a stop while the models load ends it as soon as they are loaded
+    failed = threading.Event()
+    runner.set_process_fatal_hook(partial(_service_stopped, failed))  # before any service is built
     built = standalone(settings)
     serving, worker = built.serving, settings.worker
     started: list[Stoppable] = []
@@ -100,7 +106,8 @@ def run_serve(settings: Settings, port: int, host: str | None = None) -> None:
         started += [control] if control is not None else []
         watcher = watch_models(settings, serving, built.scan, built.metrics)
         started += [watcher] if watcher is not None else []
-        server = oip_server(settings, serving, built.score, built.metrics, lambda: True, port, host, metrics_page=True)
+        ready = partial(_not_set, failed)
+        server = oip_server(settings, serving, built.score, built.metrics, ready, port, host, metrics_page=True)
         server.start()
         started.insert(0, server)
         log.info(
@@ -115,3 +122,15 @@ def run_serve(settings: Settings, port: int, host: str | None = None) -> None:
     finally:
         for service in started:
             service.stop()
+
+
+def _service_stopped(failed: threading.Event, _name: str, error: StreamerError) -> None:
+    """A background service stopped on an error no retry can fix (it said so in one CRITICAL line): ``/ready``
+    turns 503, and ``streamer serve`` exits with the error's code (2: an operator error) at once."""
+    failed.set()
+    logging.shutdown()
+    os._exit(exit_code_of(error))
+
+
+def _not_set(event: threading.Event) -> bool:
+    return not event.is_set()

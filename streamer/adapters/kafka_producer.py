@@ -36,6 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from streamer.adapters.kafka_admin import client_config
 from streamer.core.errors import OutputError
+from streamer.core.kafka_faults import AUTHORIZATION, kind_of_code
 from streamer.core.output_records import OutputRecords, TopicRecords
 
 log = logging.getLogger(__name__)
@@ -136,6 +137,9 @@ class KafkaOutputSink:
         self._reports_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_fatal: Callable[[BaseException], None] | None = None
+        self._on_fault: Callable[[str], None] | None = None
+        self._on_clear: Callable[[], None] | None = None
+        self._faulted = False  # a refusal was reported and no output was delivered since
         self._running = True
         self._thread = threading.Thread(target=self._serve_callbacks, name="streamer-producer-poll", daemon=True)
         self._thread.start()
@@ -258,13 +262,27 @@ class KafkaOutputSink:
             if job.pending == 0:
                 job.finished = True
                 job.on_done(None)
+                if self._faulted and self._on_clear is not None:
+                    self._faulted = False
+                    self._on_clear()
+
+    def report_faults(self, on_fault: Callable[[str], None], on_clear: Callable[[], None]) -> None:
+        """Refusals (authorization, authentication) go to ``on_fault(detail)`` from the poll thread, and the next
+        delivered output clears them (``on_clear``, on the bound loop): a refusal of an idle worker's producer
+        that never clears is a fault (``core.kafka_faults``); one with outputs pending fails their delivery."""
+        self._on_fault, self._on_clear = on_fault, on_clear
 
     def _on_error(self, error: KafkaError) -> None:
-        """librdkafka's error callback (poll thread): fatal errors stop the worker, the rest are logged."""
+        """librdkafka's error callback (poll thread): fatal errors stop the worker, refusals are faults, the rest
+        are logged."""
         if error.fatal():
             self._fatal(OutputError(f"the output producer failed: {error}"))
-        else:
-            log.warning("output producer: %s", error)
+            return
+        log.warning("output producer: %s", error)
+        code = error.code()
+        if self._on_fault is not None and (code == KafkaError._AUTHENTICATION or kind_of_code(code) == AUTHORIZATION):
+            self._faulted = True
+            self._on_fault(error.str())
 
     def _fatal(self, error: BaseException) -> None:
         if self._on_fatal is None or self._loop is None:

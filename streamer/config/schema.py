@@ -51,6 +51,11 @@ class KafkaSettings(_Section):
     # it exits 6; a broker that restarts with the worker's pod is then not a crash loop. 0: try once.
     startup_timeout_s: SecondsOrZero = 300.0
     startup_retry_s: Seconds = 5.0
+    # A consumer, producer or group error that does not clear within this bound stops the worker (exit 7) with one
+    # line naming the cause and the fix, instead of leaving it alive and unready: another engine's protocol on the
+    # group, an authorization refusal, an unknown request topic, no place in the group, partitions behind that
+    # fetch nothing (core.kafka_faults).
+    error_timeout_s: Seconds = 60.0
     heartbeat_interval_ms: int = 1000
     rebalance_timeout_ms: int = 6000
     # The broker answers a fetch only after this wait even when data is there (measured on Tansu): keep it low.

@@ -39,7 +39,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamer.adapters.http_endpoints import Endpoints
 from streamer.adapters.kafka_admin import client_config
-from streamer.adapters.kafka_consumer import cached_highwater, records_of
+from streamer.adapters.kafka_consumer import cached_highwater, positions_of, records_of
 from streamer.core.errors import OutputError
 from streamer.core.intake import IntakePolicy
 from streamer.engines.common import OnLoop, Shell, WorkerContext, fail, lose, run_on_loop
@@ -49,6 +49,7 @@ log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
 WATERMARKS_INTERVAL_S = 1.0
+STATISTICS_INTERVAL_MS = 1000
 
 
 def intake_policy(context: WorkerContext) -> IntakePolicy:
@@ -83,6 +84,10 @@ class BatchConsumeLoop:
                 "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
                 "queued.max.messages.kbytes": 16384,
                 "isolation.level": "read_committed",
+                # the partitions' positions and last stable offsets, for the fault watch (served by consume/poll
+                # on the consume thread: a few kB of JSON a second)
+                "statistics.interval.ms": STATISTICS_INTERVAL_MS,
+                "stats_cb": self._on_statistics,
             },
         )
         self._sink = context.sink
@@ -96,6 +101,7 @@ class BatchConsumeLoop:
         self._pause_after_s = min(1.0, kafka.rebalance_timeout_ms / 4000)
         self._commit_future: concurrent.futures.Future[None] | None = None
         self._running = False
+        self._wanting = True  # the loop asks for records (no backpressure): read by the statistics callback
         self._thread: threading.Thread | None = None
         self._on_loop: OnLoop[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,6 +121,7 @@ class BatchConsumeLoop:
         self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        self.shell.stopping()
         self._running = False
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -131,9 +138,11 @@ class BatchConsumeLoop:
             on_loop(shell.assign([tp.partition for tp in partitions]))
 
         def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+            shell.rebalancing()
             shell.revoke_from_thread(on_loop, [tp.partition for tp in partitions], self._final_commit(c))
 
         def on_lost(c: Consumer, partitions: list[TopicPartition]) -> None:
+            shell.rebalancing()
             numbers = [tp.partition for tp in partitions]
             if self._sink.transactional:
                 # The open transaction holds outputs of the lost partitions, which their new owner may write as
@@ -153,6 +162,10 @@ class BatchConsumeLoop:
             return high
 
         consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        shell.subscribed()
+        faults = self.shell.context.faults
+        on_fault = faults.seen if faults is not None else None
+        group = self.shell.context.group
         last_commit = last_watermarks = time.monotonic()
         paused = False
         full_since: float | None = None
@@ -163,6 +176,7 @@ class BatchConsumeLoop:
                     # purges the prefetched records (measured: pausing at every blip cost a fifth of the rate),
                     # so partitions are paused only when it lasts, to keep serving the group meanwhile.
                     now = time.monotonic()
+                    self._wanting = False
                     full_since = full_since or now
                     if now - full_since < self._pause_after_s:
                         time.sleep(0.001)
@@ -173,12 +187,13 @@ class BatchConsumeLoop:
                     consumer.poll(0.005)  # serve the group while paused; paused partitions return nothing
                     continue
                 full_since = None
+                self._wanting = True
                 if paused:
                     consumer.resume(consumer.assignment())
                     paused = False
                 messages = consumer.consume(num_messages=shell.intake.chunk, timeout=shell.intake.handover_wait_s)
                 if messages:
-                    chunk = records_of(topic, messages)
+                    chunk = records_of(topic, messages, on_fault, group)
                     if chunk:
                         verdict = shell.judge(chunk, len(messages), highwater)
                         on_loop(pipeline.add(chunk, drained=verdict.drained))
@@ -192,6 +207,10 @@ class BatchConsumeLoop:
             shell.stop_from_thread(on_loop, self._final_commit(consumer))
         finally:
             consumer.close()
+
+    def _on_statistics(self, statistics: str) -> None:
+        """librdkafka's statistics (consume thread): the assigned partitions' positions, for the fault watch."""
+        self.shell.fetched(positions_of(statistics, self._topic), self._wanting)
 
     def _commit(self, consumer: Consumer) -> None:
         """Commit what the ledgers say may be committed (in transactional mode, with the open transaction)."""

@@ -21,6 +21,7 @@ measured ~4k/s); outputs go through the pipeline's confluent-kafka producer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -32,12 +33,14 @@ from streamer import logs
 from streamer.adapters import faust_consumer
 from streamer.adapters.faust_consumer import FetchTuning, StreamerWorker, TunedApp
 from streamer.core.intake import IntakePolicy
+from streamer.core.kafka_faults import kind_of_code
 from streamer.engines.common import HEALTH_BODY, Shell, WorkerContext
 from streamer.wiring import signals
 
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+FAULTS_INTERVAL_S = 1.0
 
 
 def intake_policy(context: WorkerContext) -> IntakePolicy:
@@ -89,7 +92,23 @@ def build_app(context: WorkerContext) -> TunedApp:
         if not shell.started:
             shell.start()
             shell.commit_every(commit, COMMIT_INTERVAL_S)
+            shell.subscribed()
+            watching.append(asyncio.get_running_loop().create_task(watch_faults(), name="streamer-faults"))
         return shell
+
+    watching: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references to tasks
+
+    async def watch_faults() -> None:
+        """Every second: a group error aiokafka holds, and the assigned partitions' positions (fault watch)."""
+        pipeline = shell.pipeline
+        while True:
+            await asyncio.sleep(FAULTS_INTERVAL_S)
+            error = faust_consumer.group_error(app)
+            kind = kind_of_code(getattr(error, "errno", 0)) if error is not None else None
+            if kind is not None and context.faults is not None:
+                context.faults.seen(kind, context.group, f"{type(error).__name__}: {error}")
+            assigned = pipeline.assigned
+            shell.fetched(await faust_consumer.positions(app, topics.requests, assigned), pipeline.has_room())
 
     # acks=False: Faust keeps no acknowledgement bookkeeping for the request topic and never commits it on its
     # own; the shell commits exactly what the ledgers say, after delivery.
@@ -116,6 +135,7 @@ def build_app(context: WorkerContext) -> TunedApp:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         if shell.started:
+            shell.rebalancing()
             await shell.revoke(ours(revoked), commit)
 
     @app.on_partitions_assigned.connect
@@ -126,6 +146,7 @@ def build_app(context: WorkerContext) -> TunedApp:
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, **_: Any) -> None:
+        shell.stopping()
         if shell.started:
             await shell.stop(commit, worker.drain_timeout_s)
 
