@@ -157,8 +157,7 @@ class ScoringPipeline:
         self.failure = error
         for ledger in self._ledgers.values():
             ledger.halt()  # nothing more is committed: the ledgers decide it from here on
-        # said once, by the worker as it exits (its one CRITICAL line); the next owner recovers by read-back
-        log.info("data path halted: nothing more is committed")
+        log.info("data path halted: nothing more is committed")  # the worker says why as it exits (CRITICAL)
         self._failed.set()
         self._progress.set()
         self._room.set()
@@ -224,16 +223,22 @@ class ScoringPipeline:
             ledger.revoke()
             self._ledgers.pop(ledger.partition, None)
         if ledgers:
-            log.info("revoked partitions %s of %s", [ledger.partition for ledger in ledgers], self.topics.requests)
+            gone = [ledger.partition for ledger in ledgers]
+            self._observer.on_partitions_gone(gone)
+            log.info("revoked partitions %s of %s", gone, self.topics.requests)
         return final
 
     def lose(self, partitions: Iterable[int]) -> None:
         """Partitions lost without a chance to finish (session expired): drop them, commit nothing."""
+        gone = []
         for p in partitions:
             ledger = self._ledgers.pop(p, None)
             if ledger is not None:
+                gone.append(p)
                 give_up = ledger.revoke()
                 log.warning("lost partition %s of %s: gave up %s", p, self.topics.requests, give_up)
+        if gone:
+            self._observer.on_partitions_gone(gone)
 
     def commits(self) -> dict[int, int]:
         """Commit positions that moved since ``committed`` was last told (what the engine should commit)."""
@@ -268,9 +273,7 @@ class ScoringPipeline:
                         "dropping records of unassigned partition %s from %s", records.partition, records.offsets[0]
                     )
                     continue
-                # shielded: an intake cancelled meanwhile (the engine stopping) must not cancel the assignment's
-                # future under the read-back that will complete it (seen: InvalidStateError, a crashed worker)
-                await asyncio.shield(waiting)
+                await asyncio.shield(waiting)  # a cancelled intake must not cancel the read-back's future
                 ledger = self._ledgers[records.partition]
             was_open = ledger.next_deadline() is not None
             self._submit(ledger, ledger.add(records, now))

@@ -19,6 +19,16 @@ the loop stops consuming -- memory stays bounded by the pipeline's limit plus li
 (``queued.max.messages.kbytes``) -- and, if that lasts, pauses its partitions and keeps polling so that the
 group is served (a pause purges the prefetched records, so it is not done for every blip).
 
+Broker pauses: librdkafka gives up its own group membership after ``session.timeout.ms`` without an answer from
+the coordinator (aiokafka, under the Faust engine, has no such clock: it keeps its member id), and rejoins as a new
+member. A rejoin costs seconds on any broker: measured on the embedded one after a 20 s SIGSTOP with the 6 s
+default, 11.6 s from the broker's resumption to the first new output -- the heartbeat left in flight when the
+broker stopped is read when it resumes and revives the abandoned member, which is elected leader and never
+syncs, so the new member waits out a 3 s follower pause, a failed SyncGroup and a second join (static membership:
+6.6 s; evicting the abandoned member with a LeaveGroup: 3.5-4 s). With ``kafka.session_timeout_ms`` above the
+pause the membership survives it and the worker resumes in under 0.1 s (``tests/chaos/test_faults.py``); the
+price is a longer wait before a killed worker's partitions move (docs/operations.md, tuning group timeouts).
+
 Commits: every ``commit_interval_s`` the loop commits what the ledgers say (the shell's commit path). With
 ``kafka.transactional`` outputs and those offsets are committed in one transaction every
 ``transaction_interval_ms`` (``send_offsets_to_transaction`` with the consumer's group metadata, so a worker
@@ -91,6 +101,7 @@ class BatchConsumeLoop:
             },
         )
         self._sink = context.sink
+        self._session_timeout_ms = kafka.session_timeout_ms
         # In transactional mode a commit is also what makes outputs visible to read_committed consumers.
         self._commit_interval_s = (
             kafka.transaction_interval_ms / 1000 if self._sink.transactional else commit_interval_s
@@ -154,7 +165,13 @@ class BatchConsumeLoop:
                 )
                 fail(on_loop, pipeline, error)
                 return
-            log.warning("partitions %s lost (session expired); the new owner reads back their outputs", numbers)
+            log.warning(
+                "partitions %s lost: no answer from the group coordinator for kafka.session_timeout_ms = %s "
+                "(a broker pause?); rejoining, the new owner reads back their outputs. To ride out longer pauses "
+                "without a rejoin, raise kafka.session_timeout_ms above them",
+                numbers,
+                self._session_timeout_ms,
+            )
             lose(on_loop, pipeline, numbers)
 
         def highwater(partition: int) -> int | None:

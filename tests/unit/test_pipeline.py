@@ -424,3 +424,15 @@ def test_an_intake_cancelled_while_its_partition_is_read_back_leaves_the_assignm
         await pipeline.stop()
 
     asyncio.run(scenario())
+
+
+def test_revoked_and_lost_partitions_are_told_to_the_observers() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        pipeline, _, _ = await make(observer=recorder)
+        await pipeline.revoke([0])
+        pipeline.lose([1, 5])  # 5 was never assigned
+        assert recorder.calls["on_partitions_gone"] == [([0],), ([1],)]
+        await pipeline.stop()
+
+    asyncio.run(scenario())
