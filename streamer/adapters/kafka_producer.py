@@ -46,12 +46,15 @@ Done = Callable[[BaseException | None], None]
 
 class _ChosenSettingsFilter(logging.Filter):
     """librdkafka warns that ``enable.gapless.guarantee`` is experimental at every start; it is chosen on
-    purpose (see the module docstring), so that one line is kept at debug level, not repeated as a warning."""
+    purpose (see the module docstring), so that one line is kept at debug level, not repeated as a warning. And its
+    own FATAL lines are errors here: the worker says why it stops in its one CRITICAL line, with the exit code."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "enable.gapless.guarantee is experimental" in record.getMessage():
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return log.isEnabledFor(logging.DEBUG)
+        if record.levelno > logging.ERROR:
+            record.levelno, record.levelname = logging.ERROR, "ERROR"
         return True
 
 
@@ -232,7 +235,11 @@ class KafkaOutputSink:
 
     def _serve_callbacks(self) -> None:
         while self._running:
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:  # the producer failed fatally (raised once its error callback ran)
+                self._fatal(OutputError(f"the output producer failed: {exc.args[0] if exc.args else exc}"))
+                return
 
     def _report(self, job: _Job, error: KafkaError | None, message: Message) -> None:
         """Producer thread. Reports are queued and handed to the loop in bulk (one wake-up per burst)."""

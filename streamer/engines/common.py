@@ -41,7 +41,7 @@ from typing import Any, NoReturn, TypeVar
 from streamer.adapters.kafka_producer import KafkaOutputSink
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.config import Settings
-from streamer.core.errors import StreamerError, exit_code_of
+from streamer.core.errors import FatalError, StreamerError, exit_code_of
 from streamer.core.intake import ChunkVerdict, IntakePolicy, lag
 from streamer.core.kafka_faults import AUTHORIZATION, GROUP_PROTOCOL, NOT_JOINED, TOPIC_MISSING
 from streamer.core.types import Records
@@ -167,6 +167,14 @@ class Shell:
         high = highwater or self._highwater
         lags = [lag(high(records.partition), records.offsets[-1]) for records in chunk]
         return self.intake.judge(consumed, lags, self._fetch_wait)
+
+    async def add(self, chunk: list[Records], drained: bool) -> None:
+        """Hand a consumed chunk to the pipeline. After a fatal error the worker is exiting -- the failure watcher
+        says why, in its one line -- so the engine waits for that instead of failing on its own (a traceback)."""
+        try:
+            await self.pipeline.add(chunk, drained=drained)
+        except FatalError:
+            await asyncio.Event().wait()
 
     async def assign(self, partitions: Iterable[int]) -> None:
         """Take partitions (read back first); the worker is ready once the first assignment is taken."""

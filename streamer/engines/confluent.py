@@ -213,7 +213,7 @@ class BatchConsumeLoop:
                     chunk = records_of(topic, messages, on_fault, group)
                     if chunk:
                         verdict = shell.judge(chunk, len(messages), highwater)
-                        on_loop(pipeline.add(chunk, drained=verdict.drained))
+                        on_loop(shell.add(chunk, verdict.drained))
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     self._commit(consumer)
                     last_commit = time.monotonic()

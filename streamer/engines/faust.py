@@ -103,12 +103,15 @@ def build_app(context: WorkerContext) -> TunedApp:
         pipeline = shell.pipeline
         while True:
             await asyncio.sleep(FAULTS_INTERVAL_S)
-            error = faust_consumer.group_error(app)
-            kind = kind_of_code(getattr(error, "errno", 0)) if error is not None else None
-            if kind is not None and context.faults is not None:
-                context.faults.seen(kind, context.group, f"{type(error).__name__}: {error}")
-            assigned = pipeline.assigned
-            shell.fetched(await faust_consumer.positions(app, topics.requests, assigned), pipeline.has_room())
+            try:
+                error = faust_consumer.group_error(app)
+                kind = kind_of_code(getattr(error, "errno", 0)) if error is not None else None
+                if kind is not None and context.faults is not None:
+                    context.faults.seen(kind, context.group, f"{type(error).__name__}: {error}")
+                assigned = pipeline.assigned
+                shell.fetched(await faust_consumer.positions(app, topics.requests, assigned), pipeline.has_room())
+            except Exception:  # the consumer is being replaced or stopped: the next round asks again
+                log.debug("fault sample skipped", exc_info=True)
 
     # acks=False: Faust keeps no acknowledgement bookkeeping for the request topic and never commits it on its
     # own; the shell commits exactly what the ledgers say, after delivery.
@@ -118,12 +121,12 @@ def build_app(context: WorkerContext) -> TunedApp:
 
     @app.agent(requests, name="score")
     async def score(stream: faust.StreamT) -> None:
-        pipeline = started().pipeline
+        started()
         current_wait = kafka.fetch_wait_max_ms
         async for events in stream.take_events(intake.chunk, within=intake.handover_wait_s):
             chunk = faust_consumer.records_of(events)
             verdict = shell.judge(chunk, len(events))
-            await pipeline.add(chunk, drained=verdict.drained)
+            await shell.add(chunk, verdict.drained)
             wanted = verdict.fetch_wait_ms
             if wanted is not None and wanted != current_wait and app.tuned_consumer.set_fetch_wait(wanted):
                 log.debug("fetch wait %s ms -> %s ms", current_wait, wanted)

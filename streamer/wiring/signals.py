@@ -94,6 +94,13 @@ def install() -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+def restore_defaults() -> None:
+    """Python's usual behaviour back (a command that is not a long-running mode): SIGINT raises
+    KeyboardInterrupt, SIGTERM ends the process."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def exiting() -> None:
     """The process is exiting: stop signals are ignored from now on. The interpreter resets the handlers it
     installed to the default action as it finalizes (and asyncio's loop does when it closes), so a signal in

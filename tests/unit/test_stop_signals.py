@@ -11,11 +11,12 @@ import tomllib
 
 import pytest
 
+from streamer.launch import LONG_RUNNING, command_of
 from streamer.wiring.signals import StopRequests
 from tests.conftest import REPO
 
 # what the entry point may import before its handler is in place: the standard library's light modules
-LIGHT = {"__future__", "signal", "time", "logging", "json", "os", "typing", "collections", "types", "streamer"}
+LIGHT = {"__future__", "signal", "sys", "time", "logging", "json", "os", "typing", "collections", "types", "streamer"}
 
 
 def test_the_handler_records_the_first_request_and_never_raises() -> None:
@@ -79,3 +80,27 @@ def test_the_entry_points_install_the_handler_before_any_heavy_import() -> None:
         }
         heavy = {name for name in top_level if name.split(".")[0] not in LIGHT}
         assert not heavy, f"streamer/{module} imports {heavy} before the stop handler is installed"
+
+
+@pytest.mark.parametrize(
+    ("argv", "command"),
+    [
+        (["worker"], "worker"),
+        (["--config", "streamer.toml", "serve", "--port", "0"], "serve"),
+        (["--config=x.toml", "worker"], "worker"),
+        (["produce", "--count", "10"], "produce"),
+        (["models", "list"], "models"),
+        (["--version"], None),
+        ([], None),
+    ],
+)
+def test_the_entry_point_finds_the_command_whatever_root_options_come_first(argv: list[str], command: str) -> None:
+    assert command_of(argv) == command
+
+
+def test_the_long_running_modes_the_entry_point_names_are_commands_of_the_cli() -> None:
+    from streamer.cli import app
+
+    names = {info.name for info in app.registered_commands}
+    assert set(LONG_RUNNING) <= names
+    assert "--config" in (REPO / "streamer" / "cli" / "base.py").read_text()  # ROOT_OPTIONS_WITH_VALUE's source
