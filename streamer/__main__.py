@@ -1,5 +1,6 @@
-"""``python -m streamer``: the ``streamer`` command."""
+"""``python -m streamer``: the ``streamer`` command, with the stop signals recorded from the start
+(``streamer.launch``)."""
 
-from streamer.cli import main
+from streamer.launch import main
 
 main()

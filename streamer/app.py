@@ -11,9 +11,10 @@ predictions and dead-letter topics have different partition counts (each output 
 partition number, which is what keeps per-key order end to end whatever partitioner producers use).
 
 Once running, the worker exits 0 on SIGTERM/SIGINT after finishing what it holds, and non-zero when it cannot
-make progress (``core.errors.FatalError``: 3 an output could not be delivered, 4 an output topic was deleted
-or resized, 5 a partition stalled). Before such an exit ``/ready`` answers 503; the next owner of the
-partitions recovers by read-back.
+make progress (``core.errors.FatalError``: 3 an output could not be delivered, 4 a topic was deleted or
+resized, 5 a partition stalled, 7 a Kafka error did not clear within ``kafka.error_timeout_s``), and 2 when a
+background service meets an error no retry can fix (refused credentials: ``services.runner``). Before such an
+exit ``/ready`` answers 503; the next owner of the partitions recovers by read-back.
 """
 
 from __future__ import annotations
@@ -36,12 +37,16 @@ from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.config import Settings
 from streamer.core import topic_partitions
 from streamer.core.errors import BrokerError, BrokerUnreachable, ConfigError
-from streamer.engines.common import Readiness, WorkerContext
+from streamer.core.kafka_faults import PRODUCER
+from streamer.engines.common import Readiness, WorkerContext, service_stopped
 from streamer.pipeline import PipelineTopics, ScoringPipeline
 from streamer.serve import oip_server, worker_oip_listener
+from streamer.services import runner
+from streamer.services.kafka_faults import FaultWatch
 from streamer.services.runner import Stoppable
 from streamer.services.topic_watch import TopicWatch
 from streamer.services.watchdog import Watchdog
+from streamer.wiring import signals
 from streamer.wiring.learning import Learning, state_store, wire_learning
 from streamer.wiring.models import (
     OutputLimits,
@@ -79,10 +84,11 @@ def check_topics(settings: Settings, admin: KafkaAdmin) -> int:
 
 
 def wait_for_broker(
-    admin: KafkaAdmin, bootstrap: str, timeout_s: float, retry_s: float, sleep: Callable[[float], None] = time.sleep
+    admin: KafkaAdmin, bootstrap: str, timeout_s: float, retry_s: float, sleep: Callable[[float], object] = time.sleep
 ) -> None:
     """Return once the broker answers a metadata request; log each failed attempt; ``BrokerUnreachable`` (exit 6)
-    after ``timeout_s``. Every attempt is itself bounded by the admin client's timeout."""
+    after ``timeout_s``. Every attempt is itself bounded by the admin client's timeout. ``sleep`` may end early
+    (a stop request: the caller checks for it after the wait)."""
     started = time.monotonic()
     attempt = 1
     while True:
@@ -106,6 +112,7 @@ def wait_for_broker(
                 retry_s,
             )
             sleep(retry_s)
+            signals.exit_if_requested("waiting for the broker")
             attempt += 1
 
 
@@ -130,16 +137,22 @@ def run(settings: Settings) -> None:
     # librdkafka's connection-failure lines go to DEBUG (LibrdkafkaLog): one line per attempt is ours, naming
     # the last cause (refused credentials, an untrusted CA, nobody listening)
     probe = KafkaAdmin(bootstrap, settings.kafka.client, timeout_s=min(10.0, max(settings.kafka.startup_retry_s, 1.0)))
-    wait_for_broker(probe, bootstrap, settings.kafka.startup_timeout_s, settings.kafka.startup_retry_s)
+    wait_for_broker(probe, bootstrap, settings.kafka.startup_timeout_s, settings.kafka.startup_retry_s, signals.sleep)
+    signals.exit_if_requested("waiting for the broker")
     admin = KafkaAdmin(bootstrap, settings.kafka.client)
     partitions = check_topics(settings, admin)
     limits_out = output_limits(settings, admin)
+    signals.exit_if_requested("checking the topics")
     models = load_models(settings)
+    signals.exit_if_requested("loading the models")
     enabled_rollouts = [name for name, policy in settings.rollout.items() if policy.enabled]
     if enabled_rollouts and not settings.redis.url:
         raise ConfigError(f"rollout.{enabled_rollouts[0]}: a rollout needs Redis (labels and the control channel)")
     serving, metrics = models.serving, WorkerMetrics()
     export_models(serving, metrics)
+    readiness = Readiness(worker=settings.worker.worker_id())
+    # before any service is built: one that stops on an error no retry can fix ends the worker (exit 2)
+    runner.set_process_fatal_hook(service_stopped(readiness))
     started: list[Stoppable] = []
     learning: Learning | None = None
     sink: KafkaOutputSink | None = None
@@ -159,12 +172,14 @@ def run(settings: Settings) -> None:
         worker = settings.worker
         if worker.scoring_threads:
             executor = ThreadPoolExecutor(worker.scoring_threads, thread_name_prefix="streamer-score")
-        readiness = Readiness(worker=worker.worker_id())
         port = worker.metrics_port or free_port()
         # the same list: what the pipeline factory starts (watchdog, topic watch) is stopped with the rest
         context = WorkerContext(
             settings, bootstrap, port, metrics, sink, readiness, lambda: pipeline_of(), started=started
         )
+        faults = context.faults = FaultWatch(settings.kafka.error_timeout_s, context.fatal)  # started by the engine
+        started.append(faults)
+        sink.report_faults(lambda detail: faults.seen(PRODUCER, "the output producer", detail), faults.clear_producer)
         pipeline_of = partial(_pipeline, context, admin, partitions, limits_out, score, executor, learning, bootstrap)
         if worker.oip_port:  # on-demand serving beside the stream: the same score, the same model set
             oip = oip_server(settings, serving, score, metrics, lambda: readiness.fatal is None)
@@ -186,6 +201,7 @@ def run(settings: Settings) -> None:
         shown = "127.0.0.1" if worker.metrics_host in ("0.0.0.0", "") else worker.metrics_host
         print(f"metrics: http://{shown}:{port}/metrics", flush=True)  # stdout: stderr carries the (JSON) logs
         Path(settings.dev.state_dir).mkdir(parents=True, exist_ok=True)
+        signals.exit_if_requested("starting the services")
         _run_engine(context)
     finally:
         for service in started:
@@ -205,10 +221,12 @@ def _run_engine(context: WorkerContext) -> None:
     if context.settings.worker.engine == "batch":
         from streamer.engines.confluent import run_batch_engine
 
+        signals.exit_if_requested("importing the engine")
         run_batch_engine(context)
     else:
         from streamer.engines.faust import run_faust_engine
 
+        signals.exit_if_requested("importing the engine")
         run_faust_engine(context)
 
 

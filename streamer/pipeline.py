@@ -159,7 +159,7 @@ class ScoringPipeline:
         self.failure = error
         for ledger in self._ledgers.values():
             ledger.halt()  # nothing more is committed: the ledgers decide it from here on
-        log.critical("%s; stopping: the next owner of the partitions recovers by read-back", error)
+        log.info("data path halted: nothing more is committed")  # the worker says why as it exits (CRITICAL)
         self._failed.set()
         self._progress.set()
         self._room.set()
@@ -197,9 +197,11 @@ class ScoringPipeline:
                 time.monotonic() - started,
                 {p: found.get(p, ReadBack()).describe() for p in new},
             )
-            waiting.set_result(None)
+            if not waiting.done():
+                waiting.set_result(None)
         except BaseException as exc:
-            waiting.set_exception(exc)
+            if not waiting.done():
+                waiting.set_exception(exc)
             raise
         finally:
             for p in new:
@@ -224,17 +226,23 @@ class ScoringPipeline:
             self._ledgers.pop(ledger.partition, None)
             self._stages.forget(ledger.partition)
         if ledgers:
-            log.info("revoked partitions %s of %s", [ledger.partition for ledger in ledgers], self.topics.requests)
+            gone = [ledger.partition for ledger in ledgers]
+            self._observer.on_partitions_gone(gone)
+            log.info("revoked partitions %s of %s", gone, self.topics.requests)
         return final
 
     def lose(self, partitions: Iterable[int]) -> None:
         """Partitions lost without a chance to finish (session expired): drop them, commit nothing."""
+        gone = []
         for p in partitions:
             ledger = self._ledgers.pop(p, None)
             self._stages.forget(p)
             if ledger is not None:
+                gone.append(p)
                 give_up = ledger.revoke()
                 log.warning("lost partition %s of %s: gave up %s", p, self.topics.requests, give_up)
+        if gone:
+            self._observer.on_partitions_gone(gone)
 
     def commits(self) -> dict[int, int]:
         """Commit positions that moved since ``committed`` was last told (what the engine should commit)."""
@@ -274,7 +282,7 @@ class ScoringPipeline:
                         "dropping records of unassigned partition %s from %s", records.partition, records.offsets[0]
                     )
                     continue
-                await waiting
+                await asyncio.shield(waiting)  # a cancelled intake must not cancel the read-back's future
                 ledger = self._ledgers[records.partition]
             was_open = ledger.next_deadline() is not None
             self._submit(ledger, ledger.add(records, at))

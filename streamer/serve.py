@@ -11,19 +11,24 @@ Redis for the control channel (followed while it runs, like a worker) and a grap
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 from streamer import __version__
 from streamer.adapters.listening import Listener, ensure_free, translated
 from streamer.adapters.model_repository import ScanResult
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.config import Settings
+from streamer.core.errors import StreamerError, exit_code_of
 from streamer.oip.http import OipServer
 from streamer.oip.on_demand import OnDemandScorer
+from streamer.services import runner
 from streamer.services.runner import Stoppable
 from streamer.serving import ServingModels
+from streamer.wiring import signals
 from streamer.wiring.models import (
     ScoreFn,
     batch_scorer,
@@ -35,7 +40,6 @@ from streamer.wiring.models import (
     served,
 )
 from streamer.wiring.serving_state import control_channel, follow_serving_state, watch_models
-from streamer.wiring.signals import on_stop_signals
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +138,9 @@ def run_serve(settings: Settings, port: int | None = None, host: str | None = No
     listener = serve_listener(settings, port, host)
     ensure_free(listener)
     stop = threading.Event()
-    on_stop_signals(lambda _: stop.set())  # a stop while the models load ends it as soon as they are loaded
+    signals.on_stop(lambda _: stop.set())  # a stop while the models load ends it as soon as they are loaded
+    failed = threading.Event()
+    runner.set_process_fatal_hook(partial(_service_stopped, failed))  # before any service is built
     built = standalone(settings)
     serving, worker = built.serving, settings.worker
     started: list[Stoppable] = []
@@ -143,12 +149,13 @@ def run_serve(settings: Settings, port: int | None = None, host: str | None = No
         started += [control] if control is not None else []
         watcher = watch_models(settings, serving, built.scan, built.metrics)
         started += [watcher] if watcher is not None else []
+        ready = partial(_not_set, failed)
         server = oip_server(
             settings,
             serving,
             built.score,
             built.metrics,
-            lambda: True,
+            ready,
             listener.port,
             listener.host,
             metrics_page=True,
@@ -168,3 +175,15 @@ def run_serve(settings: Settings, port: int | None = None, host: str | None = No
     finally:
         for service in started:
             service.stop()
+
+
+def _service_stopped(failed: threading.Event, _name: str, error: StreamerError) -> None:
+    """A background service stopped on an error no retry can fix (it said so in one CRITICAL line): ``/ready``
+    turns 503, and ``streamer serve`` exits with the error's code (2: an operator error) at once."""
+    failed.set()
+    logging.shutdown()
+    os._exit(exit_code_of(error))
+
+
+def _not_set(event: threading.Event) -> bool:
+    return not event.is_set()

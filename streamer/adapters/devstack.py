@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from streamer.core.errors import DevStackError
+from streamer.wiring import signals
 
 log = logging.getLogger(__name__)
 
@@ -312,17 +313,28 @@ def start_worker(
 ) -> subprocess.Popen[bytes]:
     """Run ``streamer worker`` as a child process (demo, tests, benchmarks): ``settings`` are the STREAMER_*
     variables it gets; any STREAMER_* variable of this process is left out so that nothing leaks in by accident.
-    Output goes to ``log_path``; with ``die_with_parent`` the kernel kills it if this process dies."""
+    Output goes to ``log_path``; with ``die_with_parent`` the kernel kills it if this process dies.
+
+    The child starts with SIGTERM and SIGINT blocked, through the entry point ``python -m streamer``, which unblocks
+    them once its handler is installed (``wiring.signals``): a stop sent while the interpreter itself starts (a
+    second or more on a loaded machine, before any streamer code runs) waits for that handler instead of killing
+    the process by the signal."""
     import sys
 
     environ = {k: v for k, v in os.environ.items() if not k.startswith("STREAMER_")} | settings
     log_path.parent.mkdir(parents=True, exist_ok=True)
+
+    def prepare_child() -> None:
+        signals.block_in_child()
+        if die_with_parent:
+            _die_with_parent()
+
     with open(log_path, "wb") as log_file:
         return subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "worker"],
+            [sys.executable, "-m", "streamer", "worker"],
             cwd=workdir,
             env=environ,
             stdout=log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent if die_with_parent else None,
+            preexec_fn=prepare_child,
         )

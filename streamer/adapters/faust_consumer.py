@@ -21,13 +21,22 @@ What is reached into, each checked by ``tests/contract/test_faust_internals.py``
    wait, changed while it runs (``set_fetch_wait``; aiokafka reads it for every fetch request it builds).
 4. ``faust ThreadDelegateConsumer._thread`` and ``AIOKafkaConsumerThread.commit(offsets)``: exact offsets
    committed on the consumer's own thread (``commit_offsets``).
+5. ``mode.Worker.install_signal_handlers``: extended (``StreamerWorker``), so that a stop requested before Faust
+   installed its handlers is handed to them.
+6. ``AIOKafkaConsumer._coordinator`` and ``GroupCoordinator._pending_exception``: a fatal group error aiokafka
+   holds for a ``getmany`` that Faust never calls before an assignment (``group_error``: an inconsistent group
+   protocol is logged once, then nothing); ``AIOKafkaConsumer.last_stable_offset``: the end a read_committed
+   consumer may read up to (``positions``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import os
+import signal
 import ssl
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,6 +119,23 @@ class _NoSensorNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Missing sensor state for rebalance" not in record.getMessage()
+class StreamerWorker(faust.Worker):
+    """Faust's worker, taking over a stop requested while the process started (``wiring.signals``).
+
+    Faust installs its own SIGTERM/SIGINT handlers when its worker starts (they drain and commit through the
+    app's shutdown signals). A stop recorded before that moment would otherwise be lost: once they are in place,
+    ``requested()`` is asked and a recorded signal is sent again, to them."""
+
+    def __init__(self, *args: Any, requested: Callable[[], signal.Signals | None], **kwargs: Any) -> None:
+        self._stop_requested = requested
+        super().__init__(*args, **kwargs)
+
+    def install_signal_handlers(self) -> None:
+        super().install_signal_handlers()
+        earlier = self._stop_requested()
+        if earlier is not None:
+            log.info("stop requested by %s while starting: stopping", earlier.name)
+            os.kill(os.getpid(), earlier)
 
 
 class TunedApp(faust.App):
@@ -153,6 +179,33 @@ def highwater(app: faust.App, topic: str, partition: int) -> int | None:
         return app.consumer.highwater(TP(topic, partition))
     except Exception:
         return None
+
+
+def group_error(app: TunedApp) -> BaseException | None:
+    """The group error aiokafka holds for the application (a fatal join error), or None."""
+    consumer = getattr(app.tuned_consumer._thread, "_consumer", None)
+    coordinator = getattr(consumer, "_coordinator", None)
+    error = getattr(coordinator, "_pending_exception", None)
+    return error if isinstance(error, BaseException) else None
+
+
+async def positions(
+    app: TunedApp, topic: str, partitions: Sequence[int], timeout_s: float = 5.0
+) -> dict[int, tuple[int | None, int | None]]:
+    """``{partition: (position, end)}``: the consumer's position (past transaction markers: aiokafka moves it over
+    control batches) and the last stable offset, None where unknown (not assigned any more, not fetched yet)."""
+    consumer = app.tuned_consumer
+    inner = getattr(consumer._thread, "_consumer", None)
+    found: dict[int, tuple[int | None, int | None]] = {}
+    for partition in partitions:
+        tp = TP(topic, partition)
+        try:
+            position = await asyncio.wait_for(consumer.position(tp), timeout_s)
+            end = inner.last_stable_offset(tp) if inner is not None else None
+        except Exception:  # revoked meanwhile, or the consumer is not running: unknown, not a fault
+            position = end = None
+        found[partition] = (position, end)
+    return found
 
 
 def records_of(events: Sequence[EventT]) -> list[Records]:

@@ -36,6 +36,7 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer, Topic
 
 from streamer.adapters.kafka_admin import client_config
 from streamer.core.errors import OutputError
+from streamer.core.kafka_faults import AUTHORIZATION, kind_of_code
 from streamer.core.output_records import OutputRecords, TopicRecords
 
 log = logging.getLogger(__name__)
@@ -45,12 +46,15 @@ Done = Callable[[BaseException | None], None]
 
 class _ChosenSettingsFilter(logging.Filter):
     """librdkafka warns that ``enable.gapless.guarantee`` is experimental at every start; it is chosen on
-    purpose (see the module docstring), so that one line is kept at debug level, not repeated as a warning."""
+    purpose (see the module docstring), so that one line is kept at debug level, not repeated as a warning. And its
+    own FATAL lines are errors here: the worker says why it stops in its one CRITICAL line, with the exit code."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if "enable.gapless.guarantee is experimental" in record.getMessage():
             record.levelno, record.levelname = logging.DEBUG, "DEBUG"
             return log.isEnabledFor(logging.DEBUG)
+        if record.levelno > logging.ERROR:
+            record.levelno, record.levelname = logging.ERROR, "ERROR"
         return True
 
 
@@ -136,6 +140,9 @@ class KafkaOutputSink:
         self._reports_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._on_fatal: Callable[[BaseException], None] | None = None
+        self._on_fault: Callable[[str], None] | None = None
+        self._on_clear: Callable[[], None] | None = None
+        self._faulted = False  # a refusal was reported and no output was delivered since
         self._running = True
         self._thread = threading.Thread(target=self._serve_callbacks, name="streamer-producer-poll", daemon=True)
         self._thread.start()
@@ -228,7 +235,11 @@ class KafkaOutputSink:
 
     def _serve_callbacks(self) -> None:
         while self._running:
-            self._producer.poll(0.05)
+            try:
+                self._producer.poll(0.05)
+            except KafkaException as exc:  # the producer failed fatally (raised once its error callback ran)
+                self._fatal(OutputError(f"the output producer failed: {exc.args[0] if exc.args else exc}"))
+                return
 
     def _report(self, job: _Job, error: KafkaError | None, message: Message) -> None:
         """Producer thread. Reports are queued and handed to the loop in bulk (one wake-up per burst)."""
@@ -258,13 +269,27 @@ class KafkaOutputSink:
             if job.pending == 0:
                 job.finished = True
                 job.on_done(None)
+                if self._faulted and self._on_clear is not None:
+                    self._faulted = False
+                    self._on_clear()
+
+    def report_faults(self, on_fault: Callable[[str], None], on_clear: Callable[[], None]) -> None:
+        """Refusals (authorization, authentication) go to ``on_fault(detail)`` from the poll thread, and the next
+        delivered output clears them (``on_clear``, on the bound loop): a refusal of an idle worker's producer
+        that never clears is a fault (``core.kafka_faults``); one with outputs pending fails their delivery."""
+        self._on_fault, self._on_clear = on_fault, on_clear
 
     def _on_error(self, error: KafkaError) -> None:
-        """librdkafka's error callback (poll thread): fatal errors stop the worker, the rest are logged."""
+        """librdkafka's error callback (poll thread): fatal errors stop the worker, refusals are faults, the rest
+        are logged."""
         if error.fatal():
             self._fatal(OutputError(f"the output producer failed: {error}"))
-        else:
-            log.warning("output producer: %s", error)
+            return
+        log.warning("output producer: %s", error)
+        code = error.code()
+        if self._on_fault is not None and (code == KafkaError._AUTHENTICATION or kind_of_code(code) == AUTHORIZATION):
+            self._faulted = True
+            self._on_fault(error.str())
 
     def _fatal(self, error: BaseException) -> None:
         if self._on_fatal is None or self._loop is None:

@@ -7,6 +7,7 @@ the scoring threads), so no hook does Python work per row: histograms take a bat
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,6 +79,15 @@ class DataPathHooks(MetricFamilies):
     def on_lag(self, partition: int, messages: int) -> None:
         self._partition(partition)
         self.lag.labels(str(partition)).set(messages)
+
+    def on_partitions_gone(self, partitions: Sequence[int]) -> None:
+        """Revoked or lost: this worker's gauges of the partition go (its next owner reports them), so that a sum
+        over workers -- the lag alert, an autoscaler -- counts each partition once. Its counters stay (monotonic
+        per worker, and the partition may come back)."""
+        for partition in partitions:
+            for gauge in (self.lag, self.reorder_depth):
+                with contextlib.suppress(KeyError):  # never reported by this worker
+                    gauge.remove(str(partition))
 
     def on_stalled(self, partition: int, seconds: float) -> None:
         self.stalls.labels(str(partition)).inc()

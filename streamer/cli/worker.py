@@ -2,35 +2,24 @@
 
 from __future__ import annotations
 
-import logging
-import signal
 from typing import Annotated
 
 import typer
 
 from streamer.cli.base import app, configure_logs, settings
-from streamer.wiring.signals import on_stop_signals
-
-
-def _stop_cleanly_until_serving() -> None:
-    """SIGTERM or SIGINT while the worker starts (imports, the broker wait, model loading) stops it with exit 0
-    at once: nothing has been consumed yet, and a process manager that stops a starting worker sees a clean stop,
-    not a death by signal (-15). Each engine replaces these handlers with its own draining ones when it starts."""
-
-    def stop(signum: signal.Signals) -> None:
-        logging.getLogger("streamer.worker").info("stopped by %s before serving", signum.name)
-        raise SystemExit(0)
-
-    on_stop_signals(stop)
+from streamer.wiring import signals
 
 
 @app.command("worker")
 def worker_command() -> None:
     """Run one scoring worker until SIGINT/SIGTERM (then finish in-flight batches, commit, exit 0)."""
-    _stop_cleanly_until_serving()
+    # Already installed by the entry point (``streamer.launch``); ``python -m streamer.cli`` gets it here. A stop
+    # from now on is recorded and the start ends with exit 0 at its next step (``wiring.signals``).
+    signals.install()
     configure_logs(long_running=True)
     from streamer import app as worker_app
 
+    signals.exit_if_requested("importing the worker")
     worker_app.run(settings())
 
 

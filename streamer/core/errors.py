@@ -31,7 +31,8 @@ The kinds:
 - ``FatalError`` and its kinds: the worker cannot make progress and must exit, non-zero, for its replacement
   to recover by read-back: ``OutputError`` (3: an output could not be delivered), ``TopicsChanged`` (4: an
   output topic was deleted or resized under the worker), ``Stalled`` (5: a partition held work without
-  progress past the bound), ``BrokerUnreachable`` (6: no broker answered at start).
+  progress past the bound), ``BrokerUnreachable`` (6: no broker answered at start), ``PersistentKafkaError`` (7: a
+  consumer, producer or group error did not clear within ``kafka.error_timeout_s``: ``core.kafka_faults``).
 """
 
 from __future__ import annotations
@@ -110,6 +111,17 @@ REASONS: dict[str, DeadLetterReason] = {
     )
 }
 DEAD_LETTER_REASONS = frozenset(REASONS)
+
+
+_OPERATOR_ERROR = 2  # the exit code of any StreamerError that is not a FatalError: a setting, a refusal, ...
+
+
+def exit_code_of(error: BaseException) -> int:
+    """The process's exit code for an error that ends it: a ``FatalError``'s own, 2 for any other
+    ``StreamerError`` (an operator error: the message says what to fix), 1 for anything else (a bug)."""
+    if isinstance(error, StreamerError):
+        return error.exit_code if error.exit_code is not None else _OPERATOR_ERROR
+    return 1
 
 
 class StreamerError(Exception):
@@ -240,3 +252,11 @@ class BrokerUnreachable(FatalError):
     """The broker did not answer within ``kafka.startup_timeout_s`` of the worker's start (each attempt logged)."""
 
     exit_code = 6
+
+
+class PersistentKafkaError(FatalError):
+    """A Kafka client error did not clear within ``kafka.error_timeout_s`` (``core.kafka_faults``): the group
+    speaks another protocol, the broker refuses the client, the request topic is unknown, the worker has no place
+    in its group, or partitions behind their end fetch nothing. The message names the cause and the fix."""
+
+    exit_code = 7

@@ -11,6 +11,10 @@ converts what it consumed to ``Records`` (its client's adapter: ``adapters.faust
 - **readiness** (``Readiness``): ``/ready`` is 503 ``starting`` until the first assignment was read back,
   200 with the partitions after, 503 ``failed`` for good after a fatal error -- one body for both engines'
   HTTP servers;
+- **faults that do not clear** (``Shell.subscribed``, ``assign``, ``revoke``, ``fetched``, and the engines'
+  ``context.faults.seen``): from its subscription, and from the start of every rebalance, the consumer must be
+  assigned within ``kafka.error_timeout_s``, and assigned partitions behind their end must fetch; the fault
+  watch (``services.kafka_faults``) stops the worker with exit 7 and the cause when that does not happen;
 - **the commit path** (``Shell.commit_moved``, ``Shell.revoke``, ``Shell.stop``), step by step:
 
   1. the ledgers say what may be committed (``ScoringPipeline.commits``: positions that moved; nothing after
@@ -37,12 +41,14 @@ from typing import Any, NoReturn, TypeVar
 from streamer.adapters.kafka_producer import KafkaOutputSink
 from streamer.adapters.prometheus_metrics import CONTENT_TYPE, WorkerMetrics
 from streamer.config import Settings
-from streamer.core.errors import FatalError
+from streamer.core.errors import FatalError, StreamerError, exit_code_of
 from streamer.core.intake import ChunkVerdict, IntakePolicy, lag
+from streamer.core.kafka_faults import AUTHORIZATION, GROUP_PROTOCOL, NOT_JOINED, TOPIC_MISSING
 from streamer.core.types import Records
 from streamer.engines.loop_lag import watch_loop_lag
 from streamer.pipeline import ScoringPipeline
-from streamer.services.runner import Stoppable
+from streamer.services.kafka_faults import FaultWatch
+from streamer.services.runner import FatalHook, Stoppable
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +93,37 @@ class WorkerContext:
     make_pipeline: Callable[[], ScoringPipeline]
     metrics_content_type: str = CONTENT_TYPE
     started: list[Stoppable] = field(default_factory=list)
+    faults: FaultWatch | None = None  # the worker's (app.py); None in tests of the shell alone
+
+    @property
+    def group(self) -> str:
+        """The subject of group faults."""
+        return f"group {self.settings.worker.group_id}"
 
     def fatal(self, error: BaseException) -> NoReturn:
-        """Stop hard: nothing more is acknowledged; the next owner of the partitions reads back the outputs."""
-        code = error.exit_code if isinstance(error, FatalError) else 1
-        self.readiness.fatal = str(error)
-        log.critical("fatal (exit %s): %s", code, error)
-        logging.shutdown()
-        os._exit(code)
+        """Stop hard, saying why in one CRITICAL line: nothing more is acknowledged; the next owner of the
+        partitions reads back the outputs."""
+        log.critical("fatal (exit %s): %s", exit_code_of(error), error)
+        exit_now(self.readiness, error)
+
+
+def exit_now(readiness: Readiness, error: BaseException) -> NoReturn:
+    """``/ready`` 503 for good, then the exit with the error's code (``core.errors.exit_code_of``), at once: a
+    worker that cannot go on does not wait for anything (the caller has said why). Any thread may call it."""
+    readiness.fatal = str(error)
+    logging.shutdown()
+    os._exit(exit_code_of(error))
+
+
+def service_stopped(readiness: Readiness) -> FatalHook:
+    """The worker's hook for a background service that stopped on an error no retry can fix (refused credentials,
+    a missing permission): the service said it in one CRITICAL line; the worker exits with 2, an operator error,
+    instead of going on without labels, evaluation or the control channel."""
+
+    def stopped(_name: str, error: StreamerError) -> None:
+        exit_now(readiness, error)
+
+    return stopped
 
 
 class Shell:
@@ -142,10 +171,53 @@ class Shell:
         lags = [lag(high(records.partition), records.offsets[-1]) for records in chunk]
         return self.intake.judge(consumed, lags, self._fetch_wait)
 
+    async def add(self, chunk: list[Records], drained: bool, consumed_at: float | None = None) -> None:
+        """Hand a consumed chunk to the pipeline (``consumed_at``: when the engine got it, the pipeline's clock).
+        After a fatal error the worker is exiting -- the failure watcher says why, in its one line -- so the engine
+        waits for that instead of failing on its own (a traceback)."""
+        try:
+            await self.pipeline.add(chunk, drained=drained, consumed_at=consumed_at)
+        except FatalError:
+            await asyncio.Event().wait()
+
     async def assign(self, partitions: Iterable[int]) -> None:
         """Take partitions (read back first); the worker is ready once the first assignment is taken."""
+        partitions = list(partitions)
+        self.joined(bool(partitions))
         await self.pipeline.assign(partitions)
         self.context.readiness.assigned = True
+
+    # ------------------------------------------------------------------------------------------ faults
+
+    def subscribed(self) -> None:
+        """The consumer subscribed: it must be assigned within the bound (the fault watch starts here)."""
+        faults = self.context.faults
+        if faults is not None:
+            faults.seen(NOT_JOINED, self.context.group, "joining the group")
+            faults.start()
+
+    def rebalancing(self) -> None:
+        """A rebalance began (partitions revoked or lost): the consumer must be assigned again within the bound."""
+        if self.context.faults is not None:
+            self.context.faults.seen(NOT_JOINED, self.context.group, "rebalancing")
+
+    def joined(self, with_partitions: bool) -> None:
+        """An assignment (any thread): the group works; with partitions, the topic is there and readable."""
+        faults = self.context.faults
+        if faults is not None:
+            faults.clear(NOT_JOINED, GROUP_PROTOCOL, AUTHORIZATION, subject=self.context.group)
+            if with_partitions:
+                faults.clear(TOPIC_MISSING, AUTHORIZATION)
+
+    def fetched(self, positions: dict[int, tuple[int | None, int | None]], wanting: bool) -> None:
+        """Positions and ends (the last stable offset) of the assigned partitions; any thread."""
+        if self.context.faults is not None:
+            self.context.faults.fetched(self.context.settings.topics.requests, positions, wanting)
+
+    def stopping(self) -> None:
+        """A clean stop began: a rebalance or a slow drain from here on is no fault."""
+        if self.context.faults is not None:
+            self.context.faults.stop()
 
     # ------------------------------------------------------------------------------------------ commits
 

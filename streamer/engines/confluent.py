@@ -19,6 +19,16 @@ the loop stops consuming -- memory stays bounded by the pipeline's limit plus li
 (``queued.max.messages.kbytes``) -- and, if that lasts, pauses its partitions and keeps polling so that the
 group is served (a pause purges the prefetched records, so it is not done for every blip).
 
+Broker pauses: librdkafka gives up its own group membership after ``session.timeout.ms`` without an answer from
+the coordinator (aiokafka, under the Faust engine, has no such clock: it keeps its member id), and rejoins as a new
+member. A rejoin costs seconds on any broker: measured on the embedded one after a 20 s SIGSTOP with the 6 s
+default, 11.6 s from the broker's resumption to the first new output -- the heartbeat left in flight when the
+broker stopped is read when it resumes and revives the abandoned member, which is elected leader and never
+syncs, so the new member waits out a 3 s follower pause, a failed SyncGroup and a second join (static membership:
+6.6 s; evicting the abandoned member with a LeaveGroup: 3.5-4 s). With ``kafka.session_timeout_ms`` above the
+pause the membership survives it and the worker resumes in under 0.1 s (``tests/chaos/test_faults.py``); the
+price is a longer wait before a killed worker's partitions move (docs/operations.md, tuning group timeouts).
+
 Commits: every ``commit_interval_s`` the loop commits what the ledgers say (the shell's commit path). With
 ``kafka.transactional`` outputs and those offsets are committed in one transaction every
 ``transaction_interval_ms`` (``send_offsets_to_transaction`` with the consumer's group metadata, so a worker
@@ -39,16 +49,17 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from streamer.adapters.http_endpoints import Endpoints
 from streamer.adapters.kafka_admin import client_config
-from streamer.adapters.kafka_consumer import cached_highwater, records_of
+from streamer.adapters.kafka_consumer import cached_highwater, positions_of, records_of
 from streamer.core.errors import OutputError
 from streamer.core.intake import IntakePolicy
 from streamer.engines.common import OnLoop, Shell, WorkerContext, fail, lose, run_on_loop
-from streamer.wiring.signals import on_stop_signals
+from streamer.wiring import signals
 
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
 WATERMARKS_INTERVAL_S = 1.0
+STATISTICS_INTERVAL_MS = 1000
 
 
 def intake_policy(context: WorkerContext) -> IntakePolicy:
@@ -83,9 +94,14 @@ class BatchConsumeLoop:
                 "fetch.wait.max.ms": kafka.fetch_wait_max_ms,
                 "queued.max.messages.kbytes": 16384,
                 "isolation.level": "read_committed",
+                # the partitions' positions and last stable offsets, for the fault watch (served by consume/poll
+                # on the consume thread: a few kB of JSON a second)
+                "statistics.interval.ms": STATISTICS_INTERVAL_MS,
+                "stats_cb": self._on_statistics,
             },
         )
         self._sink = context.sink
+        self._session_timeout_ms = kafka.session_timeout_ms
         # In transactional mode a commit is also what makes outputs visible to read_committed consumers.
         self._commit_interval_s = (
             kafka.transaction_interval_ms / 1000 if self._sink.transactional else commit_interval_s
@@ -96,6 +112,7 @@ class BatchConsumeLoop:
         self._pause_after_s = min(1.0, kafka.rebalance_timeout_ms / 4000)
         self._commit_future: concurrent.futures.Future[None] | None = None
         self._running = False
+        self._wanting = True  # the loop asks for records (no backpressure): read by the statistics callback
         self._thread: threading.Thread | None = None
         self._on_loop: OnLoop[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -115,6 +132,7 @@ class BatchConsumeLoop:
         self._thread.start()
 
     def stop(self, timeout_s: float = 30.0) -> None:
+        self.shell.stopping()
         self._running = False
         if self._thread is not None:
             self._thread.join(timeout_s)
@@ -131,9 +149,11 @@ class BatchConsumeLoop:
             on_loop(shell.assign([tp.partition for tp in partitions]))
 
         def on_revoke(c: Consumer, partitions: list[TopicPartition]) -> None:
+            shell.rebalancing()
             shell.revoke_from_thread(on_loop, [tp.partition for tp in partitions], self._final_commit(c))
 
         def on_lost(c: Consumer, partitions: list[TopicPartition]) -> None:
+            shell.rebalancing()
             numbers = [tp.partition for tp in partitions]
             if self._sink.transactional:
                 # The open transaction holds outputs of the lost partitions, which their new owner may write as
@@ -145,7 +165,13 @@ class BatchConsumeLoop:
                 )
                 fail(on_loop, pipeline, error)
                 return
-            log.warning("partitions %s lost (session expired); the new owner reads back their outputs", numbers)
+            log.warning(
+                "partitions %s lost: no answer from the group coordinator for kafka.session_timeout_ms = %s "
+                "(a broker pause?); rejoining, the new owner reads back their outputs. To ride out longer pauses "
+                "without a rejoin, raise kafka.session_timeout_ms above them",
+                numbers,
+                self._session_timeout_ms,
+            )
             lose(on_loop, pipeline, numbers)
 
         def highwater(partition: int) -> int | None:
@@ -153,6 +179,10 @@ class BatchConsumeLoop:
             return high
 
         consumer.subscribe([topic], on_assign=on_assign, on_revoke=on_revoke, on_lost=on_lost)
+        shell.subscribed()
+        faults = self.shell.context.faults
+        on_fault = faults.seen if faults is not None else None
+        group = self.shell.context.group
         last_commit = last_watermarks = time.monotonic()
         paused = False
         full_since: float | None = None
@@ -163,6 +193,7 @@ class BatchConsumeLoop:
                     # purges the prefetched records (measured: pausing at every blip cost a fifth of the rate),
                     # so partitions are paused only when it lasts, to keep serving the group meanwhile.
                     now = time.monotonic()
+                    self._wanting = False
                     full_since = full_since or now
                     if now - full_since < self._pause_after_s:
                         time.sleep(0.001)
@@ -173,16 +204,17 @@ class BatchConsumeLoop:
                     consumer.poll(0.005)  # serve the group while paused; paused partitions return nothing
                     continue
                 full_since = None
+                self._wanting = True
                 if paused:
                     consumer.resume(consumer.assignment())
                     paused = False
                 messages = consumer.consume(num_messages=shell.intake.chunk, timeout=shell.intake.handover_wait_s)
                 if messages:
                     consumed_at = time.monotonic()  # the pipeline's clock
-                    chunk = records_of(topic, messages)
+                    chunk = records_of(topic, messages, on_fault, group)
                     if chunk:
                         verdict = shell.judge(chunk, len(messages), highwater)
-                        on_loop(pipeline.add(chunk, drained=verdict.drained, consumed_at=consumed_at))
+                        on_loop(shell.add(chunk, verdict.drained, consumed_at))
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     self._commit(consumer)
                     last_commit = time.monotonic()
@@ -193,6 +225,10 @@ class BatchConsumeLoop:
             shell.stop_from_thread(on_loop, self._final_commit(consumer))
         finally:
             consumer.close()
+
+    def _on_statistics(self, statistics: str) -> None:
+        """librdkafka's statistics (consume thread): the assigned partitions' positions, for the fault watch."""
+        self.shell.fetched(positions_of(statistics, self._topic), self._wanting)
 
     def _commit(self, consumer: Consumer) -> None:
         """Commit what the ledgers say may be committed (in transactional mode, with the open transaction)."""
@@ -261,7 +297,7 @@ async def _serve(context: WorkerContext) -> None:
     """
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    on_stop_signals(lambda _: loop.call_soon_threadsafe(stop.set))
+    signals.on_stop(lambda _: loop.call_soon_threadsafe(stop.set))  # at once if one came during the start
     batch_loop = BatchConsumeLoop(context)
     pipeline = batch_loop.shell.start()
     endpoints = Endpoints(

@@ -32,13 +32,16 @@ from faust.types import TP
 
 from streamer import logs
 from streamer.adapters import faust_consumer
-from streamer.adapters.faust_consumer import FetchTuning, TunedApp
+from streamer.adapters.faust_consumer import FetchTuning, StreamerWorker, TunedApp
 from streamer.core.intake import IntakePolicy
+from streamer.core.kafka_faults import kind_of_code
 from streamer.engines.common import HEALTH_BODY, Shell, WorkerContext
+from streamer.wiring import signals
 
 log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
+FAULTS_INTERVAL_S = 1.0
 
 
 def intake_policy(context: WorkerContext) -> IntakePolicy:
@@ -90,7 +93,26 @@ def build_app(context: WorkerContext) -> TunedApp:
         if not shell.started:
             shell.start()
             shell.commit_every(commit, COMMIT_INTERVAL_S)
+            shell.subscribed()
+            watching.append(asyncio.get_running_loop().create_task(watch_faults(), name="streamer-faults"))
         return shell
+
+    watching: list[asyncio.Task[None]] = []  # held: the loop keeps only weak references to tasks
+
+    async def watch_faults() -> None:
+        """Every second: a group error aiokafka holds, and the assigned partitions' positions (fault watch)."""
+        pipeline = shell.pipeline
+        while True:
+            await asyncio.sleep(FAULTS_INTERVAL_S)
+            try:
+                error = faust_consumer.group_error(app)
+                kind = kind_of_code(getattr(error, "errno", 0)) if error is not None else None
+                if kind is not None and context.faults is not None:
+                    context.faults.seen(kind, context.group, f"{type(error).__name__}: {error}")
+                assigned = pipeline.assigned
+                shell.fetched(await faust_consumer.positions(app, topics.requests, assigned), pipeline.has_room())
+            except Exception:  # the consumer is being replaced or stopped: the next round asks again
+                log.debug("fault sample skipped", exc_info=True)
 
     # acks=False: Faust keeps no acknowledgement bookkeeping for the request topic and never commits it on its
     # own; the shell commits exactly what the ledgers say, after delivery.
@@ -100,13 +122,13 @@ def build_app(context: WorkerContext) -> TunedApp:
 
     @app.agent(requests, name="score")
     async def score(stream: faust.StreamT) -> None:
-        pipeline = started().pipeline
+        started()
         current_wait = kafka.fetch_wait_max_ms
         async for events in stream.take_events(intake.chunk, within=intake.handover_wait_s):
             consumed_at = time.monotonic()  # the pipeline's clock
             chunk = faust_consumer.records_of(events)
             verdict = shell.judge(chunk, len(events))
-            await pipeline.add(chunk, drained=verdict.drained, consumed_at=consumed_at)
+            await shell.add(chunk, verdict.drained, consumed_at)
             wanted = verdict.fetch_wait_ms
             if wanted is not None and wanted != current_wait and app.tuned_consumer.set_fetch_wait(wanted):
                 log.debug("fetch wait %s ms -> %s ms", current_wait, wanted)
@@ -118,6 +140,7 @@ def build_app(context: WorkerContext) -> TunedApp:
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         if shell.started:
+            shell.rebalancing()
             await shell.revoke(ours(revoked), commit)
 
     @app.on_partitions_assigned.connect
@@ -128,6 +151,7 @@ def build_app(context: WorkerContext) -> TunedApp:
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, **_: Any) -> None:
+        shell.stopping()
         if shell.started:
             await shell.stop(commit, worker.drain_timeout_s)
 
@@ -154,6 +178,16 @@ def _add_pages(app: faust.App, context: WorkerContext) -> None:
 
 def run_faust_engine(context: WorkerContext) -> None:
     app = build_app(context)
-    faust.Worker(
-        app, loglevel=logs.level(), logging_config=logs.dict_config(), quiet=True, redirect_stdouts=False
-    ).execute_from_commandline()
+    signals.exit_if_requested("building the Faust app")
+    worker = StreamerWorker(
+        app,
+        loglevel=logs.level(),
+        logging_config=logs.dict_config(),
+        quiet=True,
+        redirect_stdouts=False,
+        requested=lambda: signals.STOP.requested,
+    )
+    try:
+        worker.execute_from_commandline()
+    finally:  # Faust's loop removed its handlers as it closed: the default action would be back until the exit
+        signals.exiting()

@@ -36,6 +36,18 @@ whose ``retriable`` is False. Called once, on the service's own thread, after th
 before ``on_stop``; it may end the process (``os._exit``) or hand the error to the worker's loop, and must not
 wait for the service itself (``stop`` from its own thread returns at once)."""
 
+_process_hook: FatalHook | None = None
+_stopping_on = threading.Lock()  # one failure at a time says its line and calls its hook
+
+
+def set_process_fatal_hook(hook: FatalHook | None) -> None:
+    """The hook of every service that has none of its own (``Service.on_fatal``), set once by a composition root
+    before it builds any service (the worker and ``streamer serve`` exit with the error's code), so that no service
+    built anywhere -- now or later -- can stop unheard. When several stop at once, the first one's line and hook
+    come first and alone: a hook that ends the process leaves exactly one CRITICAL line."""
+    global _process_hook
+    _process_hook = hook
+
 
 class Service:
     def __init__(
@@ -114,15 +126,17 @@ class Service:
         self._stop.wait(self._error_backoff_s)
 
     def _stop_on(self, error: StreamerError) -> None:
-        """A failure no retry can fix: one line, the hook, and no more steps."""
+        """A failure no retry can fix: one line, the hook (its own, else the process's), and no more steps."""
         self.fatal = error
         self._stop.set()
-        log.critical("service %s stopped, not retriable: %s", self.name, error)
-        if self.on_fatal is not None:
-            try:
-                self.on_fatal(self.name, error)
-            except Exception:
-                log.exception("service %s: on_fatal failed", self.name)
+        hook = self.on_fatal or _process_hook
+        with _stopping_on:
+            log.critical("service %s stopped, not retriable: %s", self.name, error)
+            if hook is not None:
+                try:
+                    hook(self.name, error)
+                except Exception:
+                    log.exception("service %s: on_fatal failed", self.name)
 
 
 class Stoppable(Protocol):

@@ -58,6 +58,5 @@ class TopicWatch(Background):
                 "output topics changed under the worker: " + "; ".join(problems) + " (recreate them with "
                 "`streamer topics create`; outputs go to their request's partition number)"
             )
-            log.critical("%s", error)
-            self._on_change(error)
+            self._on_change(error)  # the worker says it, as its one CRITICAL line, and exits
         return False

@@ -3,22 +3,19 @@
 A partition's ledger knows how long it has held work (an open batch, a batch being scored, a result waiting
 for an earlier one, an undelivered release) without anything moving (``PartitionLedger.stalled_for``). This
 service asks every second, from its own thread -- so it sees a stall even when the event loop itself is stuck
--- and on the first partition past the bound it counts it, logs it with the partition and the time, and calls
-``on_stall`` with a ``Stalled`` error: the worker turns ``/ready`` to 503 and exits non-zero, and the next
+-- and on the first partition past the bound it counts it and calls ``on_stall`` with a ``Stalled`` error naming
+the partition and the time: the worker logs it, turns ``/ready`` to 503 and exits non-zero, and the next
 owner of the partition recovers by read-back. A worker that cannot make progress never sits alive and stuck.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
 from streamer.core.errors import Stalled
 from streamer.services.runner import Background, Service
-
-log = logging.getLogger(__name__)
 
 
 class Watchdog(Background):
@@ -49,6 +46,5 @@ class Watchdog(Background):
                 f"(worker.stall_timeout_s = {self._bound_s:g}); exiting so that its next owner recovers it",
                 partition=partition,
             )
-            log.critical("%s", error)
-            self._on_stall(error)
+            self._on_stall(error)  # says it, as the worker's one CRITICAL line
         return False

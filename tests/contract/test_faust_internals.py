@@ -44,7 +44,19 @@ REACHED: list[tuple[Any, str]] = [
     (faust_aiokafka.AIOKafkaConsumerThread, "commit"),  # exact offsets, on the consumer's thread
     (faust_consumer_base.ThreadDelegateConsumer, "highwater"),  # public, read for the lag
     (aiokafka.AIOKafkaConsumer, "start"),
+    (faust.Worker, "install_signal_handlers"),  # extended: a stop recorded before it is sent again (StreamerWorker)
+    (aiokafka.AIOKafkaConsumer, "last_stable_offset"),  # the end a read_committed consumer may read up to
 ]
+
+
+def test_the_group_error_aiokafka_holds_is_where_the_adapter_reads_it() -> None:
+    """``faust_consumer.group_error``: ``AIOKafkaConsumer._coordinator._pending_exception`` (a fatal join error
+    held for a ``getmany`` Faust never calls before an assignment)."""
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+
+    assert "self._coordinator = " in inspect.getsource(aiokafka.AIOKafkaConsumer)
+    source = inspect.getsource(GroupCoordinator)
+    assert "self._pending_exception = exc" in source and "def _push_error_to_user" in source
 
 
 @pytest.mark.parametrize(("owner", "attribute"), REACHED, ids=[named(o, a) for o, a in REACHED])

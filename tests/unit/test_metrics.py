@@ -43,3 +43,21 @@ def test_counters_with_known_labels_start_at_zero() -> None:
         assert f'streamer_dead_letters_total{{reason="{reason}"}} 0.0' in page
     for outcome in ("joined", "unknown", "duplicate", "dead_letter"):
         assert f'streamer_labels_total{{outcome="{outcome}"}} 0.0' in page
+
+
+def test_a_partition_given_up_takes_its_lag_and_reorder_depth_series_with_it() -> None:
+    """The old owner of a revoked or lost partition must not go on exporting its last lag: a sum over workers
+    (the lag alert, an autoscaler) would count the partition twice. Its counters stay."""
+    metrics = WorkerMetrics()
+    for partition in (1, 3):
+        metrics.on_lag(partition, 10 * partition)
+        metrics.on_depth(partition, partition)
+    metrics.on_partitions_gone([3, 7])  # 7: never reported by this worker
+    page = metrics.exposition().decode()
+    assert 'streamer_consumer_lag_messages{partition="1"} 10.0' in page
+    assert 'streamer_reorder_buffer_depth_messages{partition="1"} 1.0' in page
+    assert 'partition="3"} 30.0' not in page and 'streamer_reorder_buffer_depth_messages{partition="3"}' not in page
+    assert 'streamer_consumer_lag_messages{partition="3"}' not in page
+    assert 'streamer_recovered_skipped_total{partition="3"} 0.0' in page  # counters stay
+    metrics.on_lag(3, 5)  # the partition came back
+    assert 'streamer_consumer_lag_messages{partition="3"} 5.0' in metrics.exposition().decode()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor, Future
 from typing import Any
@@ -414,6 +415,55 @@ def test_each_batch_s_first_row_is_timed_through_every_stage_in_order() -> None:
         assert first == pytest.approx(0.5)
         assert [stage for stage, _ in timings].count("committed") == 2
         assert all(seconds >= 0 for _, seconds in timings)
+
+    asyncio.run(scenario())
+
+
+def test_an_intake_cancelled_while_its_partition_is_read_back_leaves_the_assignment_whole() -> None:
+    """Found from outside: SIGTERM during Faust's partition assignment cancelled the agent waiting for a partition
+    being read back, which cancelled the assignment's future; completing it then raised InvalidStateError and
+    crashed the worker (exit 1)."""
+
+    async def scenario() -> None:
+        release = threading.Event()
+
+        def recover(partitions: list[int]) -> dict[int, ReadBack]:
+            release.wait(10)
+            return {}
+
+        pipeline = ScoringPipeline(
+            topics=TOPICS,
+            policy=SMALL_BATCHES,
+            score=score,
+            sink=FakeSink(),
+            recover=recover,
+            executor=HeldExecutor(hold=False),
+            max_inflight=4,
+            max_dead_letter_bytes=1 << 20,
+        )
+        pipeline.start()
+        loop = asyncio.get_running_loop()
+        assigning = loop.create_task(pipeline.assign([2]))
+        await settle()
+        adding = loop.create_task(pipeline.add([records(2, [0, 1])]))
+        await settle()
+        adding.cancel()  # the engine stopping while the partition is read back
+        await settle()
+        release.set()
+        await asyncio.wait_for(assigning, 10)  # completes: no InvalidStateError
+        assert adding.cancelled() and pipeline.assigned == [2]
+        await pipeline.stop()
+
+    asyncio.run(scenario())
+
+
+def test_revoked_and_lost_partitions_are_told_to_the_observers() -> None:
+    async def scenario() -> None:
+        recorder = Recorder()
+        pipeline, _, _ = await make(observer=recorder)
+        await pipeline.revoke([0])
+        pipeline.lose([1, 5])  # 5 was never assigned
+        assert recorder.calls["on_partitions_gone"] == [([0],), ([1],)]
         await pipeline.stop()
 
     asyncio.run(scenario())

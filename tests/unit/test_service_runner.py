@@ -13,6 +13,7 @@ import threading
 import pytest
 
 from streamer.core.errors import ConfigError, StateStoreError, StreamerError
+from streamer.services import runner
 from streamer.services.runner import Background, Service
 
 BOUND_S = 30.0
@@ -116,3 +117,35 @@ def test_without_a_hook_a_non_retriable_error_still_stops_the_service() -> None:
     service.start()
     service._thread.join(BOUND_S)
     assert not service._thread.is_alive() and isinstance(service.fatal, StateStoreError)
+
+
+def test_a_service_without_a_hook_of_its_own_reports_to_the_process_hook_one_failure_at_a_time(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What the worker and ``streamer serve`` set before building any service: no service can stop unheard, and
+    when two stop at once the first one's line and hook come alone (a hook that exits leaves one CRITICAL line)."""
+    inside = threading.Event()
+    release = threading.Event()
+    heard: list[tuple[str, int]] = []
+
+    def hook(name: str, error: StreamerError) -> None:
+        heard.append((name, len(critical_lines(caplog))))
+        inside.set()
+        release.wait(BOUND_S)
+
+    first = Service("labels", Steps(StateStoreError("refused", retriable=False)), error_backoff_s=0.0)
+    second = Service("control", Steps(StateStoreError("refused too", retriable=False)), error_backoff_s=0.0)
+    runner.set_process_fatal_hook(hook)
+    try:
+        with caplog.at_level(logging.INFO):
+            first.start()
+            assert inside.wait(BOUND_S)
+            second.start()
+            assert second._stop.wait(BOUND_S)  # it stopped stepping; its line waits for the first one's hook
+            assert len(critical_lines(caplog)) == 1  # the second waits for the first's hook
+            release.set()
+            first.stop(BOUND_S)
+            second.stop(BOUND_S)
+    finally:
+        runner.set_process_fatal_hook(None)
+    assert heard == [("labels", 1), ("control", 2)]
