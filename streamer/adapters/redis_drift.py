@@ -27,7 +27,7 @@ import msgspec
 import numpy as np
 import redis
 
-from streamer.adapters.redis_state import translated
+from streamer.adapters.redis_state import online_weights_of, translated, weight_fields
 from streamer.core.label_monitor import MonitorState
 from streamer.core.state import OnlineWeights
 
@@ -78,16 +78,6 @@ def _chunk(blob: bytes) -> StreamChunk:
     return StreamChunk(float(threshold), np.asarray(scores, dtype=np.float64), np.asarray(labels, np.float64), rows)
 
 
-def _online(fields: dict[bytes, bytes]) -> OnlineWeights | None:
-    if not fields:
-        return None
-    values = {k.decode(): v for k, v in fields.items()}
-    size = sum(1 for k in values if k.startswith("z"))
-    z = np.array([float(values[f"z{k}"]) for k in range(1, size + 1)])
-    n = np.array([float(values[f"n{k}"]) for k in range(1, size + 1)])
-    return OnlineWeights(z, n, int(values.get("updates", 0)), int(values.get("adaptations", 0)))
-
-
 class RedisDriftStore:
     """Every call raises ``StateStoreError`` when Redis fails it (``redis_state.translated``)."""
 
@@ -116,7 +106,7 @@ class RedisDriftStore:
         with translated("concept_drift read"):
             saved, blobs, fields = pipe.execute()
         position = 0 if saved is None else int(msgspec.msgpack.decode(saved, type=MonitorState).position)
-        return Pending(saved, position, [_chunk(b) for b in blobs], _online(fields))
+        return Pending(saved, position, [_chunk(b) for b in blobs], online_weights_of(fields))
 
     def advance(
         self,
@@ -137,8 +127,7 @@ class RedisDriftStore:
         exclusive = state is not None and learner == "online"
         argv: list[object] = [pending.position, len(pending.chunks), monitor, int(exclusive), int(adapted)]
         if state is not None:
-            for k, (zk, nk) in enumerate(zip(state.z, state.n, strict=True), start=1):
-                argv += [f"z{k}", f"{zk:.17g}", f"n{k}", f"{nk:.17g}"]
+            argv += weight_fields(state.z, state.n)
             if learner != "online":
                 argv += ["updates", state.updates]
         with translated("concept_drift advance"):

@@ -105,6 +105,26 @@ def translated(what: str) -> Iterator[None]:
         ) from exc
 
 
+def weight_fields(z: np.ndarray, n: np.ndarray) -> list[object]:
+    """The FTRL weights as the field/value pairs of their Redis hash (``z1 v n1 v ...``; exact to the last bit)."""
+    fields: list[object] = []
+    for k, (zk, nk) in enumerate(zip(z, n, strict=True), start=1):
+        fields += [f"z{k}", f"{zk:.17g}", f"n{k}", f"{nk:.17g}"]
+    return fields
+
+
+def online_weights_of(fields: dict[bytes, bytes]) -> OnlineWeights | None:
+    """The FTRL state from its Redis hash (``z1..zN``, ``n1..nN``, ``updates``, ``adaptations``; the one reader
+    of the layout ``weight_fields`` writes), or None for an empty hash (never registered)."""
+    if not fields:
+        return None
+    values = {k.decode(): v for k, v in fields.items()}
+    size = sum(1 for k in values if k.startswith("z"))
+    z = np.array([float(values[f"z{k}"]) for k in range(1, size + 1)])
+    n = np.array([float(values[f"n{k}"]) for k in range(1, size + 1)])
+    return OnlineWeights(z, n, int(values.get("updates", 0)), int(values.get("adaptations", 0)))
+
+
 class RedisStateStore(StateStore):
     """``core.state.StateStore`` in Redis (module docstring); every call raises ``StateStoreError`` when Redis
     fails it, never the client library's exceptions."""
@@ -201,10 +221,7 @@ class RedisStateStore(StateStore):
         """Learn for ``model@version`` from now on; the shared state starts at ``z``/``n`` unless it exists
         (another worker, or an earlier run, got there first). Returns whether this call created it."""
         self.online[f"{model}:{version}"] = spec
-        fields: list[str] = []
-        for k, (zk, nk) in enumerate(zip(z, n, strict=True), start=1):
-            fields += [f"z{k}", f"{zk:.17g}", f"n{k}", f"{nk:.17g}"]
-        fields += ["updates", "0"]
+        fields: list[object] = [*weight_fields(z, n), "updates", "0"]
         with translated("register_online"):
             return bool(self._init_online(keys=[f"{self.prefix}:online:{model}:{version}"], args=fields))
 
@@ -212,13 +229,7 @@ class RedisStateStore(StateStore):
         """The shared FTRL state of an online model (one round trip), or None if it was never registered."""
         with translated("online_weights"):
             fields = self._redis.hgetall(f"{self.prefix}:online:{model}:{version}")
-        if not fields:
-            return None
-        values = {k.decode(): v for k, v in fields.items()}
-        size = sum(1 for k in values if k.startswith("z"))
-        z = np.array([float(values[f"z{k}"]) for k in range(1, size + 1)])
-        n = np.array([float(values[f"n{k}"]) for k in range(1, size + 1)])
-        return OnlineWeights(z, n, int(values.get("updates", 0)), int(values.get("adaptations", 0)))
+        return online_weights_of(fields)
 
     def claim_event(self, kind: str, model: str, version: str, quiet_s: int) -> bool:
         """True for the first caller in ``quiet_s`` seconds: one event per condition across all workers."""
