@@ -1,7 +1,7 @@
 """Learning under concept drift: the worker's learner (its core maths, replayed offline) against River's SGD and a
 batch refit, on three drift shapes over several seeds.
 
-    .venv/bin/python bench/drift.py [--seeds 10] [--sweep]
+    .venv/bin/python bench/drift.py [--seeds 10] [--sweep] [--floors 0.01,0.02,0.05] [--floors-only]
 
 The stream (one per seed): four standard-normal features; labels from a steep logistic rule (``12 (w.x + b)``)
 with 5 % of them flipped. The rule-A model misses ~6 % of labels, the same model under rule B ~63 %.
@@ -441,15 +441,32 @@ def calibration_bench(seeds: int) -> dict[str, dict[str, float]]:
 FAST = learner.FtrlParams(alpha=0.5, beta=1.0, l1=0.0, l2=0.5)  # faster alone, noisier when nothing changes
 
 
-def configs(defaults: learner.FtrlParams, sweep: bool) -> list[Ftrl]:
+def floor_rows(defaults: learner.FtrlParams, floors: list[float]) -> list[Ftrl]:
+    """The learning-rate floor (``rate_floor``) at the default alpha/l2: alone, with ADWIN and a restart, and with
+    ADWIN and reset-rates (a floor keeps the reset rates from decaying back)."""
+    rows = []
+    for floor in floors:
+        params = replace(defaults, rate_floor=floor)
+        rows.append(Ftrl(f"ftrl defaults, rate_floor {floor}, no detector", params))
+        rows.append(Ftrl(f"ftrl defaults, rate_floor {floor} + adwin restart", params, "adwin", "restart"))
+        rows.append(Ftrl(f"ftrl defaults, rate_floor {floor} + adwin reset-rates", params, "adwin", "reset-rates"))
+    return rows
+
+
+def configs(defaults: learner.FtrlParams, sweep: bool, floors: list[float], only_floors: bool = False) -> list[Ftrl]:
     rows = [
         Ftrl("ftrl a0.1 l2 1 (0.1.0: no detector)", TODAY),
         Ftrl("ftrl defaults + adwin restart (0.2.0)", defaults, "adwin", "restart"),
         Ftrl("ftrl defaults + adwin reset-rates", defaults, "adwin", "reset-rates"),
+    ]
+    if only_floors:
+        return rows + floor_rows(defaults, floors)
+    rows += [
         Ftrl("ftrl defaults + page-hinkley restart", defaults, "page-hinkley", "restart"),
         Ftrl("ftrl a0.5 l2 0.5, no detector", FAST),
         Ftrl("ftrl a0.5 l2 0.5 + adwin restart", FAST, "adwin", "restart"),
         Ftrl("ftrl a0.5 l2 0.5 + adwin reset-rates", FAST, "adwin", "reset-rates"),
+        *floor_rows(defaults, floors),
     ]
     if sweep:
         for alpha in (0.1, 0.15, 0.2, 0.25, 0.5, 1.0):
@@ -467,7 +484,14 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="also sweep alpha and l2 (slow)")
     parser.add_argument("--no-river", action="store_true", help="skip River's SGD")
     parser.add_argument("--calibration-only", action="store_true", help="only the calibration of the shipped GBDT")
+    parser.add_argument(
+        "--floors", default="0.01,0.02,0.05", help="rate_floor values to measure (comma-separated; '' for none)"
+    )
+    parser.add_argument(
+        "--floors-only", action="store_true", help="only the rate_floor rows and the rows they are compared with"
+    )
     args = parser.parse_args()
+    floors = [float(f) for f in args.floors.split(",") if f]
     if args.calibration_only:
         record("drift", {"seeds": args.seeds, "calibration": calibration_bench(args.seeds)})
         return
@@ -475,13 +499,14 @@ def main() -> None:
     shapes = args.shapes.split(",")
     results: dict[str, dict[str, dict[str, float]]] = {}
     rows: list[tuple[str, Callable[[int], FtrlRun | SgdRun]]] = []
-    for config in configs(defaults, args.sweep):
+    every = configs(defaults, args.sweep, floors, args.floors_only)
+    for config in every:
         rows.append((config.name, lambda seed, c=config: FtrlRun(c, seed)))
-    if not args.no_river:
+    if not args.no_river and not args.floors_only:
         rows.append(("river SGD 0.1, warm", SgdRun))
     for name, make in rows:
         results[name] = {shape: measure(make, shape, args.seeds) for shape in shapes}
-        config = next((c for c in configs(defaults, args.sweep) if c.name == name), None)
+        config = next((c for c in every if c.name == name), None)
         if config is not None:
             results[name]["stationary"] = stationary(config, args.seeds)
         print(name, results[name], file=sys.stderr, flush=True)
@@ -496,7 +521,7 @@ def main() -> None:
             "holdout→0.95": float(np.mean(recovery)) if recovery else math.nan,
         }
     print_table(results, shapes)
-    calibrated = calibration_bench(args.seeds)
+    calibrated = {} if args.floors_only else calibration_bench(args.seeds)
     record(
         "drift",
         {"seeds": args.seeds, "defaults": vars_of(defaults), "results": results, "calibration": calibrated},
@@ -504,7 +529,7 @@ def main() -> None:
 
 
 def vars_of(params: learner.FtrlParams) -> dict[str, float]:
-    return {"alpha": params.alpha, "beta": params.beta, "l1": params.l1, "l2": params.l2}
+    return {"alpha": params.alpha, "beta": params.beta, "l1": params.l1, "l2": params.l2, "floor": params.rate_floor}
 
 
 def print_table(results: dict[str, dict[str, dict[str, float]]], shapes: list[str]) -> None:

@@ -38,6 +38,7 @@ faster, and the deltas of two workers computed from the same stale weights are n
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -210,7 +211,8 @@ class RedisStateStore(StateStore):
         argv.append(len(online))
         for key, spec in online:
             p = spec.params
-            argv += [key, len(spec.mean), repr(p.alpha), repr(p.beta), repr(p.l1), repr(p.l2)]
+            n_max = repr(p.n_max) if math.isfinite(p.n_max) else "-1"  # -1: no learning-rate floor
+            argv += [key, len(spec.mean), repr(p.alpha), repr(p.beta), repr(p.l1), repr(p.l2), n_max]
             argv += [repr(float(v)) for v in spec.mean] + [repr(float(v)) for v in spec.scale]
         for entry in labels:
             argv += [entry[0], repr(float(entry[1])), entry[2] if len(entry) > 2 else ""]

@@ -11,7 +11,9 @@ The statistics are ``core.evaluation.stats_of`` of one (score, label) pair, in L
 core's constants, so the layout has one owner; the arithmetic is held equal to the core's (through
 ``tests/memory_state_store.py``, which applies labels with ``stats_of``) by a property test against a real
 redis-server, ``tests/integration/test_redis_evaluation.py``. The FTRL step transcribes
-``core.learner.learn_many`` (tested equal to 1e-9, ``tests/integration/test_online_weights.py``).
+``core.learner.learn_many`` (tested equal to 1e-9, with and without a learning-rate floor,
+``tests/integration/test_online_weights.py``); the floor arrives as ``FtrlParams.n_max`` (-1: none), computed
+once in Python.
 """
 
 from __future__ import annotations
@@ -123,8 +125,9 @@ local online = {}  -- "model:version" -> learner parameters and standardisation;
 for o = 1, n_online do
   local spec = {index = o, key = ARGV[i], d = tonumber(ARGV[i + 1]), alpha = tonumber(ARGV[i + 2]),
                 beta = tonumber(ARGV[i + 3]), l1 = tonumber(ARGV[i + 4]), l2 = tonumber(ARGV[i + 5]),
-                mean = {}, scale = {}}
-  i = i + 6
+                n_max = tonumber(ARGV[i + 6]), mean = {}, scale = {}}
+  if spec.n_max < 0 then spec.n_max = math.huge end  -- no learning-rate floor
+  i = i + 7
   for k = 1, spec.d do spec.mean[k] = tonumber(ARGV[i + k - 1]); spec.scale[k] = tonumber(ARGV[i + spec.d + k - 1]) end
   i = i + 2 * spec.d
   online[spec.key] = spec
@@ -165,9 +168,10 @@ local function learn(spec, features, y)
   local p = 1 / (1 + math.exp(-margin))
   for k = 1, spec.d + 1 do
     local g, n = (p - y) * x[k], spec.n[k]
-    local sigma = (math.sqrt(n + g * g) - math.sqrt(n)) / spec.alpha
+    local grown = math.min(n + g * g, spec.n_max)  -- the learning-rate floor (FtrlParams.n_max)
+    local sigma = (math.sqrt(grown) - math.sqrt(n)) / spec.alpha
     spec.z[k] = spec.z[k] + g - sigma * w[k]
-    spec.n[k] = n + g * g
+    spec.n[k] = grown
   end
   spec.learned = spec.learned + 1
 end

@@ -197,7 +197,8 @@ def _number(table: dict[str, Any], key: str, default: float, where: str, section
 
 
 def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
-    """``[online] learner = "ftrl"`` with optional ``alpha``, ``beta``, ``l1``, ``l2`` (defaults: ``FtrlParams``).
+    """``[online] learner = "ftrl"`` with optional ``alpha``, ``beta``, ``l1``, ``l2``, ``rate_floor`` (defaults:
+    ``FtrlParams``; ``rate_floor`` at most ``alpha / beta``, 0 = none).
 
     Any ``l1 >= 0`` is accepted: the shipped weights become the starting state for every ``l1``
     (``learner.from_weights``). Whether the graph is a logistic model the learner can take over is checked
@@ -206,7 +207,7 @@ def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
         return None
     if not isinstance(table, dict):
         raise ModelError(where, "[online] must be a table")
-    unknown = sorted(set(table) - {"learner", "alpha", "beta", "l1", "l2", "on_drift"})
+    unknown = sorted(set(table) - {"learner", "alpha", "beta", "l1", "l2", "rate_floor", "on_drift"})
     if unknown:
         raise ModelError(where, f"unknown field(s) online.{', online.'.join(unknown)}")
     if table.get("learner") not in LEARNERS:
@@ -219,8 +220,9 @@ def _parse_online(table: Any, task: str, where: str) -> FtrlParams | None:
         beta=_number(table, "beta", defaults.beta, where),
         l1=_number(table, "l1", defaults.l1, where),
         l2=_number(table, "l2", defaults.l2, where),
+        rate_floor=_number(table, "rate_floor", defaults.rate_floor, where),
     )
-    problem = params.problem()  # alpha > 0, finite, beta + l2 > 0: the learner's invariant
+    problem = params.problem()  # alpha > 0, finite, beta + l2 > 0, rate_floor <= alpha / beta: the invariant
     if problem is not None:
         raise ModelError(where, problem)
     return params
@@ -284,13 +286,13 @@ def _parse_calibration(
     where: str,
 ) -> CalibrationSpec | None:
     """``[calibration] features = [...]`` (optional, default none: the logit alone) with optional ``alpha``,
-    ``beta``, ``l1``, ``l2`` (the ``[online]`` defaults), ``on_drift``, and ``mean``/``scale`` per chosen feature
-    (default: from the feature's ``[reference]`` bins, else 0 and 1)."""
+    ``beta``, ``l1``, ``l2``, ``rate_floor`` (the ``[online]`` defaults), ``on_drift``, and ``mean``/``scale``
+    per chosen feature (default: from the feature's ``[reference]`` bins, else 0 and 1)."""
     if table is None:
         return None
     if not isinstance(table, dict):
         raise ModelError(where, "[calibration] must be a table")
-    known = {"features", "alpha", "beta", "l1", "l2", "on_drift", "mean", "scale"}
+    known = {"features", "alpha", "beta", "l1", "l2", "rate_floor", "on_drift", "mean", "scale"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise ModelError(where, f"unknown field(s) calibration.{', calibration.'.join(unknown)}")
@@ -314,7 +316,10 @@ def _parse_calibration(
         raise ModelError(where, "calibration.scale must be positive")
     defaults = FtrlParams()
     params = FtrlParams(
-        *(_number(table, k, getattr(defaults, k), where, "calibration") for k in ("alpha", "beta", "l1", "l2"))
+        *(
+            _number(table, k, getattr(defaults, k), where, "calibration")
+            for k in ("alpha", "beta", "l1", "l2", "rate_floor")
+        )
     )
     problem = params.problem()
     if problem is not None:

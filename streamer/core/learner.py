@@ -7,9 +7,12 @@ learning rates assume comparable magnitudes.
 
 ``learn_many`` applies labelled rows one after the other (FTRL is sequential: the gradient of a row depends on
 the weights after the previous one) and returns a new state; ``predict_proba_many`` scores a matrix. Per
-feature, one step is: ``g = (p - y) x``; ``sigma = (sqrt(n + g²) - sqrt(n)) / alpha``; ``z += g - sigma w``;
-``n += g²``. The Redis store applies the same step in a Lua script so that concurrent workers share one
-state atomically; this module is the reference it is tested against.
+feature, one step is: ``g = (p - y) x``; ``n' = min(n + g², n_max)``; ``sigma = (sqrt(n') - sqrt(n)) / alpha``;
+``z += g - sigma w``; ``n = n'``. ``n_max`` is infinite unless the parameters set a learning-rate floor
+(``FtrlParams.rate_floor``): the per-coordinate step ``alpha / (beta + sqrt(n))`` then never falls below it,
+and with ``l1 = 0`` a weight moves by ``-g / ((beta + sqrt(n')) / alpha + l2)`` at every step, an SGD step
+(``sigma`` keeps the weights continuous however ``n`` moves). The Redis store applies the same step in a Lua
+script so that concurrent workers share one state atomically; this module is the reference it is tested against.
 
 ``from_weights`` starts from a fitted logistic model: it inverts the weight formula at ``n = 0`` for any ``l1``
 (``z = -w ((beta + sqrt(n)) / alpha + l2) - sign(w) l1``), so ``weights(from_weights(w)) == w`` up to rounding,
@@ -17,7 +20,8 @@ and ``weights(state)`` exports the current ones, e.g. to freeze them into an ONN
 
 Invariant of valid parameters (``FtrlParams.problem`` is None): ``alpha > 0``, ``beta, l1, l2 >= 0``, all finite,
 and ``beta + l2 > 0`` -- the weight formula divides by ``(beta + sqrt(n)) / alpha + l2``, which is then positive
-for every ``n >= 0``; with ``beta = l2 = 0`` a coordinate that has seen no gradient would have no weight.
+for every ``n >= 0``; with ``beta = l2 = 0`` a coordinate that has seen no gradient would have no weight; and
+``0 <= rate_floor <= alpha / beta`` (the step of a fresh coordinate: a floor above it could never hold).
 """
 
 from __future__ import annotations
@@ -38,10 +42,13 @@ class FtrlParams:
     beta: float = 1.0
     l1: float = 0.0
     l2: float = 1.0
+    # The smallest per-coordinate step ``alpha / (beta + sqrt(n))`` a coordinate keeps; 0 = none (steps decay
+    # as ``1 / sqrt(n)`` for ever). Off by default: measured by ``bench/drift.py`` (docs/learning.md).
+    rate_floor: float = 0.0
 
     def problem(self) -> str | None:
-        """Why these parameters cannot drive the learner (one clause naming the field), or None if they can."""
-        for name in ("alpha", "beta", "l1", "l2"):
+        """Why these parameters cannot drive the learner (one clause naming the field and the fix), or None."""
+        for name in ("alpha", "beta", "l1", "l2", "rate_floor"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
                 return f"online.{name} must be a finite non-negative number"
@@ -49,7 +56,21 @@ class FtrlParams:
             return "online.alpha must be positive"
         if self.beta + self.l2 <= 0:
             return "online.beta and online.l2 cannot both be 0 (a weight with no gradient yet would be undefined)"
+        if self.rate_floor * self.beta > self.alpha:
+            return (
+                f"online.rate_floor must be at most online.alpha / online.beta = {self.alpha / self.beta:g} "
+                "(the step a fresh coordinate starts with); lower it, or set 0 for no floor"
+            )
         return None
+
+    @property
+    def n_max(self) -> float:
+        """The cap on each coordinate's accumulated squared gradient that keeps its step at or above
+        ``rate_floor``: ``alpha / (beta + sqrt(n_max)) == rate_floor``; infinite without a floor. The one place
+        the floor becomes arithmetic: the Lua step in Redis receives this number."""
+        if self.rate_floor <= 0:
+            return math.inf
+        return max(self.alpha / self.rate_floor - self.beta, 0.0) ** 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,13 +132,15 @@ def learn_many(state: FtrlState, x: np.ndarray, y: np.ndarray) -> FtrlState:
     """Apply the rows of ``x`` with labels ``y`` (0/1) in order; returns the new state."""
     rows = standardise(state, x)
     z, n, p = state.z.copy(), state.n.copy(), state.params
+    n_max = p.n_max
     for row, label in zip(rows, np.asarray(y, dtype=np.float64), strict=True):
         w = weights_from_zn(z, n, p)
         probability = 1.0 / (1.0 + np.exp(-np.clip(row @ w, -35, 35)))
         g = (probability - label) * row
-        sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / p.alpha
+        grown = np.minimum(n + g * g, n_max)  # == n + g² bit for bit without a floor (n_max infinite)
+        sigma = (np.sqrt(grown) - np.sqrt(n)) / p.alpha
         z += g - sigma * w
-        n += g * g
+        n = grown
     return replace(state, z=z, n=n, updates=state.updates + len(rows))
 
 

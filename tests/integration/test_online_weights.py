@@ -125,6 +125,39 @@ def test_with_l1_the_lua_learner_equals_the_reference_from_the_shipped_weights(
     np.testing.assert_allclose(w_lua, w_ref, rtol=1e-9, atol=1e-12)
 
 
+@pytest.mark.parametrize(("rate_floor", "l1"), [(0.05, 0.0), (0.1, 0.05), (0.3, 0.0)])
+def test_with_a_learning_rate_floor_the_lua_learner_equals_the_reference(
+    store: RedisStateStore, model: onnx_models.LoadedModel, rate_floor: float, l1: float
+) -> None:
+    """rate_floor > 0: the Lua step caps each coordinate's n where its step meets the floor, exactly as
+    core.learner does (0.3 = alpha / beta: a constant step, n stays 0); the cap is reached, so it is tested."""
+    assert model.card.online is not None
+    unfloored_params = dataclasses.replace(model.card.online, l1=l1)
+    params = dataclasses.replace(unfloored_params, rate_floor=rate_floor)
+    model = dataclasses.replace(model, card=dataclasses.replace(model.card, online=params))
+    online.check_online(model)
+    online.register(store, [model])
+    _, start = online.spec_of(model)
+    x = synthetic.transactions(1200, seed=29).astype(np.float32)
+    y = 1 - synthetic.labels(x, seed=29)  # a rule the shipped weights get wrong: large gradients, n grows fast
+    predictions = logged(model, x, f"floor-{rate_floor}")
+    store.log_predictions(predictions)
+    batch = [(p.id, int(label)) for p, label in zip(predictions, y, strict=True)]
+    codes = [c for b in range(0, 1200, 400) for c in store.apply_labels(batch[b : b + 400], 5.0)]
+    assert codes == [LEARNED] * 1200
+    reference = learner.learn_many(start, x, y)
+    shared = store.online_weights("fraud-online", "1")
+    assert shared is not None and shared.updates == 1200
+    assert np.all(reference.n <= params.n_max) and np.any(reference.n == params.n_max)  # the floor held
+    np.testing.assert_allclose(shared.z, reference.z, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(shared.n, reference.n, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        learner.weights_from_zn(shared.z, shared.n, params), learner.weights(reference), rtol=1e-9, atol=1e-12
+    )
+    unfloored = learner.learn_many(dataclasses.replace(start, params=unfloored_params), x, y)
+    assert not np.allclose(unfloored.z, reference.z)  # without the floor the state differs: the floor acted
+
+
 def test_registering_again_and_late_is_idempotent_and_keeps_earlier_learner_codes(
     store: RedisStateStore, model: onnx_models.LoadedModel, tmp_path: Path
 ) -> None:

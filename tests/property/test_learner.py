@@ -13,8 +13,12 @@ from streamer import synthetic
 from streamer.core import learner
 
 
-def reference_ftrl(rows: list[list[float]], labels: list[int], alpha: float, beta: float, l1: float, l2: float):
-    """McMahan et al. (2013), Algorithm 1, written out per coordinate with plain floats."""
+def reference_ftrl(
+    rows: list[list[float]], labels: list[int], alpha: float, beta: float, l1: float, l2: float, floor: float = 0.0
+):
+    """McMahan et al. (2013), Algorithm 1, written out per coordinate with plain floats; with a learning-rate
+    floor, each coordinate's n stops growing where alpha / (beta + sqrt(n)) reaches it."""
+    n_max = (alpha / floor - beta) ** 2 if floor > 0 else math.inf
     d = len(rows[0]) + 1
     z, n = [0.0] * d, [0.0] * d
     for row, y in zip(rows, labels, strict=True):
@@ -27,9 +31,10 @@ def reference_ftrl(rows: list[list[float]], labels: list[int], alpha: float, bet
         p = 1 / (1 + math.exp(-margin))
         for i in range(d):
             g = (p - y) * x[i]
-            sigma = (math.sqrt(n[i] + g * g) - math.sqrt(n[i])) / alpha
+            grown = min(n[i] + g * g, n_max)
+            sigma = (math.sqrt(grown) - math.sqrt(n[i])) / alpha
             z[i] += g - sigma * w[i]
-            n[i] += g * g
+            n[i] = grown
     return z, n
 
 
@@ -40,14 +45,15 @@ def reference_ftrl(rows: list[list[float]], labels: list[int], alpha: float, bet
         max_size=40,
     ),
     st.sampled_from([0.0, 0.5]),
+    st.sampled_from([0.0, 0.05, 0.15, 0.2]),
 )
-def test_updates_match_the_reference_on_the_same_stream(stream, l1: float) -> None:
+def test_updates_match_the_reference_on_the_same_stream(stream, l1: float, floor: float) -> None:
     rows = [r for r, _ in stream]
     labels = [y for _, y in stream]
-    params = learner.FtrlParams(alpha=0.2, beta=1.0, l1=l1, l2=0.5)
+    params = learner.FtrlParams(alpha=0.2, beta=1.0, l1=l1, l2=0.5, rate_floor=floor)
     state = learner.initial(np.zeros(3), np.ones(3), params)
     state = learner.learn_many(state, np.array(rows), np.array(labels))
-    z, n = reference_ftrl(rows, labels, 0.2, 1.0, l1, 0.5)
+    z, n = reference_ftrl(rows, labels, 0.2, 1.0, l1, 0.5, floor)
     np.testing.assert_allclose(state.z, z, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(state.n, n, rtol=1e-9, atol=1e-12)
     assert state.updates == len(rows)
@@ -98,12 +104,93 @@ def test_l1_starting_state_learns_like_the_reference(params: learner.FtrlParams)
     np.testing.assert_allclose(learnt.z, z, rtol=1e-12, atol=1e-12)
 
 
+# A stream of standardised rows with 0/1 labels, and parameters with a floor anywhere in (0, alpha / beta].
+rows_and_labels = st.lists(
+    st.tuples(st.lists(st.floats(-4, 4, allow_nan=False), min_size=3, max_size=3), st.integers(0, 1)),
+    min_size=1,
+    max_size=60,
+)
+floored_params = st.builds(
+    lambda alpha, beta, l2, fraction: learner.FtrlParams(
+        alpha=alpha, beta=beta, l1=0.0, l2=l2, rate_floor=fraction * alpha / beta
+    ),
+    alpha=st.floats(1e-3, 2),
+    beta=st.floats(0.1, 5),
+    l2=st.one_of(st.just(0.0), st.floats(1e-6, 5)),
+    fraction=st.floats(1e-3, 1),
+)
+
+
+@given(rows_and_labels, floored_params, st.floats(0, 50))
+def test_with_a_floor_every_step_stays_at_or_above_it(stream, params: learner.FtrlParams, n0: float) -> None:
+    """After every label, each coordinate's step alpha / (beta + sqrt(n)) is >= rate_floor, whatever n it
+    started from (n0: a state learnt before the floor), and each weight moves by exactly an SGD step at that
+    rate (l1 = 0): w' = w - g / ((beta + sqrt(n')) / alpha + l2), never a smaller move than the floor's."""
+    state = learner.from_weights(np.array([0.4, -0.3, 0.0]), 0.1, np.zeros(3), np.ones(3), params)
+    state = learner.FtrlState(state.z, np.full(4, n0), state.mean, state.scale, params)
+    floor = params.rate_floor
+    for row, label in stream:
+        before = learner.weights(state)
+        x = np.array([row])
+        p = learner.predict_proba_many(state, x)[0]
+        state = learner.learn_many(state, x, np.array([label]))
+        step = params.alpha / (params.beta + np.sqrt(state.n))
+        assert np.all(step >= floor * (1 - 1e-9)), (step, floor)
+        g = (p - label) * np.append(row, 1.0)
+        expected = before - g / ((params.beta + np.sqrt(state.n)) / params.alpha + params.l2)
+        np.testing.assert_allclose(learner.weights(state), expected, rtol=1e-7, atol=1e-9)
+        assert np.all(
+            np.abs(learner.weights(state) - before) >= np.abs(g) / (1 / floor + params.l2) * (1 - 1e-7) - 1e-12
+        )
+
+
+@given(rows_and_labels, valid_params)
+def test_floor_0_gives_exactly_the_step_without_a_floor(stream, params: learner.FtrlParams) -> None:
+    """rate_floor = 0 (the default) is bit for bit the learner before the floor existed (its step written out)."""
+    assert params.rate_floor == 0 and params.n_max == math.inf
+    x, y = np.array([r for r, _ in stream]), np.array([label for _, label in stream], dtype=np.float64)
+    state = learner.from_weights(np.array([0.5, -0.2, 0.0]), 0.1, np.zeros(3), np.ones(3), params)
+    z, n = state.z.copy(), state.n.copy()
+    for row, label in zip(x, y, strict=True):
+        row = np.append(row, 1.0)
+        w = learner.weights_from_zn(z, n, params)
+        p = 1.0 / (1.0 + np.exp(-np.clip(row @ w, -35, 35)))
+        g = (p - label) * row
+        sigma = (np.sqrt(n + g * g) - np.sqrt(n)) / params.alpha
+        z += g - sigma * w
+        n += g * g
+    learnt = learner.learn_many(state, x, y)
+    assert np.array_equal(learnt.z, z) and np.array_equal(learnt.n, n)
+
+
+def test_the_floor_caps_n_where_the_step_meets_it() -> None:
+    params = learner.FtrlParams(alpha=0.1, beta=1.0, rate_floor=0.02)
+    assert params.n_max == pytest.approx(16.0) and params.alpha / (params.beta + math.sqrt(params.n_max)) == 0.02
+    assert learner.FtrlParams(alpha=0.1, beta=1.0, rate_floor=0.1).n_max == 0.0  # a constant step
+    assert learner.FtrlParams(alpha=0.1, beta=0.0, l2=1.0, rate_floor=0.5).problem() is None  # fresh step infinite
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2000, 3))
+    y = (x @ [1.0, -1.0, 0.5] > 0).astype(float)
+    learnt = learner.learn_many(learner.initial(np.zeros(3), np.ones(3), params), x, y)
+    assert np.all(learnt.n <= params.n_max) and np.any(learnt.n == params.n_max)
+    free = learner.learn_many(learner.initial(np.zeros(3), np.ones(3)), x, y)
+    assert np.all(free.n > params.n_max)  # without the floor the steps went below it
+
+
 def test_invalid_parameters_are_named() -> None:
     assert learner.FtrlParams().problem() is None
     assert learner.FtrlParams(alpha=0).problem() == "online.alpha must be positive"
     assert learner.FtrlParams(l1=-1).problem() == "online.l1 must be a finite non-negative number"
     assert learner.FtrlParams(l2=float("inf")).problem() == "online.l2 must be a finite non-negative number"
     assert "cannot both be 0" in (learner.FtrlParams(beta=0, l2=0).problem() or "")
+    assert learner.FtrlParams(rate_floor=-0.01).problem() == "online.rate_floor must be a finite non-negative number"
+    assert learner.FtrlParams(rate_floor=float("nan")).problem() == (
+        "online.rate_floor must be a finite non-negative number"
+    )
+    assert learner.FtrlParams(alpha=0.1, beta=2.0, rate_floor=0.06).problem() == (
+        "online.rate_floor must be at most online.alpha / online.beta = 0.05 (the step a fresh coordinate starts "
+        "with); lower it, or set 0 for no floor"
+    )
     with pytest.raises(ValueError, match="cannot both be 0"):
         learner.from_weights(np.ones(2), 0.0, np.zeros(2), np.ones(2), learner.FtrlParams(beta=0, l2=0))
 

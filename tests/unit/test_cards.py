@@ -57,6 +57,11 @@ def test_online_and_reference_tables_parse() -> None:
         "card.toml",
     )
     assert card.online is not None and (card.online.alpha, card.online.beta, card.online.l2) == (0.3, 1.0, 2.0)
+    assert card.online.rate_floor == 0.0  # no floor unless the card sets one
+    floored = parse_card(with_(online={"learner": "ftrl", "alpha": 0.3, "rate_floor": 0.02}), "card.toml").online
+    assert floored is not None and floored.rate_floor == 0.02
+    calibrated = parse_card(with_(calibration={"rate_floor": 0.01}), "card.toml").calibration
+    assert calibrated is not None and calibrated.params.rate_floor == 0.01
     assert card.reference["hour"].edges == (6.0, 18.0) and card.reference["hour"].fractions == (0.25, 0.5, 0.25)
     assert parse_card(CARD, "card.toml").online is None
 
@@ -82,6 +87,19 @@ def test_online_and_reference_tables_parse() -> None:
         ({"online": {"learner": "ftrl", "alpha": 0}}, "online.alpha must be positive"),
         ({"online": {"learner": "ftrl", "l2": -1}}, "online.l2 must be a non-negative number"),
         ({"online": {"learner": "ftrl", "eta": 1}}, "unknown field(s) online.eta"),
+        ({"online": {"learner": "ftrl", "rate_floor": -0.1}}, "online.rate_floor must be a non-negative number"),
+        ({"online": {"learner": "ftrl", "rate_floor": "0.01"}}, "online.rate_floor must be a non-negative number"),
+        ({"online": {"learner": "ftrl", "rate_floor": True}}, "online.rate_floor must be a non-negative number"),
+        ({"online": {"learner": "ftrl", "rate_floor": float("inf")}}, "online.rate_floor must be a finite"),
+        (
+            {"online": {"learner": "ftrl", "alpha": 0.1, "rate_floor": 0.2}},
+            "online.rate_floor must be at most online.alpha / online.beta = 0.1 (the step a fresh coordinate "
+            "starts with); lower it, or set 0 for no floor",
+        ),
+        (
+            {"calibration": {"alpha": 0.1, "beta": 2, "rate_floor": 0.1}},
+            "calibration.rate_floor must be at most calibration.alpha / calibration.beta = 0.05",
+        ),
         ({"online": {"learner": "ftrl"}, "task": "regression"}, "needs task = 'binary-classification'"),
         ({"reference": {"nope": {"edges": [1], "fractions": [0.5, 0.5]}}}, "reference feature 'nope' is not in"),
         ({"reference": {"hour": {"edges": [1]}}}, "reference.hour must have exactly edges and fractions"),
