@@ -95,8 +95,9 @@ def readme_steps(readme: str, heading: str) -> list[Step]:
 
 
 def shape(line: str) -> str:
-    """What of an output line stays the same between runs: numbers masked, table rules and padding collapsed."""
-    line = re.sub(r"\d+", "#", line)
+    """What of an output line stays the same between runs: numbers masked (with their thousands separators and
+    decimals: a rate may print 977/s or 2,714/s), table rules and padding collapsed."""
+    line = re.sub(r"\d+(?:[.,]\d+)*", "#", line)
     line = re.sub(r"([━─═])\1+", r"\1", line)
     return re.sub(r"\s+", " ", line).strip()
 
