@@ -39,7 +39,8 @@ from streamer.core import topic_partitions
 from streamer.core.errors import BrokerError, BrokerUnreachable, ConfigError
 from streamer.core.kafka_faults import PRODUCER
 from streamer.engines.common import Readiness, WorkerContext, service_stopped
-from streamer.pipeline import PipelineTopics, ScoringPipeline
+from streamer.pipeline import ScoringPipeline
+from streamer.pipeline_ports import PipelineTopics
 from streamer.serve import oip_server, worker_oip_listener
 from streamer.services import runner
 from streamer.services.kafka_faults import FaultWatch

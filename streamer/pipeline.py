@@ -28,45 +28,21 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from streamer.core.batching import BatchPolicy
-from streamer.core.errors import SCORING_FAILED, DecodeError, FatalError, OutputError
+from streamer.core.errors import FatalError, OutputError
 from streamer.core.intake import lag
 from streamer.core.ledger import Batch, PartitionLedger, ReadBack, Release
-from streamer.core.output_records import OutputRecords, output_records
+from streamer.core.output_records import output_records
 from streamer.core.scoring import ScoredBatch
 from streamer.core.stages import Observations, StageSamples
 from streamer.core.types import Records
 from streamer.observers import FanOut, PipelineObserver
+from streamer.pipeline_ports import OutputSink, PipelineTopics, Recover, ScoreFn, score_job
 
 log = logging.getLogger(__name__)
-
-Recover = Callable[[list[int]], dict[int, ReadBack]]  # partitions -> what their output logs already hold
-ScoreFn = Callable[[Records], ScoredBatch]
-Done = Callable[[BaseException | None], None]
-
-
-class OutputSink(Protocol):
-    """Where released batches go (``adapters.kafka_producer`` in the worker, a fake in unit tests)."""
-
-    def send(self, out: OutputRecords, on_done: Done) -> None: ...
-    def has_room(self) -> bool: ...
-
-
-@dataclass(frozen=True, slots=True)
-class PipelineTopics:
-    requests: str
-    predictions: str
-    dlq: str
-
-
-def failed_batch(records: Records, detail: str) -> ScoredBatch:
-    """Every row a ``scoring-failed`` dead letter: what a scoring job that raised unexpectedly becomes."""
-    error = DecodeError(SCORING_FAILED, detail)
-    return ScoredBatch(records, [None] * len(records), dict.fromkeys(range(len(records)), error))
 
 
 class ScoringPipeline:
@@ -357,25 +333,12 @@ class ScoringPipeline:
                 self._observer.on_inflight(self._inflight)
                 if self._executor is None:  # scoring on the loop: no thread hop (the work holds the GIL anyway)
                     done: asyncio.Future[Any] = self._loop.create_future()
-                    done.set_result(self._score_job([b.records for _, b in job]))
+                    done.set_result(score_job(self._score, [b.records for _, b in job]))
                     self._guarded(self._scored, job, done)
                     await asyncio.sleep(0)  # let deliveries and intake in between jobs
                     continue
-                future = self._loop.run_in_executor(self._executor, self._score_job, [b.records for _, b in job])
+                future = self._loop.run_in_executor(self._executor, score_job, self._score, [b.records for _, b in job])
                 future.add_done_callback(partial(self._guarded, self._scored, job))
-
-    def _score_job(self, job: list[Records]) -> tuple[list[ScoredBatch], float]:
-        """Scoring thread. A bug must not stall a partition on this input: a batch whose scoring raises becomes
-        ``scoring-failed`` dead letters (logged), and the worker goes on."""
-        started = time.perf_counter()
-        scored = []
-        for records in job:
-            try:
-                scored.append(self._score(records))
-            except Exception as exc:
-                log.exception("scoring %s rows of partition %s failed unexpectedly", len(records), records.partition)
-                scored.append(failed_batch(records, f"internal error: {exc!r}"))
-        return scored, time.perf_counter() - started
 
     def _guarded(self, callback: Callable[..., None], *args: Any) -> None:
         """Every callback runs through here: an exception stops the worker instead of wedging a partition."""

@@ -62,6 +62,12 @@ class ScoredBatch:
     # challenger failed on in ``errors`` (counted, never dead-lettered: a shadow never changes what leaves).
     shadow: ScoredBatch | None = None
 
+    @classmethod
+    def failed(cls, records: Records, detail: str) -> ScoredBatch:
+        """Every row a ``scoring-failed`` dead letter: what a scoring job that raised unexpectedly becomes."""
+        error = DecodeError(SCORING_FAILED, detail)
+        return cls(records, [None] * len(records), dict.fromkeys(range(len(records)), error))
+
 
 @dataclass(frozen=True, slots=True)
 class GraphContext:

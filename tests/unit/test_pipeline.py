@@ -26,7 +26,8 @@ from streamer.core.output_records import OutputRecords
 from streamer.core.routing import Catalog
 from streamer.core.scoring import score_records
 from streamer.core.types import Records
-from streamer.pipeline import PipelineTopics, ScoringPipeline
+from streamer.pipeline import ScoringPipeline
+from streamer.pipeline_ports import PipelineTopics
 
 CARD = ModelCard("m", 1, "regression", ("a",), "x", "0" * 64, OutputRef("y"), None)
 CATALOG = Catalog({"m": {1: CARD}})
