@@ -195,7 +195,10 @@ def _text_column(array: Any, numbers: bool = True) -> Column:
         numeric = pc.fill_null(pc.match_substring_regex(array, NUMBER_PATTERN), False)
         is_number = numeric.to_numpy(zero_copy_only=False).copy()
         try:
-            values = _floats(pc.cast(pc.if_else(numeric, array, pa.scalar(None, pa.string())), pa.float64()))
+            # The cells the pattern takes, cast alone: not ``pc.if_else(numeric, array, null)``, which on a sliced
+            # string array (every chunk but a file's first) reads past its data buffer in pyarrow 19 (apache/arrow
+            # #41479): parsed garbage then passed for numbers, a 1e999 cell among them.
+            values[is_number] = _floats(pc.cast(array.filter(numeric), pa.float64()))
         except pa.ArrowInvalid:  # a cell the pattern takes and Arrow does not: decide those in Python
             cells = array.to_pylist()
             for i in np.flatnonzero(is_number).tolist():
