@@ -2,9 +2,11 @@
 
 Each synthetic transaction is scored twice, by the frozen ``fraud`` model (gradient-boosted trees) and by the
 online ``fraud-online`` model (logistic, learning from labels in Redis). Halfway the hidden rule changes
-(``synthetic.drifted_fraud_logit``). After every chunk the true labels go to the feedback topic; the act waits
-until the worker has joined them, so the next chunk is scored by weights that learnt from them. A live table
-shows both models' accuracy per chunk; at the end the same series is saved as a PNG with the drift marked.
+(``synthetic.drifted_fraud_logit``). Chunk by chunk the act writes the requests to a JSONL file and sends it with
+``streamer produce --file``; once both models answered (read from ``streamer consume``), it writes the true labels
+to another file, sends them with ``streamer label --file`` and waits until the worker's ``/metrics`` counts them
+joined, so the next chunk is scored by weights that learnt from them. A live table shows both models' accuracy
+per chunk; at the end the same series is saved as a PNG with the drift marked.
 """
 
 from __future__ import annotations
@@ -15,12 +17,12 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from demo_shell import Shell, Stream
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from streamer import synthetic
+from streamer import synthetic  # the demo's data: the same generator as `streamer produce`, with a drift
 
 MODELS = ("fraud", "fraud-online")
 
@@ -39,7 +41,7 @@ def bar(value: float, width: int = 12) -> str:
 
 
 def render(rows: list[tuple[int, str, float, float]], chunk: int) -> Table:
-    table = Table(title=f"concept drift: rolling accuracy per chunk of {chunk} transactions", expand=False)
+    table = Table(title=f"concept drift: accuracy per chunk of {chunk} transactions", expand=False)
     for column in ("scored", "rule", "frozen", "", "online", ""):
         table.add_column(column, no_wrap=True)
     for seen, rule, frozen, online in rows:
@@ -55,15 +57,19 @@ def render(rows: list[tuple[int, str, float, float]], chunk: int) -> Table:
     return table
 
 
+def write_lines(path: Path, lines: list[dict], root: Path) -> str:
+    """Write JSONL; the path as a command run from the repository root names it."""
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return str(path.relative_to(root))
+
+
 def run(
     console: Console,
-    bootstrap: str,
+    shell: Shell,
+    stream: Stream,
     metrics_url: str,
-    png: Path,
+    state: Path,
     *,
-    requests_topic: str = "requests",
-    predictions_topic: str = "predictions",
-    feedback_topic: str = "feedback",
     chunks: int = 16,
     chunk: int = 250,
 ) -> dict[str, list[float]]:
@@ -72,32 +78,47 @@ def run(
     logit = np.where(np.arange(len(x)) < drift_at * chunk, synthetic.fraud_logit(x), synthetic.drifted_fraud_logit(x))
     truth = synthetic.labels_of(logit, seed=3)
     token = f"drift{int(time.time())}"
-    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": True})
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": token, "fetch.wait.max.ms": 5})
-    partitions = consumer.list_topics(predictions_topic, timeout=10).topics[predictions_topic].partitions
-    consumer.assign([TopicPartition(predictions_topic, p, OFFSET_BEGINNING) for p in partitions])
+    folder = state / "drift"
+    folder.mkdir(parents=True, exist_ok=True)
+    where = folder.relative_to(shell.root)
+    console.print(
+        f"Each chunk: {chunk} transactions for each model to [cyan]{where}/requests-NN.jsonl[/], their true labels "
+        "(once both models answered) to [cyan]labels-NN.jsonl[/], each file sent with:"
+    )
+    shell.show(["produce", "--file", f"{where}/requests-NN.jsonl", "--count", "0", "--quiet"])
+    shell.show(["label", "--file", f"{where}/labels-NN.jsonl", "--quiet"])
     accuracy: dict[str, list[float]] = {m: [] for m in MODELS}
     rows: list[tuple[int, str, float, float]] = []
     joined_before = joined_labels(metrics_url)
+    mine = [line for line in stream.lines if str(line.get("id", "")).startswith(token)]
     with Live(render(rows, chunk), console=console, refresh_per_second=8) as live:
         for c in range(chunks):
-            for i in range(c * chunk, (c + 1) * chunk):
-                features = synthetic.features_of(x[i])
-                for model in MODELS:
-                    body = {"id": f"{token}-{model}-{i}", "model": model, "features": features}
-                    producer.produce(requests_topic, json.dumps(body).encode(), f"card-{i % 97}".encode())
-            producer.flush(30)
-            predictions: list[dict] = []
+            requests = [
+                {
+                    "key": f"card-{i % 97}",
+                    "value": {"id": f"{token}-{model}-{i}", "model": model, "features": synthetic.features_of(x[i])},
+                }
+                for i in range(c * chunk, (c + 1) * chunk)
+                for model in MODELS
+            ]
+            shell.run(
+                "produce",
+                "--file",
+                write_lines(folder / f"requests-{c:02d}.jsonl", requests, shell.root),
+                "--count",
+                "0",
+                "--quiet",
+                shown=False,
+                capture=True,
+            )
             deadline = time.monotonic() + 60
-            while len(predictions) < 2 * chunk and time.monotonic() < deadline:
-                for message in consumer.consume(2000, 0.1):
-                    if message.error() is None:
-                        body = json.loads(message.value())
-                        if str(body.get("id", "")).startswith(token):
-                            predictions.append(body)
+            while len(mine) < 2 * chunk * (c + 1) and time.monotonic() < deadline:
+                time.sleep(0.05)
+                mine = [line for line in stream.lines if str(line.get("id", "")).startswith(token)]
+            predictions = mine[2 * chunk * c :]
             for model in MODELS:
-                mine = [p for p in predictions if p["model"] == model]
-                correct = [p["label"] == truth[int(p["id"].rsplit("-", 1)[1])] for p in mine]
+                own = [p for p in predictions if p["model"] == model]
+                correct = [p["label"] == truth[int(p["id"].rsplit("-", 1)[1])] for p in own]
                 accuracy[model].append(float(np.mean(correct)) if correct else float("nan"))
             rows.append(
                 (
@@ -108,18 +129,28 @@ def run(
                 )
             )
             live.update(render(rows, chunk))
+            labels = [
+                {
+                    "key": f"card-{int(p['id'].rsplit('-', 1)[1]) % 97}",
+                    "value": {"id": p["id"], "label": int(truth[int(p["id"].rsplit("-", 1)[1])])},
+                }
+                for p in predictions
+            ]
             time.sleep(0.3)  # let the prediction log reach Redis before the labels do
-            for p in predictions:
-                label = int(truth[int(p["id"].rsplit("-", 1)[1])])
-                producer.produce(feedback_topic, json.dumps({"id": p["id"], "label": label}).encode(), b"k")
-            producer.flush(30)
+            shell.run(
+                "label",
+                "--file",
+                write_lines(folder / f"labels-{c:02d}.jsonl", labels, shell.root),
+                "--quiet",
+                shown=False,
+                capture=True,
+            )
             target = joined_before + 2 * chunk * (c + 1)
             deadline = time.monotonic() + 30
             while joined_labels(metrics_url) < target and time.monotonic() < deadline:
                 time.sleep(0.1)
             time.sleep(0.3)  # > online.refresh_ms: the next chunk is scored by the updated weights
-    consumer.close()
-    plot(accuracy, chunk, drift_at, png)
+    plot(accuracy, chunk, drift_at, state / "drift.png")
     return accuracy
 
 

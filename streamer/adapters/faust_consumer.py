@@ -119,6 +119,8 @@ class _NoSensorNoise(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return "Missing sensor state for rebalance" not in record.getMessage()
+
+
 class StreamerWorker(faust.Worker):
     """Faust's worker, taking over a stop requested while the process started (``wiring.signals``).
 

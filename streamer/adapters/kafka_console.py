@@ -110,12 +110,15 @@ def produce_requests(
     started = time.monotonic()
     count = 0
     bar = None
-    if progress:
+    if progress:  # on stderr, and only on a terminal: stdout stays the command's output, empty for produce
+        from rich.console import Console
         from rich.progress import Progress
 
-        bar = Progress(transient=True)
-        bar.start()
-        task = bar.add_task(f"producing to {topic}", total=None)
+        console = Console(stderr=True)
+        if console.is_terminal:
+            bar = Progress(transient=True, console=console)
+            bar.start()
+            task = bar.add_task(f"producing to {topic}", total=None)
     try:
         for message in messages:
             if rate > 0:

@@ -57,7 +57,8 @@ def produce_command(
     target = topic or s.topics.requests
     bootstrap, client, create = s.require_bootstrap(), s.kafka.client, create_command(s, target)
     sent = produce_requests(bootstrap, client, target, messages, rate=rate, progress=not quiet, create=create)
-    err.print(plain(f"sent {sent.count} messages to {target} in {sent.seconds:.2f} s ({sent.rate:,.0f}/s)"))
+    noun = "message" if sent.count == 1 else "messages"
+    err.print(plain(f"sent {sent.count} {noun} to {target} in {sent.seconds:.2f} s ({sent.rate:,.0f}/s)"))
     if labels_out is not None:
         with open(labels_out, "w", encoding="utf-8") as labels:
             for line in synthetic_labels(sent.count, keys=keys, seed=seed, run=run):

@@ -96,7 +96,8 @@ def models_freeze(
     """Write an online model's current shared weights (Redis) as the next version: a plain ONNX model.
 
     The new version has the same card without \\[online] (it serves, it does not learn) and, being the highest,
-    is what workers serve after a restart unless the config pins a version.
+    is what running workers serve from their next model scan on (hot reload: within seconds, no restart) unless a
+    pin holds the model; pin the online version first to keep it serving.
     """
     from streamer.adapters import model_repository, online
     from streamer.adapters.redis_state import RedisStateStore
@@ -120,6 +121,12 @@ def models_freeze(
         raise ConfigError(f"models freeze: {exc}") from None
     frozen = model_repository.load_version(target)
     out.print(plain(f"froze {model.card.ref} into {frozen.card.ref} at {target}"))
+    out.print(
+        plain(
+            f"running workers serve {frozen.card.ref} for `{name}` within seconds (hot reload) unless a pin holds "
+            f"{name}: `streamer models pin {name} {model.card.version}` keeps the online version serving"
+        )
+    )
 
 
 models_lifecycle.register(models_app, settings, out)

@@ -47,7 +47,7 @@ from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Topics, WorkerProcess, produce, read_all
 from tests.e2e.test_scoring_path import check_exactly_once_in_order, make_requests
 
-# The documented exit codes (README, "Exit codes") a worker may end with when the broker vanishes under it:
+# The documented exit codes (docs/contract.md, "Exit codes") a worker may end with when the broker vanishes under it:
 # 3 (an output could not be delivered / the producer failed), 5 (no progress for stall_timeout_s), 6 (the broker
 # did not answer at start). 1 would be a bug; 2 and 4 would be a wrong diagnosis.
 BROKER_LOSS_EXIT_CODES = {3, 5, 6}

@@ -108,7 +108,7 @@ def test_every_dashboard_and_rule_query_reads_an_exported_metric() -> None:
         assert names <= exported, f"{where}: {expr} reads {names - exported}, which the worker does not export"
 
 
-# Names the code exported before a rename: the README has a migration note for each; the docs may name them as
+# Names the code exported before a rename: the CHANGELOG has a migration note for each; the docs may name them as
 # older names (``streamer top`` still reads them from older workers); no dashboard or rule may.
 RENAMED = {"streamer_rolling_metric"}
 
@@ -147,12 +147,13 @@ def test_the_promtool_tests_and_the_dashboard_generator_read_exported_metrics_an
 def test_the_readme_and_docs_name_only_exported_or_renamed_metrics() -> None:
     exported = exported_metric_names() | {"streamer_"}  # the prefix itself
     note = r"\*\*Migration[^*]*\*\*.*?(?:\n\n|$)"  # a "**Migration (...).**" paragraph
-    readme = (REPO / "README.md").read_text()
     for path in [REPO / "README.md", *sorted((REPO / "docs").glob("**/*.md"))]:
         outside = re.sub(note, "", path.read_text(), flags=re.S)
         documented = set(re.findall(r"`(streamer_[a-z0-9_]*)", outside))
         assert documented <= exported | RENAMED, f"{path.relative_to(REPO)} names {documented - exported - RENAMED}"
-    assert metric_names(" ".join(re.findall(note, readme, re.S))) >= RENAMED, "a renamed metric has no migration note"
+    changelog = (REPO / "CHANGELOG.md").read_text()
+    migrations = re.findall(r"^### Migration\n(.*?)(?=^##|\Z)", changelog, re.S | re.M)  # every release's section
+    assert metric_names(" ".join(migrations)) >= RENAMED, "a renamed metric has no migration note in CHANGELOG.md"
     assert not RENAMED & exported
 
 
