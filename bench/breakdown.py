@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, count_until, embedded_stack, fresh_topics, preload, record, start_worker, wait_for_log
+from common import count_until, embedded_stack, fresh_topics, preload, record, start_worker, wait_for_log
 
 # (stage, frame-name fragments); the first stage whose fragment appears in a sample's stack wins. Fragments of
 # the code before and after the columnar rewrite are both listed, so that one script profiles either checkout

@@ -122,13 +122,13 @@ def test_the_first_assignment_freezes_what_the_worker_keeps_and_raises_the_young
 
 
 def test_the_verdict_follows_each_partitions_lag_from_the_clients_high_watermark() -> None:
-    shell = shell_over(StandInPipeline({}, {}), {0: 10, 1: 60})
+    shell = shell_over(StandInPipeline({}, {}), {0: 10, 1: 300})
     caught_up = shell.judge([chunk(0, [7, 8, 9])], 3)
     behind = shell.judge([chunk(0, [7, 8, 9]), chunk(1, [40])], 4)
-    assert caught_up.drained and not behind.drained  # partition 1 has 19 more waiting
+    assert caught_up.drained and not behind.drained  # partition 1 has 259 more waiting: a full batch
     unknown = shell.judge([chunk(2, [0])], 1)
     assert unknown.drained  # no high watermark yet, and the chunk came back short
-    own = shell.judge([chunk(1, [59])], 1, highwater={1: 60}.get)
+    own = shell.judge([chunk(1, [299])], 1, highwater={1: 300}.get)
     assert own.drained  # the engine's own (thread-side) reading of the watermark
 
 
