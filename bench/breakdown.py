@@ -18,7 +18,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from common import ROOT, count_until, embedded_stack, fresh_topics, preload, record, start_worker, wait_for_log
+from common import count_until, embedded_stack, fresh_topics, preload, record, start_worker, wait_for_log
 
 # (stage, frame-name fragments); the first stage whose fragment appears in a sample's stack wins. Fragments of
 # the code before and after the columnar rewrite are both listed, so that one script profiles either checkout
@@ -82,7 +82,7 @@ def main() -> int:
         started = time.monotonic()
         spy = subprocess.Popen(
             [
-                str(ROOT / ".venv" / "bin" / "py-spy"),
+                str(Path(sys.executable).parent / "py-spy"),
                 "record",
                 "-p",
                 str(worker.pid),
@@ -116,7 +116,8 @@ def main() -> int:
         stage = next((name for name, parts in STAGES if any(p in stack for p in parts)), "other (runtime, loop)")
         samples[stage] += int(count)
     per_event_us = 1e6 / rate
-    print(f"\nengine {args.engine}: {rate:,.0f} events/s = {per_event_us:.1f} µs per event (wall)\n")
+    print(f"\nengine {args.engine}: {rate:,.0f} events/s = {per_event_us:.1f} µs per event (wall)")
+    print(f"raw profile (py-spy, one stack per line): {profile}\n")
     busy = total / (args.seconds * 200)  # cores kept busy by this process
     shares = {}
     for stage, count in samples.most_common():

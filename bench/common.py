@@ -231,7 +231,9 @@ def cpu_model() -> str:
 
 
 def batch_stats(log_path: Path) -> dict[str, float]:
-    """Mean rows per batch and mean batch wait (ms) from a running worker's /metrics (found in its log)."""
+    """From a running worker's /metrics (found in its log): mean rows per batch, mean batch wait (ms), and per stage
+    of the data path (``streamer_stage_latency_seconds``) and for the event loop's lag, the mean and the p99 (ms;
+    the p99 is the upper bound of the bucket it falls in)."""
     import urllib.request
 
     match = re.search(r"metrics: (http://\S+/metrics)", log_path.read_text(errors="replace"))
@@ -239,7 +241,8 @@ def batch_stats(log_path: Path) -> dict[str, float]:
         return {}
     with urllib.request.urlopen(match.group(1), timeout=5) as response:
         text = response.read().decode()
-    values = {}
+    values: dict[str, float] = {}
+    buckets: dict[str, list[tuple[float, float]]] = {}  # series -> (upper bound, cumulative count)
     for line in text.splitlines():
         name, _, value = line.rpartition(" ")
         if name in (
@@ -248,13 +251,35 @@ def batch_stats(log_path: Path) -> dict[str, float]:
             "streamer_batch_wait_seconds_sum",
         ):
             values[name] = float(value)
+        series = re.match(
+            r"(?:streamer_stage_latency_seconds|streamer_event_loop_lag_seconds)_(bucket|sum|count)\{?(.*?)\}?$", name
+        )
+        if series is None:
+            continue
+        kind, labels = series.groups()
+        stage = re.search(r'stage="([^"]+)"', labels)
+        key = stage.group(1) if stage else "loop_lag"
+        if kind == "bucket":
+            bound = re.search(r'le="([^"]+)"', labels)
+            assert bound is not None
+            buckets.setdefault(key, []).append((float(bound.group(1)), float(value)))
+        else:
+            values[f"{key}_{kind}"] = float(value)
     count = values.get("streamer_batch_size_messages_count", 0.0)
     if not count:
         return {}
-    return {
+    stats = {
         "mean_batch_rows": round(values["streamer_batch_size_messages_sum"] / count, 1),
         "mean_batch_wait_ms": round(1000 * values["streamer_batch_wait_seconds_sum"] / count, 2),
     }
+    for key, cumulative in buckets.items():
+        total = values.get(f"{key}_count", 0.0)
+        if not total:
+            continue
+        stats[f"{key}_mean_ms"] = round(1000 * values[f"{key}_sum"] / total, 2)
+        p99 = next(bound for bound, seen in sorted(cumulative) if seen >= 0.99 * total)
+        stats[f"{key}_p99_ms"] = round(1000 * p99, 2) if p99 != float("inf") else float("inf")
+    return stats
 
 
 def row_config(options: list[str]) -> str:

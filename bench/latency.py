@@ -46,6 +46,7 @@ from common import (
 )
 
 from streamer.adapters import devstack
+from streamer.core.stages import STAGES
 
 RELAY = "relay (2 hops, no scoring)"
 
@@ -155,6 +156,17 @@ def main() -> int:
                 f"{rate:>8} {name:30} {p50:8.1f} {p99:8.1f} {spread:>15} {ratio:12.2f} {p50 - relay_p50:12.1f}"
                 f" {batch:11.1f} {wait:8.2f}"
             )
+    print("\nwhere the time goes, per stage of the data path (a sampled request per batch; mean / p99 ms, medians)")
+    print(f"{'rate':>8} {'':30} " + " ".join(f"{stage:>13}" for stage in (*STAGES, "loop lag")))
+    for rate, rows in runs.items():
+        for name, figures in rows.items():
+            cells = []
+            for stage in (*STAGES, "loop_lag"):
+                means = [f[f"{stage}_mean_ms"] for f in figures if f"{stage}_mean_ms" in f]
+                p99s = [f[f"{stage}_p99_ms"] for f in figures if f"{stage}_p99_ms" in f]
+                cells.append(f"{statistics.median(means):.1f}/{statistics.median(p99s):.1f}" if means else "")
+            if any(cells):
+                print(f"{rate:>8} {name:30} " + " ".join(f"{cell:>13}" for cell in cells))
     record(
         "latency",
         {

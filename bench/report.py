@@ -88,6 +88,41 @@ def latency(run: dict[str, Any]) -> list[str]:
                 f"| {p50 - relay_p50:+.1f} | {statistics.median(batch) if batch else '':} "
                 f"| {statistics.median(wait) if wait else '':} |"
             )
+    return out + stages(run)
+
+
+STAGES = ("consumed", "batched", "scored", "produced", "delivered", "committed", "loop_lag")
+
+
+def stages(run: dict[str, Any]) -> list[str]:
+    """Where a request's time goes inside the worker (``streamer_stage_latency_seconds``, one sampled request per
+    batch, and the event loop's lag): mean / p99 ms per stage, medians over runs; absent from older runs."""
+    rows = [
+        (rate, name, figures)
+        for rate, named in run["runs"].items()
+        for name, figures in named.items()
+        if any(f"{stage}_mean_ms" in f for f in figures for stage in STAGES)
+    ]
+    if not rows:
+        return []
+    out = [
+        "",
+        *wrap(
+            "Inside the worker, per stage (the time from the stage before; `consumed` counts from the request's "
+            "Kafka timestamp) and the event loop's lag: mean / p99 ms, p99 as the upper bound of its histogram "
+            "bucket."
+        ),
+        "",
+        "| rate | row | " + " | ".join(stage.replace("_", " ") for stage in STAGES) + " |",
+        "| ---: | --- | " + " | ".join("---:" for _ in STAGES) + " |",
+    ]
+    for rate, name, figures in rows:
+        cells = []
+        for stage in STAGES:
+            means = [f[f"{stage}_mean_ms"] for f in figures if f"{stage}_mean_ms" in f]
+            p99s = [f[f"{stage}_p99_ms"] for f in figures if f"{stage}_p99_ms" in f]
+            cells.append(f"{statistics.median(means):.1f} / {statistics.median(p99s):g}" if means else "")
+        out.append(f"| {rate} | {name} | " + " | ".join(cells) + " |")
     return out
 
 

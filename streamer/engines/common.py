@@ -8,6 +8,8 @@ converts what it consumed to ``Records`` (its client's adapter: ``adapters.faust
   fatal error of the data path stops the worker with its exit code (``WorkerContext.fatal``);
 - **intake** (``Shell.judge``): per consumed chunk, drained or not and the fetch wait wanted next, decided by
   ``core.intake.IntakePolicy`` from the partitions' lag;
+- **the garbage collector** (``engines.collector.settle``): settled once, after the first assignment was read
+  back, so that a full collection never walks what the worker keeps for good;
 - **readiness** (``Readiness``): ``/ready`` is 503 ``starting`` until the first assignment was read back,
   200 with the partitions after, 503 ``failed`` for good after a fatal error -- one body for both engines'
   HTTP servers;
@@ -45,6 +47,7 @@ from streamer.core.errors import FatalError, StreamerError, exit_code_of
 from streamer.core.intake import ChunkVerdict, IntakePolicy, lag
 from streamer.core.kafka_faults import AUTHORIZATION, GROUP_PROTOCOL, NOT_JOINED, TOPIC_MISSING
 from streamer.core.types import Records
+from streamer.engines import collector
 from streamer.engines.loop_lag import watch_loop_lag
 from streamer.pipeline import ScoringPipeline
 from streamer.services.kafka_faults import FaultWatch
@@ -185,6 +188,9 @@ class Shell:
         partitions = list(partitions)
         self.joined(bool(partitions))
         await self.pipeline.assign(partitions)
+        if not self.context.readiness.assigned:
+            frozen = collector.settle()  # what the worker keeps for good is never scanned again
+            log.info("garbage collector settled: %s objects frozen", frozen)
         self.context.readiness.assigned = True
 
     # ------------------------------------------------------------------------------------------ faults

@@ -7,8 +7,9 @@ messages for about the price of one call. This engine keeps everything else iden
 decoding, scoring, reorder, keyed emit to the request's partition, dead letters, read-back recovery -- and
 differs only in the consume loop, the rebalance callbacks and its HTTP server (no Faust at all).
 
-The loop runs on a thread of its own (librdkafka calls block). Each ``consume`` chunk (``IntakePolicy.chunk``
-records, waiting at most ``handover_wait_s``) is cut into one ``Records`` per partition and handed to the
+The loop runs on a thread of its own (librdkafka calls block). Each chunk (``take``: under a backlog up to
+``IntakePolicy.chunk`` records within ``handover_wait_s``, otherwise the first record at once with what is
+buffered behind it) is cut into one ``Records`` per partition and handed to the
 pipeline on the asyncio loop with the intake's verdict (drained: the chunk's partitions are at their high
 watermarks). librdkafka's fetch wait is fixed when its consumer is created, so this engine keeps
 ``kafka.fetch_wait_max_ms`` (``core.intake``). Rebalance callbacks run inside ``consume()`` on that thread:
@@ -45,7 +46,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from streamer.adapters.http_endpoints import Endpoints
 from streamer.adapters.kafka_admin import client_config
@@ -71,6 +72,19 @@ def intake_policy(context: WorkerContext) -> IntakePolicy:
         kafka.fetch_wait_backlog_ms,
         adjusts_fetch_wait=False,  # librdkafka reads fetch.wait.max.ms once, when the consumer is created
     )
+
+
+def take(consumer: Consumer, chunk: int, wait_s: float, behind: bool) -> list[Message]:
+    """The next chunk: under a backlog (``behind``) up to ``chunk`` records within ``wait_s`` -- few, large
+    hand-overs; otherwise the first record as soon as it comes and whatever else is already buffered. librdkafka's
+    ``consume(n, timeout)`` returns early only once ``n`` records are there: at light load it held every chunk
+    for the whole wait, a hold the relay of the same broker does not pay twice (``core.intake``)."""
+    if behind:
+        return consumer.consume(num_messages=chunk, timeout=wait_s)
+    first = consumer.poll(wait_s)
+    if first is None:
+        return []
+    return [first, *consumer.consume(num_messages=chunk - 1, timeout=0)]
 
 
 class BatchConsumeLoop:
@@ -185,6 +199,7 @@ class BatchConsumeLoop:
         group = self.shell.context.group
         last_commit = last_watermarks = time.monotonic()
         paused = False
+        behind = False  # the last chunk's verdict: wait for a full chunk (backlog) or hand over at the first record
         full_since: float | None = None
         try:
             while self._running:
@@ -208,12 +223,13 @@ class BatchConsumeLoop:
                 if paused:
                     consumer.resume(consumer.assignment())
                     paused = False
-                messages = consumer.consume(num_messages=shell.intake.chunk, timeout=shell.intake.handover_wait_s)
+                messages = take(consumer, shell.intake.chunk, shell.intake.handover_wait_s, behind)
                 if messages:
                     consumed_at = time.monotonic()  # the pipeline's clock
                     chunk = records_of(topic, messages, on_fault, group)
                     if chunk:
                         verdict = shell.judge(chunk, len(messages), highwater)
+                        behind = verdict.behind
                         on_loop(shell.add(chunk, verdict.drained, consumed_at))
                 if time.monotonic() - last_commit >= self._commit_interval_s:
                     self._commit(consumer)

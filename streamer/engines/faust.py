@@ -5,12 +5,14 @@ events, waiting at most ``handover_wait_s``), so key, headers, partition, offset
 stay known; each chunk becomes one ``Records`` per partition (``adapters.faust_consumer.records_of``) and goes
 to the shell with the intake's verdict (``engines.common``: drained when the chunk's partitions are at their
 high watermarks; under a backlog the fetch wait goes from ``kafka.fetch_wait_max_ms`` to
-``kafka.fetch_wait_backlog_ms``, which aiokafka applies to its next fetch). The request topic is declared with
-``acks=False``: Faust keeps no per-message acknowledgement bookkeeping for it and never commits it by itself;
-the shell's commit path commits exactly what the ledgers say, every second and before partitions go, through
-the adapter's consumer. Faust's rebalance signals drive ``assign`` (read-back recovery, awaited before the new
-partitions are resumed) and ``revoke`` (finish, then commit); the web server serves ``/metrics``, ``/health``
-and ``/ready`` on the metrics port, with the shell's readiness.
+``kafka.fetch_wait_backlog_ms``, which aiokafka applies to its next fetch, and chunks are gathered -- up to
+``IntakePolicy.chunk`` records within ``BACKLOG_GATHER_S`` -- before they are handed over, so that batches fill
+instead of closing every few rows: ``core.intake``; what is gathered is handed over before a revocation).
+The request topic is declared with ``acks=False``: Faust keeps no per-message acknowledgement bookkeeping for
+it and never commits it by itself; the shell's commit path commits exactly what the ledgers say, every second
+and before partitions go, through the adapter's consumer. Faust's rebalance signals drive ``assign``
+(read-back recovery, awaited before the new partitions are resumed) and ``revoke`` (finish, then commit); the
+web server serves ``/metrics``, ``/health`` and ``/ready`` on the metrics port, with the shell's readiness.
 
 Faust runs with transport ``kafka://`` (aiokafka), tuned through ``adapters.faust_consumer`` (the one place
 that reaches into Faust's and aiokafka's internals): its ``confluent://`` transport received no assignment on
@@ -24,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +36,9 @@ from faust.types import TP
 from streamer import logs
 from streamer.adapters import faust_consumer
 from streamer.adapters.faust_consumer import FetchTuning, StreamerWorker, TunedApp
-from streamer.core.intake import IntakePolicy
+from streamer.core.intake import BACKLOG_GATHER_S, IntakePolicy
 from streamer.core.kafka_faults import kind_of_code
+from streamer.core.types import Records
 from streamer.engines.common import HEALTH_BODY, Shell, WorkerContext
 from streamer.wiring import signals
 
@@ -42,6 +46,32 @@ log = logging.getLogger(__name__)
 
 COMMIT_INTERVAL_S = 1.0
 FAULTS_INTERVAL_S = 1.0
+FLUSH_AFTER_S = 2 * BACKLOG_GATHER_S  # the agent hands over within BACKLOG_GATHER_S of a backlog's next chunk
+
+
+@dataclass(slots=True)
+class Gathered:
+    """Records consumed under a backlog and not handed to the shell yet (``IntakePolicy.gather``); ``since``:
+    when the first of them was consumed (the pipeline's clock), which the ledgers count their wait from."""
+
+    chunk: list[Records] = field(default_factory=list)
+    rows: int = 0
+    since: float = 0.0
+    flush: asyncio.TimerHandle | None = None  # the hand-over due at the latest, while records are held
+
+    def add(self, chunk: list[Records], rows: int, consumed_at: float) -> None:
+        if self.rows == 0:
+            self.since = consumed_at
+        self.chunk += chunk
+        self.rows += rows
+
+    def take(self) -> tuple[list[Records], float]:
+        if self.flush is not None:
+            self.flush.cancel()
+            self.flush = None
+        chunk, since = self.chunk, self.since
+        self.chunk, self.rows = [], 0
+        return chunk, since
 
 
 def intake_policy(context: WorkerContext) -> IntakePolicy:
@@ -120,6 +150,24 @@ def build_app(context: WorkerContext) -> TunedApp:
         topics.requests, key_serializer="raw", value_serializer="raw", key_type=None, value_type=None, acks=False
     )
 
+    gathered = Gathered()
+    handing_over = asyncio.Lock()  # hand-overs in the order their records were taken from ``gathered``
+    flushes: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references to tasks
+
+    async def hand_over(drained: bool) -> None:
+        """Hand what was gathered to the shell: from the agent, before a revocation, and at the latest
+        ``FLUSH_AFTER_S`` after gathering began (a backlog that stops coming never holds records)."""
+        async with handing_over:
+            chunk, consumed_at = gathered.take()
+            if chunk:
+                await shell.add(chunk, drained, consumed_at)
+
+    def flush_later() -> None:
+        gathered.flush = None
+        task = asyncio.get_running_loop().create_task(hand_over(False), name="streamer-gathered")
+        flushes.add(task)
+        task.add_done_callback(flushes.discard)
+
     @app.agent(requests, name="score")
     async def score(stream: faust.StreamT) -> None:
         started()
@@ -128,11 +176,15 @@ def build_app(context: WorkerContext) -> TunedApp:
             consumed_at = time.monotonic()  # the pipeline's clock
             chunk = faust_consumer.records_of(events)
             verdict = shell.judge(chunk, len(events))
-            await shell.add(chunk, verdict.drained, consumed_at)
             wanted = verdict.fetch_wait_ms
             if wanted is not None and wanted != current_wait and app.tuned_consumer.set_fetch_wait(wanted):
                 log.debug("fetch wait %s ms -> %s ms", current_wait, wanted)
                 current_wait = wanted
+            gathered.add(chunk, len(events), consumed_at)
+            if not intake.gather(verdict, gathered.rows, consumed_at - gathered.since):
+                await hand_over(verdict.drained)
+            elif gathered.flush is None:
+                gathered.flush = asyncio.get_running_loop().call_later(FLUSH_AFTER_S, flush_later)
 
     def ours(tps: set[TP]) -> list[int]:
         return sorted(tp.partition for tp in tps if tp.topic == topics.requests)
@@ -141,6 +193,7 @@ def build_app(context: WorkerContext) -> TunedApp:
     async def on_revoked(sender: Any, revoked: set[TP], **_: Any) -> None:
         if shell.started:
             shell.rebalancing()
+            await hand_over(False)  # what was consumed before the revocation is finished and committed with it
             await shell.revoke(ours(revoked), commit)
 
     @app.on_partitions_assigned.connect

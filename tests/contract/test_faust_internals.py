@@ -20,6 +20,7 @@ from aiokafka.consumer.fetcher import READ_COMMITTED, Fetcher
 from faust.transport import base as faust_transport_base
 from faust.transport import consumer as faust_consumer_base
 from faust.transport.drivers import aiokafka as faust_aiokafka
+from mode import Service
 
 from streamer.adapters import devstack
 from streamer.adapters.faust_consumer import (
@@ -145,3 +146,54 @@ def test_a_started_consumer_fetches_with_the_tuned_wait_and_isolation_and_follow
             await thread._consumer.stop()  # type: ignore[union-attr]
 
     asyncio.run(asyncio.wait_for(check(), timeout=60))
+
+
+def test_faust_hands_each_fetched_message_to_its_stream_through_the_wait_first_the_consumer_overrides() -> None:
+    """``StreamerConsumer.wait_first`` recognises Faust's per-message call by its second argument,
+    ``self.suspend_flow.wait()``; a Faust that calls it otherwise would silently lose the fast path."""
+    source = inspect.getsource(faust_consumer_base.Consumer._drain_messages)
+    assert "await self.wait_first(" in source and "callback(message), self.suspend_flow.wait()" in source
+    assert "self.suspend_flow = Event()" in inspect.getsource(faust_consumer_base.Consumer.__init__)
+    assert faust_consumer_base.Event is asyncio.Event
+    waiting = inspect.getsource(Service.wait_first)
+    assert "stopped = self._stopped" in waiting and "crashed = self._crashed" in waiting
+    assert list(inspect.signature(Service.wait_first).parameters) == ["self", "coros", "timeout"]
+
+
+def stand_in_consumer() -> StreamerConsumer:
+    """A ``StreamerConsumer`` with only what ``wait_first`` reads (no app, no broker)."""
+    consumer = object.__new__(StreamerConsumer)
+    consumer.suspend_flow = asyncio.Event()
+    consumer._stopped, consumer._crashed = asyncio.Event(), asyncio.Event()
+    consumer._loop = asyncio.get_running_loop()
+    return consumer
+
+
+def test_a_delivery_that_does_not_wait_is_one_coroutine_step_and_one_that_waits_is_faust_s_wait_first() -> None:
+    async def scenario() -> None:
+        consumer = stand_in_consumer()
+
+        async def delivered(value: int) -> int:
+            return value
+
+        tasks = len(asyncio.all_tasks())
+        result = await consumer.wait_first(delivered(7), consumer.suspend_flow.wait())
+        assert (result.results, result.stopped, len(asyncio.all_tasks())) == ([7], False, tasks)
+
+        lock = asyncio.Lock()
+        await lock.acquire()
+
+        async def delivered_after_the_lock() -> int:
+            async with lock:
+                return 8
+
+        asyncio.get_running_loop().call_later(0.01, lock.release)
+        waited = await consumer.wait_first(delivered_after_the_lock(), consumer.suspend_flow.wait())
+        assert waited.results == [8]  # went on where it waited, under Faust's wait_first
+
+        await lock.acquire()
+        asyncio.get_running_loop().call_later(0.01, consumer.suspend_flow.set)
+        suspended = await consumer.wait_first(delivered_after_the_lock(), consumer.suspend_flow.wait())
+        assert suspended.results == [True] and lock.locked()  # a rebalance interrupts a waiting delivery, as before
+
+    asyncio.run(scenario())

@@ -6,6 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from streamer.core.intake import (
+    BACKLOG_GATHER_S,
     MAX_HANDOVER_WAIT_S,
     MIN_HANDOVER_WAIT_S,
     FetchWait,
@@ -47,20 +48,31 @@ def test_the_chunk_fits_a_full_batch_and_the_wait_never_exceeds_the_batch_wait(s
     assert policy.handover_wait_s <= max(wait_s, MIN_HANDOVER_WAIT_S)
 
 
+@given(policies, st.integers(0, 20_000), lags, st.integers(0, 20_000), st.floats(0, 1, allow_nan=False))
+def test_gathering_goes_on_only_behind_below_a_chunk_and_briefly(
+    policy: IntakePolicy, consumed: int, partition_lags: list[int | None], held: int, held_for_s: float
+) -> None:
+    verdict = policy.judge(consumed, partition_lags, policy.fetch_wait())
+    gathers = policy.gather(verdict, held, held_for_s)
+    assert gathers == (verdict.behind and held < policy.chunk and held_for_s < BACKLOG_GATHER_S)
+    if verdict.drained:
+        assert not gathers  # light load: what came is handed over at once
+
+
 @given(policies, st.integers(0, 20_000), lags)
-def test_drained_means_at_the_high_watermark_and_excludes_behind(
+def test_drained_means_less_than_a_full_batch_waiting_and_excludes_behind(
     policy: IntakePolicy, consumed: int, partition_lags: list[int | None]
 ) -> None:
     verdict = policy.judge(consumed, partition_lags, policy.fetch_wait())
     full = consumed >= policy.chunk
-    at_end = all(known == 0 for known in partition_lags)
-    unknown_at_end = all(known in (0, None) for known in partition_lags)
-    if at_end:
-        assert verdict.drained
-    elif not full and unknown_at_end:
-        assert verdict.drained  # nothing more buffered, and nothing known to be waiting
+    caught_up = all(known is not None and known < policy.batch_size for known in partition_lags)
+    unknown_caught_up = all(known is None or known < policy.batch_size for known in partition_lags)
+    if caught_up:
+        assert verdict.drained  # no full batch known to be waiting anywhere
+    elif not full and unknown_caught_up:
+        assert verdict.drained  # nothing more buffered, and no full batch known to be waiting
     else:
-        assert not verdict.drained  # a known lag, or a full chunk of unknown ones
+        assert not verdict.drained  # a full batch or more waiting, or a full chunk of unknown lags
     assert not (verdict.drained and verdict.behind)
     if not verdict.drained and (full or sum(k or 0 for k in partition_lags) >= policy.chunk):
         assert verdict.behind
@@ -95,7 +107,8 @@ def test_the_decisions_at_a_glance() -> None:
     state = policy.fetch_wait()
     assert (policy.chunk, policy.handover_wait_s) == (2048, 0.005)
     assert policy.judge(3, [0, 0], state).drained  # light load: caught up
-    assert not policy.judge(3, [0, 40], state).drained  # a short fetch, more waiting on the broker
+    assert policy.judge(3, [0, 40], state).drained  # fewer than a full batch waiting: not worth holding rows for
+    assert not policy.judge(3, [0, 256], state).drained  # a short fetch, a full batch waiting on the broker
     assert policy.judge(3, [None], state).drained  # no high watermark yet, nothing more buffered
     first = policy.judge(2048, [900, 1200], state)
     second = policy.judge(2048, [900, 1200], state)

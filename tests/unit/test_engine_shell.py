@@ -4,6 +4,7 @@ stand-in pipeline that records what it was asked. No broker, no socket."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import threading
 from collections.abc import Iterator
 from typing import Any, cast
@@ -15,6 +16,7 @@ from streamer.adapters.kafka_producer import KafkaOutputSink
 from streamer.adapters.prometheus_metrics import WorkerMetrics
 from streamer.core.intake import IntakePolicy
 from streamer.core.types import Records
+from streamer.engines import collector
 from streamer.engines.common import Readiness, Shell, WorkerContext, run_on_loop
 from streamer.pipeline import ScoringPipeline
 
@@ -96,14 +98,37 @@ def test_the_worker_is_ready_once_the_first_assignment_was_taken() -> None:
     asyncio.run(scenario())
 
 
+def test_the_first_assignment_freezes_what_the_worker_keeps_and_raises_the_young_threshold() -> None:
+    """What a worker holds once it runs is never scanned by a collection again (``engines.collector``)."""
+    threshold = gc.get_threshold()
+
+    async def scenario() -> None:
+        shell = shell_over(StandInPipeline({}, {}))
+        shell.start()
+        kept = [object() for _ in range(10)], {"model": [1, 2, 3]}
+        gc.unfreeze()
+        await shell.assign([0])
+        assert gc.get_freeze_count() > 0
+        assert gc.is_tracked(kept) and gc.get_threshold()[0] == collector.YOUNG_THRESHOLD
+        gc.set_threshold(*threshold)
+        await shell.assign([1])  # later assignments leave the collector alone
+        assert gc.get_threshold() == threshold
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+
+
 def test_the_verdict_follows_each_partitions_lag_from_the_clients_high_watermark() -> None:
-    shell = shell_over(StandInPipeline({}, {}), {0: 10, 1: 60})
+    shell = shell_over(StandInPipeline({}, {}), {0: 10, 1: 300})
     caught_up = shell.judge([chunk(0, [7, 8, 9])], 3)
     behind = shell.judge([chunk(0, [7, 8, 9]), chunk(1, [40])], 4)
-    assert caught_up.drained and not behind.drained  # partition 1 has 19 more waiting
+    assert caught_up.drained and not behind.drained  # partition 1 has 259 more waiting: a full batch
     unknown = shell.judge([chunk(2, [0])], 1)
     assert unknown.drained  # no high watermark yet, and the chunk came back short
-    own = shell.judge([chunk(1, [59])], 1, highwater={1: 60}.get)
+    own = shell.judge([chunk(1, [299])], 1, highwater={1: 300}.get)
     assert own.drained  # the engine's own (thread-side) reading of the watermark
 
 
