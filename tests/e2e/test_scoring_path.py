@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 
@@ -118,12 +120,23 @@ def test_a_worker_stopped_mid_stream_and_restarted_loses_and_duplicates_nothing(
     messages, _ = make_requests(4000, keys=200, seed=12)
     first = worker_factory(t)
     first.wait_assigned()
-    produce(kafka_broker.address, t.requests, messages[:2000], rate=2000)
-    # stop while outputs are flowing: part of the first half is scored, some not yet committed
+    # Stop while outputs are flowing -- requests still arriving and the worker past its first few hundred
+    # answers, so that some outputs are in the log with their offsets not yet committed (commits go every
+    # second). Waiting for the producer alone let a worker slow to start on a busy machine (its first
+    # assignment settles the garbage collector) be killed before it had answered anything.
+    feeding = threading.Thread(target=produce, args=(kafka_broker.address, t.requests, messages[:2000], 2000))
+    feeding.start()
+    deadline = time.monotonic() + 60
+    while feeding.is_alive() or time.monotonic() < deadline:
+        answered = sum(v for k, v in first.metrics().items() if k.startswith("streamer_requests_total"))
+        if answered >= 300 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
     if stop == "kill -9":
         first.kill()
     else:
         assert first.terminate() == 0, first.log()[-3000:]
+    feeding.join()
     produce(kafka_broker.address, t.requests, messages[2000:])
     second = worker_factory(t)
     second.wait_assigned()
