@@ -103,6 +103,18 @@ class WorkerContext:
         """The subject of group faults."""
         return f"group {self.settings.worker.group_id}"
 
+    def intake(self, *, adjusts_fetch_wait: bool) -> IntakePolicy:
+        """The intake policy of the settings, for an engine whose client can (or cannot) change its fetch wait
+        while it runs."""
+        worker, kafka = self.settings.worker, self.settings.kafka
+        return IntakePolicy.of(
+            worker.batch_max_size,
+            worker.batch_max_wait_ms / 1000.0,
+            kafka.fetch_wait_max_ms,
+            kafka.fetch_wait_backlog_ms,
+            adjusts_fetch_wait=adjusts_fetch_wait,
+        )
+
     def fatal(self, error: BaseException) -> NoReturn:
         """Stop hard, saying why in one CRITICAL line: nothing more is acknowledged; the next owner of the
         partitions reads back the outputs."""

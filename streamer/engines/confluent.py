@@ -52,7 +52,6 @@ from streamer.adapters.http_endpoints import Endpoints
 from streamer.adapters.kafka_admin import client_config
 from streamer.adapters.kafka_consumer import cached_highwater, positions_of, records_of
 from streamer.core.errors import OutputError
-from streamer.core.intake import IntakePolicy
 from streamer.engines.common import OnLoop, Shell, WorkerContext, fail, lose, run_on_loop
 from streamer.wiring import signals
 
@@ -61,17 +60,6 @@ log = logging.getLogger(__name__)
 COMMIT_INTERVAL_S = 1.0
 WATERMARKS_INTERVAL_S = 1.0
 STATISTICS_INTERVAL_MS = 1000
-
-
-def intake_policy(context: WorkerContext) -> IntakePolicy:
-    worker, kafka = context.settings.worker, context.settings.kafka
-    return IntakePolicy.of(
-        worker.batch_max_size,
-        worker.batch_max_wait_ms / 1000.0,
-        kafka.fetch_wait_max_ms,
-        kafka.fetch_wait_backlog_ms,
-        adjusts_fetch_wait=False,  # librdkafka reads fetch.wait.max.ms once, when the consumer is created
-    )
 
 
 def take(consumer: Consumer, chunk: int, wait_s: float, behind: bool) -> list[Message]:
@@ -122,7 +110,8 @@ class BatchConsumeLoop:
         )
         # Written on the consume thread only, read by the loop's lag report: the loop never calls the consumer.
         self._highwater: dict[int, int | None] = {}
-        self.shell = Shell(context, intake_policy(context), self._highwater.get)
+        # librdkafka reads fetch.wait.max.ms once, when the consumer is created: the fetch wait is fixed
+        self.shell = Shell(context, context.intake(adjusts_fetch_wait=False), self._highwater.get)
         self._pause_after_s = min(1.0, kafka.rebalance_timeout_ms / 4000)
         self._commit_future: concurrent.futures.Future[None] | None = None
         self._running = False

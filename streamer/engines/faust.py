@@ -36,7 +36,7 @@ from faust.types import TP
 from streamer import logs
 from streamer.adapters import faust_consumer
 from streamer.adapters.faust_consumer import FetchTuning, StreamerWorker, TunedApp
-from streamer.core.intake import BACKLOG_GATHER_S, IntakePolicy
+from streamer.core.intake import BACKLOG_GATHER_S
 from streamer.core.kafka_faults import kind_of_code
 from streamer.core.types import Records
 from streamer.engines.common import HEALTH_BODY, Shell, WorkerContext
@@ -74,21 +74,10 @@ class Gathered:
         return chunk, since
 
 
-def intake_policy(context: WorkerContext) -> IntakePolicy:
-    worker, kafka = context.settings.worker, context.settings.kafka
-    return IntakePolicy.of(
-        worker.batch_max_size,
-        worker.batch_max_wait_ms / 1000.0,
-        kafka.fetch_wait_max_ms,
-        kafka.fetch_wait_backlog_ms,
-        adjusts_fetch_wait=True,  # aiokafka reads the fetch wait for every fetch request it builds
-    )
-
-
 def build_app(context: WorkerContext) -> TunedApp:
     settings = context.settings
     kafka, worker, topics = settings.kafka, settings.worker, settings.topics
-    intake = intake_policy(context)
+    intake = context.intake(adjusts_fetch_wait=True)  # aiokafka reads the fetch wait for every fetch it builds
     app = TunedApp(
         worker.group_id,
         fetch_tuning=FetchTuning(kafka.fetch_wait_max_ms, read_committed=True),
