@@ -214,6 +214,11 @@ def record(name: str, results: dict) -> None:
         "command": " ".join(["bench/" + Path(sys.argv[0]).name, *sys.argv[1:]]),
         **results,
     }
+    if "--before-code" in sys.argv[:-1]:  # before/after in one run: which code the ``before:`` rows ran
+        before = sys.argv[sys.argv.index("--before-code") + 1]
+        line["before_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=before, capture_output=True, text=True
+        ).stdout.strip()
     path = ROOT / "bench" / "results" / f"{name}.jsonl"
     path.parent.mkdir(exist_ok=True)
     with open(path, "a") as file:

@@ -36,9 +36,10 @@ def run_line(run: dict[str, Any], command: str) -> str:
     machine = run.get("cpu") or run.get("machine", "?")
     load = run.get("load_average")
     shown = f", load average {load[0]:.1f} at the end" if load else ""
+    before = f" Rows named `before:` run commit `{run['before_commit']}`." if "before_commit" in run else ""
     return (
         f"Run {run['time']} at commit `{commit}` on {machine} ({run['cpus']} cores{shown}), Python "
-        f"{run['python']}: `{command}`."
+        f"{run['python']}: `{command}`.{before}"
     )
 
 
@@ -85,8 +86,8 @@ def latency(run: dict[str, Any]) -> list[str]:
             wait = [f["mean_batch_wait_ms"] for f in figures if "mean_batch_wait_ms" in f]
             out.append(
                 f"| {rate} | {name} | {p50:.1f} | {p99:.1f} ({min(p99s):.0f}–{max(p99s):.0f}) | {p99 / relay_p99:.2f} "
-                f"| {p50 - relay_p50:+.1f} | {statistics.median(batch) if batch else '':} "
-                f"| {statistics.median(wait) if wait else '':} |"
+                f"| {p50 - relay_p50:+.1f} | {f'{statistics.median(batch):.1f}' if batch else ''} "
+                f"| {f'{statistics.median(wait):.2f}' if wait else ''} |"
             )
     return out + stages(run)
 
