@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,6 +28,35 @@ settings.register_profile(
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "streamer"))
 
 REPO = Path(__file__).resolve().parent.parent
+
+
+class ServeProcess:
+    """``streamer serve --port 0`` started as a user does (its own process, ``cwd`` holding its models and
+    ``streamer.toml``), its output in ``cwd/serve.log``; ``address`` is the ``host:port`` it printed."""
+
+    def __init__(self, cwd: Path, env: dict[str, str], start_timeout_s: float) -> None:
+        self.log_path = cwd / "serve.log"
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streamer.cli", "serve", "--port", "0"], cwd=cwd, env=env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + start_timeout_s
+        while not (match := re.search(r"oip: http://(\S+)/v2", self.log())):
+            assert self.process.poll() is None and time.monotonic() < deadline, self.log()
+            time.sleep(0.05)
+        self.address = match.group(1)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 20.0) -> int:
+        """SIGTERM, then its exit code; killed (and -9) if it has not exited within ``timeout_s``."""
+        self.process.terminate()
+        try:
+            return self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            return self.process.wait(10)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from streamer import synthetic
 from streamer.adapters import devstack
+from tests.conftest import ServeProcess
 from tests.e2e.conftest import Topics, WorkerProcess, produce
 from tests.model_versions import GBDT, LOGISTIC, write_version
 
@@ -84,29 +84,15 @@ class Predictions:
 @pytest.fixture
 def serve_process(tmp_path: Path) -> Iterator[Callable[[dict[str, str]], str]]:
     """Start ``streamer serve --port 0`` in ``tmp_path`` (its ``streamer.toml``); yields the OIP address."""
-    started: list[subprocess.Popen[bytes]] = []
-    log_path = tmp_path / "serve.log"
+    started: list[ServeProcess] = []
 
     def start(settings: dict[str, str]) -> str:
-        with open(log_path, "wb") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "streamer.cli", "serve", "--port", "0"],
-                cwd=tmp_path,
-                env=environment(settings),
-                stdout=log,
-                stderr=log,
-            )
-        started.append(process)
-        deadline = time.monotonic() + 60
-        while not (match := re.search(r"oip: (http://\S+)/v2", log_path.read_text())):
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        return match.group(1)
+        started.append(ServeProcess(tmp_path, environment(settings), start_timeout_s=60))
+        return f"http://{started[-1].address}"
 
     yield start
-    for process in started:
-        process.terminate()
-        assert process.wait(20) == 0, log_path.read_text()[-3000:]
+    for serving in started:
+        assert serving.stop(20) == 0, serving.log()[-3000:]
 
 
 def test_pin_promote_and_rollback_reach_the_worker_serve_and_batch_alike(

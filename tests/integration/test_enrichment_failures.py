@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -31,7 +30,7 @@ import redis
 from streamer import synthetic
 from streamer.adapters import devstack
 from streamer.adapters.redis_entities import EntityFeatureStore
-from tests.conftest import REPO
+from tests.conftest import REPO, ServeProcess
 
 POLICIES = {"fg-review": None, "fg-dead": "dead-letter", "fg-open": "defaults"}  # None: the default (review)
 REVIEW_REASON = "enrichment 'account' failed: the feature store did not answer"
@@ -207,28 +206,12 @@ def ask_all(address: str) -> dict[tuple[str, int], dict]:
 @pytest.fixture
 def serve(tmp_path: Path, frozen_then_stopped: devstack.ServerInfo) -> Iterator[str]:
     models = repository(tmp_path)
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "serve", "--port", "0"],
-            cwd=tmp_path,
-            env=environ(models, frozen_then_stopped.address) | {"STREAMER_BATCH_MAX_WAIT_MS": "2"},
-            stdout=log,
-            stderr=log,
-        )
+    env = environ(models, frozen_then_stopped.address) | {"STREAMER_BATCH_MAX_WAIT_MS": "2"}
+    serving = ServeProcess(tmp_path, env, start_timeout_s=120)
     try:
-        deadline = time.monotonic() + 120
-        while not (match := re.search(r"oip: http://(\S+)/v2", log_path.read_text())):
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        yield match.group(1)
+        yield serving.address
     finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(10)
+        serving.stop(60)
 
 
 def test_streamer_serve_with_redis_frozen_then_stopped(serve: str, frozen_then_stopped: devstack.ServerInfo) -> None:

@@ -20,8 +20,6 @@ import resource
 import select
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -41,7 +39,7 @@ from streamer.core.types import Records
 from streamer.oip.http import OipServer
 from streamer.oip.on_demand import OnDemandScorer
 from streamer.serving import ModelSet
-from tests.conftest import REPO
+from tests.conftest import REPO, ServeProcess
 
 CARD = ModelCard("m", 1, "binary-classification", ("a", "b"), "x", "0" * 64, OutputRef("probabilities", 1), None)
 BODY = json.dumps({"inputs": [{"name": "x", "shape": [1, 2], "datatype": "FP32", "data": [1.0, 2.0]}]}).encode()
@@ -230,24 +228,12 @@ def test_two_thousand_silent_connections_do_not_stop_streamer_serve_answering(tm
     resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, needed), hard))
     models = tmp_path / "models"
     shutil.copytree(REPO / "models" / "fraud" / "1", models / "fraud" / "1")
-    log_path = tmp_path / "serve.log"
     environ = {"PATH": "/usr/bin:/bin", "STREAMER_MODELS_DIR": str(models)}
     environ |= {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}  # the checkout under test
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "serve", "--port", "0"],
-            cwd=tmp_path,
-            env=environ,
-            stdout=log,
-            stderr=log,
-        )
+    serving = ServeProcess(tmp_path, environ, start_timeout_s=60)
     silent: list[socket.socket] = []
     try:
-        deadline = time.monotonic() + 60
-        while not (match := re.search(r"oip: http://(\S+)/v2", log_path.read_text())):
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        address = match.group(1)
+        address = serving.address
         host, port = address.rsplit(":", 1)
         for _ in range(2_000):
             sock = socket.socket()
@@ -263,11 +249,10 @@ def test_two_thousand_silent_connections_do_not_stop_streamer_serve_answering(tm
         answered_s = time.monotonic() - started
         assert result.as_numpy("score").shape == (1,) and result.get_response()["model_version"] == "1"
         assert answered_s < BOUND_S
-        wait_until(lambda: open_sockets(process.pid) <= 512 + 8, "the server keeps at most 512 connections")
-        assert process.poll() is None
+        wait_until(lambda: open_sockets(serving.process.pid) <= 512 + 8, "the server keeps at most 512 connections")
+        assert serving.process.poll() is None
         print(f"answered {answered_s:.2f} s after 2,000 silent connections")
     finally:
         for sock in silent:
             sock.close()
-        process.terminate()
-        assert process.wait(30) == 0, log_path.read_text()[-3000:]
+        assert serving.stop(30) == 0, serving.log()[-3000:]

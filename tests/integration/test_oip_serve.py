@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +19,7 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from streamer import synthetic
-from tests.conftest import REPO
+from tests.conftest import REPO, ServeProcess
 
 ROWS = synthetic.transactions(1000, seed=61).astype(np.float32)
 
@@ -48,24 +44,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         **{name: os.environ[name] for name in ("PYTHONPATH",) if name in os.environ},
     }
     environ |= {k: v for k, v in os.environ.items() if k == "PYTHONPATH"}  # the checkout under test
-    log_path = root / "serve.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "serve", "--port", "0"],
-            cwd=root,
-            env=environ,
-            stdout=log,
-            stderr=log,
-        )
+    serving = ServeProcess(root, environ, start_timeout_s=30)
     try:
-        deadline = time.monotonic() + 30
-        while not (match := re.search(r"oip: http://(\S+)/v2", log_path.read_text())):
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.05)
-        yield match.group(1)
+        yield serving.address
     finally:
-        process.terminate()
-        assert process.wait(10) == 0, log_path.read_text()[-3000:]
+        assert serving.stop(10) == 0, serving.log()[-3000:]
 
 
 def matrix_input(rows: np.ndarray, name: str = "float_input", binary: bool = False) -> triton.InferInput:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from streamer import synthetic
 from streamer.adapters import devstack
+from tests.conftest import ServeProcess
 from tests.model_versions import GBDT, LOGISTIC, write_version
 
 WARNING = "cannot read the serving state from Redis"
@@ -61,24 +62,11 @@ def test_batch_and_models_list_serve_the_configured_pin_and_say_it_once(tmp_path
 
 def test_serve_serves_the_configured_pin_and_says_it_once_while_it_keeps_trying(tmp_path: Path) -> None:
     environ = workdir(tmp_path)
-    log_path = tmp_path / "serve.log"
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "streamer.cli", "serve", "--port", "0"],
-            cwd=tmp_path,
-            env=environ,
-            stdout=log,
-            stderr=log,
-        )
+    serving = ServeProcess(tmp_path, environ, start_timeout_s=60)
     try:
-        deadline = time.monotonic() + 60
-        while "oip: http://" not in log_path.read_text():
-            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
         time.sleep(1.5)  # several control intervals of 0.2 s, each failing
-        text = log_path.read_text()
+        text = serving.log()
         assert re.search(r"^serving: fraud@1$", text, re.M), text
         assert text.count(WARNING) == 1 and "Traceback" not in text, text
     finally:
-        process.terminate()
-        assert process.wait(20) == 0, log_path.read_text()[-3000:]
+        assert serving.stop(20) == 0, serving.log()[-3000:]
