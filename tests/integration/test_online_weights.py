@@ -25,6 +25,7 @@ from streamer.adapters.redis_state import DUPLICATE, JOINED, LEARNED, LoggedPred
 from streamer.core import learner
 from streamer.core.errors import ModelError
 from streamer.core.routing import Catalog
+from streamer.core.state import OnlineWeights
 from streamer.services.online_refresh import OnlineRefresher
 from streamer.serving import ModelSet, ServingModels, cards_of
 from tests.conftest import REPO
@@ -48,6 +49,21 @@ def logged(model: onnx_models.LoadedModel, x: np.ndarray, token: str) -> list[Lo
         LoggedPrediction(f"{token}-{i}", card.name, str(card.version), 0.5, 0.5, 1.0, row.tolist())
         for i, row in enumerate(x.astype(np.float32))
     ]
+
+
+def learned_in_redis(
+    store: RedisStateStore, model: onnx_models.LoadedModel, x: np.ndarray, y: np.ndarray, token: str
+) -> OnlineWeights:
+    """Log ``model``'s predictions of ``x``, send their labels ``y`` in batches of 400 (every one learnt), and
+    return the shared state the Lua learner reached."""
+    predictions = logged(model, x, token)
+    store.log_predictions(predictions)
+    batch = [(p.id, int(label)) for p, label in zip(predictions, y, strict=True)]
+    codes = [c for b in range(0, len(batch), 400) for c in store.apply_labels(batch[b : b + 400], 5.0)]
+    assert codes == [LEARNED] * len(batch)
+    shared = store.online_weights("fraud-online", "1")
+    assert shared is not None and shared.updates == len(batch)
+    return shared
 
 
 def test_the_shipped_onnx_weights_round_trip_and_score_like_the_learner(model: onnx_models.LoadedModel) -> None:
@@ -110,14 +126,8 @@ def test_with_l1_the_lua_learner_equals_the_reference_from_the_shipped_weights(
     np.testing.assert_allclose(served.run(None, {"float_input": x[:200]})[1], shipped, atol=1e-5)
 
     y = 1 - synthetic.labels(x, seed=19)  # a rule the shipped weights get wrong: l1 has work to do
-    predictions = logged(model, x, f"l1-{l1}")
-    store.log_predictions(predictions)
-    batch = [(p.id, int(label)) for p, label in zip(predictions, y, strict=True)]
-    codes = [c for b in range(0, 1200, 400) for c in store.apply_labels(batch[b : b + 400], 5.0)]
-    assert codes == [LEARNED] * 1200
+    shared = learned_in_redis(store, model, x, y, f"l1-{l1}")
     reference = learner.learn_many(start, x, y)
-    shared = store.online_weights("fraud-online", "1")
-    assert shared is not None and shared.updates == 1200
     np.testing.assert_allclose(shared.z, reference.z, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(shared.n, reference.n, rtol=1e-9, atol=1e-9)
     w_lua, w_ref = learner.weights_from_zn(shared.z, shared.n, spec.params), learner.weights(reference)
@@ -140,14 +150,8 @@ def test_with_a_learning_rate_floor_the_lua_learner_equals_the_reference(
     _, start = online.spec_of(model)
     x = synthetic.transactions(1200, seed=29).astype(np.float32)
     y = 1 - synthetic.labels(x, seed=29)  # a rule the shipped weights get wrong: large gradients, n grows fast
-    predictions = logged(model, x, f"floor-{rate_floor}")
-    store.log_predictions(predictions)
-    batch = [(p.id, int(label)) for p, label in zip(predictions, y, strict=True)]
-    codes = [c for b in range(0, 1200, 400) for c in store.apply_labels(batch[b : b + 400], 5.0)]
-    assert codes == [LEARNED] * 1200
+    shared = learned_in_redis(store, model, x, y, f"floor-{rate_floor}")
     reference = learner.learn_many(start, x, y)
-    shared = store.online_weights("fraud-online", "1")
-    assert shared is not None and shared.updates == 1200
     assert np.all(reference.n <= params.n_max) and np.any(reference.n == params.n_max)  # the floor held
     np.testing.assert_allclose(shared.z, reference.z, rtol=1e-9, atol=1e-9)
     np.testing.assert_allclose(shared.n, reference.n, rtol=1e-9, atol=1e-9)
